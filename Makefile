@@ -1,0 +1,98 @@
+# dotproxy: GNU Make, non-recursive, out-of-tree in build/.
+#   make            build build/dotproxy
+#   make check      unit tests, fuzz corpus replay, integration tests
+#   make run        run the proxy with its defaults (ARGS='...' to pass options)
+#   make demo       offline end-to-end demo (local unbound over TLS, dig through dotproxy)
+#   make install    PREFIX=/usr/local DESTDIR=
+#   make SANITIZE=1 ASan+UBSan build in build/sanitize/
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR ?= $(PREFIX)/share/man
+PYTHON ?= /usr/bin/python3
+PYTEST_ARGS ?=
+
+PKGS := libuv openssl
+CC ?= cc
+ifeq ($(SANITIZE),1)
+BUILD := build/sanitize
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+OPT_FLAGS := -O1 -g
+else
+BUILD := build
+SAN_FLAGS :=
+OPT_FLAGS := -O2 -g
+endif
+
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
+	-Wimplicit-fallthrough -Wvla -Wconversion -Wno-sign-conversion
+HARDEN := -fstack-protector-strong -fstack-clash-protection -fPIE
+ifneq ($(SANITIZE),1)
+HARDEN += -D_FORTIFY_SOURCE=3
+endif
+ifeq ($(WERROR),1)
+WARN += -Werror
+endif
+
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS_ALL = -std=gnu11 $(OPT_FLAGS) $(WARN) $(HARDEN) $(SAN_FLAGS) -I. $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
+LDFLAGS_ALL = -pie -Wl,-z,relro,-z,now -Wl,--as-needed $(SAN_FLAGS) $(LDFLAGS)
+
+LIB_SRC := $(wildcard lib/*.c)
+DAEMON_SRC := $(wildcard daemon/*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all check unit integration fuzz-replay fuzz run demo install clean deps lint bench
+all: $(BUILD)/dotproxy
+
+$(BUILD)/dotproxy: $(DAEMON_OBJ) $(BUILD)/libdotproxy.a
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/libdotproxy.a: $(LIB_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c | deps
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -c -o $@ $<
+
+$(BUILD)/tests/test_%: tests/unit/test_%.c $(BUILD)/libdotproxy.a | deps
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes $(shell pkg-config --cflags cmocka) -o $@ $< \
+		$(BUILD)/libdotproxy.a $(LDFLAGS_ALL) $(PKG_LIBS) $(shell pkg-config --libs cmocka)
+
+# Installs what the build and the tests need, once per machine (apt-get as
+# root, else prints the command).  A stamp keeps later builds from asking again.
+deps: build/.deps-ok
+build/.deps-ok: scripts/ensure-deps
+	@scripts/ensure-deps
+	@mkdir -p build && touch $@
+
+unit: $(UNIT_BIN)
+	@for t in $(UNIT_BIN); do echo "== $$t"; $$t || exit 1; done
+
+integration: $(BUILD)/dotproxy
+	DOTPROXY=$(CURDIR)/$(BUILD)/dotproxy $(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
+
+check: all unit integration
+
+run: $(BUILD)/dotproxy
+	$(BUILD)/dotproxy $(ARGS)
+
+demo: $(BUILD)/dotproxy
+	$(PYTHON) tests/integration/demo.py $(CURDIR)/$(BUILD)/dotproxy
+
+install: $(BUILD)/dotproxy
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8
+	install -m 755 $(BUILD)/dotproxy $(DESTDIR)$(SBINDIR)/dotproxy
+	install -m 644 doc/dotproxy.8 $(DESTDIR)$(MANDIR)/man8/dotproxy.8
+
+clean:
+	rm -rf build
+
+-include $(LIB_OBJ:.o=.d) $(DAEMON_OBJ:.o=.d)

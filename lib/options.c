@@ -1,0 +1,539 @@
+/*
+ * Options.  Every option is one row of `table`; the command line and the
+ * config file both end in apply(), so the two syntaxes cannot disagree.
+ */
+#include "lib/options.h"
+
+#include "lib/version.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum opt_id {
+	OPT_CONFIG,
+	OPT_LISTEN,
+	OPT_UPSTREAM,
+	OPT_CA_FILE,
+	OPT_TIMEOUT,
+	OPT_TCP_IDLE_TIMEOUT,
+	OPT_MAX_INFLIGHT,
+	OPT_MAX_TCP_CLIENTS,
+	OPT_MAX_TCP_PIPELINE,
+	OPT_LOG_QUERIES,
+	OPT_VERBOSE,
+	OPT_CHECK_CONFIG,
+	OPT_HELP,
+	OPT_VERSION,
+};
+
+struct option_def {
+	enum opt_id id;
+	const char *name;
+	char short_name;   /* 0: none */
+	const char *arg;   /* NULL: a flag without a value */
+	bool cli_only;     /* not allowed in a config file */
+	const char *help;
+};
+
+static const struct option_def table[] = {
+	{ OPT_CONFIG, "config", 0, "FILE", true,
+	  "read options from FILE (same names, no dashes, one per line)" },
+	{ OPT_LISTEN, "listen", 0, "ADDR:PORT", false,
+	  "listen for plain DNS on UDP and TCP (repeatable; IPv6 as [::1]:53)\n"
+	  "default: 127.0.0.1:53 and [::1]:53" },
+	{ OPT_UPSTREAM, "upstream", 0, "IP[@PORT][#AUTH-NAME]", false,
+	  "forward over TLS to this resolver (repeatable, tried in order); port 853\n"
+	  "by default; AUTH-NAME is sent as SNI and must match the certificate,\n"
+	  "without it the certificate must carry the IP address\n"
+	  "default: 9.9.9.9@853#dns.quad9.net 1.1.1.1@853#cloudflare-dns.com\n"
+	  "         8.8.8.8@853#dns.google" },
+	{ OPT_CA_FILE, "ca-file", 0, "FILE", false,
+	  "PEM trust anchors for upstream certificates; default: the system store" },
+	{ OPT_TIMEOUT, "timeout", 0, "MSEC", false,
+	  "answer SERVFAIL when no upstream answered within MSEC (default 4000)" },
+	{ OPT_TCP_IDLE_TIMEOUT, "tcp-idle-timeout", 0, "MSEC", false,
+	  "close TCP clients idle for MSEC (default 10000)" },
+	{ OPT_MAX_INFLIGHT, "max-inflight", 0, "N", false,
+	  "queries in flight at once; beyond, SERVFAIL (default 8192)" },
+	{ OPT_MAX_TCP_CLIENTS, "max-tcp-clients", 0, "N", false,
+	  "TCP client connections at once; beyond, closed (default 1000)" },
+	{ OPT_MAX_TCP_PIPELINE, "max-tcp-pipeline", 0, "N", false,
+	  "queries in flight per TCP client before reading pauses (default 128)" },
+	{ OPT_LOG_QUERIES, "log-queries", 0, NULL, false,
+	  "log one line per query: client, name, type, rcode, upstream, time" },
+	{ OPT_VERBOSE, "verbose", 'v', NULL, false,
+	  "log more (repeatable: -v info, -vv debug)" },
+	{ OPT_CHECK_CONFIG, "check-config", 0, NULL, true,
+	  "validate the configuration and exit" },
+	{ OPT_HELP, "help", 'h', NULL, true, "show this help and exit" },
+	{ OPT_VERSION, "version", 'V', NULL, true, "show the version and exit" },
+};
+
+enum source { SRC_DEFAULT, SRC_FILE, SRC_CLI };
+
+struct parse_state {
+	struct config *cfg;
+	FILE *out;
+	enum source source;
+	enum source listen_from;   /* where the current listen list came from */
+	enum source upstream_from; /* where the current upstream list came from */
+	bool exit_now;
+	char *err;
+	size_t errlen;
+};
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+static int parse_port(const char *text, uint16_t *port)
+{
+	char *end;
+
+	if (!isdigit((unsigned char)text[0]))
+		return -EINVAL;
+	errno = 0;
+	unsigned long v = strtoul(text, &end, 10);
+	if (errno || *end || v == 0 || v > 65535)
+		return -EINVAL;
+	*port = (uint16_t)v;
+	return 0;
+}
+
+/* Fill @addr from an IP literal and a port; false if @ip is not an address. */
+static bool make_addr(const char *ip, uint16_t port, struct options_addr *addr)
+{
+	memset(addr, 0, sizeof(*addr));
+	struct sockaddr_in *v4 = (struct sockaddr_in *)&addr->sa;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&addr->sa;
+	if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1) {
+		v4->sin_family = AF_INET;
+		v4->sin_port = htons(port);
+		addr->sa_len = sizeof(*v4);
+		snprintf(addr->text, sizeof(addr->text), "%s:%u", ip, port);
+		return true;
+	}
+	if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1) {
+		v6->sin6_family = AF_INET6;
+		v6->sin6_port = htons(port);
+		addr->sa_len = sizeof(*v6);
+		snprintf(addr->text, sizeof(addr->text), "[%s]:%u", ip, port);
+		return true;
+	}
+	return false;
+}
+
+static bool valid_hostname(const char *name)
+{
+	size_t label = 0, len = strlen(name);
+
+	if (len == 0 || len > OPTIONS_MAX_AUTH_NAME)
+		return false;
+	for (const char *p = name; *p; p++) {
+		if (*p == '.') {
+			if (label == 0)
+				return false;
+			label = 0;
+		} else if (isalnum((unsigned char)*p) || *p == '-' || *p == '_') {
+			if (++label > 63)
+				return false;
+		} else {
+			return false;
+		}
+	}
+	return true;
+}
+
+int options_parse_upstream(const char *spec, struct options_upstream *up, char *err, size_t errlen)
+{
+	char ip[INET6_ADDRSTRLEN + 1];
+	const char *hash = strchr(spec, '#');
+	const char *at = strchr(spec, '@');
+	size_t ip_len;
+
+	memset(up, 0, sizeof(*up));
+	if (at && hash && at > hash)
+		at = NULL; /* an '@' inside the auth name is not a port */
+	ip_len = (size_t)((at ? at : hash ? hash : spec + strlen(spec)) - spec);
+	if (ip_len == 0 || ip_len >= sizeof(ip))
+		return fail(err, errlen, "bad upstream '%s': expected IP[@PORT][#AUTH-NAME]", spec);
+	memcpy(ip, spec, ip_len);
+	ip[ip_len] = '\0';
+	up->port = OPTIONS_DEFAULT_PORT_DOT;
+	if (at) {
+		char port[8];
+		size_t port_len = (size_t)((hash ? hash : at + strlen(at)) - (at + 1));
+		if (port_len == 0 || port_len >= sizeof(port))
+			return fail(err, errlen, "bad upstream '%s': bad port", spec);
+		memcpy(port, at + 1, port_len);
+		port[port_len] = '\0';
+		if (parse_port(port, &up->port))
+			return fail(err, errlen, "bad upstream '%s': port '%s' is not 1-65535",
+				    spec, port);
+	}
+	if (hash) {
+		if (!valid_hostname(hash + 1))
+			return fail(err, errlen, "bad upstream '%s': '%s' is not a host name", spec,
+				    hash + 1);
+		snprintf(up->auth_name, sizeof(up->auth_name), "%s", hash + 1);
+	}
+	if (!make_addr(ip, up->port, &up->addr))
+		return fail(err, errlen,
+			    "bad upstream '%s': '%s' is not an IP address (names are not resolved)",
+			    spec, ip);
+	snprintf(up->ip, sizeof(up->ip), "%s", ip);
+	snprintf(up->label, sizeof(up->label), "%s@%u%s%s", ip, up->port, up->auth_name[0] ? "#" : "",
+		 up->auth_name);
+	return 0;
+}
+
+int options_parse_listen(const char *spec, struct options_addr *addr, char *err, size_t errlen)
+{
+	char ip[INET6_ADDRSTRLEN + 1];
+	const char *colon, *ip_start = spec;
+	size_t ip_len;
+	uint16_t port;
+
+	if (spec[0] == '[') {
+		const char *close = strchr(spec, ']');
+		if (!close || close[1] != ':')
+			return fail(err, errlen, "bad listen address '%s': expected [IPv6]:PORT", spec);
+		ip_start = spec + 1;
+		ip_len = (size_t)(close - ip_start);
+		colon = close + 1;
+	} else {
+		colon = strrchr(spec, ':');
+		if (!colon || strchr(spec, ':') != colon)
+			return fail(err, errlen,
+				    "bad listen address '%s': expected ADDR:PORT or [IPv6]:PORT", spec);
+		ip_len = (size_t)(colon - spec);
+	}
+	if (ip_len == 0 || ip_len >= sizeof(ip))
+		return fail(err, errlen, "bad listen address '%s'", spec);
+	memcpy(ip, ip_start, ip_len);
+	ip[ip_len] = '\0';
+	if (parse_port(colon + 1, &port))
+		return fail(err, errlen, "bad listen address '%s': port '%s' is not 1-65535", spec,
+			    colon + 1);
+	if (!make_addr(ip, port, addr) || (spec[0] == '[') != (addr->sa.ss_family == AF_INET6))
+		return fail(err, errlen, "bad listen address '%s': '%s' is not an IP address", spec,
+			    ip);
+	return 0;
+}
+
+static int parse_uint(const char *name, const char *value, unsigned lo, unsigned hi, unsigned *out,
+		      char *err, size_t errlen)
+{
+	char *end;
+
+	if (!isdigit((unsigned char)value[0]))
+		return fail(err, errlen, "bad --%s '%s': expected a number", name, value);
+	errno = 0;
+	unsigned long v = strtoul(value, &end, 10);
+	if (errno || *end || v < lo || v > hi)
+		return fail(err, errlen, "bad --%s '%s': expected a number from %u to %u", name,
+			    value, lo, hi);
+	*out = (unsigned)v;
+	return 0;
+}
+
+static void set_defaults(struct config *cfg)
+{
+	static const char *const listens[] = { "127.0.0.1:53", "[::1]:53" };
+	static const char *const upstreams[] = { "9.9.9.9@853#dns.quad9.net",
+						 "1.1.1.1@853#cloudflare-dns.com",
+						 "8.8.8.8@853#dns.google" };
+	char err[16];
+
+	memset(cfg, 0, sizeof(*cfg));
+	for (size_t i = 0; i < sizeof(listens) / sizeof(listens[0]); i++)
+		if (options_parse_listen(listens[i], &cfg->listen[cfg->n_listen], err, sizeof(err)) == 0)
+			cfg->n_listen++;
+	for (size_t i = 0; i < sizeof(upstreams) / sizeof(upstreams[0]); i++)
+		if (options_parse_upstream(upstreams[i], &cfg->upstream[cfg->n_upstream], err,
+					   sizeof(err)) == 0)
+			cfg->n_upstream++;
+	cfg->timeout_ms = 4000;
+	cfg->tcp_idle_timeout_ms = 10000;
+	cfg->max_inflight = 8192;
+	cfg->max_tcp_clients = 1000;
+	cfg->max_tcp_pipeline = 128;
+}
+
+static void print_help(FILE *out)
+{
+	fprintf(out, "Usage: dotproxy [--config FILE] [options]\n"
+		     "Forward plain DNS (UDP and TCP) to resolvers over DNS-over-TLS.\n\n");
+	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+		const struct option_def *o = &table[i];
+		char head[64];
+		if (o->short_name)
+			snprintf(head, sizeof(head), "-%c, --%s%s%s", o->short_name, o->name,
+				 o->arg ? " " : "", o->arg ? o->arg : "");
+		else
+			snprintf(head, sizeof(head), "    --%s%s%s", o->name, o->arg ? " " : "",
+				 o->arg ? o->arg : "");
+		fprintf(out, "  %-34s ", head);
+		for (const char *p = o->help; *p; p++) {
+			fputc(*p, out);
+			if (*p == '\n')
+				fprintf(out, "  %-34s ", "");
+		}
+		fputc('\n', out);
+	}
+	fprintf(out, "\nExit status: 0 after SIGTERM/SIGINT, 1 if start-up fails, 2 for a bad "
+		     "argument.\nSee dotproxy(8).\n");
+}
+
+static int read_file(struct parse_state *st, const char *path);
+
+/* Apply one option from the current source; @value is NULL for flags. */
+static int apply(struct parse_state *st, const struct option_def *o, const char *value)
+{
+	struct config *cfg = st->cfg;
+	char *err = st->err;
+	size_t errlen = st->errlen;
+
+	switch (o->id) {
+	case OPT_CONFIG:
+		return read_file(st, value);
+	case OPT_LISTEN:
+		if (st->listen_from != st->source) {
+			cfg->n_listen = 0; /* a list from a stronger source replaces the weaker */
+			st->listen_from = st->source;
+		}
+		if (cfg->n_listen == OPTIONS_MAX_LISTEN)
+			return fail(err, errlen, "too many --listen (at most %d)", OPTIONS_MAX_LISTEN);
+		return options_parse_listen(value, &cfg->listen[cfg->n_listen++], err, errlen);
+	case OPT_UPSTREAM:
+		if (st->upstream_from != st->source) {
+			cfg->n_upstream = 0;
+			st->upstream_from = st->source;
+		}
+		if (cfg->n_upstream == OPTIONS_MAX_UPSTREAMS)
+			return fail(err, errlen, "too many --upstream (at most %d)",
+				    OPTIONS_MAX_UPSTREAMS);
+		return options_parse_upstream(value, &cfg->upstream[cfg->n_upstream++], err, errlen);
+	case OPT_CA_FILE:
+		if (!value[0] || strlen(value) >= sizeof(cfg->ca_file))
+			return fail(err, errlen, "bad --ca-file '%s'", value);
+		snprintf(cfg->ca_file, sizeof(cfg->ca_file), "%s", value);
+		return 0;
+	case OPT_TIMEOUT:
+		return parse_uint(o->name, value, 10, 600000, &cfg->timeout_ms, err, errlen);
+	case OPT_TCP_IDLE_TIMEOUT:
+		return parse_uint(o->name, value, 10, 3600000, &cfg->tcp_idle_timeout_ms, err,
+				  errlen);
+	case OPT_MAX_INFLIGHT:
+		return parse_uint(o->name, value, 1, 1000000, &cfg->max_inflight, err, errlen);
+	case OPT_MAX_TCP_CLIENTS:
+		return parse_uint(o->name, value, 1, 1000000, &cfg->max_tcp_clients, err, errlen);
+	case OPT_MAX_TCP_PIPELINE:
+		return parse_uint(o->name, value, 1, 65535, &cfg->max_tcp_pipeline, err, errlen);
+	case OPT_LOG_QUERIES:
+		cfg->log_queries = true;
+		return 0;
+	case OPT_VERBOSE:
+		cfg->verbosity++;
+		return 0;
+	case OPT_CHECK_CONFIG:
+		cfg->check_only = true;
+		return 0;
+	case OPT_HELP:
+		print_help(st->out);
+		st->exit_now = true;
+		return 0;
+	case OPT_VERSION:
+		fprintf(st->out, "dotproxy %s\n", DOTPROXY_VERSION);
+		st->exit_now = true;
+		return 0;
+	}
+	return fail(err, errlen, "internal error: unhandled option --%s", o->name);
+}
+
+static const struct option_def *find_long(const char *name, size_t len)
+{
+	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+		if (strlen(table[i].name) == len && strncmp(table[i].name, name, len) == 0)
+			return &table[i];
+	return NULL;
+}
+
+static const struct option_def *find_short(char c)
+{
+	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+		if (table[i].short_name == c)
+			return &table[i];
+	return NULL;
+}
+
+static char *trim(char *s)
+{
+	while (isspace((unsigned char)*s))
+		s++;
+	size_t n = strlen(s);
+	while (n && isspace((unsigned char)s[n - 1]))
+		s[--n] = '\0';
+	return s;
+}
+
+static int read_file(struct parse_state *st, const char *path)
+{
+	char line[8192];
+	unsigned lineno = 0;
+	int rc = 0;
+	enum source saved = st->source;
+
+	if (st->source == SRC_FILE)
+		return fail(st->err, st->errlen, "%s: 'config' cannot be used inside a config file",
+			    path);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return fail(st->err, st->errlen, "cannot read config file %s: %s", path,
+			    strerror(errno));
+	st->source = SRC_FILE;
+	while (fgets(line, sizeof(line), f)) {
+		lineno++;
+		if (!strchr(line, '\n') && !feof(f)) {
+			rc = fail(st->err, st->errlen, "%s:%u: line too long", path, lineno);
+			break;
+		}
+		char *hash = strchr(line, '#');
+		if (hash)
+			*hash = '\0';
+		char *name = trim(line);
+		if (!*name)
+			continue;
+		char *value = name;
+		while (*value && !isspace((unsigned char)*value))
+			value++;
+		if (*value)
+			*value++ = '\0';
+		value = trim(value);
+		const struct option_def *o = find_long(name, strlen(name));
+		if (!o || o->cli_only) {
+			rc = fail(st->err, st->errlen, "%s:%u: unknown option '%s'", path, lineno,
+				  name);
+			break;
+		}
+		if (o->arg && !*value) {
+			rc = fail(st->err, st->errlen, "%s:%u: '%s' needs a value (%s)", path, lineno,
+				  name, o->arg);
+			break;
+		}
+		if (!o->arg && *value) {
+			rc = fail(st->err, st->errlen, "%s:%u: '%s' takes no value", path, lineno,
+				  name);
+			break;
+		}
+		char reason[512];
+		char *outer_err = st->err;
+		size_t outer_len = st->errlen;
+		st->err = reason;
+		st->errlen = sizeof(reason);
+		rc = apply(st, o, o->arg ? value : NULL);
+		st->err = outer_err;
+		st->errlen = outer_len;
+		if (rc) {
+			fail(st->err, st->errlen, "%s:%u: %s", path, lineno, reason);
+			break;
+		}
+	}
+	if (!rc && ferror(f))
+		rc = fail(st->err, st->errlen, "cannot read config file %s", path);
+	fclose(f);
+	st->source = saved;
+	return rc;
+}
+
+/* The command line, in two passes: --config first (whatever its position),
+ * so that every other option on the command line overrides the file. */
+static int parse_argv(struct parse_state *st, int argc, char **argv, bool config_pass)
+{
+	for (int i = 1; i < argc; i++) {
+		const char *arg = argv[i];
+		const struct option_def *o = NULL;
+		const char *value = NULL;
+
+		if (strncmp(arg, "--", 2) == 0 && arg[2]) {
+			const char *eq = strchr(arg + 2, '=');
+			size_t len = eq ? (size_t)(eq - arg - 2) : strlen(arg + 2);
+			o = find_long(arg + 2, len);
+			if (!o)
+				return fail(st->err, st->errlen, "unknown option '%s' (see --help)", arg);
+			if (eq) {
+				if (!o->arg)
+					return fail(st->err, st->errlen, "option --%s takes no value",
+						    o->name);
+				value = eq + 1;
+			}
+		} else if (arg[0] == '-' && arg[1] && arg[1] != '-') {
+			/* Short flags may be bundled: -vv. */
+			for (const char *c = arg + 1; *c; c++) {
+				o = find_short(*c);
+				if (!o || o->arg)
+					return fail(st->err, st->errlen,
+						    "unknown option '-%c' (see --help)", *c);
+				if (!config_pass) {
+					int rc = apply(st, o, NULL);
+					if (rc)
+						return rc;
+				}
+			}
+			continue;
+		} else {
+			return fail(st->err, st->errlen, "unexpected argument '%s' (see --help)", arg);
+		}
+		if (o->arg && !value) {
+			if (i + 1 >= argc)
+				return fail(st->err, st->errlen, "option --%s needs a value (%s)",
+					    o->name, o->arg);
+			value = argv[++i];
+		}
+		if (config_pass != (o->id == OPT_CONFIG))
+			continue;
+		int rc = apply(st, o, value);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int options_parse(int argc, char **argv, struct config *cfg, FILE *out, char *err, size_t errlen)
+{
+	struct parse_state st = {
+		.cfg = cfg,
+		.out = out,
+		.source = SRC_CLI,
+		.listen_from = SRC_DEFAULT,
+		.upstream_from = SRC_DEFAULT,
+		.err = err,
+		.errlen = errlen,
+	};
+	int rc;
+
+	set_defaults(cfg);
+	rc = parse_argv(&st, argc, argv, true);
+	if (rc)
+		return rc;
+	rc = parse_argv(&st, argc, argv, false);
+	if (rc)
+		return rc;
+	if (st.exit_now)
+		return OPTIONS_EXIT;
+	return OPTIONS_RUN;
+}

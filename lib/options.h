@@ -1,0 +1,76 @@
+/*
+ * Configuration: one table of options serves both the command line
+ * (--name value, --name=value) and the config file (name value, one per
+ * line, # comments).  The result is a validated struct config that the
+ * daemon treats as immutable.
+ */
+#pragma once
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+enum {
+	OPTIONS_MAX_LISTEN = 16,
+	OPTIONS_MAX_UPSTREAMS = 16,
+	OPTIONS_MAX_AUTH_NAME = 253,
+	OPTIONS_DEFAULT_PORT_DOT = 853,
+};
+
+/** What options_parse() decided (errors are negative). */
+enum {
+	OPTIONS_RUN = 0,  /**< start the daemon with the config */
+	OPTIONS_EXIT = 1, /**< --help, --version or --check-config done: exit 0 */
+};
+
+/** A socket address with the text it was written as. */
+struct options_addr {
+	struct sockaddr_storage sa;
+	socklen_t sa_len;
+	char text[64]; /**< as given, normalised: "127.0.0.1:53", "[::1]:53" */
+};
+
+/** One upstream resolver, from IP[@PORT][#AUTH-NAME]. */
+struct options_upstream {
+	struct options_addr addr;
+	char ip[INET6_ADDRSTRLEN];              /**< the IP as text, for IP verification */
+	uint16_t port;
+	char auth_name[OPTIONS_MAX_AUTH_NAME + 1]; /**< empty: verify the IP instead */
+	char label[INET6_ADDRSTRLEN + 24 + OPTIONS_MAX_AUTH_NAME]; /**< the spec, for logs */
+};
+
+/** The whole configuration.  Plain data: copy it freely. */
+struct config {
+	struct options_addr listen[OPTIONS_MAX_LISTEN];
+	unsigned n_listen;
+	struct options_upstream upstream[OPTIONS_MAX_UPSTREAMS];
+	unsigned n_upstream;
+	char ca_file[4096];          /**< empty: the system trust store */
+	int verbosity;               /**< number of -v given */
+	bool log_queries;
+	unsigned timeout_ms;         /**< deadline of a client query */
+	unsigned tcp_idle_timeout_ms; /**< idle TCP clients are closed after this */
+	unsigned max_inflight;       /**< queries in flight at once */
+	unsigned max_tcp_clients;    /**< TCP client connections at once */
+	unsigned max_tcp_pipeline;   /**< queries in flight per TCP client */
+	bool check_only;             /**< --check-config */
+};
+
+/**
+ * Fill @cfg from defaults, then the file named by --config (if any), then
+ * the command line, which overrides the file (a list option given on the
+ * command line replaces the file's list).  Prints --help/--version output
+ * to @out.  Returns OPTIONS_RUN, OPTIONS_EXIT, or -EINVAL with a one-line
+ * reason naming the bad argument (or file and line) in @err.
+ */
+int options_parse(int argc, char **argv, struct config *cfg, FILE *out, char *err, size_t errlen);
+
+/** Parse one upstream spec IP[@PORT][#AUTH-NAME].  0 or -EINVAL with @err. */
+int options_parse_upstream(const char *spec, struct options_upstream *up, char *err,
+			   size_t errlen);
+
+/** Parse a listen address ADDR:PORT or [IPv6]:PORT.  0 or -EINVAL with @err. */
+int options_parse_listen(const char *spec, struct options_addr *addr, char *err, size_t errlen);

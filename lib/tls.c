@@ -1,0 +1,240 @@
+/*
+ * TLS on OpenSSL 3 memory BIOs.  The error queue is cleared before every
+ * SSL_* call so that an error reported belongs to that call, and every
+ * SSL_get_error() outcome is mapped to one of our three results.
+ */
+#include "lib/tls.h"
+
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct tls_ctx {
+	SSL_CTX *ssl_ctx;
+};
+
+struct tls_conn {
+	SSL *ssl;
+	BIO *in;  /* ciphertext from the peer, read by OpenSSL; owned by ssl */
+	BIO *out; /* ciphertext for the peer, written by OpenSSL; owned by ssl */
+	char error[256];
+};
+
+static void openssl_error(char *buf, size_t cap, const char *what)
+{
+	unsigned long e = ERR_peek_last_error();
+	char reason[200];
+
+	if (e) {
+		ERR_error_string_n(e, reason, sizeof(reason));
+		snprintf(buf, cap, "%s: %s", what, reason);
+	} else {
+		snprintf(buf, cap, "%s", what);
+	}
+	ERR_clear_error();
+}
+
+struct tls_ctx *tls_ctx_new(const char *ca_file, char *err, size_t errlen)
+{
+	static const unsigned char alpn[] = { 3, 'd', 'o', 't' };
+	struct tls_ctx *ctx = calloc(1, sizeof(*ctx));
+	int ok;
+
+	if (!ctx) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	ERR_clear_error();
+	ctx->ssl_ctx = SSL_CTX_new(TLS_client_method());
+	if (!ctx->ssl_ctx) {
+		openssl_error(err, errlen, "cannot create TLS context");
+		goto fail;
+	}
+	SSL_CTX_set_min_proto_version(ctx->ssl_ctx, TLS1_2_VERSION);
+	SSL_CTX_set_verify(ctx->ssl_ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_mode(ctx->ssl_ctx, SSL_MODE_RELEASE_BUFFERS);
+	/* RFC 8310 §8.2: no renegotiation, no compression. */
+	SSL_CTX_set_options(ctx->ssl_ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+	if (SSL_CTX_set_alpn_protos(ctx->ssl_ctx, alpn, sizeof(alpn)) != 0) {
+		openssl_error(err, errlen, "cannot set ALPN");
+		goto fail;
+	}
+	if (ca_file)
+		ok = SSL_CTX_load_verify_locations(ctx->ssl_ctx, ca_file, NULL);
+	else
+		ok = SSL_CTX_set_default_verify_paths(ctx->ssl_ctx);
+	if (ok != 1) {
+		char what[300];
+		snprintf(what, sizeof(what), "cannot load trust anchors from %s",
+			 ca_file ? ca_file : "the system store");
+		openssl_error(err, errlen, what);
+		goto fail;
+	}
+	return ctx;
+fail:
+	tls_ctx_free(ctx);
+	return NULL;
+}
+
+void tls_ctx_free(struct tls_ctx *ctx)
+{
+	if (!ctx)
+		return;
+	SSL_CTX_free(ctx->ssl_ctx);
+	free(ctx);
+}
+
+struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *auth_name, const char *ip_text)
+{
+	struct tls_conn *conn = calloc(1, sizeof(*conn));
+
+	if (!conn)
+		return NULL;
+	ERR_clear_error();
+	conn->ssl = SSL_new(ctx->ssl_ctx);
+	conn->in = BIO_new(BIO_s_mem());
+	conn->out = BIO_new(BIO_s_mem());
+	if (!conn->ssl || !conn->in || !conn->out)
+		goto fail;
+	/* An empty input BIO means "wait for more", not end of file. */
+	BIO_set_mem_eof_return(conn->in, -1);
+	SSL_set_bio(conn->ssl, conn->in, conn->out); /* ssl owns both from here */
+	SSL_set_connect_state(conn->ssl);
+	if (auth_name) {
+		SSL_set_hostflags(conn->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		if (SSL_set_tlsext_host_name(conn->ssl, auth_name) != 1 ||
+		    SSL_set1_host(conn->ssl, auth_name) != 1)
+			goto fail_ssl;
+	} else {
+		if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(conn->ssl), ip_text) != 1)
+			goto fail_ssl;
+	}
+	return conn;
+fail:
+	BIO_free(conn->in);
+	BIO_free(conn->out);
+	SSL_free(conn->ssl);
+	free(conn);
+	return NULL;
+fail_ssl:
+	tls_conn_free(conn);
+	return NULL;
+}
+
+void tls_conn_free(struct tls_conn *conn)
+{
+	if (!conn)
+		return;
+	SSL_free(conn->ssl);
+	free(conn);
+}
+
+int tls_conn_feed(struct tls_conn *conn, const uint8_t *data, size_t len)
+{
+	while (len > 0) {
+		int chunk = len > INT32_MAX ? INT32_MAX : (int)len;
+		int n = BIO_write(conn->in, data, chunk);
+		if (n <= 0)
+			return -ENOMEM;
+		data += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Classify a failed SSL_* call; @what names it for the error text. */
+static int failure(struct tls_conn *conn, int ret, const char *what)
+{
+	int e = SSL_get_error(conn->ssl, ret);
+
+	switch (e) {
+	case SSL_ERROR_WANT_READ:
+		ERR_clear_error();
+		return TLS_EAGAIN;
+	case SSL_ERROR_ZERO_RETURN:
+		ERR_clear_error();
+		snprintf(conn->error, sizeof(conn->error), "peer closed the TLS session");
+		return TLS_ECLOSED;
+	case SSL_ERROR_WANT_WRITE: /* memory BIOs grow; cannot happen */
+	case SSL_ERROR_SYSCALL:
+	case SSL_ERROR_SSL:
+	default:
+		break;
+	}
+	long verify = SSL_get_verify_result(conn->ssl);
+	if (verify != X509_V_OK) {
+		snprintf(conn->error, sizeof(conn->error), "certificate verification failed: %s",
+			 X509_verify_cert_error_string(verify));
+		ERR_clear_error();
+	} else {
+		openssl_error(conn->error, sizeof(conn->error), what);
+	}
+	return TLS_EPROTO;
+}
+
+int tls_conn_handshake(struct tls_conn *conn)
+{
+	ERR_clear_error();
+	int ret = SSL_do_handshake(conn->ssl);
+	if (ret == 1)
+		return 0;
+	int rc = failure(conn, ret, "TLS handshake failed");
+	return rc == TLS_ECLOSED ? TLS_EPROTO : rc;
+}
+
+int tls_conn_write(struct tls_conn *conn, const uint8_t *data, size_t len)
+{
+	size_t written = 0;
+
+	ERR_clear_error();
+	int ret = SSL_write_ex(conn->ssl, data, len, &written);
+	if (ret == 1 && written == len)
+		return 0;
+	int rc = failure(conn, ret, "TLS write failed");
+	return rc == TLS_EAGAIN ? TLS_EPROTO : rc;
+}
+
+int tls_conn_read(struct tls_conn *conn, uint8_t *buf, size_t cap)
+{
+	size_t got = 0;
+
+	ERR_clear_error();
+	int ret = SSL_read_ex(conn->ssl, buf, cap > INT32_MAX ? INT32_MAX : cap, &got);
+	if (ret == 1)
+		return (int)got;
+	return failure(conn, ret, "TLS read failed");
+}
+
+size_t tls_conn_out_pending(struct tls_conn *conn)
+{
+	return BIO_ctrl_pending(conn->out);
+}
+
+size_t tls_conn_out_take(struct tls_conn *conn, uint8_t *buf, size_t cap)
+{
+	int n = BIO_read(conn->out, buf, cap > INT32_MAX ? INT32_MAX : (int)cap);
+	return n > 0 ? (size_t)n : 0;
+}
+
+void tls_conn_shutdown(struct tls_conn *conn)
+{
+	ERR_clear_error();
+	if (SSL_shutdown(conn->ssl) < 0)
+		ERR_clear_error();
+}
+
+const char *tls_conn_error(const struct tls_conn *conn)
+{
+	return conn->error[0] ? conn->error : "unknown TLS error";
+}
+
+void tls_conn_describe(const struct tls_conn *conn, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s %s%s", SSL_get_version(conn->ssl),
+		 SSL_CIPHER_get_name(SSL_get_current_cipher(conn->ssl)),
+		 SSL_session_reused(conn->ssl) ? " (resumed)" : "");
+}

@@ -1,0 +1,70 @@
+/*
+ * TLS for upstream connections, without I/O (RFC 7858, RFC 8310 strict
+ * profile).  A tls_ctx holds the trust anchors and policy shared by every
+ * connection; a tls_conn is one client-side session over memory buffers:
+ * the caller feeds it ciphertext received from the network, takes the
+ * ciphertext it produces and sends it, and reads and writes plaintext.
+ * Nothing here ever touches a socket, so handshakes, verification failures
+ * and closes can be exercised entirely in memory.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+/** Results (negative, below -1000). */
+enum {
+	TLS_EAGAIN = -1101, /**< needs more ciphertext from the peer */
+	TLS_ECLOSED = -1102, /**< the peer closed the session cleanly (close_notify) */
+	TLS_EPROTO = -1103, /**< handshake, verification or record failure: see tls_conn_error() */
+};
+
+struct tls_ctx;
+struct tls_conn;
+
+/**
+ * A client context: TLS 1.2 minimum, certificate chain verification against
+ * @ca_file (PEM) or, when NULL, the system trust store; ALPN "dot".
+ * On failure returns NULL with a reason in @err.
+ */
+struct tls_ctx *tls_ctx_new(const char *ca_file, char *err, size_t errlen);
+void tls_ctx_free(struct tls_ctx *ctx);
+
+/**
+ * A session towards one upstream.  With @auth_name, that name is sent as SNI
+ * and must match the certificate; otherwise the certificate must carry the
+ * IP address @ip_text.  NULL on allocation failure.
+ */
+struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *auth_name, const char *ip_text);
+void tls_conn_free(struct tls_conn *conn);
+
+/** Hand over ciphertext received from the network.  Returns 0 or -ENOMEM. */
+int tls_conn_feed(struct tls_conn *conn, const uint8_t *data, size_t len);
+
+/** Advance the handshake: 0 once complete and verified, TLS_EAGAIN while
+ * waiting for the peer, TLS_EPROTO on failure. */
+int tls_conn_handshake(struct tls_conn *conn);
+
+/** Encrypt @len bytes of plaintext (after the handshake).  The ciphertext
+ * waits in the session until taken.  Returns 0 or TLS_EPROTO. */
+int tls_conn_write(struct tls_conn *conn, const uint8_t *data, size_t len);
+
+/** Decrypt available plaintext into @buf: the number of bytes, TLS_EAGAIN when
+ * nothing is complete yet, TLS_ECLOSED or TLS_EPROTO. */
+int tls_conn_read(struct tls_conn *conn, uint8_t *buf, size_t cap);
+
+/** Bytes of ciphertext waiting to be sent. */
+size_t tls_conn_out_pending(struct tls_conn *conn);
+
+/** Move up to @cap bytes of waiting ciphertext into @buf; returns how many. */
+size_t tls_conn_out_take(struct tls_conn *conn, uint8_t *buf, size_t cap);
+
+/** Queue a close_notify alert (ciphertext to send, then close the socket). */
+void tls_conn_shutdown(struct tls_conn *conn);
+
+/** Why the last call failed, in words (e.g. "certificate verification failed:
+ * hostname mismatch").  Valid until the next call on @conn. */
+const char *tls_conn_error(const struct tls_conn *conn);
+
+/** "TLSv1.3 TLS_AES_256_GCM_SHA384" after the handshake, for the log. */
+void tls_conn_describe(const struct tls_conn *conn, char *buf, size_t cap);

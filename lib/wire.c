@@ -1,0 +1,298 @@
+/*
+ * DNS wire format.  Every read is checked against the message length before
+ * it happens; compression pointers must point strictly backwards from the
+ * segment being read, which bounds the walk and makes loops impossible.
+ */
+#include "lib/wire.h"
+
+#include <stdio.h>
+#include <string.h>
+
+enum {
+	RR_FIXED_LEN = 10, /* type, class, TTL, RDLENGTH */
+	OPT_MIN_LEN = 11,  /* root name + RR_FIXED_LEN */
+	EDNS_OPTION_EDE = 15,
+	OUR_UDP_PAYLOAD = 1232, /* DNS flag day 2020 */
+};
+
+/*
+ * Read the name at *pos.  With @out, copy its uncompressed wire form there
+ * (WIRE_MAX_NAME bytes available).  On success *pos is just past the name as
+ * it sits at the original position (after the first pointer, if any).
+ */
+static int read_name(const uint8_t *msg, size_t len, size_t *pos, uint8_t *out, uint16_t *out_len)
+{
+	size_t p = *pos, after = 0, total = 0;
+	size_t limit = *pos; /* a pointer must target an offset below this */
+	bool jumped = false;
+
+	for (;;) {
+		if (p >= len)
+			return WIRE_EFORMAT;
+		uint8_t label = msg[p];
+		if ((label & 0xc0) == 0xc0) {
+			if (p + 1 >= len)
+				return WIRE_EFORMAT;
+			size_t target = (size_t)(label & 0x3f) << 8 | msg[p + 1];
+			if (target >= limit)
+				return WIRE_EFORMAT;
+			if (!jumped) {
+				after = p + 2;
+				jumped = true;
+			}
+			limit = target;
+			p = target;
+			continue;
+		}
+		if (label & 0xc0)
+			return WIRE_EFORMAT; /* 01 and 10 label types are reserved/obsolete */
+		if (total + label + 1u > WIRE_MAX_NAME || p + 1u + label > len)
+			return WIRE_EFORMAT;
+		if (out)
+			memcpy(out + total, msg + p, label + 1u);
+		total += label + 1u;
+		p += label + 1u;
+		if (label == 0)
+			break;
+	}
+	*pos = jumped ? after : p;
+	if (out_len)
+		*out_len = (uint16_t)total;
+	return 0;
+}
+
+/* Skip one resource record at *pos; report an OPT found in the additional section. */
+static int read_rr(const uint8_t *msg, size_t len, size_t *pos, bool additional,
+		   struct wire_info *info)
+{
+	size_t start = *pos;
+	uint16_t name_len = 0;
+	int rc = read_name(msg, len, pos, NULL, &name_len);
+
+	if (rc)
+		return rc;
+	if (len - *pos < RR_FIXED_LEN)
+		return WIRE_EFORMAT;
+	const uint8_t *fixed = msg + *pos;
+	size_t rdlen = wire_read16(fixed + 8);
+	*pos += RR_FIXED_LEN;
+	if (len - *pos < rdlen)
+		return WIRE_EFORMAT;
+	*pos += rdlen;
+	if (wire_read16(fixed) != WIRE_TYPE_OPT)
+		return 0;
+	/* RFC 6891 §6.1.1: one OPT at most, owned by the root, in the additional section. */
+	if (!additional || info->has_edns || name_len != 1)
+		return WIRE_EFORMAT;
+	info->has_edns = true;
+	info->edns_udp_size = wire_read16(fixed + 2);
+	info->edns_ttl = (uint32_t)wire_read16(fixed + 4) << 16 | wire_read16(fixed + 6);
+	info->opt_start = start;
+	info->opt_end = *pos;
+	return 0;
+}
+
+int wire_parse(const uint8_t *msg, size_t len, struct wire_info *info)
+{
+	size_t pos = WIRE_HEADER_LEN;
+	int rc;
+
+	memset(info, 0, sizeof(*info));
+	if (len < WIRE_HEADER_LEN)
+		return WIRE_ESHORT;
+	info->id = wire_read16(msg);
+	info->flags = wire_read16(msg + 2);
+	info->qdcount = wire_read16(msg + 4);
+	info->ancount = wire_read16(msg + 6);
+	info->nscount = wire_read16(msg + 8);
+	info->arcount = wire_read16(msg + 10);
+	info->has_header = true;
+	if (len > WIRE_MAX_MSG)
+		return WIRE_EFORMAT;
+	if (info->qdcount != 1)
+		return WIRE_EQDCOUNT;
+
+	rc = read_name(msg, len, &pos, info->q.name, &info->q.name_len);
+	if (rc)
+		return rc;
+	if (len - pos < 4)
+		return WIRE_EFORMAT;
+	info->q.qtype = wire_read16(msg + pos);
+	info->q.qclass = wire_read16(msg + pos + 2);
+	pos += 4;
+	info->question_end = pos;
+	info->has_question = true;
+
+	unsigned records = (unsigned)info->ancount + info->nscount;
+	for (unsigned i = 0; i < records + info->arcount; i++) {
+		rc = read_rr(msg, len, &pos, i >= records, info);
+		if (rc)
+			return rc;
+	}
+	return pos == len ? 0 : WIRE_EFORMAT;
+}
+
+static inline uint8_t ascii_lower(uint8_t c)
+{
+	return (c >= 'A' && c <= 'Z') ? (uint8_t)(c + ('a' - 'A')) : c;
+}
+
+bool wire_question_equal(const struct wire_question *a, const struct wire_question *b)
+{
+	if (a->qtype != b->qtype || a->qclass != b->qclass || a->name_len != b->name_len)
+		return false;
+	/* Label length bytes are below 64, so lowering them is harmless. */
+	for (size_t i = 0; i < a->name_len; i++)
+		if (ascii_lower(a->name[i]) != ascii_lower(b->name[i]))
+			return false;
+	return true;
+}
+
+size_t wire_udp_limit(const struct wire_info *query)
+{
+	if (!query->has_edns || query->edns_udp_size < WIRE_UDP_DEFAULT)
+		return WIRE_UDP_DEFAULT;
+	return query->edns_udp_size;
+}
+
+static size_t write_opt(uint8_t *p, uint16_t udp_size, uint32_t ttl, uint16_t rdlen)
+{
+	p[0] = 0; /* root owner name */
+	wire_write16(p + 1, WIRE_TYPE_OPT);
+	wire_write16(p + 3, udp_size);
+	wire_write16(p + 5, (uint16_t)(ttl >> 16));
+	wire_write16(p + 7, (uint16_t)ttl);
+	wire_write16(p + 9, rdlen);
+	return OPT_MIN_LEN;
+}
+
+size_t wire_truncate(uint8_t *msg, size_t len, const struct wire_info *info, bool keep_opt)
+{
+	size_t out = info->question_end;
+	bool opt = keep_opt && info->has_edns;
+
+	if (!info->has_question || out > len)
+		return len; /* not a parsed response: leave it alone */
+	msg[2] |= WIRE_FLAG_TC >> 8;
+	wire_write16(msg + 6, 0);
+	wire_write16(msg + 8, 0);
+	wire_write16(msg + 10, opt ? 1 : 0);
+	if (opt)
+		out += write_opt(msg + out, info->edns_udp_size, info->edns_ttl, 0);
+	return out;
+}
+
+size_t wire_strip_opt(uint8_t *msg, size_t len, const struct wire_info *info)
+{
+	if (!info->has_edns || info->opt_end > len || info->arcount == 0)
+		return len;
+	memmove(msg + info->opt_start, msg + info->opt_end, len - info->opt_end);
+	wire_write16(msg + 10, (uint16_t)(info->arcount - 1));
+	return len - (info->opt_end - info->opt_start);
+}
+
+size_t wire_make_reply(const struct wire_info *query, enum wire_rcode rcode, int ede, uint8_t *out,
+		       size_t cap)
+{
+	bool question = query->has_question;
+	bool opt = query->has_edns;
+	bool with_ede = opt && ede >= 0;
+	size_t need = WIRE_HEADER_LEN + (question ? query->q.name_len + 4u : 0) +
+		      (opt ? OPT_MIN_LEN + (with_ede ? 6u : 0) : 0);
+	size_t pos = WIRE_HEADER_LEN;
+
+	if (!query->has_header || cap < need)
+		return 0;
+	uint16_t kept = query->flags & (0x7800 | WIRE_FLAG_RD | WIRE_FLAG_CD); /* opcode, RD, CD */
+	wire_write16(out, query->id);
+	wire_write16(out + 2, (uint16_t)(WIRE_FLAG_QR | WIRE_FLAG_RA | kept | (rcode & 0xf)));
+	wire_write16(out + 4, question ? 1 : 0);
+	wire_write16(out + 6, 0);
+	wire_write16(out + 8, 0);
+	wire_write16(out + 10, opt ? 1 : 0);
+	if (question) {
+		memcpy(out + pos, query->q.name, query->q.name_len);
+		pos += query->q.name_len;
+		wire_write16(out + pos, query->q.qtype);
+		wire_write16(out + pos + 2, query->q.qclass);
+		pos += 4;
+	}
+	if (opt) {
+		/* Mirror the DO bit (RFC 3225 §3); version 0, no extended rcode. */
+		pos += write_opt(out + pos, OUR_UDP_PAYLOAD, query->edns_ttl & 0x8000,
+				 with_ede ? 6 : 0);
+		if (with_ede) {
+			wire_write16(out + pos, EDNS_OPTION_EDE);
+			wire_write16(out + pos + 2, 2);
+			wire_write16(out + pos + 4, (uint16_t)ede);
+			pos += 6;
+		}
+	}
+	return pos;
+}
+
+void wire_name_to_text(const uint8_t *name, size_t name_len, char *out, size_t cap)
+{
+	size_t o = 0, i = 0;
+
+	if (cap < 5) {
+		if (cap)
+			out[0] = '\0';
+		return;
+	}
+	if (name_len == 0 || name[0] == 0) {
+		snprintf(out, cap, ".");
+		return;
+	}
+	while (i < name_len && name[i] != 0) {
+		size_t label = name[i++];
+		for (size_t j = 0; j < label && i < name_len; j++, i++) {
+			uint8_t c = name[i];
+			char esc[5];
+			size_t n = 1;
+			if (c > 0x20 && c < 0x7f && c != '.' && c != '\\') {
+				esc[0] = (char)c;
+			} else {
+				snprintf(esc, sizeof(esc), "\\%03u", c);
+				n = 4;
+			}
+			if (o + n + 4 >= cap) {
+				memcpy(out + o, "...", 4);
+				return;
+			}
+			memcpy(out + o, esc, n);
+			o += n;
+		}
+		out[o++] = '.';
+	}
+	out[o] = '\0';
+}
+
+const char *wire_type_to_text(uint16_t type, char *buf, size_t cap)
+{
+	static const struct {
+		uint16_t type;
+		const char *name;
+	} types[] = {
+		{ 1, "A" },	   { 2, "NS" },	      { 5, "CNAME" }, { 6, "SOA" },	{ 12, "PTR" },
+		{ 15, "MX" },	   { 16, "TXT" },     { 28, "AAAA" }, { 33, "SRV" },	{ 35, "NAPTR" },
+		{ 41, "OPT" },	   { 43, "DS" },      { 46, "RRSIG" }, { 47, "NSEC" },	{ 48, "DNSKEY" },
+		{ 50, "NSEC3" },   { 52, "TLSA" },    { 64, "SVCB" }, { 65, "HTTPS" }, { 255, "ANY" },
+		{ 257, "CAA" },
+	};
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+		if (types[i].type == type)
+			return types[i].name;
+	snprintf(buf, cap, "TYPE%u", type);
+	return buf;
+}
+
+const char *wire_rcode_to_text(unsigned rcode, char *buf, size_t cap)
+{
+	static const char *const names[] = { "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN",
+					     "NOTIMP",	"REFUSED" };
+	if (rcode < sizeof(names) / sizeof(names[0]))
+		return names[rcode];
+	snprintf(buf, cap, "RCODE%u", rcode);
+	return buf;
+}
