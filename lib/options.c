@@ -195,7 +195,7 @@ int options_parse_upstream(const char *spec, struct options_upstream *up, char *
 		return fail(err, errlen,
 			    "bad upstream '%s': '%s' is not an IP address (names are not resolved)",
 			    spec, ip);
-	snprintf(up->ip, sizeof(up->ip), "%s", ip);
+	memcpy(up->ip, ip, ip_len + 1); /* inet_pton accepted it: it fits */
 	snprintf(up->label, sizeof(up->label), "%s@%u%s%s", ip, up->port, up->auth_name[0] ? "#" : "",
 		 up->auth_name);
 	return 0;
