@@ -13,27 +13,21 @@ enum log_level log_threshold = LOG_LEVEL_WARN;
 
 static const char *const level_names[] = { "error", "warning", "info", "debug" };
 
-void log_msg(enum log_level level, const char *fmt, ...)
+static void emit(const char *tag, const char *fmt, va_list ap)
 {
 	char line[1024];
 	struct timespec now;
 	struct tm tm;
 	size_t used;
 	int n;
-	va_list ap;
 
-	if (level > log_threshold)
-		return;
 	clock_gettime(CLOCK_REALTIME, &now);
 	gmtime_r(&now.tv_sec, &tm);
 	used = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-	n = snprintf(line + used, sizeof(line) - used, ".%03ldZ %s: ", now.tv_nsec / 1000000L,
-		     level_names[level]);
+	n = snprintf(line + used, sizeof(line) - used, ".%03ldZ %s: ", now.tv_nsec / 1000000L, tag);
 	if (n > 0)
 		used += (size_t)n;
-	va_start(ap, fmt);
 	n = vsnprintf(line + used, sizeof(line) - used, fmt, ap);
-	va_end(ap);
 	if (n > 0)
 		used += (size_t)n;
 	if (used > sizeof(line) - 2)
@@ -42,6 +36,26 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	/* A failed log write has nowhere to be reported. */
 	if (write(STDERR_FILENO, line, used) < 0)
 		return;
+}
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (level > log_threshold)
+		return;
+	va_start(ap, fmt);
+	emit(level_names[level], fmt, ap);
+	va_end(ap);
+}
+
+void log_tagged(const char *tag, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	emit(tag, fmt, ap);
+	va_end(ap);
 }
 
 void log_require_failed(const char *expr, const char *file, int line)

@@ -22,6 +22,10 @@ extern enum log_level log_threshold;
 /** Write one line at @level.  The format must not end in a newline. */
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/** Write one line tagged @tag instead of a level, whatever the threshold
+ * (the query log: wanted by whoever turned it on, at any verbosity). */
+void log_tagged(const char *tag, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /** True when a message at @level would be written (to skip costly formatting). */
 static inline int log_enabled(enum log_level level)
 {

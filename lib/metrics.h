@@ -32,8 +32,7 @@
 	X(upstream_closed)         /* established connections closed by either side */           \
 	X(upstream_resent)         /* queries resent after their connection closed */             \
 	X(upstream_bad_answers)    /* upstream messages that did not parse */                     \
-	X(upstream_unmatched)      /* answers matching no query (ID or question): dropped */      \
-	X(upstream_late)           /* answers arriving after their query had completed */
+	X(upstream_unmatched)      /* answers matching no query in flight (ID or question): dropped */
 
 enum metric {
 #define METRIC_ENUM(name) METRIC_##name,

@@ -1,0 +1,26 @@
+/*
+ * Plain DNS over UDP from clients: receive datagrams, hand them to
+ * query_receive(), send replies without blocking (a reply the kernel will
+ * not take is dropped and counted; the client retries).
+ */
+#pragma once
+
+#include "lib/options.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct server;
+struct udp_listener;
+
+/** Bind @addr and start receiving.  NULL on failure, with the reason in @err. */
+struct udp_listener *listen_udp_start(struct server *srv, const struct options_addr *addr,
+				      char *err, size_t errlen);
+
+/** Stop receiving and close; memory is freed in the close callback. */
+void listen_udp_close(struct udp_listener *l);
+
+/** Send @msg to @peer from @l (no copy kept).  Returns 0 or a libuv error. */
+int listen_udp_send(struct udp_listener *l, const struct sockaddr_storage *peer,
+		    const uint8_t *msg, size_t len);

@@ -1,0 +1,209 @@
+/*
+ * dotproxy: start-up, signals and shutdown.  The only file that sees every
+ * module.  Exit status: 0 after SIGTERM/SIGINT, 1 when start-up fails,
+ * 2 for a bad argument or configuration.
+ */
+#include "daemon/listen_tcp.h"
+#include "daemon/listen_udp.h"
+#include "daemon/query.h"
+#include "daemon/server.h"
+#include "daemon/upconn.h"
+#include "daemon/upstream.h"
+#include "lib/log.h"
+#include "lib/metrics.h"
+#include "lib/options.h"
+#include "lib/tls.h"
+#include "lib/version.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+enum {
+	EXIT_STARTUP = 1,
+	EXIT_USAGE = 2,
+	DRAIN_GRACE_MS = 500,
+};
+
+static void log_stats(void)
+{
+	char line[2048];
+
+	metrics_render(line, sizeof(line));
+	log_tagged("stats", "%s", line + strlen("stats: "));
+}
+
+/* Close everything that is left; uv_run() returns once the handles are gone. */
+static void finish(struct server *srv)
+{
+	uv_signal_stop(&srv->sig_term);
+	uv_signal_stop(&srv->sig_int);
+	uv_signal_stop(&srv->sig_usr1);
+	uv_close((uv_handle_t *)&srv->sig_term, NULL);
+	uv_close((uv_handle_t *)&srv->sig_int, NULL);
+	uv_close((uv_handle_t *)&srv->sig_usr1, NULL);
+	uv_close((uv_handle_t *)&srv->drain_timer, NULL);
+	listen_tcp_close_clients(srv);
+	upstream_set_free(srv->upstreams);
+	srv->upstreams = NULL;
+	query_pool_free(srv->queries);
+	srv->queries = NULL;
+	uv_close((uv_handle_t *)&srv->flush_check, NULL);
+	uv_close((uv_handle_t *)&srv->flush_idle, NULL);
+}
+
+static void drain_timer_cb(uv_timer_t *timer)
+{
+	struct server *srv = timer->data;
+
+	if (!srv->queries)
+		return; /* already finished */
+	if (query_pool_inflight(srv->queries) > 0)
+		log_warn("shutting down with %u queries unanswered",
+			 query_pool_inflight(srv->queries));
+	finish(srv);
+}
+
+void server_drained(struct server *srv)
+{
+	/* Called from inside a completion: finish on the next timer tick. */
+	uv_timer_start(&srv->drain_timer, drain_timer_cb, 0, 0);
+}
+
+static void start_drain(struct server *srv)
+{
+	srv->draining = true;
+	for (unsigned i = 0; i < srv->n_listen; i++) {
+		listen_udp_close(srv->udp[i]);
+		listen_tcp_close(srv->tcp[i]);
+	}
+	srv->n_listen = 0;
+	unsigned inflight = query_pool_inflight(srv->queries);
+	log_info("shutting down: %u queries in flight", inflight);
+	/* In-flight queries end by their deadline at the latest. */
+	uv_timer_start(&srv->drain_timer, drain_timer_cb,
+		       inflight ? srv->cfg->timeout_ms + DRAIN_GRACE_MS : 0, 0);
+}
+
+static void signal_cb(uv_signal_t *sig, int signum)
+{
+	struct server *srv = sig->data;
+
+	if (signum == SIGUSR1) {
+		log_stats();
+		return;
+	}
+	if (srv->draining) {
+		log_info("second signal: stopping now");
+		uv_timer_start(&srv->drain_timer, drain_timer_cb, 0, 0);
+		return;
+	}
+	start_drain(srv);
+}
+
+/* A thousand TCP clients need more descriptors than the usual soft limit. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+static int start(struct server *srv)
+{
+	char err[512];
+
+	for (unsigned i = 0; i < srv->cfg->n_listen; i++) {
+		const struct options_addr *addr = &srv->cfg->listen[i];
+		srv->udp[i] = listen_udp_start(srv, addr, err, sizeof(err));
+		if (srv->udp[i])
+			srv->tcp[i] = listen_tcp_start(srv, addr, err, sizeof(err));
+		if (!srv->udp[i] || !srv->tcp[i]) {
+			fprintf(stderr, "dotproxy: %s\n", err);
+			if (srv->udp[i])
+				listen_udp_close(srv->udp[i]);
+			return -1;
+		}
+		srv->n_listen = i + 1;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static struct server srv; /* large (I/O buffers): not on the stack */
+	struct config cfg;
+	char err[1024];
+	uv_loop_t loop;
+	int rc;
+
+	rc = options_parse(argc, argv, &cfg, stdout, err, sizeof(err));
+	if (rc < 0) {
+		fprintf(stderr, "dotproxy: %s\n", err);
+		return EXIT_USAGE;
+	}
+	if (rc == OPTIONS_EXIT)
+		return EXIT_SUCCESS;
+	log_threshold = cfg.verbosity >= 2 ? LOG_LEVEL_DEBUG
+			: cfg.verbosity == 1 ? LOG_LEVEL_INFO
+					     : LOG_LEVEL_WARN;
+
+	srv.tls = tls_ctx_new(cfg.ca_file[0] ? cfg.ca_file : NULL, err, sizeof(err));
+	if (!srv.tls) {
+		fprintf(stderr, "dotproxy: --ca-file: %s\n", err);
+		return EXIT_USAGE;
+	}
+	if (cfg.check_only) {
+		printf("configuration OK: %u listen address(es), %u upstream(s)\n", cfg.n_listen,
+		       cfg.n_upstream);
+		tls_ctx_free(srv.tls);
+		return EXIT_SUCCESS;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit();
+	rc = uv_loop_init(&loop);
+	if (rc < 0) {
+		fprintf(stderr, "dotproxy: cannot create the event loop: %s\n", uv_strerror(rc));
+		return EXIT_STARTUP;
+	}
+	srv.loop = &loop;
+	srv.cfg = &cfg;
+	srv.queries = query_pool_new(&srv, cfg.max_inflight);
+	srv.upstreams = upstream_set_new(&srv);
+	require(srv.queries && srv.upstreams);
+	upconn_flusher_init(&srv);
+	uv_timer_init(&loop, &srv.drain_timer);
+	srv.drain_timer.data = &srv;
+	uv_signal_init(&loop, &srv.sig_term);
+	uv_signal_init(&loop, &srv.sig_int);
+	uv_signal_init(&loop, &srv.sig_usr1);
+	srv.sig_term.data = srv.sig_int.data = srv.sig_usr1.data = &srv;
+	uv_signal_start(&srv.sig_term, signal_cb, SIGTERM);
+	uv_signal_start(&srv.sig_int, signal_cb, SIGINT);
+	uv_signal_start(&srv.sig_usr1, signal_cb, SIGUSR1);
+	uv_unref((uv_handle_t *)&srv.sig_usr1);
+
+	if (start(&srv) < 0) {
+		start_drain(&srv);
+		uv_run(&loop, UV_RUN_DEFAULT);
+		return EXIT_STARTUP;
+	}
+	for (unsigned i = 0; i < cfg.n_upstream; i++)
+		log_info("upstream %s (%s)", cfg.upstream[i].label,
+			 cfg.upstream[i].auth_name[0] ? "certificate must match the name"
+						      : "certificate must carry the IP");
+	log_tagged("notice", "dotproxy %s ready: %u listen address(es), %u upstream(s)", DOTPROXY_VERSION,
+		 cfg.n_listen, cfg.n_upstream);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	log_stats();
+	rc = uv_loop_close(&loop);
+	if (rc < 0)
+		log_debug("event loop closed with handles open: %s", uv_strerror(rc));
+	tls_ctx_free(srv.tls);
+	return EXIT_SUCCESS;
+}

@@ -1,0 +1,49 @@
+/*
+ * The worker: one libuv loop and everything it owns (listeners, TCP
+ * clients, the query pool, the upstream set).  Every daemon module reaches
+ * its siblings through this struct; nothing is global except the counters.
+ */
+#pragma once
+
+#include "lib/options.h"
+#include "lib/tls.h"
+#include "lib/wire.h"
+
+#include <stdbool.h>
+#include <uv.h>
+
+struct query_pool;
+struct upstream_set;
+struct udp_listener;
+struct tcp_listener;
+struct tcp_client;
+struct upconn;
+
+struct server {
+	uv_loop_t *loop;               /**< not owned */
+	const struct config *cfg;      /**< not owned; immutable while running */
+	struct tls_ctx *tls;           /**< owned */
+	struct query_pool *queries;    /**< owned */
+	struct upstream_set *upstreams; /**< owned */
+	struct udp_listener *udp[OPTIONS_MAX_LISTEN]; /**< owned, n_listen of them */
+	struct tcp_listener *tcp[OPTIONS_MAX_LISTEN]; /**< owned, n_listen of them */
+	unsigned n_listen;
+	unsigned tcp_clients;          /**< TCP client connections open */
+	struct tcp_client *clients;    /**< every open TCP client (owned by listen_tcp) */
+	struct upconn *flush_list;     /**< connections with queries to write (upconn) */
+	uv_check_t flush_check;        /**< writes them after each round of I/O */
+	uv_idle_t flush_idle;          /**< keeps the loop from blocking while some wait */
+	bool draining;                 /**< SIGTERM seen: no new queries, finish in-flight */
+	uv_timer_t drain_timer;        /**< bounds the drain */
+	uv_signal_t sig_term, sig_int, sig_usr1;
+	/** One read buffer shared by every stream read: libuv hands it back in
+	 * the same loop iteration, and readers keep nothing pointing into it. */
+	uint8_t read_buf[65536];
+	/** Decrypted upstream data, handed to framing (same reasoning). */
+	uint8_t plain_buf[16384];
+	/** Ciphertext on its way to an upstream socket. */
+	uint8_t cipher_buf[65536];
+};
+
+/** Called when the last in-flight query completes during a drain. */
+void server_drained(struct server *srv);

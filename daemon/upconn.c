@@ -1,0 +1,476 @@
+/*
+ * One upstream TLS connection over a libuv TCP handle, with lib/tls doing
+ * the cryptography on memory buffers.  Plaintext frames of queued queries
+ * collect in `out` and are encrypted together when the loop flushes, so a
+ * burst of queries costs one TLS record and usually one write(2).
+ */
+#include "daemon/upconn.h"
+
+#include "daemon/query.h"
+#include "daemon/server.h"
+#include "daemon/upstream.h"
+#include "lib/framing.h"
+#include "lib/idmap.h"
+#include "lib/log.h"
+#include "lib/metrics.h"
+#include "lib/tls.h"
+#include "lib/wire.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+	MAX_INFLIGHT_PER_CONN = 4096, /* well under half of the 65536 IDs */
+	MIN_HANDSHAKE_MS = 100,
+};
+
+struct upconn {
+	uv_tcp_t tcp;
+	uv_timer_t timer;            /* handshake deadline */
+	uv_connect_t connect_req;
+	struct server *srv;
+	struct upstream *up;
+	enum upconn_state state;
+	bool was_ready;              /* reached READY: a later close is routine */
+	bool aborting;               /* shutting down: fail queries, do not requeue */
+	unsigned handles_open;       /* tcp and timer; freed when both are closed */
+	struct tls_conn *tls;        /* owned; NULL until connected */
+	struct idmap *ids;           /* owned; upstream ID -> struct query */
+	struct framing reader;       /* answers split across TLS records */
+	uint8_t *out;                /* owned: framed queries awaiting the next flush */
+	size_t out_len, out_cap;
+	struct upconn *flush_next;   /* srv->flush_list */
+	bool flush_queued;
+};
+
+struct write_req {
+	uv_write_t req;
+	struct upconn *conn;
+	size_t len;
+	uint8_t data[];
+};
+
+static void close_conn(struct upconn *conn, const char *reason);
+
+enum upconn_state upconn_state(const struct upconn *conn)
+{
+	return conn->state;
+}
+
+static void handle_closed_cb(uv_handle_t *handle)
+{
+	struct upconn *conn = handle->data;
+
+	if (--conn->handles_open)
+		return;
+	tls_conn_free(conn->tls);
+	idmap_free(conn->ids);
+	framing_deinit(&conn->reader);
+	free(conn->out);
+	free(conn);
+}
+
+static void write_cb(uv_write_t *req, int status)
+{
+	struct write_req *w = (struct write_req *)req;
+	struct upconn *conn = w->conn;
+
+	free(w);
+	if (status < 0 && conn->state != UPCONN_CLOSED)
+		close_conn(conn, uv_strerror(status));
+}
+
+/* Send whatever ciphertext the TLS session has produced.  uv_try_write first
+ * (no copy, no allocation); only what the kernel did not take is copied into
+ * a write request, and everything after it must queue behind it. */
+static int send_cipher(struct upconn *conn)
+{
+	struct server *srv = conn->srv;
+	size_t pending;
+
+	while ((pending = tls_conn_out_pending(conn->tls)) > 0) {
+		size_t n = tls_conn_out_take(conn->tls, srv->cipher_buf, sizeof(srv->cipher_buf));
+		uv_buf_t buf = uv_buf_init((char *)srv->cipher_buf, (unsigned)n);
+		int r = uv_try_write((uv_stream_t *)&conn->tcp, &buf, 1);
+		if (r == (int)n)
+			continue;
+		if (r < 0 && r != UV_EAGAIN) {
+			close_conn(conn, uv_strerror(r));
+			return -1;
+		}
+		size_t done = r > 0 ? (size_t)r : 0;
+		size_t rest = n - done + tls_conn_out_pending(conn->tls);
+		struct write_req *w = malloc(sizeof(*w) + rest);
+		require(w);
+		w->conn = conn;
+		memcpy(w->data, srv->cipher_buf + done, n - done);
+		w->len = n - done;
+		w->len += tls_conn_out_take(conn->tls, w->data + w->len, rest - w->len);
+		buf = uv_buf_init((char *)w->data, (unsigned)w->len);
+		r = uv_write(&w->req, (uv_stream_t *)&conn->tcp, &buf, 1, write_cb);
+		if (r < 0) {
+			free(w);
+			close_conn(conn, uv_strerror(r));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void idle_cb(uv_idle_t *idle)
+{
+	(void)idle; /* its presence is the point, see queue_flush() */
+}
+
+static void check_cb(uv_check_t *check)
+{
+	upconn_flush_all(check->data);
+}
+
+void upconn_flusher_init(struct server *srv)
+{
+	uv_check_init(srv->loop, &srv->flush_check);
+	uv_idle_init(srv->loop, &srv->flush_idle);
+	srv->flush_check.data = srv;
+	uv_check_start(&srv->flush_check, check_cb);
+	/* Neither handle alone should keep the loop alive once all else closed. */
+	uv_unref((uv_handle_t *)&srv->flush_check);
+	uv_unref((uv_handle_t *)&srv->flush_idle);
+}
+
+static void queue_flush(struct upconn *conn)
+{
+	struct server *srv = conn->srv;
+
+	if (conn->flush_queued)
+		return;
+	conn->flush_queued = true;
+	conn->flush_next = srv->flush_list;
+	srv->flush_list = conn;
+	/* An idle handle makes the loop poll without blocking, so queries queued
+	 * from a timer callback are flushed in this iteration too. */
+	uv_idle_start(&srv->flush_idle, idle_cb);
+}
+
+static void flush(struct upconn *conn)
+{
+	if (conn->state != UPCONN_READY || conn->out_len == 0)
+		return;
+	if (tls_conn_write(conn->tls, conn->out, conn->out_len) < 0) {
+		close_conn(conn, tls_conn_error(conn->tls));
+		return;
+	}
+	conn->out_len = 0;
+	send_cipher(conn);
+}
+
+void upconn_flush_all(struct server *srv)
+{
+	while (srv->flush_list) {
+		struct upconn *conn = srv->flush_list;
+		srv->flush_list = conn->flush_next;
+		conn->flush_queued = false;
+		flush(conn);
+	}
+	uv_idle_stop(&srv->flush_idle);
+}
+
+int upconn_send(struct upconn *conn, struct query *q)
+{
+	uint16_t id;
+
+	if (conn->state == UPCONN_CLOSED)
+		return -EPIPE;
+	if (idmap_alloc(conn->ids, q, &id) < 0)
+		return -ENOSPC;
+	size_t need = conn->out_len + 2 + q->len;
+	if (need > conn->out_cap) {
+		size_t cap = conn->out_cap ? conn->out_cap * 2 : 4096;
+		while (cap < need)
+			cap *= 2;
+		uint8_t *p = realloc(conn->out, cap);
+		require(p);
+		conn->out = p;
+		conn->out_cap = cap;
+	}
+	/* Length prefix and message in one buffer: one TLS record, not two. */
+	uint8_t *frame = conn->out + conn->out_len;
+	wire_write16(frame, (uint16_t)q->len);
+	memcpy(frame + 2, q->msg, q->len);
+	wire_set_id(frame + 2, id);
+	conn->out_len = need;
+	q->conn = conn;
+	q->upstream_id = id;
+	if (conn->state == UPCONN_READY)
+		queue_flush(conn);
+	return 0;
+}
+
+void upconn_forget(struct upconn *conn, struct query *q)
+{
+	if (idmap_get(conn->ids, q->upstream_id) == q)
+		idmap_remove(conn->ids, q->upstream_id);
+	q->conn = NULL;
+}
+
+/* One DNS message from the upstream. */
+static int frame_cb(void *arg, uint8_t *msg, size_t len)
+{
+	struct upconn *conn = arg;
+	struct wire_info info;
+
+	if (wire_parse(msg, len, &info) != 0 || !(info.flags & WIRE_FLAG_QR)) {
+		metrics_inc(METRIC_upstream_bad_answers);
+		log_debug("upstream %s: ignoring a malformed message of %zu bytes",
+			  conn->up->spec->label, len);
+		return 0;
+	}
+	struct query *q = idmap_get(conn->ids, info.id);
+	if (!q || !wire_question_equal(&info.q, &q->info.q)) {
+		/* RFC 5452 §9.1: ID and question must both match, or it is not ours. */
+		metrics_inc(METRIC_upstream_unmatched);
+		log_debug("upstream %s: dropping an answer that matches no query in flight",
+			  conn->up->spec->label);
+		return 0;
+	}
+	idmap_remove(conn->ids, info.id);
+	q->conn = NULL;
+	query_answer(q, msg, len, &info);
+	return conn->state == UPCONN_CLOSED;
+}
+
+static void read_plain(struct upconn *conn)
+{
+	struct server *srv = conn->srv;
+
+	while (conn->state == UPCONN_READY) {
+		int n = tls_conn_read(conn->tls, srv->plain_buf, sizeof(srv->plain_buf));
+		if (n == TLS_EAGAIN)
+			return;
+		if (n == TLS_ECLOSED) {
+			upconn_close(conn, "closed by the server");
+			return;
+		}
+		if (n < 0) {
+			upconn_close(conn, tls_conn_error(conn->tls));
+			return;
+		}
+		if (framing_feed(&conn->reader, srv->plain_buf, (size_t)n, frame_cb, conn) < 0)
+			upconn_close(conn, "out of memory");
+	}
+}
+
+static void drive_handshake(struct upconn *conn)
+{
+	char desc[128];
+	int rc = tls_conn_handshake(conn->tls);
+
+	if (send_cipher(conn) < 0)
+		return;
+	if (rc == TLS_EAGAIN)
+		return;
+	if (rc < 0) {
+		metrics_inc(METRIC_upstream_tls_failures);
+		log_error("upstream %s: TLS failed: %s; nothing was sent to it", conn->up->spec->label,
+			  tls_conn_error(conn->tls));
+		close_conn(conn, NULL);
+		return;
+	}
+	conn->state = UPCONN_READY;
+	conn->was_ready = true;
+	uv_timer_stop(&conn->timer);
+	metrics_inc(METRIC_upstream_handshakes);
+	tls_conn_describe(conn->tls, desc, sizeof(desc));
+	log_info("upstream %s: connected, %s, certificate verified", conn->up->spec->label, desc);
+	upstream_conn_ready(conn->up);
+	flush(conn);
+}
+
+static void alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+	struct upconn *conn = handle->data;
+
+	(void)suggested;
+	*buf = uv_buf_init((char *)conn->srv->read_buf, sizeof(conn->srv->read_buf));
+}
+
+static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+	struct upconn *conn = stream->data;
+
+	if (nread == 0 || conn->state == UPCONN_CLOSED)
+		return;
+	if (nread < 0) {
+		upconn_close(conn, nread == UV_EOF ? "closed by the server" : uv_strerror((int)nread));
+		return;
+	}
+	/* Acknowledge at once: servers without TCP_NODELAY hold their next answer
+	 * until our ACK arrives, and a delayed ACK costs up to 40 ms. */
+	uv_os_fd_t fd;
+	if (uv_fileno((uv_handle_t *)stream, &fd) == 0) {
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+	}
+	if (tls_conn_feed(conn->tls, (const uint8_t *)buf->base, (size_t)nread) < 0) {
+		upconn_close(conn, "out of memory");
+		return;
+	}
+	if (conn->state == UPCONN_HANDSHAKING)
+		drive_handshake(conn);
+	if (conn->state == UPCONN_READY) {
+		read_plain(conn);
+		if (conn->state == UPCONN_READY)
+			send_cipher(conn); /* e.g. a key update answered */
+	}
+}
+
+static void connect_cb(uv_connect_t *req, int status)
+{
+	struct upconn *conn = req->data;
+	const struct options_upstream *spec = conn->up->spec;
+
+	if (conn->state == UPCONN_CLOSED)
+		return;
+	if (status < 0) {
+		metrics_inc(METRIC_upstream_connect_failures);
+		log_warn("upstream %s: cannot connect: %s", spec->label, uv_strerror(status));
+		close_conn(conn, NULL);
+		return;
+	}
+	uv_tcp_nodelay(&conn->tcp, 1);
+	conn->tls = tls_conn_new(conn->srv->tls, spec->auth_name[0] ? spec->auth_name : NULL,
+				 spec->ip);
+	if (!conn->tls) {
+		close_conn(conn, "cannot create a TLS session");
+		return;
+	}
+	int rc = uv_read_start((uv_stream_t *)&conn->tcp, alloc_cb, read_cb);
+	if (rc < 0) {
+		close_conn(conn, uv_strerror(rc));
+		return;
+	}
+	conn->state = UPCONN_HANDSHAKING;
+	drive_handshake(conn);
+}
+
+/* Half the query deadline: a dead upstream leaves time to try the next. */
+static unsigned handshake_limit_ms(const struct server *srv)
+{
+	unsigned limit = srv->cfg->timeout_ms / 2;
+
+	return limit < MIN_HANDSHAKE_MS ? MIN_HANDSHAKE_MS : limit;
+}
+
+static void timer_cb(uv_timer_t *timer)
+{
+	struct upconn *conn = timer->data;
+
+	if (conn->state == UPCONN_CONNECTING || conn->state == UPCONN_HANDSHAKING) {
+		metrics_inc(METRIC_upstream_connect_failures);
+		log_warn("upstream %s: no TLS session within %u ms", conn->up->spec->label,
+			 handshake_limit_ms(conn->srv));
+		close_conn(conn, NULL);
+	}
+}
+
+struct upconn *upconn_new(struct server *srv, struct upstream *up)
+{
+	struct upconn *conn = calloc(1, sizeof(*conn));
+	unsigned capacity = srv->cfg->max_inflight < MAX_INFLIGHT_PER_CONN ? srv->cfg->max_inflight
+									     : MAX_INFLIGHT_PER_CONN;
+	int rc;
+
+	require(conn);
+	conn->srv = srv;
+	conn->up = up;
+	conn->state = UPCONN_CONNECTING;
+	conn->ids = idmap_new(capacity);
+	require(conn->ids);
+	framing_init(&conn->reader);
+	uv_tcp_init(srv->loop, &conn->tcp);
+	uv_timer_init(srv->loop, &conn->timer);
+	conn->tcp.data = conn;
+	conn->timer.data = conn;
+	conn->connect_req.data = conn;
+	conn->handles_open = 2;
+	metrics_inc(METRIC_upstream_connects);
+	rc = uv_tcp_connect(&conn->connect_req, &conn->tcp,
+			    (const struct sockaddr *)&up->spec->addr.sa, connect_cb);
+	if (rc < 0) {
+		metrics_inc(METRIC_upstream_connect_failures);
+		log_warn("upstream %s: cannot connect: %s", up->spec->label, uv_strerror(rc));
+		conn->state = UPCONN_CLOSED;
+		uv_close((uv_handle_t *)&conn->tcp, handle_closed_cb);
+		uv_close((uv_handle_t *)&conn->timer, handle_closed_cb);
+		upstream_conn_closed(up, conn, true);
+		return NULL;
+	}
+	uv_timer_start(&conn->timer, timer_cb, handshake_limit_ms(srv), 0);
+	log_debug("upstream %s: connecting", up->spec->label);
+	return conn;
+}
+
+static void unlink_flush(struct upconn *conn)
+{
+	struct upconn **p = &conn->srv->flush_list;
+
+	if (!conn->flush_queued)
+		return;
+	while (*p && *p != conn)
+		p = &(*p)->flush_next;
+	if (*p)
+		*p = conn->flush_next;
+	conn->flush_queued = false;
+}
+
+/* Close, then hand every query in flight back: requeued, or failed when
+ * aborting.  @reason is logged when non-NULL. */
+static void close_conn(struct upconn *conn, const char *reason)
+{
+	struct query *q;
+	uint16_t id;
+	bool failed = !conn->was_ready;
+
+	if (conn->state == UPCONN_CLOSED)
+		return;
+	if (reason) {
+		if (failed)
+			log_warn("upstream %s: connection failed: %s", conn->up->spec->label, reason);
+		else
+			log_info("upstream %s: connection closed: %s (%u queries in flight)",
+				 conn->up->spec->label, reason, idmap_count(conn->ids));
+	}
+	if (conn->was_ready)
+		metrics_inc(METRIC_upstream_closed);
+	conn->state = UPCONN_CLOSED;
+	unlink_flush(conn);
+	uv_timer_stop(&conn->timer);
+	uv_close((uv_handle_t *)&conn->tcp, handle_closed_cb);
+	uv_close((uv_handle_t *)&conn->timer, handle_closed_cb);
+	upstream_conn_closed(conn->up, conn, failed);
+	while ((q = idmap_pop(conn->ids, &id)) != NULL) {
+		q->conn = NULL;
+		if (conn->aborting)
+			query_fail(q, WIRE_EDE_NETWORK_ERROR, METRIC_servfail_no_upstream);
+		else
+			upstream_requeue(conn->up, q, !failed);
+	}
+}
+
+void upconn_close(struct upconn *conn, const char *reason)
+{
+	close_conn(conn, reason);
+}
+
+void upconn_abort(struct upconn *conn)
+{
+	if (conn->state == UPCONN_READY) {
+		tls_conn_shutdown(conn->tls); /* a polite close_notify, best effort */
+		send_cipher(conn);
+	}
+	conn->aborting = true;
+	close_conn(conn, NULL);
+}
