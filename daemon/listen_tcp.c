@@ -308,7 +308,7 @@ static void connection_cb(uv_stream_t *server, int status)
 }
 
 struct tcp_listener *listen_tcp_start(struct server *srv, const struct options_addr *addr,
-				      char *err, size_t errlen)
+				      int *rcp, char *err, size_t errlen)
 {
 	struct tcp_listener *l = calloc(1, sizeof(*l));
 	int rc;
@@ -322,6 +322,7 @@ struct tcp_listener *listen_tcp_start(struct server *srv, const struct options_a
 	if (rc == 0)
 		rc = uv_listen((uv_stream_t *)&l->tcp, 1024, connection_cb);
 	if (rc < 0) {
+		*rcp = rc;
 		snprintf(err, errlen, "cannot listen on %s/tcp: %s%s", addr->text, uv_strerror(rc),
 			 rc == UV_EACCES ? " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
 					 : "");

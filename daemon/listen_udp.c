@@ -52,7 +52,7 @@ static void recv_cb(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf, const str
 }
 
 struct udp_listener *listen_udp_start(struct server *srv, const struct options_addr *addr,
-				      char *err, size_t errlen)
+				      int *rcp, char *err, size_t errlen)
 {
 	struct udp_listener *l = calloc(1, sizeof(*l));
 	int rc;
@@ -76,6 +76,7 @@ struct udp_listener *listen_udp_start(struct server *srv, const struct options_a
 fail:
 	free(l);
 fail_closed:
+	*rcp = rc;
 	snprintf(err, errlen, "cannot listen on %s/udp: %s%s", addr->text, uv_strerror(rc),
 		 rc == UV_EACCES ? " (ports below 1024 need root or CAP_NET_BIND_SERVICE)" : "");
 	return NULL;

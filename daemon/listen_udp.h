@@ -14,9 +14,10 @@
 struct server;
 struct udp_listener;
 
-/** Bind @addr and start receiving.  NULL on failure, with the reason in @err. */
+/** Bind @addr and start receiving.  NULL on failure, with the libuv error
+ * in @rc and the reason in words in @err. */
 struct udp_listener *listen_udp_start(struct server *srv, const struct options_addr *addr,
-				      char *err, size_t errlen);
+				      int *rc, char *err, size_t errlen);
 
 /** Stop receiving and close; memory is freed in the close callback. */
 void listen_udp_close(struct udp_listener *l);

@@ -114,22 +114,43 @@ static void raise_fd_limit(void)
 	}
 }
 
+/* A default address whose family this host lacks (no IPv6 on loopback) is
+ * skipped with a warning; any other failure to listen is fatal. */
+static bool skippable(const struct server *srv, int rc)
+{
+	return srv->cfg->listen_is_default && (rc == UV_EADDRNOTAVAIL || rc == UV_EAFNOSUPPORT);
+}
+
 static int start(struct server *srv)
 {
 	char err[512];
 
 	for (unsigned i = 0; i < srv->cfg->n_listen; i++) {
 		const struct options_addr *addr = &srv->cfg->listen[i];
-		srv->udp[i] = listen_udp_start(srv, addr, err, sizeof(err));
-		if (srv->udp[i])
-			srv->tcp[i] = listen_tcp_start(srv, addr, err, sizeof(err));
-		if (!srv->udp[i] || !srv->tcp[i]) {
-			fprintf(stderr, "dotproxy: %s\n", err);
-			if (srv->udp[i])
-				listen_udp_close(srv->udp[i]);
-			return -1;
+		struct udp_listener *udp;
+		struct tcp_listener *tcp = NULL;
+		int rc;
+
+		udp = listen_udp_start(srv, addr, &rc, err, sizeof(err));
+		if (udp)
+			tcp = listen_tcp_start(srv, addr, &rc, err, sizeof(err));
+		if (udp && tcp) {
+			srv->udp[srv->n_listen] = udp;
+			srv->tcp[srv->n_listen++] = tcp;
+			continue;
 		}
-		srv->n_listen = i + 1;
+		if (udp)
+			listen_udp_close(udp);
+		if (skippable(srv, rc)) {
+			log_warn("%s; going on without it", err);
+			continue;
+		}
+		fprintf(stderr, "dotproxy: %s\n", err);
+		return -1;
+	}
+	if (srv->n_listen == 0) {
+		fprintf(stderr, "dotproxy: no address to listen on\n");
+		return -1;
 	}
 	return 0;
 }

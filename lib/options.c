@@ -263,6 +263,7 @@ static void set_defaults(struct config *cfg)
 	for (size_t i = 0; i < sizeof(listens) / sizeof(listens[0]); i++)
 		if (options_parse_listen(listens[i], &cfg->listen[cfg->n_listen], err, sizeof(err)) == 0)
 			cfg->n_listen++;
+	cfg->listen_is_default = true;
 	for (size_t i = 0; i < sizeof(upstreams) / sizeof(upstreams[0]); i++)
 		if (options_parse_upstream(upstreams[i], &cfg->upstream[cfg->n_upstream], err,
 					   sizeof(err)) == 0)
@@ -314,6 +315,7 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 	case OPT_LISTEN:
 		if (st->listen_from != st->source) {
 			cfg->n_listen = 0; /* a list from a stronger source replaces the weaker */
+			cfg->listen_is_default = false;
 			st->listen_from = st->source;
 		}
 		if (cfg->n_listen == OPTIONS_MAX_LISTEN)

@@ -46,6 +46,7 @@ struct options_upstream {
 struct config {
 	struct options_addr listen[OPTIONS_MAX_LISTEN];
 	unsigned n_listen;
+	bool listen_is_default;      /**< no --listen given: a missing IPv6 stack is not fatal */
 	struct options_upstream upstream[OPTIONS_MAX_UPSTREAMS];
 	unsigned n_upstream;
 	char ca_file[4096];          /**< empty: the system trust store */
