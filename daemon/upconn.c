@@ -283,8 +283,11 @@ static void drive_handshake(struct upconn *conn)
 	conn->was_ready = true;
 	uv_timer_stop(&conn->timer);
 	metrics_inc(METRIC_upstream_handshakes);
+	if (tls_conn_resumed(conn->tls))
+		metrics_inc(METRIC_upstream_resumed);
 	tls_conn_describe(conn->tls, desc, sizeof(desc));
-	log_info("upstream %s: connected, %s, certificate verified", conn->up->spec->label, desc);
+	log_info("upstream %s: connected, %s, %s", conn->up->spec->label, desc,
+		 tls_conn_resumed(conn->tls) ? "verified session" : "certificate verified");
 	upstream_conn_ready(conn->up);
 	flush(conn);
 }
@@ -342,7 +345,7 @@ static void connect_cb(uv_connect_t *req, int status)
 	}
 	uv_tcp_nodelay(&conn->tcp, 1);
 	conn->tls = tls_conn_new(conn->srv->tls, spec->auth_name[0] ? spec->auth_name : NULL,
-				 spec->ip);
+				 spec->ip, conn->up->session);
 	if (!conn->tls) {
 		close_conn(conn, "cannot create a TLS session");
 		return;
@@ -426,6 +429,17 @@ static void unlink_flush(struct upconn *conn)
 	conn->flush_queued = false;
 }
 
+/* An orderly TLS close: best effort, one try, no queue (the socket closes
+ * next).  It also keeps the session resumable for the next connection. */
+static void say_goodbye(struct upconn *conn)
+{
+	tls_conn_shutdown(conn->tls);
+	size_t n = tls_conn_out_take(conn->tls, conn->srv->cipher_buf, sizeof(conn->srv->cipher_buf));
+	uv_buf_t buf = uv_buf_init((char *)conn->srv->cipher_buf, (unsigned)n);
+	if (n)
+		(void)uv_try_write((uv_stream_t *)&conn->tcp, &buf, 1);
+}
+
 /* Close, then hand every query in flight back: requeued, or failed when
  * aborting.  @reason is logged when non-NULL. */
 static void close_conn(struct upconn *conn, const char *reason)
@@ -443,6 +457,8 @@ static void close_conn(struct upconn *conn, const char *reason)
 			log_info("upstream %s: connection closed: %s (%u queries in flight)",
 				 conn->up->spec->label, reason, idmap_count(conn->ids));
 	}
+	if (conn->state == UPCONN_READY)
+		say_goodbye(conn);
 	if (conn->was_ready)
 		metrics_inc(METRIC_upstream_closed);
 	conn->state = UPCONN_CLOSED;
@@ -467,10 +483,6 @@ void upconn_close(struct upconn *conn, const char *reason)
 
 void upconn_abort(struct upconn *conn)
 {
-	if (conn->state == UPCONN_READY) {
-		tls_conn_shutdown(conn->tls); /* a polite close_notify, best effort */
-		send_cipher(conn);
-	}
 	conn->aborting = true;
 	close_conn(conn, NULL);
 }

@@ -37,6 +37,8 @@ struct upstream_set *upstream_set_new(struct server *srv)
 		set->ups[i].srv = srv;
 		set->ups[i].spec = &srv->cfg->upstream[i];
 		set->ups[i].index = i;
+		set->ups[i].session = tls_session_new();
+		require(set->ups[i].session);
 	}
 	return set;
 }
@@ -46,6 +48,9 @@ void upstream_set_free(struct upstream_set *set)
 	for (unsigned i = 0; i < set->n; i++)
 		if (set->ups[i].conn)
 			upconn_abort(set->ups[i].conn);
+	/* The aborted connections are done with TLS: their sessions can go. */
+	for (unsigned i = 0; i < set->n; i++)
+		tls_session_free(set->ups[i].session);
 	free(set);
 }
 

@@ -8,6 +8,7 @@
 #pragma once
 
 #include "lib/options.h"
+#include "lib/tls.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -21,6 +22,7 @@ struct upstream {
 	const struct options_upstream *spec; /**< from the config (not owned) */
 	unsigned index;               /**< position in the configured order */
 	struct upconn *conn;          /**< the current connection, or NULL (owned) */
+	struct tls_session *session;  /**< the TLS session to resume (owned) */
 	unsigned failures;            /**< consecutive failed attempts */
 	uint64_t retry_at_ms;         /**< down until this loop time */
 };

@@ -17,8 +17,19 @@ struct tls_ctx {
 	SSL_CTX *ssl_ctx;
 };
 
+/* TLS 1.3 tickets are single-use and servers send two or more per full
+ * handshake (often none on a resumption), so keep a few: each reconnect
+ * spends one, and a run of reconnects stays cheap. */
+enum { KEPT_SESSIONS = 4 };
+
+struct tls_session {
+	SSL_SESSION *kept[KEPT_SESSIONS]; /* owned references, newest last */
+	unsigned n;
+};
+
 struct tls_conn {
 	SSL *ssl;
+	struct tls_session *resume; /* not owned */
 	BIO *in;  /* ciphertext from the peer, read by OpenSSL; owned by ssl */
 	BIO *out; /* ciphertext for the peer, written by OpenSSL; owned by ssl */
 	char error[256];
@@ -36,6 +47,54 @@ static void openssl_error(char *buf, size_t cap, const char *what)
 		snprintf(buf, cap, "%s", what);
 	}
 	ERR_clear_error();
+}
+
+struct tls_session *tls_session_new(void)
+{
+	return calloc(1, sizeof(struct tls_session));
+}
+
+void tls_session_free(struct tls_session *s)
+{
+	if (!s)
+		return;
+	for (unsigned i = 0; i < s->n; i++)
+		SSL_SESSION_free(s->kept[i]);
+	free(s);
+}
+
+static void keep_session(struct tls_session *s, SSL_SESSION *session)
+{
+	if (s->n == KEPT_SESSIONS) {
+		SSL_SESSION_free(s->kept[0]);
+		memmove(s->kept, s->kept + 1, (KEPT_SESSIONS - 1) * sizeof(s->kept[0]));
+		s->n--;
+	}
+	s->kept[s->n++] = session;
+}
+
+/* Take the newest resumable session out of @s (the caller owns it), or NULL. */
+static SSL_SESSION *take_session(struct tls_session *s)
+{
+	while (s->n > 0) {
+		SSL_SESSION *session = s->kept[--s->n];
+		if (SSL_SESSION_is_resumable(session))
+			return session;
+		SSL_SESSION_free(session);
+	}
+	return NULL;
+}
+
+/* OpenSSL hands over each new session (TLS 1.3: each ticket, possibly after
+ * the handshake); keep the latest in the connection's slot. */
+static int new_session_cb(SSL *ssl, SSL_SESSION *session)
+{
+	struct tls_conn *conn = SSL_get_app_data(ssl);
+
+	if (!conn || !conn->resume)
+		return 0;
+	keep_session(conn->resume, session);
+	return 1; /* we keep the reference */
 }
 
 struct tls_ctx *tls_ctx_new(const char *ca_file, char *err, size_t errlen)
@@ -57,6 +116,9 @@ struct tls_ctx *tls_ctx_new(const char *ca_file, char *err, size_t errlen)
 	SSL_CTX_set_min_proto_version(ctx->ssl_ctx, TLS1_2_VERSION);
 	SSL_CTX_set_verify(ctx->ssl_ctx, SSL_VERIFY_PEER, NULL);
 	SSL_CTX_set_mode(ctx->ssl_ctx, SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_session_cache_mode(ctx->ssl_ctx,
+				       SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_sess_set_new_cb(ctx->ssl_ctx, new_session_cb);
 	/* RFC 8310 §8.2: no renegotiation, no compression. */
 	SSL_CTX_set_options(ctx->ssl_ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
 	if (SSL_CTX_set_alpn_protos(ctx->ssl_ctx, alpn, sizeof(alpn)) != 0) {
@@ -88,7 +150,8 @@ void tls_ctx_free(struct tls_ctx *ctx)
 	free(ctx);
 }
 
-struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *auth_name, const char *ip_text)
+struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *auth_name, const char *ip_text,
+			      struct tls_session *resume)
 {
 	struct tls_conn *conn = calloc(1, sizeof(*conn));
 
@@ -104,6 +167,15 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *auth_name, const 
 	BIO_set_mem_eof_return(conn->in, -1);
 	SSL_set_bio(conn->ssl, conn->in, conn->out); /* ssl owns both from here */
 	SSL_set_connect_state(conn->ssl);
+	SSL_set_app_data(conn->ssl, conn);
+	conn->resume = resume;
+	if (resume) {
+		SSL_SESSION *session = take_session(resume);
+		if (session) {
+			SSL_set_session(conn->ssl, session); /* takes its own reference */
+			SSL_SESSION_free(session);
+		}
+	}
 	if (auth_name) {
 		SSL_set_hostflags(conn->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
 		if (SSL_set_tlsext_host_name(conn->ssl, auth_name) != 1 ||
@@ -225,11 +297,19 @@ void tls_conn_shutdown(struct tls_conn *conn)
 	ERR_clear_error();
 	if (SSL_shutdown(conn->ssl) < 0)
 		ERR_clear_error();
+	/* A session whose connection ends without a shutdown is marked
+	 * unresumable by SSL_free(); an orderly close keeps it for the next. */
+	SSL_set_shutdown(conn->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
 }
 
 const char *tls_conn_error(const struct tls_conn *conn)
 {
 	return conn->error[0] ? conn->error : "unknown TLS error";
+}
+
+int tls_conn_resumed(const struct tls_conn *conn)
+{
+	return SSL_session_reused(conn->ssl);
 }
 
 void tls_conn_describe(const struct tls_conn *conn, char *buf, size_t cap)

@@ -21,6 +21,7 @@ enum {
 
 struct tls_ctx;
 struct tls_conn;
+struct tls_session;
 
 /**
  * A client context: TLS 1.2 minimum, certificate chain verification against
@@ -30,12 +31,23 @@ struct tls_conn;
 struct tls_ctx *tls_ctx_new(const char *ca_file, char *err, size_t errlen);
 void tls_ctx_free(struct tls_ctx *ctx);
 
+/** A slot remembering the latest TLS session of one upstream, so that a
+ * reconnect resumes it (RFC 7858 §3.4) instead of a full handshake. */
+struct tls_session *tls_session_new(void);
+void tls_session_free(struct tls_session *s);
+
 /**
  * A session towards one upstream.  With @auth_name, that name is sent as SNI
  * and must match the certificate; otherwise the certificate must carry the
- * IP address @ip_text.  NULL on allocation failure.
+ * IP address @ip_text.  With @resume (not owned, must outlive the
+ * connection), offer the session remembered there and remember the new one.
+ * NULL on allocation failure.
  */
-struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *auth_name, const char *ip_text);
+struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *auth_name, const char *ip_text,
+			      struct tls_session *resume);
+
+/** True once the handshake completed by resuming a remembered session. */
+int tls_conn_resumed(const struct tls_conn *conn);
 void tls_conn_free(struct tls_conn *conn);
 
 /** Hand over ciphertext received from the network.  Returns 0 or -ENOMEM. */
@@ -59,7 +71,8 @@ size_t tls_conn_out_pending(struct tls_conn *conn);
 /** Move up to @cap bytes of waiting ciphertext into @buf; returns how many. */
 size_t tls_conn_out_take(struct tls_conn *conn, uint8_t *buf, size_t cap);
 
-/** Queue a close_notify alert (ciphertext to send, then close the socket). */
+/** End the session in order: queue a close_notify alert (ciphertext to
+ * send before closing the socket) and keep the session resumable. */
 void tls_conn_shutdown(struct tls_conn *conn);
 
 /** Why the last call failed, in words (e.g. "certificate verification failed:
