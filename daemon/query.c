@@ -257,7 +257,12 @@ void query_receive(struct server *srv, const struct query_client *client, const 
 		reply_now(srv, client, &info, WIRE_RCODE_NOTIMP, WIRE_EDE_NONE, NULL);
 		return;
 	}
-	struct query *q = srv->draining ? NULL : pool_get(pool);
+	if (srv->draining) {
+		/* Only TCP clients still connected can get here while shutting down. */
+		reply_now(srv, client, &info, WIRE_RCODE_SERVFAIL, WIRE_EDE_NOT_READY, NULL);
+		return;
+	}
+	struct query *q = pool_get(pool);
 	if (!q) {
 		metrics_inc(METRIC_servfail_overload);
 		reply_now(srv, client, &info, WIRE_RCODE_SERVFAIL, WIRE_EDE_OTHER, NULL);
