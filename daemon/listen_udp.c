@@ -82,6 +82,11 @@ fail_closed:
 	return NULL;
 }
 
+void listen_udp_stop(struct udp_listener *l)
+{
+	uv_udp_recv_stop(&l->udp);
+}
+
 void listen_udp_close(struct udp_listener *l)
 {
 	uv_udp_recv_stop(&l->udp);

@@ -19,6 +19,9 @@ struct udp_listener;
 struct udp_listener *listen_udp_start(struct server *srv, const struct options_addr *addr,
 				      int *rc, char *err, size_t errlen);
 
+/** Stop receiving; replies can still be sent until listen_udp_close(). */
+void listen_udp_stop(struct udp_listener *l);
+
 /** Stop receiving and close; memory is freed in the close callback. */
 void listen_udp_close(struct udp_listener *l);
 

@@ -41,15 +41,20 @@ static void finish(struct server *srv)
 	uv_signal_stop(&srv->sig_term);
 	uv_signal_stop(&srv->sig_int);
 	uv_signal_stop(&srv->sig_usr1);
+	uv_signal_stop(&srv->sig_hup);
 	uv_close((uv_handle_t *)&srv->sig_term, NULL);
 	uv_close((uv_handle_t *)&srv->sig_int, NULL);
 	uv_close((uv_handle_t *)&srv->sig_usr1, NULL);
 	uv_close((uv_handle_t *)&srv->drain_timer, NULL);
+	uv_close((uv_handle_t *)&srv->sig_hup, NULL);
 	listen_tcp_close_clients(srv);
 	upstream_set_free(srv->upstreams);
 	srv->upstreams = NULL;
 	query_pool_free(srv->queries);
 	srv->queries = NULL;
+	for (unsigned i = 0; i < srv->n_listen; i++)
+		listen_udp_close(srv->udp[i]);
+	srv->n_listen = 0;
 	uv_close((uv_handle_t *)&srv->flush_check, NULL);
 	uv_close((uv_handle_t *)&srv->flush_idle, NULL);
 }
@@ -75,11 +80,13 @@ void server_drained(struct server *srv)
 static void start_drain(struct server *srv)
 {
 	srv->draining = true;
+	/* UDP sockets stay open (receiving nothing) until the end: the replies
+	 * of queries in flight still go out through them. */
 	for (unsigned i = 0; i < srv->n_listen; i++) {
-		listen_udp_close(srv->udp[i]);
+		listen_udp_stop(srv->udp[i]);
 		listen_tcp_close(srv->tcp[i]);
+		srv->tcp[i] = NULL;
 	}
-	srv->n_listen = 0;
 	unsigned inflight = query_pool_inflight(srv->queries);
 	log_info("shutting down: %u queries in flight", inflight);
 	/* In-flight queries end by their deadline at the latest. */
@@ -93,6 +100,11 @@ static void signal_cb(uv_signal_t *sig, int signum)
 
 	if (signum == SIGUSR1) {
 		log_stats();
+		return;
+	}
+	if (signum == SIGHUP) {
+		/* Caught so that a reflexive `kill -HUP` does not kill the proxy. */
+		log_warn("SIGHUP: reloading is not supported yet; configuration unchanged");
 		return;
 	}
 	if (srv->draining) {
@@ -176,7 +188,7 @@ int main(int argc, char **argv)
 
 	srv.tls = tls_ctx_new(cfg.ca_file[0] ? cfg.ca_file : NULL, err, sizeof(err));
 	if (!srv.tls) {
-		fprintf(stderr, "dotproxy: --ca-file: %s\n", err);
+		fprintf(stderr, "dotproxy: %s%s\n", cfg.ca_file[0] ? "--ca-file: " : "", err);
 		return EXIT_USAGE;
 	}
 	if (cfg.check_only) {
@@ -203,11 +215,14 @@ int main(int argc, char **argv)
 	uv_signal_init(&loop, &srv.sig_term);
 	uv_signal_init(&loop, &srv.sig_int);
 	uv_signal_init(&loop, &srv.sig_usr1);
-	srv.sig_term.data = srv.sig_int.data = srv.sig_usr1.data = &srv;
+	uv_signal_init(&loop, &srv.sig_hup);
+	srv.sig_term.data = srv.sig_int.data = srv.sig_usr1.data = srv.sig_hup.data = &srv;
 	uv_signal_start(&srv.sig_term, signal_cb, SIGTERM);
 	uv_signal_start(&srv.sig_int, signal_cb, SIGINT);
 	uv_signal_start(&srv.sig_usr1, signal_cb, SIGUSR1);
+	uv_signal_start(&srv.sig_hup, signal_cb, SIGHUP);
 	uv_unref((uv_handle_t *)&srv.sig_usr1);
+	uv_unref((uv_handle_t *)&srv.sig_hup);
 
 	if (start(&srv) < 0) {
 		start_drain(&srv);

@@ -35,7 +35,7 @@ struct server {
 	uv_idle_t flush_idle;          /**< keeps the loop from blocking while some wait */
 	bool draining;                 /**< SIGTERM seen: no new queries, finish in-flight */
 	uv_timer_t drain_timer;        /**< bounds the drain */
-	uv_signal_t sig_term, sig_int, sig_usr1;
+	uv_signal_t sig_term, sig_int, sig_usr1, sig_hup;
 	/** One read buffer shared by every stream read: libuv hands it back in
 	 * the same loop iteration, and readers keep nothing pointing into it. */
 	uint8_t read_buf[65536];

@@ -53,7 +53,8 @@ void upstream_conn_closed(struct upstream *up, struct upconn *conn, bool failed)
 
 /**
  * A query whose connection closed before its answer came.  @sent: its
- * bytes had reached the upstream (a routine close: resend once, same
- * upstream first); otherwise (connection failed) try the next upstream.
+ * bytes had reached the upstream (a routine close: resend once, that
+ * upstream included: usually it is picked again); otherwise (connection
+ * failed) try the next upstream.
  */
 void upstream_requeue(struct upstream *up, struct query *q, bool sent);

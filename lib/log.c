@@ -15,7 +15,7 @@ static const char *const level_names[] = { "error", "warning", "info", "debug" }
 
 static void emit(const char *tag, const char *fmt, va_list ap)
 {
-	char line[1024];
+	char line[2048];
 	struct timespec now;
 	struct tm tm;
 	size_t used;

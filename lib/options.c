@@ -400,9 +400,6 @@ static int read_file(struct parse_state *st, const char *path)
 	int rc = 0;
 	enum source saved = st->source;
 
-	if (st->source == SRC_FILE)
-		return fail(st->err, st->errlen, "%s: 'config' cannot be used inside a config file",
-			    path);
 	FILE *f = fopen(path, "r");
 	if (!f)
 		return fail(st->err, st->errlen, "cannot read config file %s: %s", path,
@@ -414,9 +411,14 @@ static int read_file(struct parse_state *st, const char *path)
 			rc = fail(st->err, st->errlen, "%s:%u: line too long", path, lineno);
 			break;
 		}
-		char *hash = strchr(line, '#');
-		if (hash)
-			*hash = '\0';
+		/* '#' starts a comment at the start of a word only: the one in
+		 * "upstream 9.9.9.9@853#dns.quad9.net" is part of the value. */
+		for (char *p = line; *p; p++) {
+			if (*p == '#' && (p == line || isspace((unsigned char)p[-1]))) {
+				*p = '\0';
+				break;
+			}
+		}
 		char *name = trim(line);
 		if (!*name)
 			continue;
@@ -427,6 +429,11 @@ static int read_file(struct parse_state *st, const char *path)
 			*value++ = '\0';
 		value = trim(value);
 		const struct option_def *o = find_long(name, strlen(name));
+		if (o && o->id == OPT_CONFIG) {
+			rc = fail(st->err, st->errlen, "%s:%u: 'config' cannot be used in a config file",
+				  path, lineno);
+			break;
+		}
 		if (!o || o->cli_only) {
 			rc = fail(st->err, st->errlen, "%s:%u: unknown option '%s'", path, lineno,
 				  name);

@@ -34,8 +34,8 @@ static int read_name(const uint8_t *msg, size_t len, size_t *pos, uint8_t *out, 
 			if (p + 1 >= len)
 				return WIRE_EFORMAT;
 			size_t target = (size_t)(label & 0x3f) << 8 | msg[p + 1];
-			if (target >= limit)
-				return WIRE_EFORMAT;
+			if (target >= limit || target < WIRE_HEADER_LEN)
+				return WIRE_EFORMAT; /* forward, self, or into the header */
 			if (!jumped) {
 				after = p + 2;
 				jumped = true;
@@ -63,7 +63,7 @@ static int read_name(const uint8_t *msg, size_t len, size_t *pos, uint8_t *out, 
 
 /* Skip one resource record at *pos; report an OPT found in the additional section. */
 static int read_rr(const uint8_t *msg, size_t len, size_t *pos, bool additional,
-		   struct wire_info *info)
+		   unsigned additional_index, struct wire_info *info)
 {
 	size_t start = *pos;
 	uint16_t name_len = 0;
@@ -89,6 +89,7 @@ static int read_rr(const uint8_t *msg, size_t len, size_t *pos, bool additional,
 	info->edns_ttl = (uint32_t)wire_read16(fixed + 4) << 16 | wire_read16(fixed + 6);
 	info->opt_start = start;
 	info->opt_end = *pos;
+	info->opt_index = (uint16_t)additional_index;
 	return 0;
 }
 
@@ -125,7 +126,7 @@ int wire_parse(const uint8_t *msg, size_t len, struct wire_info *info)
 
 	unsigned records = (unsigned)info->ancount + info->nscount;
 	for (unsigned i = 0; i < records + info->arcount; i++) {
-		rc = read_rr(msg, len, &pos, i >= records, info);
+		rc = read_rr(msg, len, &pos, i >= records, i >= records ? i - records : 0, info);
 		if (rc)
 			return rc;
 	}
@@ -184,11 +185,13 @@ size_t wire_truncate(uint8_t *msg, size_t len, const struct wire_info *info, boo
 
 size_t wire_strip_opt(uint8_t *msg, size_t len, const struct wire_info *info)
 {
-	if (!info->has_edns || info->opt_end > len || info->arcount == 0)
+	if (!info->has_edns || info->opt_end > len || info->opt_index >= info->arcount)
 		return len;
-	memmove(msg + info->opt_start, msg + info->opt_end, len - info->opt_end);
-	wire_write16(msg + 10, (uint16_t)(info->arcount - 1));
-	return len - (info->opt_end - info->opt_start);
+	/* Cut the message at the OPT.  Records after it could hold compression
+	 * pointers to names that moving them would shift; they are additional
+	 * data, which a reply may omit.  (Servers put the OPT last anyway.) */
+	wire_write16(msg + 10, info->opt_index);
+	return info->opt_start;
 }
 
 size_t wire_make_reply(const struct wire_info *query, enum wire_rcode rcode, int ede, uint8_t *out,

@@ -79,6 +79,7 @@ struct wire_info {
 	uint16_t edns_udp_size;      /**< the OPT's advertised payload size, as sent */
 	uint32_t edns_ttl;           /**< the OPT's TTL field: extended rcode, version, DO */
 	size_t opt_start, opt_end;   /**< the OPT RR's position in the message */
+	uint16_t opt_index;          /**< how many additional records precede the OPT */
 };
 
 /**
@@ -134,8 +135,9 @@ size_t wire_udp_limit(const struct wire_info *query);
  */
 size_t wire_truncate(uint8_t *msg, size_t len, const struct wire_info *info, bool keep_opt);
 
-/** Remove the OPT RR from the parsed message @msg in place; returns the new
- * length.  Used when the client sent no OPT (RFC 6891 §7). */
+/** Remove the OPT RR from the parsed message @msg in place, with any
+ * additional records after it; returns the new length.  Used when the
+ * client sent no OPT (RFC 6891 §7). */
 size_t wire_strip_opt(uint8_t *msg, size_t len, const struct wire_info *info);
 
 /**
