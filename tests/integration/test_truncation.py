@@ -1,0 +1,63 @@
+"""UDP truncation (RFC 1035 §4.2.1, RFC 6891 §6.2.5) and the TCP retry."""
+
+import subprocess
+
+import dns.flags
+import dns.rcode
+import dns.rdatatype
+
+BIG = "big.example."
+
+
+def answer_count(reply):
+    return sum(len(rrset) for rrset in reply.answer)
+
+
+def test_truncated_to_512_without_edns(unbound, dotproxy):
+    p = dotproxy([unbound])
+    reply = p.udp(BIG, use_edns=False)
+    assert reply.flags & dns.flags.TC
+    assert len(reply.to_wire()) <= 512
+    assert str(reply.question[0].name) == BIG
+    assert reply.edns == -1
+    assert p.stats()["answers_truncated"] == 1
+
+
+def test_truncated_to_the_clients_edns_size(unbound, dotproxy):
+    p = dotproxy([unbound])
+    reply = p.udp(BIG, use_edns=0, payload=1232)
+    assert reply.flags & dns.flags.TC
+    assert reply.edns == 0  # the client sent OPT: the truncated reply keeps one
+
+
+def test_whole_answer_when_the_client_can_take_it(unbound, dotproxy):
+    p = dotproxy([unbound])
+    reply = p.udp(BIG, use_edns=0, payload=4096)
+    assert not reply.flags & dns.flags.TC
+    assert answer_count(reply) == 100
+
+
+def test_small_answer_is_not_truncated_without_edns(unbound, dotproxy):
+    p = dotproxy([unbound])
+    reply = p.udp("www.example.", use_edns=False)
+    assert not reply.flags & dns.flags.TC
+    assert answer_count(reply) == 1
+
+
+def test_tcp_gets_the_whole_answer(unbound, dotproxy):
+    p = dotproxy([unbound])
+    reply = p.tcp(BIG, use_edns=False)
+    assert not reply.flags & dns.flags.TC
+    assert answer_count(reply) == 100
+
+
+def test_dig_retries_over_tcp_and_gets_everything(unbound, dotproxy):
+    p = dotproxy([unbound])
+    out = subprocess.run(["dig", "+tries=1", "+time=3", "+bufsize=1232", f"@{p.addr}",
+                          "-p", str(p.port), BIG, "A"],
+                         capture_output=True, text=True, timeout=15)
+    assert out.returncode == 0, out.stderr
+    assert "Truncated, retrying in TCP mode" in out.stdout
+    assert "ANSWER: 100," in out.stdout
+    s = p.stats()
+    assert s["queries_udp"] == 1 and s["queries_tcp"] == 1
