@@ -25,6 +25,7 @@ enum { KEPT_SESSIONS = 4 };
 struct tls_session {
 	SSL_SESSION *kept[KEPT_SESSIONS]; /* owned references, newest last */
 	unsigned n;
+	char peer[256]; /* the name (or IP) the kept sessions were verified for */
 };
 
 struct tls_conn {
@@ -73,9 +74,16 @@ static void keep_session(struct tls_session *s, SSL_SESSION *session)
 	s->kept[s->n++] = session;
 }
 
-/* Take the newest resumable session out of @s (the caller owns it), or NULL. */
-static SSL_SESSION *take_session(struct tls_session *s)
+/* Take the newest resumable session out of @s (the caller owns it), or NULL.
+ * A resumed session skips certificate checks, so sessions verified for
+ * another peer identity are discarded rather than offered. */
+static SSL_SESSION *take_session(struct tls_session *s, const char *peer)
 {
+	if (strcmp(s->peer, peer) != 0) {
+		while (s->n > 0)
+			SSL_SESSION_free(s->kept[--s->n]);
+		snprintf(s->peer, sizeof(s->peer), "%s", peer);
+	}
 	while (s->n > 0) {
 		SSL_SESSION *session = s->kept[--s->n];
 		if (SSL_SESSION_is_resumable(session))
@@ -170,7 +178,7 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *auth_name, const 
 	SSL_set_app_data(conn->ssl, conn);
 	conn->resume = resume;
 	if (resume) {
-		SSL_SESSION *session = take_session(resume);
+		SSL_SESSION *session = take_session(resume, auth_name ? auth_name : ip_text);
 		if (session) {
 			SSL_set_session(conn->ssl, session); /* takes its own reference */
 			SSL_SESSION_free(session);
