@@ -1,6 +1,7 @@
 # dotproxy: GNU Make, non-recursive, out-of-tree in build/.
 #   make            build build/dotproxy
 #   make check      unit tests, fuzz corpus replay, integration tests
+#   make fuzz       run each libFuzzer target for FUZZ_SECONDS (default 30)
 #   make run        run the proxy with its defaults (ARGS='...' to pass options)
 #   make demo       offline end-to-end demo (local unbound over TLS, dig through dotproxy)
 #   make install    PREFIX=/usr/local DESTDIR=
@@ -47,7 +48,7 @@ DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all check unit integration fuzz-replay fuzz run demo install clean deps lint bench
+.PHONY: all check unit integration fuzz-replay fuzz run demo install clean deps
 all: $(BUILD)/dotproxy
 
 $(BUILD)/dotproxy: $(DAEMON_OBJ) $(BUILD)/libdotproxy.a
@@ -79,7 +80,14 @@ unit: $(UNIT_BIN)
 integration: $(BUILD)/dotproxy
 	DOTPROXY=$(CURDIR)/$(BUILD)/dotproxy $(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
 
-check: all unit integration
+fuzz-replay:
+	tests/fuzz/run.sh replay
+
+# FUZZ_SECONDS=N per target (default 30).
+fuzz:
+	tests/fuzz/run.sh fuzz
+
+check: all unit fuzz-replay integration
 
 run: $(BUILD)/dotproxy
 	$(BUILD)/dotproxy $(ARGS)

@@ -23,7 +23,7 @@ enum {
 /** What options_parse() decided (errors are negative). */
 enum {
 	OPTIONS_RUN = 0,  /**< start the daemon with the config */
-	OPTIONS_EXIT = 1, /**< --help, --version or --check-config done: exit 0 */
+	OPTIONS_EXIT = 1, /**< --help or --version printed: exit 0 (--check-config sets check_only) */
 };
 
 /** A socket address with the text it was written as. */

@@ -1,0 +1,623 @@
+/*
+ * Unit tests for lib/options: defaults, each accepted and rejected form of
+ * the address options, the command-line syntax, and the config file with its
+ * precedence rules.  Config files are written to temporary files; --help and
+ * --version output goes to an in-memory stream.
+ */
+#include "lib/options.h"
+
+#include "lib/version.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+/* Large: the config holds 4 KiB of CA path and 16 upstreams. */
+static struct config cfg;
+static char err[512];
+
+/* options_parse() on a NULL-terminated argument list (argv[0] added). */
+static int parse_args_out(FILE *out, const char *const *args)
+{
+	char *argv[64];
+	int argc = 0;
+
+	argv[argc++] = (char *)"dotproxy";
+	for (; *args; args++) {
+		assert_true(argc < 63);
+		argv[argc++] = (char *)*args;
+	}
+	argv[argc] = NULL;
+	err[0] = '\0';
+	return options_parse(argc, argv, &cfg, out, err, sizeof(err));
+}
+
+static int parse_args(const char *const *args)
+{
+	FILE *out = fopen("/dev/null", "w");
+	assert_non_null(out);
+	int rc = parse_args_out(out, args);
+	fclose(out);
+	return rc;
+}
+
+#define ARGS(...) ((const char *const[]){ __VA_ARGS__, NULL })
+
+/* A temporary config file holding @text; the path is written to @path. */
+static void write_config(char *path, size_t cap, const char *text)
+{
+	snprintf(path, cap, "/tmp/dotproxy-test-XXXXXX");
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	FILE *f = fdopen(fd, "w");
+	assert_non_null(f);
+	assert_int_equal(fputs(text, f) >= 0, 1);
+	assert_int_equal(fclose(f), 0);
+}
+
+static void assert_contains(const char *haystack, const char *needle)
+{
+	if (!strstr(haystack, needle))
+		fail_msg("'%s' does not contain '%s'", haystack, needle);
+}
+
+static uint16_t port_of(const struct options_addr *a)
+{
+	if (a->sa.ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)&a->sa)->sin_port);
+	return ntohs(((const struct sockaddr_in6 *)&a->sa)->sin6_port);
+}
+
+static void defaults(void **state)
+{
+	(void)state;
+	assert_int_equal(parse_args(ARGS(NULL)), OPTIONS_RUN);
+	assert_int_equal(cfg.n_listen, 2);
+	assert_string_equal(cfg.listen[0].text, "127.0.0.1:53");
+	assert_int_equal(cfg.listen[0].sa.ss_family, AF_INET);
+	assert_int_equal(cfg.listen[0].sa_len, sizeof(struct sockaddr_in));
+	assert_int_equal(port_of(&cfg.listen[0]), 53);
+	assert_string_equal(cfg.listen[1].text, "[::1]:53");
+	assert_int_equal(cfg.listen[1].sa.ss_family, AF_INET6);
+	assert_int_equal(cfg.listen[1].sa_len, sizeof(struct sockaddr_in6));
+	assert_int_equal(port_of(&cfg.listen[1]), 53);
+	assert_true(cfg.listen_is_default);
+
+	assert_int_equal(cfg.n_upstream, 3);
+	static const char *const ips[] = { "9.9.9.9", "1.1.1.1", "8.8.8.8" };
+	static const char *const names[] = { "dns.quad9.net", "cloudflare-dns.com", "dns.google" };
+	for (unsigned i = 0; i < 3; i++) {
+		assert_string_equal(cfg.upstream[i].ip, ips[i]);
+		assert_string_equal(cfg.upstream[i].auth_name, names[i]);
+		assert_int_equal(cfg.upstream[i].port, 853);
+		assert_int_equal(port_of(&cfg.upstream[i].addr), 853);
+		assert_int_equal(cfg.upstream[i].addr.sa.ss_family, AF_INET);
+	}
+	assert_string_equal(cfg.upstream[0].label, "9.9.9.9@853#dns.quad9.net");
+	assert_string_equal(cfg.ca_file, "");
+	assert_int_equal(cfg.verbosity, 0);
+	assert_false(cfg.log_queries);
+	assert_false(cfg.check_only);
+	assert_int_equal(cfg.timeout_ms, 4000);
+	assert_int_equal(cfg.tcp_idle_timeout_ms, 10000);
+	assert_true(cfg.max_inflight > 0);
+	assert_true(cfg.max_tcp_clients > 0);
+	assert_true(cfg.max_tcp_pipeline > 0);
+}
+
+static void upstream_forms(void **state)
+{
+	(void)state;
+	struct options_upstream up;
+
+	assert_int_equal(options_parse_upstream("1.2.3.4", &up, err, sizeof(err)), 0);
+	assert_string_equal(up.ip, "1.2.3.4");
+	assert_int_equal(up.port, 853);
+	assert_string_equal(up.auth_name, "");
+	assert_string_equal(up.addr.text, "1.2.3.4:853");
+
+	assert_int_equal(options_parse_upstream("1.2.3.4@8853", &up, err, sizeof(err)), 0);
+	assert_int_equal(up.port, 8853);
+	assert_int_equal(port_of(&up.addr), 8853);
+	assert_string_equal(up.auth_name, "");
+
+	assert_int_equal(options_parse_upstream("1.2.3.4#dns.example", &up, err, sizeof(err)), 0);
+	assert_int_equal(up.port, 853);
+	assert_string_equal(up.auth_name, "dns.example");
+	assert_string_equal(up.label, "1.2.3.4@853#dns.example");
+
+	assert_int_equal(options_parse_upstream("1.2.3.4@8853#dns.example", &up, err, sizeof(err)),
+			 0);
+	assert_int_equal(up.port, 8853);
+	assert_string_equal(up.ip, "1.2.3.4");
+	assert_string_equal(up.auth_name, "dns.example");
+
+	assert_int_equal(options_parse_upstream("2620:fe::fe@853#dns.quad9.net", &up, err,
+						sizeof(err)),
+			 0);
+	assert_int_equal(up.addr.sa.ss_family, AF_INET6);
+	assert_int_equal(up.addr.sa_len, sizeof(struct sockaddr_in6));
+	assert_string_equal(up.ip, "2620:fe::fe");
+	assert_int_equal(up.port, 853);
+	assert_string_equal(up.auth_name, "dns.quad9.net");
+	assert_string_equal(up.addr.text, "[2620:fe::fe]:853");
+
+	assert_int_equal(options_parse_upstream("::1@65535", &up, err, sizeof(err)), 0);
+	assert_int_equal(up.port, 65535);
+
+	/* The same through the command line, twice: a list. */
+	assert_int_equal(parse_args(ARGS("--upstream", "1.2.3.4@8853#dns.example", "--upstream",
+					 "2620:fe::fe")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.n_upstream, 2);
+	assert_string_equal(cfg.upstream[0].auth_name, "dns.example");
+	assert_string_equal(cfg.upstream[1].ip, "2620:fe::fe");
+	assert_string_equal(cfg.upstream[1].auth_name, "");
+	assert_int_equal(cfg.n_listen, 2); /* untouched */
+}
+
+static void upstream_rejects(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *spec;
+		const char *mention; /* the error must name this */
+	} bad[] = {
+		{ "dns.example", "dns.example" },
+		{ "1.2.3.4@0", "1.2.3.4@0" },
+		{ "1.2.3.4@70000", "70000" },
+		{ "1.2.3.4@", "1.2.3.4@" },
+		{ "1.2.3.4@x53", "x53" },
+		{ "1.2.3.4@-1", "-1" },
+		{ "1.2.3.4#bad name", "bad name" },
+		{ "1.2.3.4#", "1.2.3.4#" },
+		{ "1.2.3.4#a..b", "a..b" },
+		{ "1.2.3.4#dns@example", "dns@example" },
+		{ "1.2.3.4.5", "1.2.3.4.5" },
+		{ "[::1]@853", "[::1]" },
+		{ "@853", "@853" },
+		{ "#dns.example", "#dns.example" },
+		{ "", "upstream" },
+	};
+	struct options_upstream up;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		assert_int_equal(options_parse_upstream(bad[i].spec, &up, err, sizeof(err)),
+				 -EINVAL);
+		assert_contains(err, bad[i].mention);
+		assert_true(strlen(err) < sizeof(err) - 1);
+		assert_null(strchr(err, '\n')); /* one line */
+
+		assert_int_equal(parse_args(ARGS("--upstream", bad[i].spec)), -EINVAL);
+		assert_contains(err, bad[i].mention);
+	}
+
+	/* A 64-character label is one too many; 63 is fine. */
+	char spec[128];
+	snprintf(spec, sizeof(spec), "1.2.3.4#%063d.example", 0);
+	assert_int_equal(options_parse_upstream(spec, &up, err, sizeof(err)), 0);
+	snprintf(spec, sizeof(spec), "1.2.3.4#%064d.example", 0);
+	assert_int_equal(options_parse_upstream(spec, &up, err, sizeof(err)), -EINVAL);
+}
+
+static void listen_forms(void **state)
+{
+	(void)state;
+	struct options_addr a;
+	static const char *const bad[] = { "::1:53",	     "127.0.0.1",     "[127.0.0.1]:53",
+					   "[::1]",	     "[::1]53",	      "[::1]:",
+					   "127.0.0.1:0",    "127.0.0.1:65536", ":53",
+					   "localhost:53",   "[::1:53",	      "1.2.3.4:53x",
+					   "" };
+
+	assert_int_equal(options_parse_listen("[::1]:5353", &a, err, sizeof(err)), 0);
+	assert_int_equal(a.sa.ss_family, AF_INET6);
+	assert_int_equal(port_of(&a), 5353);
+	assert_string_equal(a.text, "[::1]:5353");
+
+	assert_int_equal(options_parse_listen("127.0.0.1:5353", &a, err, sizeof(err)), 0);
+	assert_int_equal(a.sa.ss_family, AF_INET);
+	assert_int_equal(port_of(&a), 5353);
+	assert_string_equal(a.text, "127.0.0.1:5353");
+	struct in_addr lo;
+	inet_pton(AF_INET, "127.0.0.1", &lo);
+	assert_memory_equal(&((struct sockaddr_in *)&a.sa)->sin_addr, &lo, sizeof(lo));
+
+	assert_int_equal(options_parse_listen("0.0.0.0:53", &a, err, sizeof(err)), 0);
+	assert_int_equal(options_parse_listen("[::]:53", &a, err, sizeof(err)), 0);
+	assert_int_equal(options_parse_listen("[::ffff:127.0.0.1]:53", &a, err, sizeof(err)), 0);
+	assert_int_equal(a.sa.ss_family, AF_INET6);
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		assert_int_equal(options_parse_listen(bad[i], &a, err, sizeof(err)), -EINVAL);
+		assert_contains(err, bad[i]);
+		assert_int_equal(parse_args(ARGS("--listen", bad[i])), -EINVAL);
+		assert_contains(err, bad[i]);
+	}
+
+	assert_int_equal(parse_args(ARGS("--listen", "[::1]:5353")), OPTIONS_RUN);
+	assert_int_equal(cfg.n_listen, 1);
+	assert_string_equal(cfg.listen[0].text, "[::1]:5353");
+	assert_false(cfg.listen_is_default);
+	/* Other options leave the default listen list marked as such. */
+	assert_int_equal(parse_args(ARGS("--upstream", "1.2.3.4", "-v")), OPTIONS_RUN);
+	assert_true(cfg.listen_is_default);
+}
+
+static void equals_form(void **state)
+{
+	(void)state;
+	assert_int_equal(parse_args(ARGS("--listen=127.0.0.1:5300", "--upstream=1.2.3.4@8853",
+					 "--timeout=1500", "--ca-file=/etc/ssl/x.pem",
+					 "--max-inflight=10", "--max-tcp-clients=20",
+					 "--max-tcp-pipeline=30", "--tcp-idle-timeout=40")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.n_listen, 1);
+	assert_int_equal(port_of(&cfg.listen[0]), 5300);
+	assert_int_equal(cfg.n_upstream, 1);
+	assert_int_equal(cfg.upstream[0].port, 8853);
+	assert_int_equal(cfg.timeout_ms, 1500);
+	assert_string_equal(cfg.ca_file, "/etc/ssl/x.pem");
+	assert_int_equal(cfg.max_inflight, 10);
+	assert_int_equal(cfg.max_tcp_clients, 20);
+	assert_int_equal(cfg.max_tcp_pipeline, 30);
+	assert_int_equal(cfg.tcp_idle_timeout_ms, 40);
+
+	/* A value containing '=' keeps everything after the first one. */
+	assert_int_equal(parse_args(ARGS("--ca-file=/tmp/a=b.pem")), OPTIONS_RUN);
+	assert_string_equal(cfg.ca_file, "/tmp/a=b.pem");
+
+	/* Separate-argument form for the same options. */
+	assert_int_equal(parse_args(ARGS("--timeout", "2500", "--log-queries", "--check-config")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.timeout_ms, 2500);
+	assert_true(cfg.log_queries);
+	assert_true(cfg.check_only);
+}
+
+static void bad_arguments(void **state)
+{
+	(void)state;
+	assert_int_equal(parse_args(ARGS("--bogus")), -EINVAL);
+	assert_contains(err, "--bogus");
+	assert_int_equal(parse_args(ARGS("--bogus=1")), -EINVAL);
+	assert_contains(err, "bogus");
+	assert_int_equal(parse_args(ARGS("-x")), -EINVAL);
+	assert_contains(err, "-x");
+	assert_int_equal(parse_args(ARGS("-vx")), -EINVAL);
+	assert_contains(err, "-x");
+	assert_int_equal(parse_args(ARGS("stray")), -EINVAL);
+	assert_contains(err, "stray");
+	assert_int_equal(parse_args(ARGS("-")), -EINVAL);
+	assert_int_equal(parse_args(ARGS("--")), -EINVAL);
+	assert_int_equal(parse_args(ARGS("--verbose=2")), -EINVAL);
+	assert_contains(err, "verbose");
+	/* An abbreviation is not an option. */
+	assert_int_equal(parse_args(ARGS("--upstr", "1.2.3.4")), -EINVAL);
+	assert_contains(err, "--upstr");
+
+	/* Missing values. */
+	assert_int_equal(parse_args(ARGS("--upstream")), -EINVAL);
+	assert_contains(err, "upstream");
+	assert_contains(err, "needs a value");
+	assert_int_equal(parse_args(ARGS("--timeout")), -EINVAL);
+	assert_contains(err, "timeout");
+	assert_int_equal(parse_args(ARGS("--config")), -EINVAL);
+	assert_contains(err, "config");
+	assert_int_equal(parse_args(ARGS("--upstream=")), -EINVAL);
+	assert_int_equal(parse_args(ARGS("--ca-file=")), -EINVAL);
+
+	/* Numbers out of range or not numbers. */
+	static const char *const bad_numbers[][2] = {
+		{ "--timeout", "9" },		 { "--timeout", "600001" },
+		{ "--timeout", "abc" },		 { "--timeout", "-5" },
+		{ "--timeout", "10ms" },	 { "--timeout", "99999999999999999999999" },
+		{ "--max-inflight", "0" },	 { "--max-tcp-pipeline", "65536" },
+		{ "--max-tcp-clients", "" },	 { "--tcp-idle-timeout", " 100" },
+	};
+	for (size_t i = 0; i < sizeof(bad_numbers) / sizeof(bad_numbers[0]); i++) {
+		assert_int_equal(parse_args(ARGS(bad_numbers[i][0], bad_numbers[i][1])), -EINVAL);
+		assert_contains(err, bad_numbers[i][0] + 2);
+		assert_contains(err, bad_numbers[i][1]);
+	}
+	assert_int_equal(parse_args(ARGS("--timeout", "10")), OPTIONS_RUN);
+	assert_int_equal(cfg.timeout_ms, 10);
+
+	/* Too many list entries. */
+	const char *args[2 * OPTIONS_MAX_UPSTREAMS + 3];
+	unsigned n = 0;
+	for (unsigned i = 0; i <= OPTIONS_MAX_UPSTREAMS; i++) {
+		args[n++] = "--upstream";
+		args[n++] = "1.2.3.4";
+	}
+	args[n] = NULL;
+	assert_int_equal(parse_args(args), -EINVAL);
+	assert_contains(err, "too many");
+	args[n - 2] = NULL; /* exactly the maximum */
+	assert_int_equal(parse_args(args), OPTIONS_RUN);
+	assert_int_equal(cfg.n_upstream, OPTIONS_MAX_UPSTREAMS);
+}
+
+static void verbose_bundling(void **state)
+{
+	(void)state;
+	assert_int_equal(parse_args(ARGS("-vv")), OPTIONS_RUN);
+	assert_int_equal(cfg.verbosity, 2);
+	assert_int_equal(parse_args(ARGS("-v", "--verbose", "-vvv")), OPTIONS_RUN);
+	assert_int_equal(cfg.verbosity, 5);
+	assert_int_equal(parse_args(ARGS(NULL)), OPTIONS_RUN);
+	assert_int_equal(cfg.verbosity, 0); /* reset on each parse */
+}
+
+/* Run with output captured in memory; returns the text (caller frees). */
+static char *captured(const char *const *args, int *rc)
+{
+	char *text = NULL;
+	size_t size = 0;
+	FILE *out = open_memstream(&text, &size);
+
+	assert_non_null(out);
+	*rc = parse_args_out(out, args);
+	assert_int_equal(fclose(out), 0);
+	return text;
+}
+
+static void help_and_version(void **state)
+{
+	(void)state;
+	int rc;
+	char *text;
+
+	text = captured(ARGS("--help"), &rc);
+	assert_int_equal(rc, OPTIONS_EXIT);
+	assert_contains(text, "Usage: dotproxy");
+	assert_contains(text, "--upstream");
+	assert_contains(text, "--listen");
+	assert_contains(text, "--config");
+	assert_contains(text, "--ca-file");
+	free(text);
+
+	text = captured(ARGS("-h"), &rc);
+	assert_int_equal(rc, OPTIONS_EXIT);
+	assert_contains(text, "Usage: dotproxy");
+	free(text);
+
+	text = captured(ARGS("--version"), &rc);
+	assert_int_equal(rc, OPTIONS_EXIT);
+	assert_string_equal(text, "dotproxy " DOTPROXY_VERSION "\n");
+	free(text);
+
+	text = captured(ARGS("-V"), &rc);
+	assert_int_equal(rc, OPTIONS_EXIT);
+	assert_contains(text, DOTPROXY_VERSION);
+	free(text);
+
+	/* A bad argument anywhere still fails, help or not. */
+	text = captured(ARGS("--help", "--bogus"), &rc);
+	assert_int_equal(rc, -EINVAL);
+	free(text);
+
+	/* Nothing is printed for a normal run. */
+	text = captured(ARGS("-v"), &rc);
+	assert_int_equal(rc, OPTIONS_RUN);
+	assert_string_equal(text, "");
+	free(text);
+}
+
+static void config_file(void **state)
+{
+	(void)state;
+	char path[64];
+
+	write_config(path, sizeof(path),
+		     "# dotproxy test configuration\n"
+		     "\n"
+		     "listen 127.0.0.1:5300\n"
+		     "   listen    [::1]:5300   \n"
+		     "\t\n"
+		     "upstream 1.2.3.4@8853   # trailing comment\n"
+		     "upstream 5.6.7.8\n"
+		     "timeout 1500\n"
+		     "ca-file /etc/ssl/certs/ca.pem\n"
+		     "log-queries\n"
+		     "verbose\n"
+		     "max-inflight 77");
+	assert_int_equal(parse_args(ARGS("--config", path)), OPTIONS_RUN);
+	assert_int_equal(cfg.n_listen, 2);
+	assert_string_equal(cfg.listen[0].text, "127.0.0.1:5300");
+	assert_string_equal(cfg.listen[1].text, "[::1]:5300");
+	assert_false(cfg.listen_is_default);
+	assert_int_equal(cfg.n_upstream, 2); /* the file's list replaced the defaults */
+	assert_string_equal(cfg.upstream[0].ip, "1.2.3.4");
+	assert_int_equal(cfg.upstream[0].port, 8853);
+	assert_string_equal(cfg.upstream[1].ip, "5.6.7.8");
+	assert_int_equal(cfg.timeout_ms, 1500);
+	assert_string_equal(cfg.ca_file, "/etc/ssl/certs/ca.pem");
+	assert_true(cfg.log_queries);
+	assert_int_equal(cfg.verbosity, 1);
+	assert_int_equal(cfg.max_inflight, 77); /* last line without a newline */
+
+	/* The command line wins over the file, wherever --config stands. */
+	assert_int_equal(parse_args(ARGS("--timeout", "2500", "--config", path, "-v")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.timeout_ms, 2500);
+	assert_int_equal(cfg.verbosity, 2); /* flags add up */
+	assert_int_equal(cfg.n_upstream, 2);
+
+	/* A list on the command line replaces the file's list, not appends. */
+	assert_int_equal(parse_args(ARGS("--config", path, "--upstream", "9.9.9.9#dns.quad9.net")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.n_upstream, 1);
+	assert_string_equal(cfg.upstream[0].ip, "9.9.9.9");
+	assert_int_equal(cfg.n_listen, 2); /* the file's, not the defaults */
+	assert_string_equal(cfg.listen[0].text, "127.0.0.1:5300");
+
+	/* --config=FILE, after a list option. */
+	char arg[80];
+	snprintf(arg, sizeof(arg), "--config=%s", path);
+	assert_int_equal(parse_args(ARGS("--listen", "[::1]:9", arg)), OPTIONS_RUN);
+	assert_int_equal(cfg.n_listen, 1);
+	assert_string_equal(cfg.listen[0].text, "[::1]:9");
+	assert_int_equal(cfg.n_upstream, 2);
+
+	unlink(path);
+}
+
+/*
+ * The upstream syntax IP[@PORT][#AUTH-NAME] uses '#', which is also the
+ * config file's comment character.  The help text says the file takes "the
+ * same names", so the natural line is `upstream IP#NAME`: it must keep the
+ * authentication name, not silently fall back to IP verification.
+ */
+static void config_file_auth_name(void **state)
+{
+	(void)state;
+	char path[64];
+
+	write_config(path, sizeof(path),
+		     "upstream 1.2.3.4@8853#dns.example\n"
+		     "upstream 9.9.9.9#dns.quad9.net # Quad9\n");
+	int rc = parse_args(ARGS("--config", path));
+	unlink(path);
+	assert_int_equal(rc, OPTIONS_RUN);
+	assert_int_equal(cfg.n_upstream, 2);
+	assert_string_equal(cfg.upstream[0].auth_name, "dns.example");
+	assert_string_equal(cfg.upstream[1].auth_name, "dns.quad9.net");
+}
+
+/* Parse a config made of @text and expect -EINVAL with "PATH:LINE: ..." */
+static void expect_file_error(const char *text, unsigned line, const char *mention)
+{
+	char path[64], prefix[96];
+
+	write_config(path, sizeof(path), text);
+	int rc = parse_args(ARGS("--config", path));
+	unlink(path);
+	assert_int_equal(rc, -EINVAL);
+	snprintf(prefix, sizeof(prefix), "%s:%u: ", path, line);
+	if (strncmp(err, prefix, strlen(prefix)) != 0)
+		fail_msg("'%s' does not start with '%s'", err, prefix);
+	assert_contains(err, mention);
+	assert_null(strchr(err, '\n'));
+}
+
+static void config_file_errors(void **state)
+{
+	(void)state;
+	expect_file_error("# ok\n\nbogus 1\n", 3, "unknown option 'bogus'");
+	expect_file_error("timeout 100\nlisten\n", 2, "listen");
+	expect_file_error("log-queries yes\n", 1, "log-queries");
+	expect_file_error("\n\n\n\ntimeout abc\n", 5, "abc");
+	expect_file_error("upstream dns.example\n", 1, "dns.example");
+	expect_file_error("listen ::1:53\n", 1, "::1:53");
+	/* Options that only make sense on the command line. */
+	expect_file_error("help\n", 1, "help");
+	expect_file_error("config /etc/other.conf\n", 1, "config");
+	/* Dashes belong to the command line. */
+	expect_file_error("--timeout 100\n", 1, "--timeout");
+
+	/* A line longer than the reader's buffer is refused, not split. */
+	size_t n = 10000;
+	char *text = malloc(n + 16);
+	assert_non_null(text);
+	memcpy(text, "ca-file /", 9);
+	memset(text + 9, 'a', n - 9);
+	memcpy(text + n, "\n", 2);
+	expect_file_error(text, 1, "too long");
+	free(text);
+
+	/* A missing file is named. */
+	assert_int_equal(parse_args(ARGS("--config", "/nonexistent/dotproxy.conf")), -EINVAL);
+	assert_contains(err, "/nonexistent/dotproxy.conf");
+}
+
+/*
+ * The example config shipped in contrib/ says that as shipped it changes
+ * nothing, and that removing the "# " of an option line sets it.  Check both,
+ * so the example cannot drift from the parser.  Skipped when the tests are
+ * not run from the source tree.
+ */
+static void example_config(void **state)
+{
+	(void)state;
+	static const char *const names[] = { "listen",		 "upstream",	    "ca-file",
+					     "timeout",		 "tcp-idle-timeout", "max-inflight",
+					     "max-tcp-clients", "max-tcp-pipeline", "log-queries",
+					     "verbose" };
+	const char *example = "contrib/dotproxy.conf";
+	FILE *f = fopen(example, "r");
+	if (!f)
+		skip();
+
+	struct config defaults_cfg;
+	assert_int_equal(parse_args(ARGS(NULL)), OPTIONS_RUN);
+	defaults_cfg = cfg;
+	assert_int_equal(parse_args(ARGS("--config", example)), OPTIONS_RUN);
+	assert_int_equal(cfg.n_listen, defaults_cfg.n_listen);
+	for (unsigned i = 0; i < cfg.n_listen; i++)
+		assert_string_equal(cfg.listen[i].text, defaults_cfg.listen[i].text);
+	assert_int_equal(cfg.n_upstream, defaults_cfg.n_upstream);
+	for (unsigned i = 0; i < cfg.n_upstream; i++)
+		assert_string_equal(cfg.upstream[i].label, defaults_cfg.upstream[i].label);
+	assert_int_equal(cfg.timeout_ms, defaults_cfg.timeout_ms);
+	assert_int_equal(cfg.verbosity, 0);
+	assert_false(cfg.log_queries);
+	assert_string_equal(cfg.ca_file, "");
+
+	char line[512];
+	unsigned tried = 0;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "# ", 2) != 0)
+			continue;
+		const char *opt = line + 2;
+		size_t word = strcspn(opt, " \n");
+		bool known = false;
+		for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+			if (strlen(names[i]) == word && strncmp(opt, names[i], word) == 0)
+				known = true;
+		if (!known)
+			continue;
+		char path[64];
+		write_config(path, sizeof(path), opt);
+		int rc = parse_args(ARGS("--config", path));
+		unlink(path);
+		if (rc != OPTIONS_RUN)
+			fail_msg("example line '%.*s' does not parse: %s", (int)strcspn(opt, "\n"), opt,
+				 err);
+		tried++;
+	}
+	fclose(f);
+	assert_true(tried >= sizeof(names) / sizeof(names[0]));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(defaults),
+		cmocka_unit_test(upstream_forms),
+		cmocka_unit_test(upstream_rejects),
+		cmocka_unit_test(listen_forms),
+		cmocka_unit_test(equals_form),
+		cmocka_unit_test(bad_arguments),
+		cmocka_unit_test(verbose_bundling),
+		cmocka_unit_test(help_and_version),
+		cmocka_unit_test(config_file),
+		cmocka_unit_test(config_file_auth_name),
+		cmocka_unit_test(config_file_errors),
+		cmocka_unit_test(example_config),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
