@@ -186,8 +186,10 @@ void query_answer(struct query *q, uint8_t *msg, size_t len, const struct wire_i
 	if (q->client.origin == QUERY_FROM_UDP && len > wire_udp_limit(&q->info)) {
 		len = wire_truncate(msg, len, info, client_edns);
 		metrics_inc(METRIC_answers_truncated);
-	} else if (!client_edns && info->has_edns) {
+	} else if (!client_edns) {
 		len = wire_strip_opt(msg, len, info); /* RFC 6891 §7: no OPT to a non-EDNS client */
+	} else {
+		len = wire_filter_opt(msg, len, info); /* keepalive and padding were for our hop */
 	}
 	metrics_inc(METRIC_answers_forwarded);
 	if (q->srv->cfg->log_queries)
@@ -273,10 +275,13 @@ void query_receive(struct server *srv, const struct query_client *client, const 
 	q->srv = srv;
 	q->client = *client;
 	q->info = info;
-	q->msg = len <= sizeof(q->inline_msg) ? q->inline_msg : malloc(len);
+	/* Our OPT adds at most its fixed part, keepalive and a padding block. */
+	size_t cap = len + 11 + 4 + 4 + WIRE_PAD_BLOCK;
+	q->msg = cap <= sizeof(q->inline_msg) ? q->inline_msg : malloc(cap);
 	require(q->msg);
-	memcpy(q->msg, msg, len);
-	q->len = len;
+	struct wire_upstream_opts opts = { .pad = srv->cfg->padding, .keepalive = true };
+	q->len = wire_make_upstream_query(msg, &info, &opts, q->msg, cap);
+	require(q->len > 0);
 	q->start_ns = uv_hrtime();
 	q->deadline_ms = uv_now(srv->loop) + srv->cfg->timeout_ms;
 	q->dl_prev = pool->dl_tail;

@@ -38,7 +38,8 @@ struct query {
 	struct server *srv;
 	struct query_client client;
 	struct wire_info info;        /**< the client's query: ID, question, EDNS */
-	uint8_t *msg;                 /**< the client's message as received; points at
+	uint8_t *msg;                 /**< the message to send upstream (built from the
+				       *   client's: our OPT, padded); points at
 				       *   inline_msg or, when larger, owned heap memory */
 	size_t len;
 	uint64_t start_ns;            /**< uv_hrtime() when received, for the query log */

@@ -24,6 +24,12 @@ enum opt_id {
 	OPT_MAX_INFLIGHT,
 	OPT_MAX_TCP_CLIENTS,
 	OPT_MAX_TCP_PIPELINE,
+	OPT_IDLE_TIMEOUT,
+	OPT_MAX_CONNECTIONS,
+	OPT_POLICY,
+	OPT_PROFILE,
+	OPT_NO_PADDING,
+	OPT_NO_SESSION_RESUMPTION,
 	OPT_LOG_QUERIES,
 	OPT_VERBOSE,
 	OPT_CHECK_CONFIG,
@@ -46,10 +52,11 @@ static const struct option_def table[] = {
 	{ OPT_LISTEN, "listen", 0, "ADDR:PORT", false,
 	  "listen for plain DNS on UDP and TCP (repeatable; IPv6 as [::1]:53)\n"
 	  "default: 127.0.0.1:53 and [::1]:53" },
-	{ OPT_UPSTREAM, "upstream", 0, "IP[@PORT][#AUTH-NAME]", false,
-	  "forward over TLS to this resolver (repeatable, tried in order); port 853\n"
-	  "by default; AUTH-NAME is sent as SNI and must match the certificate,\n"
-	  "without it the certificate must carry the IP address\n"
+	{ OPT_UPSTREAM, "upstream", 0, "IP[@PORT][#AUTH-NAME][^PIN]...", false,
+	  "forward over TLS to this resolver (repeatable); port 853 by default;\n"
+	  "AUTH-NAME is sent as SNI and must match the certificate, without it\n"
+	  "the certificate must carry the IP address; each PIN is the base64\n"
+	  "SHA-256 of an acceptable SubjectPublicKeyInfo (RFC 7858 SPKI pin)\n"
 	  "default: 9.9.9.9@853#dns.quad9.net 1.1.1.1@853#cloudflare-dns.com\n"
 	  "         8.8.8.8@853#dns.google" },
 	{ OPT_CA_FILE, "ca-file", 0, "FILE", false,
@@ -64,6 +71,22 @@ static const struct option_def table[] = {
 	  "TCP client connections at once; beyond, closed (default 1000)" },
 	{ OPT_MAX_TCP_PIPELINE, "max-tcp-pipeline", 0, "N", false,
 	  "queries in flight per TCP client before reading pauses (default 128)" },
+	{ OPT_POLICY, "policy", 0, "fastest|failover|round-robin", false,
+	  "how to choose an upstream (default fastest: lowest latency, the\n"
+	  "others sampled now and then; failover: in the order given)" },
+	{ OPT_PROFILE, "profile", 0, "strict|opportunistic", false,
+	  "strict (default): use an upstream only if it authenticates;\n"
+	  "opportunistic: encrypt even when authentication fails (logged);\n"
+	  "neither ever sends a query in cleartext (RFC 8310)" },
+	{ OPT_IDLE_TIMEOUT, "idle-timeout", 0, "MSEC", false,
+	  "close upstream connections idle for MSEC, or sooner if the server\n"
+	  "asks (edns-tcp-keepalive, RFC 7828) (default 10000)" },
+	{ OPT_MAX_CONNECTIONS, "max-connections", 0, "N", false,
+	  "TLS connections per upstream; another opens when one is busy (default 4)" },
+	{ OPT_NO_PADDING, "no-padding", 0, NULL, false,
+	  "do not pad queries to 128-byte blocks (RFC 8467 padding is on by default)" },
+	{ OPT_NO_SESSION_RESUMPTION, "no-session-resumption", 0, NULL, false,
+	  "always do a full TLS handshake (session tickets can link connections)" },
 	{ OPT_LOG_QUERIES, "log-queries", 0, NULL, false,
 	  "log one line per query: client, name, type, rcode, upstream, time" },
 	{ OPT_VERBOSE, "verbose", 'v', NULL, false,
@@ -158,14 +181,72 @@ static bool valid_hostname(const char *name)
 	return true;
 }
 
-int options_parse_upstream(const char *spec, struct options_upstream *up, char *err, size_t errlen)
+/* Decode standard base64 (with '=' padding) into exactly @len bytes. */
+static bool base64_decode_exact(const char *text, size_t text_len, uint8_t *out, size_t len)
+{
+	static const char alphabet[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	uint32_t acc = 0;
+	size_t bits = 0, n = 0, i;
+
+	for (i = 0; i < text_len && text[i] != '='; i++) {
+		const char *p = strchr(alphabet, text[i]);
+		if (!p || !text[i])
+			return false;
+		acc = acc << 6 | (uint32_t)(p - alphabet);
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			if (n == len)
+				return false;
+			out[n++] = (uint8_t)(acc >> bits);
+		}
+	}
+	for (; i < text_len; i++)
+		if (text[i] != '=')
+			return false;
+	return n == len && text_len % 4 == 0;
+}
+
+/* The ^PIN^PIN... tail of an upstream spec. */
+static int parse_pins(const char *spec, const char *pins, struct options_upstream *up, char *err,
+		      size_t errlen)
+{
+	while (*pins == '^') {
+		const char *start = pins + 1, *end = strchr(start, '^');
+		size_t len = end ? (size_t)(end - start) : strlen(start);
+		if (up->n_pins == OPTIONS_MAX_PINS)
+			return fail(err, errlen, "bad upstream '%s': at most %d pins", spec,
+				    OPTIONS_MAX_PINS);
+		if (!base64_decode_exact(start, len, up->pins[up->n_pins], OPTIONS_PIN_LEN))
+			return fail(err, errlen,
+				    "bad upstream '%s': pin '%.*s' is not the base64 of a SHA-256 "
+				    "digest (44 characters)", spec, (int)len, start);
+		up->n_pins++;
+		pins = start + len;
+	}
+	return 0;
+}
+
+int options_parse_upstream(const char *full_spec, struct options_upstream *up, char *err,
+			   size_t errlen)
 {
 	char ip[INET6_ADDRSTRLEN + 1];
-	const char *hash = strchr(spec, '#');
-	const char *at = strchr(spec, '@');
+	char spec[INET6_ADDRSTRLEN + 16 + OPTIONS_MAX_AUTH_NAME];
+	size_t spec_len = strcspn(full_spec, "^");
 	size_t ip_len;
+	int rc;
 
 	memset(up, 0, sizeof(*up));
+	if (spec_len >= sizeof(spec))
+		return fail(err, errlen, "bad upstream '%s': too long", full_spec);
+	memcpy(spec, full_spec, spec_len);
+	spec[spec_len] = '\0';
+	rc = parse_pins(full_spec, full_spec + spec_len, up, err, errlen);
+	if (rc)
+		return rc;
+	const char *hash = strchr(spec, '#');
+	const char *at = strchr(spec, '@');
 	if (at && hash && at > hash)
 		at = NULL; /* an '@' inside the auth name is not a port */
 	ip_len = (size_t)((at ? at : hash ? hash : spec + strlen(spec)) - spec);
@@ -273,6 +354,12 @@ static void set_defaults(struct config *cfg)
 	cfg->max_inflight = 8192;
 	cfg->max_tcp_clients = 1000;
 	cfg->max_tcp_pipeline = 128;
+	cfg->idle_timeout_ms = 10000;
+	cfg->max_connections = 4;
+	cfg->policy = OPTIONS_POLICY_FASTEST;
+	cfg->profile = OPTIONS_PROFILE_STRICT;
+	cfg->padding = true;
+	cfg->session_resumption = true;
 }
 
 static void print_help(FILE *out)
@@ -346,6 +433,37 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 		return parse_uint(o->name, value, 1, 1000000, &cfg->max_tcp_clients, err, errlen);
 	case OPT_MAX_TCP_PIPELINE:
 		return parse_uint(o->name, value, 1, 65535, &cfg->max_tcp_pipeline, err, errlen);
+	case OPT_IDLE_TIMEOUT:
+		return parse_uint(o->name, value, 10, 3600000, &cfg->idle_timeout_ms, err, errlen);
+	case OPT_MAX_CONNECTIONS:
+		return parse_uint(o->name, value, 1, 64, &cfg->max_connections, err, errlen);
+	case OPT_POLICY:
+		if (strcmp(value, "fastest") == 0)
+			cfg->policy = OPTIONS_POLICY_FASTEST;
+		else if (strcmp(value, "failover") == 0)
+			cfg->policy = OPTIONS_POLICY_FAILOVER;
+		else if (strcmp(value, "round-robin") == 0)
+			cfg->policy = OPTIONS_POLICY_ROUND_ROBIN;
+		else
+			return fail(err, errlen,
+				    "bad --policy '%s': expected fastest, failover or round-robin",
+				    value);
+		return 0;
+	case OPT_PROFILE:
+		if (strcmp(value, "strict") == 0)
+			cfg->profile = OPTIONS_PROFILE_STRICT;
+		else if (strcmp(value, "opportunistic") == 0)
+			cfg->profile = OPTIONS_PROFILE_OPPORTUNISTIC;
+		else
+			return fail(err, errlen,
+				    "bad --profile '%s': expected strict or opportunistic", value);
+		return 0;
+	case OPT_NO_PADDING:
+		cfg->padding = false;
+		return 0;
+	case OPT_NO_SESSION_RESUMPTION:
+		cfg->session_resumption = false;
+		return 0;
 	case OPT_LOG_QUERIES:
 		cfg->log_queries = true;
 		return 0;

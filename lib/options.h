@@ -18,6 +18,21 @@ enum {
 	OPTIONS_MAX_UPSTREAMS = 16,
 	OPTIONS_MAX_AUTH_NAME = 253,
 	OPTIONS_DEFAULT_PORT_DOT = 853,
+	OPTIONS_MAX_PINS = 8,
+	OPTIONS_PIN_LEN = 32, /**< SHA-256 */
+};
+
+/** How an upstream is chosen for a query (--policy). */
+enum options_policy {
+	OPTIONS_POLICY_FASTEST,    /**< lowest smoothed latency, others sampled now and then */
+	OPTIONS_POLICY_FAILOVER,   /**< the first healthy one, in the order given */
+	OPTIONS_POLICY_ROUND_ROBIN, /**< each healthy one in turn */
+};
+
+/** RFC 8310 usage profile (--profile). */
+enum options_profile {
+	OPTIONS_PROFILE_STRICT,        /**< authenticate or do not use (default) */
+	OPTIONS_PROFILE_OPPORTUNISTIC, /**< encrypt even when authentication fails */
 };
 
 /** What options_parse() decided (errors are negative). */
@@ -39,7 +54,9 @@ struct options_upstream {
 	char ip[INET6_ADDRSTRLEN];              /**< the IP as text, for IP verification */
 	uint16_t port;
 	char auth_name[OPTIONS_MAX_AUTH_NAME + 1]; /**< empty: verify the IP instead */
-	char label[INET6_ADDRSTRLEN + 24 + OPTIONS_MAX_AUTH_NAME]; /**< the spec, for logs */
+	uint8_t pins[OPTIONS_MAX_PINS][OPTIONS_PIN_LEN]; /**< SPKI SHA-256 pins (RFC 7858 §4.2) */
+	unsigned n_pins;                        /**< 0: no pinning */
+	char label[INET6_ADDRSTRLEN + 24 + OPTIONS_MAX_AUTH_NAME]; /**< the spec without pins, for logs */
 };
 
 /** The whole configuration.  Plain data: copy it freely. */
@@ -57,6 +74,12 @@ struct config {
 	unsigned max_inflight;       /**< queries in flight at once */
 	unsigned max_tcp_clients;    /**< TCP client connections at once */
 	unsigned max_tcp_pipeline;   /**< queries in flight per TCP client */
+	unsigned idle_timeout_ms;    /**< idle upstream connections are closed after this */
+	unsigned max_connections;    /**< TLS connections per upstream */
+	enum options_policy policy;
+	enum options_profile profile;
+	bool padding;                /**< EDNS padding of queries (RFC 8467) */
+	bool session_resumption;     /**< offer TLS session tickets on reconnect */
 	bool check_only;             /**< --check-config */
 };
 
@@ -69,7 +92,8 @@ struct config {
  */
 int options_parse(int argc, char **argv, struct config *cfg, FILE *out, char *err, size_t errlen);
 
-/** Parse one upstream spec IP[@PORT][#AUTH-NAME].  0 or -EINVAL with @err. */
+/** Parse one upstream spec IP[@PORT][#AUTH-NAME][^PIN]...  (PIN: base64 of the
+ * SHA-256 of the certificate's SubjectPublicKeyInfo).  0 or -EINVAL with @err. */
 int options_parse_upstream(const char *spec, struct options_upstream *up, char *err,
 			   size_t errlen);
 

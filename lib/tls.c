@@ -6,7 +6,9 @@
 #include "lib/tls.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
@@ -15,6 +17,7 @@
 
 struct tls_ctx {
 	SSL_CTX *ssl_ctx;
+	bool opportunistic;
 };
 
 /* TLS 1.3 tickets are single-use and servers send two or more per full
@@ -30,7 +33,11 @@ struct tls_session {
 
 struct tls_conn {
 	SSL *ssl;
+	bool opportunistic;
 	struct tls_session *resume; /* not owned */
+	uint8_t (*pins)[32];        /* owned copy, or NULL */
+	unsigned n_pins;
+	char auth_failure[256];     /* opportunistic: why authentication failed */
 	BIO *in;  /* ciphertext from the peer, read by OpenSSL; owned by ssl */
 	BIO *out; /* ciphertext for the peer, written by OpenSSL; owned by ssl */
 	char error[256];
@@ -150,6 +157,20 @@ fail:
 	return NULL;
 }
 
+/* Opportunistic profile: note the failure, carry on (RFC 8310 §5). */
+static int verify_anyway_cb(int ok, X509_STORE_CTX *store)
+{
+	(void)ok;
+	(void)store;
+	return 1;
+}
+
+void tls_ctx_set_opportunistic(struct tls_ctx *ctx)
+{
+	ctx->opportunistic = true;
+	SSL_CTX_set_verify(ctx->ssl_ctx, SSL_VERIFY_PEER, verify_anyway_cb);
+}
+
 void tls_ctx_free(struct tls_ctx *ctx)
 {
 	if (!ctx)
@@ -176,6 +197,7 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *auth_name, const 
 	SSL_set_bio(conn->ssl, conn->in, conn->out); /* ssl owns both from here */
 	SSL_set_connect_state(conn->ssl);
 	SSL_set_app_data(conn->ssl, conn);
+	conn->opportunistic = ctx->opportunistic;
 	conn->resume = resume;
 	if (resume) {
 		SSL_SESSION *session = take_session(resume, auth_name ? auth_name : ip_text);
@@ -210,7 +232,77 @@ void tls_conn_free(struct tls_conn *conn)
 	if (!conn)
 		return;
 	SSL_free(conn->ssl);
+	free(conn->pins);
 	free(conn);
+}
+
+void tls_conn_set_pins(struct tls_conn *conn, const uint8_t (*pins)[32], unsigned n)
+{
+	free(conn->pins);
+	conn->pins = NULL;
+	conn->n_pins = 0;
+	if (n == 0)
+		return;
+	conn->pins = malloc(n * sizeof(*pins));
+	if (!conn->pins)
+		abort(); /* tiny and bounded: no memory left means no service */
+	memcpy(conn->pins, pins, n * sizeof(*pins));
+	conn->n_pins = n;
+}
+
+const char *tls_conn_auth_failure(const struct tls_conn *conn)
+{
+	return conn->auth_failure[0] ? conn->auth_failure : NULL;
+}
+
+/* Does the server's key match a pin?  On mismatch, @why says what it was. */
+static bool pins_match(struct tls_conn *conn, char *why, size_t cap)
+{
+	X509 *cert = SSL_get0_peer_certificate(conn->ssl);
+	unsigned char *der = NULL;
+	unsigned char digest[32];
+	unsigned char b64[64];
+
+	if (!cert) {
+		snprintf(why, cap, "SPKI pin check failed: no server certificate");
+		return false;
+	}
+	int len = i2d_PUBKEY(X509_get0_pubkey(cert), &der);
+	if (len <= 0 || !EVP_Digest(der, (size_t)len, digest, NULL, EVP_sha256(), NULL)) {
+		OPENSSL_free(der);
+		snprintf(why, cap, "SPKI pin check failed: cannot hash the server key");
+		return false;
+	}
+	OPENSSL_free(der);
+	for (unsigned i = 0; i < conn->n_pins; i++)
+		if (CRYPTO_memcmp(digest, conn->pins[i], sizeof(digest)) == 0)
+			return true;
+	EVP_EncodeBlock(b64, digest, sizeof(digest));
+	snprintf(why, cap, "SPKI pin mismatch: the server key is %s", (const char *)b64);
+	return false;
+}
+
+/* After the handshake: pins, and in the opportunistic profile what failed. */
+static int check_authentication(struct tls_conn *conn)
+{
+	char why[200];
+	long verify = SSL_get_verify_result(conn->ssl);
+
+	if (verify != X509_V_OK) {
+		/* Only reachable in the opportunistic profile: strict aborted already. */
+		snprintf(conn->auth_failure, sizeof(conn->auth_failure),
+			 "certificate verification failed: %s",
+			 X509_verify_cert_error_string(verify));
+	}
+	if (conn->n_pins && !pins_match(conn, why, sizeof(why))) {
+		if (!conn->opportunistic) {
+			snprintf(conn->error, sizeof(conn->error), "%s", why);
+			return TLS_EPROTO;
+		}
+		if (!conn->auth_failure[0])
+			snprintf(conn->auth_failure, sizeof(conn->auth_failure), "%s", why);
+	}
+	return 0;
 }
 
 int tls_conn_feed(struct tls_conn *conn, const uint8_t *data, size_t len)
@@ -261,7 +353,7 @@ int tls_conn_handshake(struct tls_conn *conn)
 	ERR_clear_error();
 	int ret = SSL_do_handshake(conn->ssl);
 	if (ret == 1)
-		return 0;
+		return check_authentication(conn);
 	int rc = failure(conn, ret, "TLS handshake failed");
 	return rc == TLS_ECLOSED ? TLS_EPROTO : rc;
 }

@@ -31,6 +31,11 @@ struct tls_session;
 struct tls_ctx *tls_ctx_new(const char *ca_file, char *err, size_t errlen);
 void tls_ctx_free(struct tls_ctx *ctx);
 
+/** RFC 8310 opportunistic profile for every connection of @ctx: a failed
+ * verification (chain, name, IP or pin) no longer aborts the handshake;
+ * tls_conn_auth_failure() tells what failed.  Strict is the default. */
+void tls_ctx_set_opportunistic(struct tls_ctx *ctx);
+
 /** A slot remembering the latest TLS session of one upstream, so that a
  * reconnect resumes it (RFC 7858 §3.4) instead of a full handshake. */
 struct tls_session *tls_session_new(void);
@@ -45,6 +50,16 @@ void tls_session_free(struct tls_session *s);
  */
 struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *auth_name, const char *ip_text,
 			      struct tls_session *resume);
+
+/** Accept the server only if the SHA-256 of its certificate's
+ * SubjectPublicKeyInfo is one of the @n 32-byte @pins (RFC 7858 §4.2), on
+ * top of the chain and name checks.  Call before the handshake; @pins is
+ * copied. */
+void tls_conn_set_pins(struct tls_conn *conn, const uint8_t (*pins)[32], unsigned n);
+
+/** After a completed handshake: NULL if the server authenticated, else why
+ * not (only possible in the opportunistic profile). */
+const char *tls_conn_auth_failure(const struct tls_conn *conn);
 
 /** True once the handshake completed by resuming a remembered session. */
 int tls_conn_resumed(const struct tls_conn *conn);

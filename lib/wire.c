@@ -11,7 +11,6 @@
 enum {
 	RR_FIXED_LEN = 10, /* type, class, TTL, RDLENGTH */
 	OPT_MIN_LEN = 11,  /* root name + RR_FIXED_LEN */
-	EDNS_OPTION_EDE = 15,
 	OUR_UDP_PAYLOAD = 1232, /* DNS flag day 2020 */
 };
 
@@ -85,6 +84,21 @@ static int read_rr(const uint8_t *msg, size_t len, size_t *pos, bool additional,
 	if (!additional || info->has_edns || name_len != 1)
 		return WIRE_EFORMAT;
 	info->has_edns = true;
+	info->keepalive = -1;
+	/* Options must tile the RDATA exactly (RFC 6891 §6.1.2). */
+	for (size_t o = 0; o < rdlen;) {
+		if (rdlen - o < 4)
+			return WIRE_EFORMAT;
+		uint16_t code = wire_read16(fixed + RR_FIXED_LEN + o);
+		uint16_t olen = wire_read16(fixed + RR_FIXED_LEN + o + 2);
+		if (rdlen - o - 4 < olen)
+			return WIRE_EFORMAT;
+		if (code == WIRE_OPT_KEEPALIVE && olen == 2)
+			info->keepalive = wire_read16(fixed + RR_FIXED_LEN + o + 4);
+		else if (code == WIRE_OPT_ECS)
+			info->has_ecs = true;
+		o += 4u + olen;
+	}
 	info->edns_udp_size = wire_read16(fixed + 2);
 	info->edns_ttl = (uint32_t)wire_read16(fixed + 4) << 16 | wire_read16(fixed + 6);
 	info->opt_start = start;
@@ -225,13 +239,92 @@ size_t wire_make_reply(const struct wire_info *query, enum wire_rcode rcode, int
 		pos += write_opt(out + pos, OUR_UDP_PAYLOAD, query->edns_ttl & 0x8000,
 				 with_ede ? 6 : 0);
 		if (with_ede) {
-			wire_write16(out + pos, EDNS_OPTION_EDE);
+			wire_write16(out + pos, WIRE_OPT_EDE);
 			wire_write16(out + pos + 2, 2);
 			wire_write16(out + pos + 4, (uint16_t)ede);
 			pos += 6;
 		}
 	}
 	return pos;
+}
+
+/* Options a client may send upstream through us: they say nothing about who
+ * is asking.  Everything else (Client Subnet, cookies, unknown options) is
+ * dropped: privacy by default. */
+static bool harmless_option(uint16_t code)
+{
+	return code == WIRE_OPT_NSID || code == WIRE_OPT_DAU || code == WIRE_OPT_DHU ||
+	       code == WIRE_OPT_N3U;
+}
+
+size_t wire_make_upstream_query(const uint8_t *msg, const struct wire_info *info,
+				const struct wire_upstream_opts *opts, uint8_t *out, size_t cap)
+{
+	size_t pos = info->question_end;
+
+	if (!info->has_question || cap < pos + OPT_MIN_LEN + 4)
+		return 0;
+	memcpy(out, msg, pos);
+	wire_write16(out + 6, 0);
+	wire_write16(out + 8, 0);
+	wire_write16(out + 10, 1);
+	size_t opt = pos;
+	pos += OPT_MIN_LEN;
+	if (info->has_edns) {
+		const uint8_t *rdata = msg + info->opt_start + OPT_MIN_LEN;
+		size_t rdlen = info->opt_end - info->opt_start - OPT_MIN_LEN;
+		for (size_t o = 0; o < rdlen;) {
+			uint16_t code = wire_read16(rdata + o);
+			size_t olen = 4u + wire_read16(rdata + o + 2);
+			if (harmless_option(code)) {
+				if (cap - pos < olen + 8)
+					return 0;
+				memcpy(out + pos, rdata + o, olen);
+				pos += olen;
+			}
+			o += olen;
+		}
+	}
+	if (opts->keepalive) {
+		if (cap - pos < 4)
+			return 0;
+		wire_write16(out + pos, WIRE_OPT_KEEPALIVE);
+		wire_write16(out + pos + 2, 0);
+		pos += 4;
+	}
+	if (opts->pad) {
+		size_t pad = (WIRE_PAD_BLOCK - (pos + 4) % WIRE_PAD_BLOCK) % WIRE_PAD_BLOCK;
+		if (cap - pos < 4 + pad)
+			return 0;
+		wire_write16(out + pos, WIRE_OPT_PADDING);
+		wire_write16(out + pos + 2, (uint16_t)pad);
+		memset(out + pos + 4, 0, pad);
+		pos += 4 + pad;
+	}
+	/* Version 0; keep only the DO bit of the client's flags. */
+	uint32_t ttl = info->has_edns ? (info->edns_ttl & 0x8000) : 0;
+	write_opt(out + opt, OUR_UDP_PAYLOAD, ttl, (uint16_t)(pos - opt - OPT_MIN_LEN));
+	return pos;
+}
+
+size_t wire_filter_opt(uint8_t *msg, size_t len, const struct wire_info *info)
+{
+	if (!info->has_edns || info->opt_end > len || info->opt_index >= info->arcount)
+		return len;
+	uint8_t *rdata = msg + info->opt_start + OPT_MIN_LEN;
+	size_t rdlen = info->opt_end - info->opt_start - OPT_MIN_LEN, kept = 0;
+	for (size_t o = 0; o < rdlen;) {
+		uint16_t code = wire_read16(rdata + o);
+		size_t olen = 4u + wire_read16(rdata + o + 2);
+		if (code != WIRE_OPT_KEEPALIVE && code != WIRE_OPT_PADDING) {
+			memmove(rdata + kept, rdata + o, olen);
+			kept += olen;
+		}
+		o += olen;
+	}
+	wire_write16(rdata - 2, (uint16_t)kept);
+	wire_write16(msg + 10, (uint16_t)(info->opt_index + 1)); /* records after the OPT are cut */
+	return info->opt_start + OPT_MIN_LEN + kept;
 }
 
 void wire_name_to_text(const uint8_t *name, size_t name_len, char *out, size_t cap)

@@ -17,6 +17,20 @@ enum {
 	WIRE_UDP_DEFAULT = 512, /**< RFC 1035 §4.2.1 limit for clients without EDNS */
 	WIRE_TYPE_OPT = 41,
 	WIRE_CLASS_IN = 1,
+	WIRE_PAD_BLOCK = 128, /**< RFC 8467 §4.1: queries padded to a multiple of this */
+};
+
+/** EDNS option codes we act on. */
+enum {
+	WIRE_OPT_NSID = 3,
+	WIRE_OPT_DAU = 5,
+	WIRE_OPT_DHU = 6,
+	WIRE_OPT_N3U = 7,
+	WIRE_OPT_ECS = 8,
+	WIRE_OPT_COOKIE = 10,
+	WIRE_OPT_KEEPALIVE = 11,
+	WIRE_OPT_PADDING = 12,
+	WIRE_OPT_EDE = 15,
 };
 
 /** Header flag bits (in host order, as returned by wire_flags()). */
@@ -80,6 +94,9 @@ struct wire_info {
 	uint32_t edns_ttl;           /**< the OPT's TTL field: extended rcode, version, DO */
 	size_t opt_start, opt_end;   /**< the OPT RR's position in the message */
 	uint16_t opt_index;          /**< how many additional records precede the OPT */
+	int32_t keepalive;           /**< edns-tcp-keepalive timeout in units of 100 ms
+				      *   (RFC 7828), -1 when absent or empty */
+	bool has_ecs;                /**< the OPT carries an EDNS Client Subnet option */
 };
 
 /**
@@ -149,6 +166,31 @@ size_t wire_strip_opt(uint8_t *msg, size_t len, const struct wire_info *info);
  */
 size_t wire_make_reply(const struct wire_info *query, enum wire_rcode rcode, int ede,
 		       uint8_t *out, size_t cap);
+
+/** How the query sent upstream is built (see wire_make_upstream_query()). */
+struct wire_upstream_opts {
+	bool pad;       /**< EDNS padding to a multiple of WIRE_PAD_BLOCK (RFC 8467) */
+	bool keepalive; /**< ask for the server's idle timeout (RFC 7828) */
+};
+
+/**
+ * Build the query to send upstream from the parsed client query @msg: the
+ * header and question as received, then one OPT of our own (RFC 6891),
+ * whether or not the client sent one: the client's DO bit, and of its
+ * options only those that identify nothing (NSID, DAU, DHU, N3U) -- no
+ * Client Subnet (RFC 7871 §11.1), no cookie; then keepalive and padding as
+ * @opts asks.  Any other records of the query are dropped.  Returns the
+ * length written to @out, or 0 when @cap is too small.
+ */
+size_t wire_make_upstream_query(const uint8_t *msg, const struct wire_info *info,
+				const struct wire_upstream_opts *opts, uint8_t *out, size_t cap);
+
+/**
+ * Remove the hop-by-hop EDNS options (keepalive, padding) from the OPT of the
+ * parsed response @msg in place, cutting any records after the OPT (as
+ * wire_strip_opt() does).  Returns the new length.
+ */
+size_t wire_filter_opt(uint8_t *msg, size_t len, const struct wire_info *info);
 
 /** Render a wire-form name as text ("www.example." or "." for the root) into
  * @out; never fails, truncates with "..." when @cap is small. */
