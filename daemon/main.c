@@ -191,6 +191,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "dotproxy: %s%s\n", cfg.ca_file[0] ? "--ca-file: " : "", err);
 		return EXIT_USAGE;
 	}
+	if (cfg.profile == OPTIONS_PROFILE_OPPORTUNISTIC)
+		tls_ctx_set_opportunistic(srv.tls);
 	if (cfg.check_only) {
 		printf("configuration OK: %u listen address(es), %u upstream(s)\n", cfg.n_listen,
 		       cfg.n_upstream);

@@ -29,6 +29,7 @@ struct query_pool {
 	struct query *dl_head, *dl_tail; /* deadline order == arrival order */
 	uv_timer_t timer;
 	bool timer_running;
+	unsigned closing;          /* handles still closing in query_pool_free() */
 	struct query *slots;
 };
 
@@ -53,10 +54,13 @@ struct query_pool *query_pool_new(struct server *srv, unsigned capacity)
 	return pool;
 }
 
+/* The pool goes once its timer and every slot's timer are closed. */
 static void pool_closed_cb(uv_handle_t *handle)
 {
 	struct query_pool *pool = handle->data;
 
+	if (--pool->closing)
+		return;
 	free(pool->slots);
 	free(pool);
 }
@@ -65,6 +69,11 @@ void query_pool_free(struct query_pool *pool)
 {
 	while (pool->dl_head)
 		query_fail(pool->dl_head, WIRE_EDE_NOT_READY, METRIC_servfail_no_upstream);
+	pool->closing = pool->touched + 1;
+	for (unsigned i = 0; i < pool->touched; i++) {
+		pool->slots[i].timer.data = pool;
+		uv_close((uv_handle_t *)&pool->slots[i].timer, pool_closed_cb);
+	}
 	uv_close((uv_handle_t *)&pool->timer, pool_closed_cb);
 }
 
@@ -77,12 +86,16 @@ static struct query *pool_get(struct query_pool *pool)
 {
 	struct query *q = pool->free_list;
 
-	if (q)
+	if (q) {
 		pool->free_list = q->free_next;
-	else if (pool->touched < pool->capacity)
+	} else if (pool->touched < pool->capacity) {
 		q = &pool->slots[pool->touched++];
-	else
+		uv_timer_init(pool->srv->loop, &q->timer);
+		q->timer.data = q;
+		q->pool = pool;
+	} else {
 		return NULL;
+	}
 	pool->inflight++;
 	return q;
 }
@@ -152,12 +165,46 @@ static void deliver(struct query *q, const uint8_t *msg, size_t len)
 	}
 }
 
+struct query_attempt *query_find_attempt(struct query *q, const struct upconn *conn, uint16_t id)
+{
+	for (unsigned i = 0; i < q->n_attempts; i++)
+		if (q->attempts[i].conn == conn && q->attempts[i].id == id)
+			return &q->attempts[i];
+	return NULL;
+}
+
+unsigned query_active_attempts(const struct query *q)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < q->n_attempts; i++)
+		n += q->attempts[i].conn != NULL;
+	return n;
+}
+
+static void slow_cb(uv_timer_t *timer)
+{
+	struct query *q = timer->data;
+
+	upstream_query_slow(q->srv->upstreams, q);
+}
+
+void query_arm_timer(struct query *q, uint64_t ms)
+{
+	uv_timer_start(&q->timer, slow_cb, ms, 0);
+}
+
 static void release(struct query *q)
 {
-	struct query_pool *pool = q->srv->queries;
+	struct query_pool *pool = q->pool;
 
-	if (q->conn)
-		upconn_forget(q->conn, q);
+	for (unsigned i = 0; i < q->n_attempts; i++) {
+		struct query_attempt *a = &q->attempts[i];
+		if (a->conn)
+			upconn_forget(a->conn, a->id);
+		a->conn = NULL;
+	}
+	uv_timer_stop(&q->timer);
 	if (q->client.origin == QUERY_FROM_TCP && q->client.tcp)
 		tcp_client_reply(q->client.tcp, q, NULL, 0); /* unlink without a reply */
 	if (q->dl_prev)
@@ -270,8 +317,8 @@ void query_receive(struct server *srv, const struct query_client *client, const 
 		reply_now(srv, client, &info, WIRE_RCODE_SERVFAIL, WIRE_EDE_OTHER, NULL);
 		return;
 	}
-	/* The slot may have been used before: reset everything but the buffer. */
-	memset(q, 0, offsetof(struct query, inline_msg));
+	/* The slot may have been used before: reset all but its timer and buffer. */
+	memset(q, 0, offsetof(struct query, timer));
 	q->srv = srv;
 	q->client = *client;
 	q->info = info;

@@ -9,6 +9,8 @@
 
 #include "lib/wire.h"
 
+#include <uv.h>
+
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -32,7 +34,19 @@ struct query_client {
 	struct tcp_client *tcp;       /**< TCP: the session (not owned); NULL once it closed */
 };
 
-enum { QUERY_INLINE_MSG = 512 };
+enum {
+	QUERY_INLINE_MSG = 512,
+	QUERY_MAX_ATTEMPTS = 4, /**< sends over a query's life: hedges and resends */
+};
+
+/** One send of a query to one upstream connection. */
+struct query_attempt {
+	struct upconn *conn;    /**< the connection holding the ID; NULL once over */
+	struct upstream *up;    /**< where it went */
+	uint64_t sent_ns;       /**< uv_hrtime() when handed to the connection */
+	uint16_t id;            /**< the upstream ID on conn */
+	bool measured;          /**< conn was ready: the answer time is an RTT sample */
+};
 
 struct query {
 	struct server *srv;
@@ -45,18 +59,30 @@ struct query {
 	uint64_t start_ns;            /**< uv_hrtime() when received, for the query log */
 	uint64_t deadline_ms;         /**< SERVFAIL at this loop time */
 	/* upstream side, managed by upstream.c and upconn.c */
-	struct upconn *conn;          /**< the connection holding its ID, or NULL */
-	uint16_t upstream_id;         /**< its ID on conn */
-	struct upstream *upstream;    /**< the upstream last chosen, for the log */
+	struct query_attempt attempts[QUERY_MAX_ATTEMPTS]; /**< sends, in order */
+	uint8_t n_attempts;           /**< attempts made: the next free slot */
+	uint8_t slow_stage;           /**< what the timer checks next (upstream.c) */
+	struct upstream *upstream;    /**< the upstream that answered, or the last chosen */
 	uint32_t tried;               /**< bit i: upstream i failed this query */
 	uint8_t resends;              /**< times resent after a connection closed */
 	/* lists */
 	struct query *dl_prev, *dl_next;  /**< deadline list (pool-owned) */
 	struct query *tcp_prev, *tcp_next; /**< the TCP client's list of its queries */
 	struct query *free_next;      /**< pool free list */
-	/* last, so that a slot can be reset without touching it */
+	/* not reset between uses of a slot */
+	uv_timer_t timer;             /**< hedging and silence checks (upstream.c) */
+	struct query_pool *pool;      /**< the pool holding this slot */
 	uint8_t inline_msg[QUERY_INLINE_MSG];
 };
+
+/** Arm @q's timer to call upstream_query_slow() in @ms. */
+void query_arm_timer(struct query *q, uint64_t ms);
+
+/** The attempt of @q that holds @id on @conn, or NULL. */
+struct query_attempt *query_find_attempt(struct query *q, const struct upconn *conn, uint16_t id);
+
+/** Number of attempts of @q still waiting for an answer. */
+unsigned query_active_attempts(const struct query *q);
 
 /** A pool of at most @capacity queries; its deadline timer runs on srv->loop. */
 struct query_pool *query_pool_new(struct server *srv, unsigned capacity);

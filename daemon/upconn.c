@@ -29,7 +29,7 @@ enum {
 
 struct upconn {
 	uv_tcp_t tcp;
-	uv_timer_t timer;            /* handshake deadline */
+	uv_timer_t timer;            /* handshake deadline, then idle timeout */
 	uv_connect_t connect_req;
 	struct server *srv;
 	struct upstream *up;
@@ -44,6 +44,9 @@ struct upconn {
 	size_t out_len, out_cap;
 	struct upconn *flush_next;   /* srv->flush_list */
 	bool flush_queued;
+	uint64_t last_rx_ns;         /* uv_hrtime() of the last bytes received */
+	unsigned keepalive_ms;       /* the server's idle timeout (RFC 7828), 0: none said */
+	bool keepalive_known;
 };
 
 struct write_req {
@@ -58,6 +61,29 @@ static void close_conn(struct upconn *conn, const char *reason);
 enum upconn_state upconn_state(const struct upconn *conn)
 {
 	return conn->state;
+}
+
+unsigned upconn_load(const struct upconn *conn)
+{
+	return idmap_count(conn->ids);
+}
+
+uint64_t upconn_last_rx(const struct upconn *conn)
+{
+	return conn->last_rx_ns;
+}
+
+static void idle_timer_cb(uv_timer_t *timer);
+
+/* Idle: keep the connection for --idle-timeout, or less if the server said
+ * it closes sooner (RFC 7828 §3.2.2: close before the server does). */
+static void arm_idle(struct upconn *conn)
+{
+	uint64_t ms = conn->srv->cfg->idle_timeout_ms;
+
+	if (conn->keepalive_known && conn->keepalive_ms < ms)
+		ms = conn->keepalive_ms;
+	uv_timer_start(&conn->timer, idle_timer_cb, ms, 0);
 }
 
 static void handle_closed_cb(uv_handle_t *handle)
@@ -178,7 +204,7 @@ void upconn_flush_all(struct server *srv)
 	uv_idle_stop(&srv->flush_idle);
 }
 
-int upconn_send(struct upconn *conn, struct query *q)
+int upconn_send(struct upconn *conn, struct query *q, uint16_t *idp)
 {
 	uint16_t id;
 
@@ -202,18 +228,19 @@ int upconn_send(struct upconn *conn, struct query *q)
 	memcpy(frame + 2, q->msg, q->len);
 	wire_set_id(frame + 2, id);
 	conn->out_len = need;
-	q->conn = conn;
-	q->upstream_id = id;
-	if (conn->state == UPCONN_READY)
+	*idp = id;
+	if (conn->state == UPCONN_READY) {
+		uv_timer_stop(&conn->timer); /* busy, not idle */
 		queue_flush(conn);
+	}
 	return 0;
 }
 
-void upconn_forget(struct upconn *conn, struct query *q)
+void upconn_forget(struct upconn *conn, uint16_t id)
 {
-	if (idmap_get(conn->ids, q->upstream_id) == q)
-		idmap_remove(conn->ids, q->upstream_id);
-	q->conn = NULL;
+	idmap_remove(conn->ids, id);
+	if (conn->state == UPCONN_READY && idmap_count(conn->ids) == 0)
+		arm_idle(conn);
 }
 
 /* One DNS message from the upstream. */
@@ -229,16 +256,25 @@ static int frame_cb(void *arg, uint8_t *msg, size_t len)
 		return 0;
 	}
 	struct query *q = idmap_get(conn->ids, info.id);
-	if (!q || !wire_question_equal(&info.q, &q->info.q)) {
+	struct query_attempt *a = q ? query_find_attempt(q, conn, info.id) : NULL;
+	if (!a || !wire_question_equal(&info.q, &q->info.q)) {
 		/* RFC 5452 §9.1: ID and question must both match, or it is not ours. */
 		metrics_inc(METRIC_upstream_unmatched);
 		log_debug("upstream %s: dropping an answer that matches no query in flight",
 			  conn->up->spec->label);
 		return 0;
 	}
+	if (info.keepalive >= 0) {
+		conn->keepalive_known = true;
+		conn->keepalive_ms = (unsigned)info.keepalive * 100;
+	}
 	idmap_remove(conn->ids, info.id);
-	q->conn = NULL;
+	a->conn = NULL;
+	upstream_answered(conn->up, a->measured ? (double)(uv_hrtime() - a->sent_ns) / 1e3 : -1);
+	q->upstream = conn->up;
 	query_answer(q, msg, len, &info);
+	if (conn->state == UPCONN_READY && idmap_count(conn->ids) == 0)
+		arm_idle(conn);
 	return conn->state == UPCONN_CLOSED;
 }
 
@@ -286,9 +322,19 @@ static void drive_handshake(struct upconn *conn)
 	if (tls_conn_resumed(conn->tls))
 		metrics_inc(METRIC_upstream_resumed);
 	tls_conn_describe(conn->tls, desc, sizeof(desc));
+	const char *unauthenticated = tls_conn_auth_failure(conn->tls);
+	if (unauthenticated) {
+		metrics_inc(METRIC_upstream_unauthenticated);
+		log_warn("upstream %s: NOT authenticated (%s); opportunistic profile: encrypted "
+			 "anyway", conn->up->spec->label, unauthenticated);
+	}
 	log_info("upstream %s: connected, %s, %s", conn->up->spec->label, desc,
-		 tls_conn_resumed(conn->tls) ? "verified session" : "certificate verified");
-	upstream_conn_ready(conn->up);
+		 unauthenticated		? "unauthenticated"
+		 : tls_conn_resumed(conn->tls) ? "verified session"
+					       : "certificate verified");
+	upstream_conn_ready(conn->up, conn);
+	if (idmap_count(conn->ids) == 0)
+		arm_idle(conn);
 	flush(conn);
 }
 
@@ -310,6 +356,7 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 		upconn_close(conn, nread == UV_EOF ? "closed by the server" : uv_strerror((int)nread));
 		return;
 	}
+	conn->last_rx_ns = uv_hrtime();
 	/* Acknowledge at once: servers without TCP_NODELAY hold their next answer
 	 * until our ACK arrives, and a delayed ACK costs up to 40 ms. */
 	uv_os_fd_t fd;
@@ -345,11 +392,12 @@ static void connect_cb(uv_connect_t *req, int status)
 	}
 	uv_tcp_nodelay(&conn->tcp, 1);
 	conn->tls = tls_conn_new(conn->srv->tls, spec->auth_name[0] ? spec->auth_name : NULL,
-				 spec->ip, conn->up->session);
+				 spec->ip, conn->srv->cfg->session_resumption ? conn->up->session : NULL);
 	if (!conn->tls) {
 		close_conn(conn, "cannot create a TLS session");
 		return;
 	}
+	tls_conn_set_pins(conn->tls, (const uint8_t(*)[32])spec->pins, spec->n_pins);
 	int rc = uv_read_start((uv_stream_t *)&conn->tcp, alloc_cb, read_cb);
 	if (rc < 0) {
 		close_conn(conn, uv_strerror(rc));
@@ -365,6 +413,14 @@ static unsigned handshake_limit_ms(const struct server *srv)
 	unsigned limit = srv->cfg->timeout_ms / 2;
 
 	return limit < MIN_HANDSHAKE_MS ? MIN_HANDSHAKE_MS : limit;
+}
+
+static void idle_timer_cb(uv_timer_t *timer)
+{
+	struct upconn *conn = timer->data;
+
+	if (conn->state == UPCONN_READY && idmap_count(conn->ids) == 0)
+		close_conn(conn, "idle");
 }
 
 static void timer_cb(uv_timer_t *timer)
@@ -408,7 +464,6 @@ struct upconn *upconn_new(struct server *srv, struct upstream *up)
 		conn->state = UPCONN_CLOSED;
 		uv_close((uv_handle_t *)&conn->tcp, handle_closed_cb);
 		uv_close((uv_handle_t *)&conn->timer, handle_closed_cb);
-		upstream_conn_closed(up, conn, true);
 		return NULL;
 	}
 	uv_timer_start(&conn->timer, timer_cb, handshake_limit_ms(srv), 0);
@@ -468,7 +523,9 @@ static void close_conn(struct upconn *conn, const char *reason)
 	uv_close((uv_handle_t *)&conn->timer, handle_closed_cb);
 	upstream_conn_closed(conn->up, conn, failed);
 	while ((q = idmap_pop(conn->ids, &id)) != NULL) {
-		q->conn = NULL;
+		struct query_attempt *a = query_find_attempt(q, conn, id);
+		if (a)
+			a->conn = NULL;
 		if (conn->aborting)
 			query_fail(q, WIRE_EDE_NETWORK_ERROR, METRIC_servfail_no_upstream);
 		else

@@ -24,19 +24,28 @@ enum upconn_state {
 
 struct upconn;
 
-/** Start connecting to @up.  NULL if it could not even start (logged). */
+/** Start connecting to @up; the caller adds it to @up's connections.  An
+ * idle ready connection closes after --idle-timeout (or the server's
+ * edns-tcp-keepalive, if shorter).  NULL if it could not even start (logged;
+ * @up is not told). */
 struct upconn *upconn_new(struct server *srv, struct upstream *up);
 
 /** Current state. */
 enum upconn_state upconn_state(const struct upconn *conn);
 
-/** Give @q an ID on @conn and queue it for sending.  Returns 0, or
- * -ENOSPC when @conn has as many queries in flight as it may. */
-int upconn_send(struct upconn *conn, struct query *q);
+/** Queries in flight on @conn. */
+unsigned upconn_load(const struct upconn *conn);
 
-/** @q completed elsewhere (deadline): forget its ID, so a late answer is
- * dropped. */
-void upconn_forget(struct upconn *conn, struct query *q);
+/** uv_hrtime() when @conn last received any bytes (0: never). */
+uint64_t upconn_last_rx(const struct upconn *conn);
+
+/** Give @q an ID on @conn (written to @id) and queue it for sending.
+ * Returns 0, or -ENOSPC when @conn has as many queries in flight as it may. */
+int upconn_send(struct upconn *conn, struct query *q, uint16_t *id);
+
+/** The query holding @id completed elsewhere (answered via another
+ * attempt, deadline): forget the ID, so a late answer is dropped. */
+void upconn_forget(struct upconn *conn, uint16_t id);
 
 /** Close @conn now; queries in flight go back to the upstream set
  * (upstream_requeue).  Memory is freed later, in libuv's close callback. */

@@ -1,9 +1,19 @@
 /*
- * The set of upstream resolvers, in configured order: which one a query
- * goes to, and what happens when one cannot be reached.  An upstream whose
- * connection fails before it is ready (refused, unreachable, TLS failure)
- * is "down" for an exponentially growing time; queries skip it while
- * another is usable, and when none is, the next query probes again at once.
+ * The set of upstream resolvers: which one a query goes to (--policy),
+ * how healthy each is, and what happens when one is slow, silent or down.
+ *
+ * Health: an upstream whose connection fails before it is ready (refused,
+ * unreachable, TLS failure) or goes silent twice in a row is "down": no
+ * query is sent to it while another is usable, and it is re-probed in the
+ * background (a TLS handshake) after an exponential backoff capped at
+ * 4 s.  When every upstream a query could use is down, that query probes
+ * one at once.  An answer from an upstream makes it fully healthy again.
+ *
+ * Speed: each upstream keeps a smoothed RTT (RFC 6298 style).  A query
+ * whose upstream has not answered within an adaptive delay (bounded below
+ * and above) is also sent to the next usable upstream; the first valid
+ * answer wins.  A connection on which nothing at all arrives for a second
+ * after a query went out is torn down and replaced.
  */
 #pragma once
 
@@ -12,19 +22,27 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <uv.h>
 
 struct server;
 struct query;
 struct upconn;
 
+enum { UPSTREAM_MAX_CONNS = 64 };
+
 struct upstream {
 	struct server *srv;
 	const struct options_upstream *spec; /**< from the config (not owned) */
 	unsigned index;               /**< position in the configured order */
-	struct upconn *conn;          /**< the current connection, or NULL (owned) */
-	struct tls_session *session;  /**< the TLS session to resume (owned) */
-	unsigned failures;            /**< consecutive failed attempts */
-	uint64_t retry_at_ms;         /**< down until this loop time */
+	struct upconn *conns[UPSTREAM_MAX_CONNS]; /**< open connections (owned) */
+	unsigned n_conns;
+	struct tls_session *session;  /**< TLS sessions to resume (owned) */
+	bool down;                    /**< skipped while another upstream is usable */
+	unsigned failures;            /**< consecutive failures; reset by an answer */
+	unsigned silences;            /**< consecutive silent connections */
+	uv_timer_t probe_timer;       /**< background re-probe while down */
+	double srtt_us, rttvar_us;    /**< smoothed answer time and its variation */
+	unsigned samples;             /**< RTT samples taken (0: unknown) */
 };
 
 struct upstream_set;
@@ -32,29 +50,38 @@ struct upstream_set;
 /** The upstreams of srv->cfg, none connected yet. */
 struct upstream_set *upstream_set_new(struct server *srv);
 
-/** Close every connection (queries in them are failed) and free the set. */
+/** Close every connection (queries in them are failed) and free the set
+ * (asynchronously: its timers close first). */
 void upstream_set_free(struct upstream_set *set);
 
 /**
- * Send @q to the first usable upstream it has not failed on, opening a
- * connection when needed.  When none is left, @q gets SERVFAIL.
+ * Send @q to an upstream chosen by the policy among those it is not already
+ * waiting on and has not failed on, opening a connection when needed.  When
+ * none is left and @q waits on nothing, it gets SERVFAIL.
  */
 void upstream_dispatch(struct upstream_set *set, struct query *q);
 
-/** Called by upconn: @up's connection reached READY (resets its failures). */
-void upstream_conn_ready(struct upstream *up);
+/** @q's timer fired: hedge to another upstream, or check for silence. */
+void upstream_query_slow(struct upstream_set *set, struct query *q);
 
-/**
- * Called by upconn when @conn closed.  @failed: it never became ready
- * (marks @up down).  The connection's queries have already been detached
- * and are passed one by one to upstream_requeue().
- */
+/** An answer came from @up; @rtt_us is an RTT sample when >= 0. */
+void upstream_answered(struct upstream *up, double rtt_us);
+
+/** Called by upconn: @conn to @up reached READY. */
+void upstream_conn_ready(struct upstream *up, struct upconn *conn);
+
+/** Called by upconn when @conn closed, before its queries are requeued.
+ * @failed: it never became ready (marks @up down). */
 void upstream_conn_closed(struct upstream *up, struct upconn *conn, bool failed);
 
 /**
- * A query whose connection closed before its answer came.  @sent: its
- * bytes had reached the upstream (a routine close: resend once, that
- * upstream included: usually it is picked again); otherwise (connection
- * failed) try the next upstream.
+ * A query whose attempt on a connection of @up ended without an answer
+ * (the connection closed).  @sent: a routine close after the query went
+ * out: resend once (that upstream included); otherwise @up failed it.
+ * Nothing more is sent while @q still waits on another attempt.
  */
 void upstream_requeue(struct upstream *up, struct query *q, bool sent);
+
+/** The network changed (addresses, routes): close every connection (their
+ * queries are resent) and forget every upstream's health. */
+void upstream_set_reset(struct upstream_set *set);

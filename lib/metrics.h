@@ -31,6 +31,9 @@
 	X(upstream_connect_failures) /* TCP connects that failed */                               \
 	X(upstream_closed)         /* established connections closed by either side */           \
 	X(upstream_resent)         /* queries resent after their connection closed */             \
+	X(upstream_hedged)         /* queries also sent to another upstream: the first was slow */ \
+	X(upstream_silent)         /* connections torn down: nothing came back for a second */    \
+	X(upstream_unauthenticated) /* opportunistic profile: used without authentication */     \
 	X(upstream_bad_answers)    /* upstream messages that did not parse */                     \
 	X(upstream_unmatched)      /* answers matching no query in flight (ID or question): dropped */
 

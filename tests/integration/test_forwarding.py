@@ -74,7 +74,7 @@ def test_thousand_sequential_queries_reuse_one_connection(unbound, dotproxy):
 
 def test_concurrent_queries_are_pipelined_on_one_connection(fake_upstream, dotproxy):
     up = fake_upstream(delay=0.2)
-    p = dotproxy([up])
+    p = dotproxy([up], extra_args=["--max-connections", "1"])
     names = [f"p{i}.example." for i in range(50)]
     start = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(50) as pool:
