@@ -5,6 +5,7 @@
  */
 #include "daemon/listen_tcp.h"
 #include "daemon/listen_udp.h"
+#include "daemon/netwatch.h"
 #include "daemon/query.h"
 #include "daemon/server.h"
 #include "daemon/upconn.h"
@@ -46,6 +47,8 @@ static void finish(struct server *srv)
 	uv_close((uv_handle_t *)&srv->sig_int, NULL);
 	uv_close((uv_handle_t *)&srv->sig_usr1, NULL);
 	uv_close((uv_handle_t *)&srv->drain_timer, NULL);
+	netwatch_stop(srv->netwatch);
+	srv->netwatch = NULL;
 	uv_close((uv_handle_t *)&srv->sig_hup, NULL);
 	listen_tcp_close_clients(srv);
 	upstream_set_free(srv->upstreams);
@@ -94,6 +97,79 @@ static void start_drain(struct server *srv)
 		       inflight ? srv->cfg->timeout_ms + DRAIN_GRACE_MS : 0, 0);
 }
 
+static void set_log_level(const struct config *cfg)
+{
+	log_threshold = cfg->verbosity >= 2   ? LOG_LEVEL_DEBUG
+			: cfg->verbosity == 1 ? LOG_LEVEL_INFO
+					      : LOG_LEVEL_WARN;
+}
+
+/* A TLS context for @cfg, or NULL with the reason in @err. */
+static struct tls_ctx *make_tls(const struct config *cfg, char *err, size_t errlen)
+{
+	struct tls_ctx *tls = tls_ctx_new(cfg->ca_file[0] ? cfg->ca_file : NULL, err, errlen);
+
+	if (tls && cfg->profile == OPTIONS_PROFILE_OPPORTUNISTIC)
+		tls_ctx_set_opportunistic(tls);
+	return tls;
+}
+
+static bool same_listen(const struct config *a, const struct config *b)
+{
+	if (a->n_listen != b->n_listen)
+		return false;
+	for (unsigned i = 0; i < a->n_listen; i++)
+		if (strcmp(a->listen[i].text, b->listen[i].text) != 0)
+			return false;
+	return true;
+}
+
+/*
+ * SIGHUP: read the command line and config file again.  A bad config is
+ * logged and changes nothing.  The new upstream set takes over at once; the
+ * old set's connections close and their queries in flight are resent to the
+ * new set, so none is dropped.  Sockets and the pool size stay as they are.
+ */
+static void reload(struct server *srv)
+{
+	char err[1024];
+	struct config *fresh = malloc(sizeof(*fresh));
+	FILE *devnull = fopen("/dev/null", "w");
+
+	require(fresh);
+	int rc = options_parse(srv->argc, srv->argv, fresh, devnull ? devnull : stdout, err,
+			       sizeof(err));
+	if (devnull)
+		fclose(devnull);
+	struct tls_ctx *tls = rc == OPTIONS_RUN ? make_tls(fresh, err, sizeof(err)) : NULL;
+	if (!tls) {
+		log_error("SIGHUP: configuration unchanged: %s", rc < 0 || rc == OPTIONS_RUN ? err
+							    : "nothing to run");
+		free(fresh);
+		return;
+	}
+	if (!same_listen(srv->cfg, fresh) || fresh->max_inflight != srv->cfg->max_inflight)
+		log_warn("SIGHUP: listen addresses and --max-inflight change only on restart");
+	fresh->max_inflight = srv->cfg->max_inflight;
+	struct config *old_cfg = srv->cfg_owned;
+	struct tls_ctx *old_tls = srv->tls;
+	struct upstream_set *old_set = srv->upstreams;
+	srv->cfg = srv->cfg_owned = fresh;
+	srv->tls = tls;
+	set_log_level(fresh);
+	srv->upstreams = upstream_set_new(srv);
+	require(srv->upstreams);
+	upstream_set_retire(old_set); /* its queries move to the new set */
+	upstream_set_free(old_set);
+	tls_ctx_free(old_tls);
+	free(old_cfg);
+	log_tagged("notice", "SIGHUP: configuration reloaded: %u upstream(s), policy %s",
+		   fresh->n_upstream,
+		   fresh->policy == OPTIONS_POLICY_FASTEST    ? "fastest"
+		   : fresh->policy == OPTIONS_POLICY_FAILOVER ? "failover"
+							      : "round-robin");
+}
+
 static void signal_cb(uv_signal_t *sig, int signum)
 {
 	struct server *srv = sig->data;
@@ -103,8 +179,8 @@ static void signal_cb(uv_signal_t *sig, int signum)
 		return;
 	}
 	if (signum == SIGHUP) {
-		/* Caught so that a reflexive `kill -HUP` does not kill the proxy. */
-		log_warn("SIGHUP: reloading is not supported yet; configuration unchanged");
+		if (!srv->draining)
+			reload(srv);
 		return;
 	}
 	if (srv->draining) {
@@ -170,33 +246,30 @@ static int start(struct server *srv)
 int main(int argc, char **argv)
 {
 	static struct server srv; /* large (I/O buffers): not on the stack */
-	struct config cfg;
+	struct config *cfg = malloc(sizeof(*cfg));
 	char err[1024];
 	uv_loop_t loop;
 	int rc;
 
-	rc = options_parse(argc, argv, &cfg, stdout, err, sizeof(err));
+	require(cfg);
+	rc = options_parse(argc, argv, cfg, stdout, err, sizeof(err));
 	if (rc < 0) {
 		fprintf(stderr, "dotproxy: %s\n", err);
 		return EXIT_USAGE;
 	}
 	if (rc == OPTIONS_EXIT)
 		return EXIT_SUCCESS;
-	log_threshold = cfg.verbosity >= 2 ? LOG_LEVEL_DEBUG
-			: cfg.verbosity == 1 ? LOG_LEVEL_INFO
-					     : LOG_LEVEL_WARN;
-
-	srv.tls = tls_ctx_new(cfg.ca_file[0] ? cfg.ca_file : NULL, err, sizeof(err));
+	set_log_level(cfg);
+	srv.tls = make_tls(cfg, err, sizeof(err));
 	if (!srv.tls) {
-		fprintf(stderr, "dotproxy: %s%s\n", cfg.ca_file[0] ? "--ca-file: " : "", err);
+		fprintf(stderr, "dotproxy: %s%s\n", cfg->ca_file[0] ? "--ca-file: " : "", err);
 		return EXIT_USAGE;
 	}
-	if (cfg.profile == OPTIONS_PROFILE_OPPORTUNISTIC)
-		tls_ctx_set_opportunistic(srv.tls);
-	if (cfg.check_only) {
-		printf("configuration OK: %u listen address(es), %u upstream(s)\n", cfg.n_listen,
-		       cfg.n_upstream);
+	if (cfg->check_only) {
+		printf("configuration OK: %u listen address(es), %u upstream(s)\n", cfg->n_listen,
+		       cfg->n_upstream);
 		tls_ctx_free(srv.tls);
+		free(cfg);
 		return EXIT_SUCCESS;
 	}
 	signal(SIGPIPE, SIG_IGN);
@@ -206,9 +279,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "dotproxy: cannot create the event loop: %s\n", uv_strerror(rc));
 		return EXIT_STARTUP;
 	}
+	srv.argc = argc;
+	srv.argv = argv;
 	srv.loop = &loop;
-	srv.cfg = &cfg;
-	srv.queries = query_pool_new(&srv, cfg.max_inflight);
+	srv.cfg = srv.cfg_owned = cfg;
+	srv.queries = query_pool_new(&srv, cfg->max_inflight);
 	srv.upstreams = upstream_set_new(&srv);
 	require(srv.queries && srv.upstreams);
 	upconn_flusher_init(&srv);
@@ -231,17 +306,20 @@ int main(int argc, char **argv)
 		uv_run(&loop, UV_RUN_DEFAULT);
 		return EXIT_STARTUP;
 	}
-	for (unsigned i = 0; i < cfg.n_upstream; i++)
-		log_info("upstream %s (%s)", cfg.upstream[i].label,
-			 cfg.upstream[i].auth_name[0] ? "certificate must match the name"
-						      : "certificate must carry the IP");
-	log_tagged("notice", "dotproxy %s ready: %u listen address(es), %u upstream(s)", DOTPROXY_VERSION,
-		 cfg.n_listen, cfg.n_upstream);
+	srv.netwatch = netwatch_start(&srv);
+	for (unsigned i = 0; i < cfg->n_upstream; i++)
+		log_info("upstream %s (%s%s)", cfg->upstream[i].label,
+			 cfg->upstream[i].auth_name[0] ? "certificate must match the name"
+						       : "certificate must carry the IP",
+			 cfg->upstream[i].n_pins ? ", key must match a pin" : "");
+	log_tagged("notice", "dotproxy %s ready: %u listen address(es), %u upstream(s)",
+		   DOTPROXY_VERSION, cfg->n_listen, cfg->n_upstream);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	log_stats();
 	rc = uv_loop_close(&loop);
 	if (rc < 0)
 		log_debug("event loop closed with handles open: %s", uv_strerror(rc));
 	tls_ctx_free(srv.tls);
+	free(srv.cfg_owned);
 	return EXIT_SUCCESS;
 }

@@ -18,10 +18,15 @@ struct udp_listener;
 struct tcp_listener;
 struct tcp_client;
 struct upconn;
+struct netwatch;
 
 struct server {
 	uv_loop_t *loop;               /**< not owned */
-	const struct config *cfg;      /**< not owned; immutable while running */
+	const struct config *cfg;      /**< the configuration in force; replaced whole on
+				        *   SIGHUP, never modified */
+	struct config *cfg_owned;      /**< the same, owned (heap) */
+	int argc;                      /**< the command line, read again on SIGHUP */
+	char **argv;
 	struct tls_ctx *tls;           /**< owned */
 	struct query_pool *queries;    /**< owned */
 	struct upstream_set *upstreams; /**< owned */
@@ -34,6 +39,7 @@ struct server {
 	uv_check_t flush_check;        /**< writes them after each round of I/O */
 	uv_idle_t flush_idle;          /**< keeps the loop from blocking while some wait */
 	bool draining;                 /**< SIGTERM seen: no new queries, finish in-flight */
+	struct netwatch *netwatch;     /**< owned; NULL where unavailable */
 	uv_timer_t drain_timer;        /**< bounds the drain */
 	uv_signal_t sig_term, sig_int, sig_usr1, sig_hup;
 	/** One read buffer shared by every stream read: libuv hands it back in

@@ -362,7 +362,27 @@ void upstream_requeue(struct upstream *up, struct query *q, bool sent)
 		q->tried |= 1u << up->index;
 	}
 	if (query_active_attempts(q) == 0)
-		upstream_dispatch(up->srv->upstreams, q);
+		upstream_dispatch(up->srv->upstreams, q); /* the current set, even after a reload */
+}
+
+/* Close the connections @up has now; their queries are requeued (which may
+ * open new connections: those are left alone). */
+static void close_current(struct upstream *up, const char *why)
+{
+	struct upconn *old[UPSTREAM_MAX_CONNS];
+	unsigned n = up->n_conns;
+
+	memcpy(old, up->conns, n * sizeof(old[0]));
+	for (unsigned j = 0; j < n; j++)
+		upconn_close(old[j], why);
+}
+
+void upstream_set_retire(struct upstream_set *set)
+{
+	for (unsigned i = 0; i < set->n; i++) {
+		uv_timer_stop(&set->ups[i].probe_timer);
+		close_current(&set->ups[i], "configuration reloaded");
+	}
 }
 
 void upstream_set_reset(struct upstream_set *set)
@@ -375,12 +395,6 @@ void upstream_set_reset(struct upstream_set *set)
 		up->silences = 0;
 		up->samples = 0; /* latencies were for the old path */
 		uv_timer_stop(&up->probe_timer);
-		/* Closing requeues queries, which may open new connections: close
-		 * only the ones that exist now. */
-		struct upconn *old[UPSTREAM_MAX_CONNS];
-		unsigned n = up->n_conns;
-		memcpy(old, up->conns, n * sizeof(old[0]));
-		for (unsigned j = 0; j < n; j++)
-			upconn_close(old[j], "network changed");
+		close_current(up, "network changed");
 	}
 }

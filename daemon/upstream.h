@@ -82,6 +82,10 @@ void upstream_conn_closed(struct upstream *up, struct upconn *conn, bool failed)
  */
 void upstream_requeue(struct upstream *up, struct query *q, bool sent);
 
+/** SIGHUP: @set is being replaced by srv->upstreams.  Close its connections;
+ * their queries are resent through the new set. */
+void upstream_set_retire(struct upstream_set *set);
+
 /** The network changed (addresses, routes): close every connection (their
  * queries are resent) and forget every upstream's health. */
 void upstream_set_reset(struct upstream_set *set);
