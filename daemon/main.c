@@ -10,9 +10,11 @@
 #include "daemon/server.h"
 #include "daemon/upconn.h"
 #include "daemon/upstream.h"
+#include "lib/cache.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/options.h"
+#include "lib/random.h"
 #include "lib/tls.h"
 #include "lib/version.h"
 
@@ -283,6 +285,10 @@ int main(int argc, char **argv)
 	srv.argv = argv;
 	srv.loop = &loop;
 	srv.cfg = srv.cfg_owned = cfg;
+	uint64_t seed = (uint64_t)random_u16() << 48 | (uint64_t)random_u16() << 32 |
+			(uint64_t)random_u16() << 16 | random_u16();
+	srv.cache = cache_new(cfg->cache_bytes, seed);
+	require(srv.cache);
 	srv.queries = query_pool_new(&srv, cfg->max_inflight);
 	srv.upstreams = upstream_set_new(&srv);
 	require(srv.queries && srv.upstreams);
@@ -320,6 +326,7 @@ int main(int argc, char **argv)
 	if (rc < 0)
 		log_debug("event loop closed with handles open: %s", uv_strerror(rc));
 	tls_ctx_free(srv.tls);
+	cache_free(srv.cache);
 	free(srv.cfg_owned);
 	return EXIT_SUCCESS;
 }

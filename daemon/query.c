@@ -30,6 +30,8 @@ struct query_pool {
 	uv_timer_t timer;
 	bool timer_running;
 	unsigned closing;          /* handles still closing in query_pool_free() */
+	struct query **leaders;    /* queries that went upstream, by question hash */
+	size_t leaders_mask;
 	struct query *slots;
 };
 
@@ -47,6 +49,16 @@ struct query_pool *query_pool_new(struct server *srv, unsigned capacity)
 		free(pool);
 		return NULL;
 	}
+	size_t buckets = 64;
+	while (buckets < capacity)
+		buckets <<= 1;
+	pool->leaders = calloc(buckets, sizeof(*pool->leaders));
+	if (!pool->leaders) {
+		free(pool->slots);
+		free(pool);
+		return NULL;
+	}
+	pool->leaders_mask = buckets - 1;
 	pool->srv = srv;
 	pool->capacity = capacity;
 	uv_timer_init(srv->loop, &pool->timer);
@@ -61,6 +73,7 @@ static void pool_closed_cb(uv_handle_t *handle)
 
 	if (--pool->closing)
 		return;
+	free(pool->leaders);
 	free(pool->slots);
 	free(pool);
 }
@@ -121,48 +134,89 @@ static void deadline_cb(uv_timer_t *timer)
 		arm_timer(pool);
 }
 
-static void client_text(const struct query *q, char *buf, size_t cap)
+static void client_text(const struct query_client *client, char *buf, size_t cap)
 {
-	if (q->client.origin == QUERY_FROM_TCP) {
-		snprintf(buf, cap, "%s/tcp", q->client.tcp ? tcp_client_peer(q->client.tcp) : "gone");
+	if (client->origin == QUERY_FROM_PREFETCH) {
+		snprintf(buf, cap, "prefetch");
+		return;
+	}
+	if (client->origin == QUERY_FROM_TCP) {
+		snprintf(buf, cap, "%s/tcp", client->tcp ? tcp_client_peer(client->tcp) : "gone");
 		return;
 	}
 	char ip[INET6_ADDRSTRLEN] = "?";
 	unsigned port = 0;
-	if (q->client.peer.ss_family == AF_INET) {
-		const struct sockaddr_in *a = (const struct sockaddr_in *)&q->client.peer;
+	if (client->peer.ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)&client->peer;
 		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
 		port = ntohs(a->sin_port);
-	} else if (q->client.peer.ss_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&q->client.peer;
+	} else if (client->peer.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&client->peer;
 		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
 		port = ntohs(a->sin6_port);
 	}
 	snprintf(buf, cap, "%s#%u/udp", ip, port);
 }
 
-static void log_query(const struct query *q, unsigned rcode)
+static void log_query(const struct query_client *client, const struct wire_info *info,
+		      unsigned rcode, const char *source, uint64_t start_ns)
 {
-	char client[96], name[1024], type_buf[16], rcode_buf[16];
-	double ms = (double)(uv_hrtime() - q->start_ns) / 1e6;
+	char who[96], name[1024], type_buf[16], rcode_buf[16];
+	double ms = (double)(uv_hrtime() - start_ns) / 1e6;
 
-	client_text(q, client, sizeof(client));
-	wire_name_to_text(q->info.q.name, q->info.q.name_len, name, sizeof(name));
-	log_tagged("query", "client=%s name=%s type=%s rcode=%s upstream=%s ms=%.2f", client, name,
-		   wire_type_to_text(q->info.q.qtype, type_buf, sizeof(type_buf)),
-		   wire_rcode_to_text(rcode, rcode_buf, sizeof(rcode_buf)),
-		   q->upstream ? q->upstream->spec->label : "-", ms);
+	client_text(client, who, sizeof(who));
+	wire_name_to_text(info->q.name, info->q.name_len, name, sizeof(name));
+	log_tagged("query", "client=%s name=%s type=%s rcode=%s upstream=%s ms=%.2f", who, name,
+		   wire_type_to_text(info->q.qtype, type_buf, sizeof(type_buf)),
+		   wire_rcode_to_text(rcode, rcode_buf, sizeof(rcode_buf)), source, ms);
 }
 
-/* Send @msg to whoever asked @q (if they are still there). */
-static void deliver(struct query *q, const uint8_t *msg, size_t len)
+static const char *source_of(const struct query *q)
 {
-	if (q->client.origin == QUERY_FROM_UDP) {
-		if (listen_udp_send(q->client.udp, &q->client.peer, msg, len) < 0)
+	return q->upstream ? q->upstream->spec->label : "-";
+}
+
+/* Send a finished reply to @client; @q (may be NULL) is the TCP query to unlink. */
+static void send_reply(const struct query_client *client, struct query *q, const uint8_t *msg,
+		       size_t len)
+{
+	if (client->origin == QUERY_FROM_UDP) {
+		if (listen_udp_send(client->udp, &client->peer, msg, len) < 0)
 			metrics_inc(METRIC_udp_send_failed);
-	} else if (q->client.tcp) {
-		tcp_client_reply(q->client.tcp, q, msg, len);
+	} else if (client->origin == QUERY_FROM_TCP && client->tcp) {
+		tcp_client_reply(client->tcp, q, msg, len);
 	}
+}
+
+/*
+ * Answer one client from the canonical response @src (parsed as @info: an
+ * upstream answer with our hop's options removed, or a cache entry): copied,
+ * given the client's ID and question spelling, TTLs aged by @elapsed (or
+ * set to @fixed_ttl), its OPT dropped if the client sent none, truncated if
+ * over the client's UDP limit.
+ */
+static void answer_client(struct server *srv, const struct query_client *client,
+			      const struct wire_info *client_info, struct query *q,
+			      const uint8_t *src, size_t len, const struct wire_info *info,
+			      uint32_t elapsed, uint32_t fixed_ttl)
+{
+	uint8_t *msg = srv->reply_buf;
+
+	if (client->origin == QUERY_FROM_PREFETCH)
+		return;
+	memcpy(msg, src, len);
+	wire_set_id(msg, client_info->id);
+	/* Same name but for case: the client gets back the spelling it sent. */
+	memcpy(msg + WIRE_HEADER_LEN, client_info->q.name, client_info->q.name_len);
+	if (elapsed || fixed_ttl)
+		wire_rewrite_ttls(msg, len, info, elapsed, fixed_ttl);
+	if (client->origin == QUERY_FROM_UDP && len > wire_udp_limit(client_info)) {
+		len = wire_truncate(msg, len, info, client_info->has_edns);
+		metrics_inc(METRIC_answers_truncated);
+	} else if (!client_info->has_edns) {
+		len = wire_strip_opt(msg, len, info); /* RFC 6891 §7: no OPT to a non-EDNS client */
+	}
+	send_reply(client, q, msg, len);
 }
 
 struct query_attempt *query_find_attempt(struct query *q, const struct upconn *conn, uint16_t id)
@@ -194,6 +248,43 @@ void query_arm_timer(struct query *q, uint64_t ms)
 	uv_timer_start(&q->timer, slow_cb, ms, 0);
 }
 
+/* -- identical questions in flight ------------------------------------------------ */
+
+static struct query **bucket_of(struct query_pool *pool, uint64_t hash)
+{
+	return &pool->leaders[hash & pool->leaders_mask];
+}
+
+static struct query *find_leader(struct query_pool *pool, const struct cache_key *key,
+				 uint64_t hash)
+{
+	for (struct query *l = *bucket_of(pool, hash); l; l = l->same_next)
+		if (l->key_hash == hash && l->key.qtype == key->qtype &&
+		    l->key.qclass == key->qclass && l->key.bits == key->bits &&
+		    l->key.name_len == key->name_len &&
+		    memcmp(l->key.name, key->name, key->name_len) == 0)
+			return l;
+	return NULL;
+}
+
+static void add_leader(struct query_pool *pool, struct query *q)
+{
+	struct query **b = bucket_of(pool, q->key_hash);
+
+	q->same_next = *b;
+	*b = q;
+}
+
+static void remove_leader(struct query_pool *pool, struct query *q)
+{
+	struct query **p = bucket_of(pool, q->key_hash);
+
+	while (*p && *p != q)
+		p = &(*p)->same_next;
+	if (*p)
+		*p = q->same_next;
+}
+
 static void release(struct query *q)
 {
 	struct query_pool *pool = q->pool;
@@ -205,6 +296,16 @@ static void release(struct query *q)
 		a->conn = NULL;
 	}
 	uv_timer_stop(&q->timer);
+	if (q->leader) {
+		/* Normally the leader releases its followers itself; be safe anyway. */
+		struct query **p = &q->leader->followers;
+		while (*p && *p != q)
+			p = &(*p)->follow_next;
+		if (*p)
+			*p = q->follow_next;
+	} else {
+		remove_leader(pool, q);
+	}
 	if (q->client.origin == QUERY_FROM_TCP && q->client.tcp)
 		tcp_client_reply(q->client.tcp, q, NULL, 0); /* unlink without a reply */
 	if (q->dl_prev)
@@ -225,50 +326,115 @@ static void release(struct query *q)
 		server_drained(q->srv);
 }
 
-void query_answer(struct query *q, uint8_t *msg, size_t len, const struct wire_info *info)
+/* Answer @q and everyone waiting on it from @msg, then release them all. */
+static void complete_all(struct query *q, const uint8_t *msg, size_t len,
+			 const struct wire_info *info, uint32_t elapsed, uint32_t fixed_ttl,
+			 const char *source)
 {
-	bool client_edns = q->info.has_edns;
+	struct server *srv = q->srv;
+	struct query *f = q->followers;
 
-	wire_set_id(msg, q->info.id);
-	if (q->client.origin == QUERY_FROM_UDP && len > wire_udp_limit(&q->info)) {
-		len = wire_truncate(msg, len, info, client_edns);
-		metrics_inc(METRIC_answers_truncated);
-	} else if (!client_edns) {
-		len = wire_strip_opt(msg, len, info); /* RFC 6891 §7: no OPT to a non-EDNS client */
-	} else {
-		len = wire_filter_opt(msg, len, info); /* keepalive and padding were for our hop */
+	q->followers = NULL;
+	/* Log before replying: a TCP reply unlinks the query from its client. */
+	for (struct query *next; f; f = next) {
+		next = f->follow_next;
+		if (srv->cfg->log_queries)
+			log_query(&f->client, &f->info, wire_rcode(msg), source, f->start_ns);
+		answer_client(srv, &f->client, &f->info, f, msg, len, info, elapsed, fixed_ttl);
+		release(f);
 	}
-	metrics_inc(METRIC_answers_forwarded);
-	if (q->srv->cfg->log_queries)
-		log_query(q, wire_rcode(msg));
-	deliver(q, msg, len);
+	if (srv->cfg->log_queries && q->client.origin != QUERY_FROM_PREFETCH)
+		log_query(&q->client, &q->info, wire_rcode(msg), source, q->start_ns);
+	answer_client(srv, &q->client, &q->info, q, msg, len, info, elapsed, fixed_ttl);
 	release(q);
 }
 
+static bool cache_on(const struct server *srv)
+{
+	return srv->cfg->cache_bytes > 0;
+}
+
+static void store(struct server *srv, const struct cache_key *key, const uint8_t *msg,
+		  size_t len, const struct wire_info *info)
+{
+	uint32_t ttl;
+
+	if (!cache_on(srv) || wire_cache_ttl(msg, len, info, &ttl) < 0)
+		return;
+	if (ttl < srv->cfg->cache_min_ttl)
+		ttl = srv->cfg->cache_min_ttl;
+	if (ttl > srv->cfg->cache_max_ttl)
+		ttl = srv->cfg->cache_max_ttl;
+	if (ttl > 0)
+		cache_store(srv->cache, key, msg, len, ttl, uv_now(srv->loop));
+}
+
+void query_answer(struct query *q, uint8_t *msg, size_t len, const struct wire_info *info)
+{
+	struct wire_info canon;
+
+	/* Keepalive and padding were for our hop; what is left is what we cache
+	 * and what every client gets (adapted). */
+	len = wire_filter_opt(msg, len, info);
+	if (wire_parse(msg, len, &canon) != 0) {
+		query_fail(q, WIRE_EDE_OTHER, METRIC_upstream_bad_answers);
+		return;
+	}
+	metrics_inc(METRIC_answers_forwarded);
+	store(q->srv, &q->key, msg, len, &canon);
+	complete_all(q, msg, len, &canon, 0, 0, source_of(q));
+}
+
 /* Reply to a message that never became a query (or whose query failed). */
-static void reply_now(struct server *srv, const struct query_client *client,
-		      const struct wire_info *info, enum wire_rcode rcode, int ede, struct query *q)
+static void reply_now(const struct query_client *client, const struct wire_info *info,
+		      enum wire_rcode rcode, int ede, struct query *q)
 {
 	uint8_t buf[WIRE_HEADER_LEN + WIRE_MAX_NAME + 4 + 64];
 	size_t len = wire_make_reply(info, rcode, ede, buf, sizeof(buf));
 
-	if (!len)
-		return;
-	if (client->origin == QUERY_FROM_UDP) {
-		if (listen_udp_send(client->udp, &client->peer, buf, len) < 0)
-			metrics_inc(METRIC_udp_send_failed);
-	} else if (client->tcp) {
-		tcp_client_reply(client->tcp, q, buf, len);
-	}
-	(void)srv;
+	if (len)
+		send_reply(client, q, buf, len);
+}
+
+/* Serve-stale (RFC 8767): every upstream failed; an expired answer, if the
+ * cache still has one within the window, is better than SERVFAIL. */
+static bool serve_stale(struct query *q)
+{
+	struct server *srv = q->srv;
+	struct cache_hit hit;
+	struct wire_info info;
+
+	if (!cache_on(srv) || !srv->cfg->serve_stale ||
+	    !cache_lookup(srv->cache, &q->key, uv_now(srv->loop), true, srv->cfg->serve_stale,
+			  &hit) ||
+	    wire_parse(hit.msg, hit.len, &info) != 0)
+		return false;
+	metrics_inc(METRIC_cache_stale_served);
+	/* A copy: answering may not change the cache, but make no assumption. */
+	uint8_t copy[WIRE_MAX_MSG];
+	memcpy(copy, hit.msg, hit.len);
+	complete_all(q, copy, hit.len, &info, hit.stale ? 0 : hit.age_s, hit.stale ? 30 : 0,
+		     "cache-stale");
+	return true;
 }
 
 void query_fail(struct query *q, int ede, int metric)
 {
+	if (serve_stale(q))
+		return;
 	metrics_inc((enum metric)metric);
-	if (q->srv->cfg->log_queries)
-		log_query(q, WIRE_RCODE_SERVFAIL);
-	reply_now(q->srv, &q->client, &q->info, WIRE_RCODE_SERVFAIL, ede, q);
+	struct query *f = q->followers;
+	q->followers = NULL;
+	for (struct query *next; f; f = next) {
+		next = f->follow_next;
+		if (q->srv->cfg->log_queries)
+			log_query(&f->client, &f->info, WIRE_RCODE_SERVFAIL, source_of(q), f->start_ns);
+		reply_now(&f->client, &f->info, WIRE_RCODE_SERVFAIL, ede, f);
+		release(f);
+	}
+	if (q->srv->cfg->log_queries && q->client.origin != QUERY_FROM_PREFETCH)
+		log_query(&q->client, &q->info, WIRE_RCODE_SERVFAIL, source_of(q), q->start_ns);
+	reply_now(&q->client, &q->info, WIRE_RCODE_SERVFAIL, ede, q);
 	release(q);
 }
 
@@ -277,10 +443,100 @@ void query_detach_client(struct query *q)
 	q->client.tcp = NULL;
 }
 
+/* Start a query for @info (parsed from @msg): joins an identical one in
+ * flight, or goes upstream.  False when the pool is full. */
+static bool start_query(struct server *srv, const struct query_client *client,
+			const struct wire_info *info, const uint8_t *msg, size_t len,
+			const struct cache_key *key, uint64_t hash)
+{
+	struct query_pool *pool = srv->queries;
+	struct query *q = pool_get(pool);
+
+	if (!q)
+		return false;
+	/* The slot may have been used before: reset all but its timer and buffer. */
+	memset(q, 0, offsetof(struct query, timer));
+	q->srv = srv;
+	q->client = *client;
+	q->info = *info;
+	q->key = *key;
+	q->key_hash = hash;
+	q->start_ns = uv_hrtime();
+	q->deadline_ms = uv_now(srv->loop) + srv->cfg->timeout_ms;
+	q->dl_prev = pool->dl_tail;
+	if (pool->dl_tail)
+		pool->dl_tail->dl_next = q;
+	else
+		pool->dl_head = q;
+	pool->dl_tail = q;
+	if (!pool->timer_running)
+		arm_timer(pool);
+	if (client->origin == QUERY_FROM_TCP)
+		tcp_client_track(client->tcp, q);
+
+	struct query *leader = find_leader(pool, key, hash);
+	if (leader) {
+		/* The same question is on its way: wait for that answer. */
+		metrics_inc(METRIC_queries_collapsed);
+		q->leader = leader;
+		q->follow_next = leader->followers;
+		leader->followers = q;
+		return true;
+	}
+	/* Our OPT adds at most its fixed part, keepalive and a padding block. */
+	size_t cap = len + 11 + 4 + 4 + WIRE_PAD_BLOCK;
+	q->msg = cap <= sizeof(q->inline_msg) ? q->inline_msg : malloc(cap);
+	require(q->msg);
+	struct wire_upstream_opts opts = { .pad = srv->cfg->padding, .keepalive = true };
+	q->len = wire_make_upstream_query(msg, info, &opts, q->msg, cap);
+	require(q->len > 0);
+	add_leader(pool, q);
+	upstream_dispatch(srv->upstreams, q);
+	return true;
+}
+
+/* A cache hit close to expiry on a popular name: refresh it in the
+ * background so clients keep hitting the cache (like unbound's prefetch). */
+static void maybe_prefetch(struct server *srv, const struct cache_hit *hit,
+			   const struct wire_info *info, const uint8_t *msg, size_t len,
+			   const struct cache_key *key, uint64_t hash)
+{
+	if (!srv->cfg->prefetch || hit->hits < 2 || hit->ttl_s < 10 ||
+	    (uint64_t)hit->age_s * 10 < (uint64_t)hit->ttl_s * 9)
+		return;
+	if (find_leader(srv->queries, key, hash))
+		return; /* already being fetched */
+	struct query_client self = { .origin = QUERY_FROM_PREFETCH };
+	if (start_query(srv, &self, info, msg, len, key, hash))
+		metrics_inc(METRIC_cache_prefetches);
+}
+
+/* Answer from the cache if it holds a fresh answer; true when answered. */
+static bool answer_from_cache(struct server *srv, const struct query_client *client,
+			      const struct wire_info *info, const uint8_t *msg, size_t len,
+			      const struct cache_key *key, uint64_t hash)
+{
+	struct cache_hit hit;
+	struct wire_info cached;
+	uint64_t start_ns = srv->cfg->log_queries ? uv_hrtime() : 0;
+
+	if (!cache_lookup(srv->cache, key, uv_now(srv->loop), false, 0, &hit)) {
+		metrics_inc(METRIC_cache_misses);
+		return false;
+	}
+	if (wire_parse(hit.msg, hit.len, &cached) != 0)
+		return false; /* cannot happen: it parsed when stored */
+	metrics_inc(METRIC_cache_hits);
+	if (srv->cfg->log_queries)
+		log_query(client, info, wire_rcode(hit.msg), "cache", start_ns);
+	answer_client(srv, client, info, NULL, hit.msg, hit.len, &cached, hit.age_s, 0);
+	maybe_prefetch(srv, &hit, info, msg, len, key, hash);
+	return true;
+}
+
 void query_receive(struct server *srv, const struct query_client *client, const uint8_t *msg,
 		   size_t len)
 {
-	struct query_pool *pool = srv->queries;
 	struct wire_info info;
 	int rc = wire_parse(msg, len, &info);
 
@@ -298,48 +554,28 @@ void query_receive(struct server *srv, const struct query_client *client, const 
 		metrics_inc(METRIC_formerr);
 		log_debug("malformed query (%d) from a %s client", rc,
 			  client->origin == QUERY_FROM_UDP ? "UDP" : "TCP");
-		reply_now(srv, client, &info, WIRE_RCODE_FORMERR, WIRE_EDE_NONE, NULL);
+		reply_now(client, &info, WIRE_RCODE_FORMERR, WIRE_EDE_NONE, NULL);
 		return;
 	}
 	if (wire_opcode(info.flags) != 0) {
 		metrics_inc(METRIC_notimp);
-		reply_now(srv, client, &info, WIRE_RCODE_NOTIMP, WIRE_EDE_NONE, NULL);
+		reply_now(client, &info, WIRE_RCODE_NOTIMP, WIRE_EDE_NONE, NULL);
 		return;
 	}
 	if (srv->draining) {
 		/* Only TCP clients still connected can get here while shutting down. */
-		reply_now(srv, client, &info, WIRE_RCODE_SERVFAIL, WIRE_EDE_NOT_READY, NULL);
+		reply_now(client, &info, WIRE_RCODE_SERVFAIL, WIRE_EDE_NOT_READY, NULL);
 		return;
 	}
-	struct query *q = pool_get(pool);
-	if (!q) {
+	if (info.has_ecs)
+		metrics_inc(METRIC_ecs_stripped); /* wire_make_upstream_query drops it */
+	struct cache_key key;
+	cache_key_from(&info, &key);
+	uint64_t hash = cache_key_hash(srv->cache, &key);
+	if (cache_on(srv) && answer_from_cache(srv, client, &info, msg, len, &key, hash))
+		return;
+	if (!start_query(srv, client, &info, msg, len, &key, hash)) {
 		metrics_inc(METRIC_servfail_overload);
-		reply_now(srv, client, &info, WIRE_RCODE_SERVFAIL, WIRE_EDE_OTHER, NULL);
-		return;
+		reply_now(client, &info, WIRE_RCODE_SERVFAIL, WIRE_EDE_OTHER, NULL);
 	}
-	/* The slot may have been used before: reset all but its timer and buffer. */
-	memset(q, 0, offsetof(struct query, timer));
-	q->srv = srv;
-	q->client = *client;
-	q->info = info;
-	/* Our OPT adds at most its fixed part, keepalive and a padding block. */
-	size_t cap = len + 11 + 4 + 4 + WIRE_PAD_BLOCK;
-	q->msg = cap <= sizeof(q->inline_msg) ? q->inline_msg : malloc(cap);
-	require(q->msg);
-	struct wire_upstream_opts opts = { .pad = srv->cfg->padding, .keepalive = true };
-	q->len = wire_make_upstream_query(msg, &info, &opts, q->msg, cap);
-	require(q->len > 0);
-	q->start_ns = uv_hrtime();
-	q->deadline_ms = uv_now(srv->loop) + srv->cfg->timeout_ms;
-	q->dl_prev = pool->dl_tail;
-	if (pool->dl_tail)
-		pool->dl_tail->dl_next = q;
-	else
-		pool->dl_head = q;
-	pool->dl_tail = q;
-	if (!pool->timer_running)
-		arm_timer(pool);
-	if (client->origin == QUERY_FROM_TCP)
-		tcp_client_track(client->tcp, q);
-	upstream_dispatch(srv->upstreams, q);
 }

@@ -7,6 +7,7 @@
  */
 #pragma once
 
+#include "lib/cache.h"
 #include "lib/wire.h"
 
 #include <uv.h>
@@ -24,6 +25,7 @@ struct tcp_client;
 enum query_origin {
 	QUERY_FROM_UDP,
 	QUERY_FROM_TCP,
+	QUERY_FROM_PREFETCH, /**< our own refresh of a cache entry: no client */
 };
 
 /** Where a query came from and where its reply goes. */
@@ -65,6 +67,13 @@ struct query {
 	struct upstream *upstream;    /**< the upstream that answered, or the last chosen */
 	uint32_t tried;               /**< bit i: upstream i failed this query */
 	uint8_t resends;              /**< times resent after a connection closed */
+	/* identical questions in flight share one upstream query */
+	struct cache_key key;         /**< the question as the cache knows it */
+	uint64_t key_hash;
+	struct query *leader;         /**< the query this one waits on, or NULL */
+	struct query *followers;      /**< queries waiting on this one (not owned) */
+	struct query *follow_next;    /**< next in the leader's followers */
+	struct query *same_next;      /**< next leader in the same collapse bucket */
 	/* lists */
 	struct query *dl_prev, *dl_next;  /**< deadline list (pool-owned) */
 	struct query *tcp_prev, *tcp_next; /**< the TCP client's list of its queries */

@@ -30,6 +30,7 @@ struct server {
 	struct tls_ctx *tls;           /**< owned */
 	struct query_pool *queries;    /**< owned */
 	struct upstream_set *upstreams; /**< owned */
+	struct cache *cache;           /**< owned; its budget may be 0 (no caching) */
 	struct udp_listener *udp[OPTIONS_MAX_LISTEN]; /**< owned, n_listen of them */
 	struct tcp_listener *tcp[OPTIONS_MAX_LISTEN]; /**< owned, n_listen of them */
 	unsigned n_listen;
@@ -47,6 +48,8 @@ struct server {
 	uint8_t read_buf[65536];
 	/** Decrypted upstream data, handed to framing (same reasoning). */
 	uint8_t plain_buf[16384];
+	/** A reply being adapted for one client (ID, case, TTLs, truncation). */
+	uint8_t reply_buf[65536];
 	/** Ciphertext on its way to an upstream socket. */
 	uint8_t cipher_buf[65536];
 };

@@ -13,6 +13,12 @@
 	X(queries_tcp)             /* queries received over TCP */                                \
 	X(answers_forwarded)       /* upstream answers delivered to clients */                    \
 	X(answers_truncated)       /* of those, truncated for UDP (TC=1) */                       \
+	X(cache_hits)              /* answered from the cache */                                  \
+	X(cache_misses)            /* not in the cache (or expired) */                           \
+	X(cache_stale_served)      /* expired answers served because upstreams failed */         \
+	X(cache_prefetches)        /* popular entries refreshed before they expired */           \
+	X(queries_collapsed)       /* answered by an identical query already in flight */        \
+	X(ecs_stripped)            /* queries whose Client Subnet option was removed */          \
 	X(servfail_timeout)        /* SERVFAIL because the deadline passed */                     \
 	X(servfail_no_upstream)    /* SERVFAIL because no upstream could be used */               \
 	X(servfail_overload)       /* SERVFAIL because the in-flight table was full */            \

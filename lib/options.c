@@ -30,6 +30,13 @@ enum opt_id {
 	OPT_PROFILE,
 	OPT_NO_PADDING,
 	OPT_NO_SESSION_RESUMPTION,
+	OPT_CACHE_SIZE,
+	OPT_CACHE_MIN_TTL,
+	OPT_CACHE_MAX_TTL,
+	OPT_SERVE_STALE,
+	OPT_NO_PREFETCH,
+	OPT_BLOCK,
+	OPT_BLOCK_ACTION,
 	OPT_LOG_QUERIES,
 	OPT_VERBOSE,
 	OPT_CHECK_CONFIG,
@@ -87,6 +94,23 @@ static const struct option_def table[] = {
 	  "do not pad queries to 128-byte blocks (RFC 8467 padding is on by default)" },
 	{ OPT_NO_SESSION_RESUMPTION, "no-session-resumption", 0, NULL, false,
 	  "always do a full TLS handshake (session tickets can link connections)" },
+	{ OPT_CACHE_SIZE, "cache-size", 0, "BYTES", false,
+	  "answer cache budget, with an optional K, M or G suffix; 0 disables\n"
+	  "the cache (default 32M)" },
+	{ OPT_CACHE_MIN_TTL, "cache-min-ttl", 0, "SECONDS", false,
+	  "cache answers at least this long (default 0)" },
+	{ OPT_CACHE_MAX_TTL, "cache-max-ttl", 0, "SECONDS", false,
+	  "cache answers at most this long (default 86400)" },
+	{ OPT_SERVE_STALE, "serve-stale", 0, "SECONDS", false,
+	  "when every upstream fails, answer from entries expired less than\n"
+	  "SECONDS ago, with TTL 30 (RFC 8767); 0 disables (default 0)" },
+	{ OPT_NO_PREFETCH, "no-prefetch", 0, NULL, false,
+	  "do not refresh popular cache entries shortly before they expire" },
+	{ OPT_BLOCK, "block", 0, "FILE", false,
+	  "answer names listed in FILE (and names below them) locally; one\n"
+	  "name per line, or hosts-file lines such as '0.0.0.0 name'" },
+	{ OPT_BLOCK_ACTION, "block-action", 0, "nxdomain|refused|null", false,
+	  "how blocked names are answered (default nxdomain; null: 0.0.0.0 / ::)" },
 	{ OPT_LOG_QUERIES, "log-queries", 0, NULL, false,
 	  "log one line per query: client, name, type, rcode, upstream, time" },
 	{ OPT_VERBOSE, "verbose", 'v', NULL, false,
@@ -332,6 +356,31 @@ static int parse_uint(const char *name, const char *value, unsigned lo, unsigned
 	return 0;
 }
 
+/* A byte count with an optional K, M or G suffix (powers of 1024). */
+static int parse_size(const char *name, const char *value, size_t *out, char *err, size_t errlen)
+{
+	char *end;
+
+	if (!isdigit((unsigned char)value[0]))
+		return fail(err, errlen, "bad --%s '%s': expected a size such as 64M", name, value);
+	errno = 0;
+	unsigned long long v = strtoull(value, &end, 10);
+	unsigned shift = 0;
+	if (*end == 'K' || *end == 'k')
+		shift = 10;
+	else if (*end == 'M' || *end == 'm')
+		shift = 20;
+	else if (*end == 'G' || *end == 'g')
+		shift = 30;
+	if (shift)
+		end++;
+	if (errno || *end || v > (1ULL << 40) >> shift)
+		return fail(err, errlen, "bad --%s '%s': expected a size such as 64M (at most 1T)",
+			    name, value);
+	*out = (size_t)(v << shift);
+	return 0;
+}
+
 static void set_defaults(struct config *cfg)
 {
 	static const char *const listens[] = { "127.0.0.1:53", "[::1]:53" };
@@ -360,6 +409,9 @@ static void set_defaults(struct config *cfg)
 	cfg->profile = OPTIONS_PROFILE_STRICT;
 	cfg->padding = true;
 	cfg->session_resumption = true;
+	cfg->cache_bytes = 32u << 20;
+	cfg->cache_max_ttl = 86400;
+	cfg->prefetch = true;
 }
 
 static void print_help(FILE *out)
@@ -463,6 +515,34 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 		return 0;
 	case OPT_NO_SESSION_RESUMPTION:
 		cfg->session_resumption = false;
+		return 0;
+	case OPT_CACHE_SIZE:
+		return parse_size(o->name, value, &cfg->cache_bytes, err, errlen);
+	case OPT_CACHE_MIN_TTL:
+		return parse_uint(o->name, value, 0, 604800, &cfg->cache_min_ttl, err, errlen);
+	case OPT_CACHE_MAX_TTL:
+		return parse_uint(o->name, value, 0, 604800, &cfg->cache_max_ttl, err, errlen);
+	case OPT_SERVE_STALE:
+		return parse_uint(o->name, value, 0, 604800, &cfg->serve_stale, err, errlen);
+	case OPT_NO_PREFETCH:
+		cfg->prefetch = false;
+		return 0;
+	case OPT_BLOCK:
+		if (!value[0] || strlen(value) >= sizeof(cfg->block_file))
+			return fail(err, errlen, "bad --block '%s'", value);
+		snprintf(cfg->block_file, sizeof(cfg->block_file), "%s", value);
+		return 0;
+	case OPT_BLOCK_ACTION:
+		if (strcmp(value, "nxdomain") == 0)
+			cfg->block_action = 0;
+		else if (strcmp(value, "refused") == 0)
+			cfg->block_action = 1;
+		else if (strcmp(value, "null") == 0)
+			cfg->block_action = 2;
+		else
+			return fail(err, errlen,
+				    "bad --block-action '%s': expected nxdomain, refused or null",
+				    value);
 		return 0;
 	case OPT_LOG_QUERIES:
 		cfg->log_queries = true;

@@ -80,6 +80,14 @@ struct config {
 	enum options_profile profile;
 	bool padding;                /**< EDNS padding of queries (RFC 8467) */
 	bool session_resumption;     /**< offer TLS session tickets on reconnect */
+	size_t cache_bytes;          /**< answer cache budget; 0: no cache */
+	unsigned cache_min_ttl;      /**< answers are cached at least this long (s) */
+	unsigned cache_max_ttl;      /**< and at most this long (s) */
+	unsigned serve_stale;        /**< expired answers may serve this long when every
+				      *   upstream fails (RFC 8767), 0: never */
+	bool prefetch;               /**< refresh popular entries before they expire */
+	char block_file[4096];       /**< blocklist file, empty: none */
+	int block_action;            /**< enum localzone_block_action */
 	bool check_only;             /**< --check-config */
 };
 

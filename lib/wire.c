@@ -248,6 +248,115 @@ size_t wire_make_reply(const struct wire_info *query, enum wire_rcode rcode, int
 	return pos;
 }
 
+/* Call @fn on each resource record after the question of a parsed message:
+ * @rr points at its TYPE field.  Stops early when @fn returns non-zero. */
+static int for_each_rr(const uint8_t *msg, size_t len, const struct wire_info *info,
+		       int (*fn)(void *arg, const uint8_t *rr, unsigned section), void *arg)
+{
+	size_t pos = info->question_end;
+	unsigned counts[3] = { info->ancount, info->nscount, info->arcount };
+
+	for (unsigned s = 0; s < 3; s++) {
+		for (unsigned i = 0; i < counts[s]; i++) {
+			if (read_name(msg, len, &pos, NULL, NULL) || len - pos < RR_FIXED_LEN)
+				return -1;
+			int rc = fn(arg, msg + pos, s);
+			if (rc)
+				return rc;
+			size_t rdlen = wire_read16(msg + pos + 8);
+			pos += RR_FIXED_LEN;
+			if (len - pos < rdlen)
+				return -1;
+			pos += rdlen;
+		}
+	}
+	return 0;
+}
+
+static inline uint32_t read32(const uint8_t *p)
+{
+	return (uint32_t)wire_read16(p) << 16 | wire_read16(p + 2);
+}
+
+struct ttl_scan {
+	uint32_t min;
+	bool have;
+	uint32_t soa;
+	bool have_soa;
+	const uint8_t *end;
+};
+
+static int scan_ttl(void *arg, const uint8_t *rr, unsigned section)
+{
+	struct ttl_scan *s = arg;
+	uint16_t type = wire_read16(rr);
+	uint32_t ttl = read32(rr + 4) & 0x7fffffff; /* RFC 2181 §8: top bit means 0 */
+
+	if (type == WIRE_TYPE_OPT)
+		return 0;
+	if (!s->have || ttl < s->min)
+		s->min = ttl;
+	s->have = true;
+	if (section == 1 && type == 6 /* SOA */ && !s->have_soa) {
+		/* MINIMUM is the last 4 bytes of the RDATA. */
+		size_t rdlen = wire_read16(rr + 8);
+		if (rdlen >= 22 && rr + RR_FIXED_LEN + rdlen <= s->end) {
+			uint32_t minimum = read32(rr + RR_FIXED_LEN + rdlen - 4);
+			s->soa = ttl < minimum ? ttl : minimum;
+			s->have_soa = true;
+		}
+	}
+	return 0;
+}
+
+int wire_cache_ttl(const uint8_t *msg, size_t len, const struct wire_info *info, uint32_t *ttl)
+{
+	struct ttl_scan s = { .end = msg + len };
+	unsigned rcode = info->flags & 0xf;
+
+	if ((info->flags & WIRE_FLAG_TC) || !info->has_question)
+		return -1;
+	if (rcode != WIRE_RCODE_NOERROR && rcode != WIRE_RCODE_NXDOMAIN)
+		return -1;
+	if (for_each_rr(msg, len, info, scan_ttl, &s))
+		return -1;
+	if (rcode == WIRE_RCODE_NXDOMAIN || info->ancount == 0) {
+		if (!s.have_soa)
+			return -1; /* RFC 2308 §5: no SOA, no negative caching */
+		*ttl = s.soa;
+		return 0;
+	}
+	*ttl = s.have ? s.min : 0;
+	return 0;
+}
+
+struct ttl_rewrite {
+	uint32_t elapsed, fixed;
+};
+
+static int rewrite_ttl(void *arg, const uint8_t *rr, unsigned section)
+{
+	struct ttl_rewrite *r = arg;
+	uint8_t *p = (uint8_t *)rr + 4; /* the caller owns a writable message */
+	uint32_t ttl = read32(p) & 0x7fffffff;
+
+	(void)section;
+	if (wire_read16(rr) == WIRE_TYPE_OPT)
+		return 0;
+	ttl = r->fixed ? r->fixed : ttl > r->elapsed ? ttl - r->elapsed : 0;
+	wire_write16(p, (uint16_t)(ttl >> 16));
+	wire_write16(p + 2, (uint16_t)ttl);
+	return 0;
+}
+
+void wire_rewrite_ttls(uint8_t *msg, size_t len, const struct wire_info *info, uint32_t elapsed,
+		       uint32_t fixed)
+{
+	struct ttl_rewrite r = { .elapsed = elapsed, .fixed = fixed };
+
+	for_each_rr(msg, len, info, rewrite_ttl, &r);
+}
+
 /* Options a client may send upstream through us: they say nothing about who
  * is asking.  Everything else (Client Subnet, cookies, unknown options) is
  * dropped: privacy by default. */

@@ -192,6 +192,21 @@ size_t wire_make_upstream_query(const uint8_t *msg, const struct wire_info *info
  */
 size_t wire_filter_opt(uint8_t *msg, size_t len, const struct wire_info *info);
 
+/**
+ * How long the parsed response @msg may be cached (RFC 2308), in seconds:
+ * the smallest TTL of its records for a positive answer; for NXDOMAIN and
+ * NODATA, the SOA's TTL capped by its MINIMUM field.  Returns 0 with
+ * *@ttl set, or -1 when it must not be cached: TC set, an rcode other than
+ * NOERROR or NXDOMAIN, or a negative answer without an SOA.
+ */
+int wire_cache_ttl(const uint8_t *msg, size_t len, const struct wire_info *info, uint32_t *ttl);
+
+/** Rewrite the TTL of every record of the parsed message @msg except the
+ * OPT: reduced by @elapsed (not below 0), or set to @fixed when @fixed is
+ * non-zero (serve-stale answers carry a TTL of 30, RFC 8767 §4). */
+void wire_rewrite_ttls(uint8_t *msg, size_t len, const struct wire_info *info, uint32_t elapsed,
+		       uint32_t fixed);
+
 /** Render a wire-form name as text ("www.example." or "." for the root) into
  * @out; never fails, truncates with "..." when @cap is small. */
 void wire_name_to_text(const uint8_t *name, size_t name_len, char *out, size_t cap);

@@ -22,8 +22,13 @@ def a_records(reply):
                   if rrset.rdtype == dns.rdatatype.A)
 
 
+# Tests of forwarding itself run without the cache, so that every query
+# really goes upstream (the cache has tests of its own).
+NO_CACHE = ["--cache-size", "0"]
+
+
 def test_udp_and_tcp_answers_come_through_tls(unbound, dotproxy):
-    p = dotproxy([unbound])
+    p = dotproxy([unbound], extra_args=NO_CACHE)
     for reply in (p.udp("www.example."), p.tcp("www.example.")):
         assert reply.rcode() == dns.rcode.NOERROR
         assert a_records(reply) == ["192.0.2.10"]
@@ -61,7 +66,7 @@ def test_ipv6_listener(unbound, dotproxy):
 
 @pytest.mark.time_limit(120)
 def test_thousand_sequential_queries_reuse_one_connection(unbound, dotproxy):
-    p = dotproxy([unbound])
+    p = dotproxy([unbound], extra_args=NO_CACHE)
     for i in range(1000):
         name = f"n{i % 200}.example."
         reply = p.udp(name) if i % 2 else p.tcp(name)
@@ -211,7 +216,7 @@ def test_dig_and_kdig_through_the_proxy(unbound, dotproxy):
 def test_answers_keep_flowing_while_the_first_upstream_is_unreachable(unbound, dotproxy):
     from netutil import free_port
     dead = f"127.0.0.1@{free_port()}#dns.example.test"
-    p = dotproxy([dead, unbound])
+    p = dotproxy([dead, unbound], extra_args=NO_CACHE)
     for _ in range(5):
         assert a_records(p.udp("www.example.")) == ["192.0.2.10"]
     s = p.stats()
