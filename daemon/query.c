@@ -520,7 +520,7 @@ static bool answer_from_cache(struct server *srv, const struct query_client *cli
 	struct wire_info cached;
 	uint64_t start_ns = srv->cfg->log_queries ? uv_hrtime() : 0;
 
-	if (!cache_lookup(srv->cache, key, uv_now(srv->loop), false, 0, &hit)) {
+	if (!cache_lookup(srv->cache, key, uv_now(srv->loop), false, srv->cfg->serve_stale, &hit)) {
 		metrics_inc(METRIC_cache_misses);
 		return false;
 	}

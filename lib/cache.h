@@ -63,7 +63,8 @@ int cache_store(struct cache *c, const struct cache_key *key, const uint8_t *msg
 /**
  * Find @key at @now_ms.  A fresh entry is found; an expired one only when
  * @stale_ok and it expired less than @stale_window_s ago.  Entries past the
- * stale window are removed.  Returns true and fills @hit when found.
+ * stale window are removed (so pass the configured window even when
+ * @stale_ok is false).  Returns true and fills @hit when found.
  */
 bool cache_lookup(struct cache *c, const struct cache_key *key, uint64_t now_ms, bool stale_ok,
 		  uint32_t stale_window_s, struct cache_hit *hit);
