@@ -9,6 +9,7 @@
 
 #include "daemon/query.h"
 #include "daemon/server.h"
+#include "lib/acl.h"
 #include "lib/framing.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
@@ -35,6 +36,7 @@ struct tcp_client {
 	bool reading;                 /* paused while inflight reaches the cap */
 	bool eof;                     /* client half-closed: close once answered */
 	bool closing;
+	bool allowed;                 /* the peer is in --allow (checked once, at accept) */
 	unsigned handles_open;
 	struct tcp_client *prev, *next; /* srv->clients */
 	char peer[INET6_ADDRSTRLEN + 8];
@@ -243,14 +245,22 @@ void tcp_client_reply(struct tcp_client *c, struct query *q, const uint8_t *msg,
 	}
 }
 
-static void peer_text(uv_tcp_t *tcp, char *buf, size_t cap)
+bool tcp_client_allowed(const struct tcp_client *c)
+{
+	return c->allowed;
+}
+
+/* Describe the peer for logs and check it against --allow. */
+static void check_peer(struct tcp_client *c, char *buf, size_t cap)
 {
 	struct sockaddr_storage ss;
 	int len = sizeof(ss);
 	char ip[INET6_ADDRSTRLEN] = "?";
 	unsigned port = 0;
 
-	if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) == 0) {
+	c->allowed = false;
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+		c->allowed = acl_allows(&c->srv->cfg->allow, (struct sockaddr *)&ss);
 		if (ss.ss_family == AF_INET) {
 			struct sockaddr_in *a = (struct sockaddr_in *)&ss;
 			inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
@@ -298,7 +308,7 @@ static void connection_cb(uv_stream_t *server, int status)
 	c->idle.data = c;
 	framing_init(&c->reader);
 	uv_tcp_nodelay(&c->tcp, 1);
-	peer_text(&c->tcp, c->peer, sizeof(c->peer));
+	check_peer(c, c->peer, sizeof(c->peer));
 	touch(c);
 	if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) < 0) {
 		client_close(c);

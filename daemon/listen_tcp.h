@@ -8,6 +8,7 @@
 
 #include "lib/options.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +33,9 @@ void tcp_client_track(struct tcp_client *c, struct query *q);
 
 /** Send the reply to @q (framed) and unlink @q from @c. */
 void tcp_client_reply(struct tcp_client *c, struct query *q, const uint8_t *msg, size_t len);
+
+/** Is @c's peer in --allow? */
+bool tcp_client_allowed(const struct tcp_client *c);
 
 /** A short human-readable peer address ("127.0.0.1#41000"), for logs. */
 const char *tcp_client_peer(const struct tcp_client *c);

@@ -18,11 +18,16 @@
 #include "lib/tls.h"
 #include "lib/version.h"
 
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 enum {
 	EXIT_STARTUP = 1,
@@ -193,6 +198,42 @@ static void signal_cb(uv_signal_t *sig, int signum)
 	start_drain(srv);
 }
 
+/*
+ * --user: once the sockets are bound, become that user for good: groups,
+ * then group, then user (the order in which each step is still allowed),
+ * then make sure root cannot be regained.  With no capabilities kept, the
+ * process can no longer bind low ports or read root-only files (a SIGHUP
+ * reload needs the config readable by that user).
+ */
+static int drop_privileges(const char *user)
+{
+	struct passwd *pw = getpwnam(user);
+
+	if (!pw) {
+		fprintf(stderr, "dotproxy: --user %s: no such user\n", user);
+		return -1;
+	}
+	if (geteuid() != 0) {
+		if (pw->pw_uid == geteuid())
+			return 0;
+		fprintf(stderr, "dotproxy: --user %s: only root can change user\n", user);
+		return -1;
+	}
+	if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+		fprintf(stderr, "dotproxy: --user %s: cannot drop privileges: %s\n", user,
+			strerror(errno));
+		return -1;
+	}
+	if (pw->pw_uid != 0 && setuid(0) == 0) {
+		fprintf(stderr, "dotproxy: --user %s: root could be regained; stopping\n", user);
+		return -1;
+	}
+	prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+	log_info("running as user %s (uid %u, gid %u)", user, (unsigned)pw->pw_uid,
+		 (unsigned)pw->pw_gid);
+	return 0;
+}
+
 /* A thousand TCP clients need more descriptors than the usual soft limit. */
 static void raise_fd_limit(void)
 {
@@ -313,6 +354,11 @@ int main(int argc, char **argv)
 		return EXIT_STARTUP;
 	}
 	srv.netwatch = netwatch_start(&srv);
+	if (cfg->user[0] && drop_privileges(cfg->user) < 0) {
+		start_drain(&srv);
+		uv_run(&loop, UV_RUN_DEFAULT);
+		return EXIT_STARTUP;
+	}
 	for (unsigned i = 0; i < cfg->n_upstream; i++)
 		log_info("upstream %s (%s%s)", cfg->upstream[i].label,
 			 cfg->upstream[i].auth_name[0] ? "certificate must match the name"

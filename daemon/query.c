@@ -11,6 +11,7 @@
 #include "daemon/server.h"
 #include "daemon/upconn.h"
 #include "daemon/upstream.h"
+#include "lib/acl.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 
@@ -534,6 +535,13 @@ static bool answer_from_cache(struct server *srv, const struct query_client *cli
 	return true;
 }
 
+static bool client_allowed(const struct server *srv, const struct query_client *client)
+{
+	if (client->origin == QUERY_FROM_UDP)
+		return acl_allows(&srv->cfg->allow, (const struct sockaddr *)&client->peer);
+	return client->origin != QUERY_FROM_TCP || !client->tcp || tcp_client_allowed(client->tcp);
+}
+
 void query_receive(struct server *srv, const struct query_client *client, const uint8_t *msg,
 		   size_t len)
 {
@@ -548,6 +556,11 @@ void query_receive(struct server *srv, const struct query_client *client, const 
 	if (info.flags & WIRE_FLAG_QR) {
 		/* Answering a response could start a loop between two servers. */
 		metrics_inc(METRIC_dropped_responses);
+		return;
+	}
+	if (!client_allowed(srv, client)) {
+		metrics_inc(METRIC_refused_clients);
+		reply_now(client, &info, WIRE_RCODE_REFUSED, WIRE_EDE_PROHIBITED, NULL);
 		return;
 	}
 	if (rc) {

@@ -255,6 +255,7 @@ static int frame_cb(void *arg, uint8_t *msg, size_t len)
 			  conn->up->spec->label, len);
 		return 0;
 	}
+	upstream_alive(conn->up);
 	struct query *q = idmap_get(conn->ids, info.id);
 	struct query_attempt *a = q ? query_find_attempt(q, conn, info.id) : NULL;
 	if (!a || !wire_question_equal(&info.q, &q->info.q)) {
@@ -272,7 +273,18 @@ static int frame_cb(void *arg, uint8_t *msg, size_t len)
 	a->conn = NULL;
 	upstream_answered(conn->up, a->measured ? (double)(uv_hrtime() - a->sent_ns) / 1e3 : -1);
 	q->upstream = conn->up;
+	/* Attempts elsewhere still waiting on silent connections lost the race;
+	 * noted after the answer, since noting may close those connections. */
+	struct upstream *losers[QUERY_MAX_ATTEMPTS];
+	unsigned n_losers = 0;
+	for (unsigned i = 0; i < q->n_attempts; i++) {
+		struct query_attempt *b = &q->attempts[i];
+		if (b->conn && b->up != conn->up && upconn_last_rx(b->conn) < b->sent_ns)
+			losers[n_losers++] = b->up;
+	}
 	query_answer(q, msg, len, &info);
+	for (unsigned i = 0; i < n_losers; i++)
+		upstream_lost_race(losers[i]);
 	if (conn->state == UPCONN_READY && idmap_count(conn->ids) == 0)
 		arm_idle(conn);
 	return conn->state == UPCONN_CLOSED;

@@ -46,6 +46,7 @@ struct upstream_set {
 };
 
 static void probe_cb(uv_timer_t *timer);
+static void close_current(struct upstream *up, const char *why);
 
 struct upstream_set *upstream_set_new(struct server *srv)
 {
@@ -156,18 +157,22 @@ static struct upstream *choose(struct upstream_set *set, const struct query *q)
 		n_usable += usable(&set->ups[i], q);
 	if (n_usable) {
 		enum options_policy policy = set->srv->cfg->policy;
-		unsigned skip = 0;
-		if (policy == OPTIONS_POLICY_ROUND_ROBIN)
-			skip = set->rr_next++ % n_usable;
-		else if (policy == OPTIONS_POLICY_FASTEST && n_usable > 1 &&
-			 ++set->counter % SAMPLE_EVERY == 0)
-			skip = random_u16() % n_usable; /* sample someone, maybe not the best */
+		/* The nth usable upstream: in order, in turn, or (fastest) a random
+		 * one for one query in SAMPLE_EVERY, so that a slow upstream's
+		 * estimate can improve; otherwise the lowest smoothed RTT. */
+		int nth = -1;
+		if (policy == OPTIONS_POLICY_FAILOVER)
+			nth = 0;
+		else if (policy == OPTIONS_POLICY_ROUND_ROBIN)
+			nth = (int)(set->rr_next++ % n_usable);
+		else if (n_usable > 1 && ++set->counter % SAMPLE_EVERY == 0)
+			nth = (int)(random_u16() % n_usable);
 		for (unsigned i = 0; i < set->n; i++) {
 			struct upstream *up = &set->ups[i];
 			if (!usable(up, q))
 				continue;
-			if (policy != OPTIONS_POLICY_FASTEST || skip) {
-				if (skip-- == 0)
+			if (nth >= 0) {
+				if (nth-- == 0)
 					return up;
 				continue;
 			}
@@ -308,6 +313,23 @@ void upstream_query_slow(struct upstream_set *set, struct query *q)
 	if (++up->silences >= SILENCES_DOWN)
 		mark_down(up, "connections go silent");
 	upconn_close(a->conn, "silent: no answer to a query for a second");
+}
+
+void upstream_alive(struct upstream *up)
+{
+	up->silences = 0;
+}
+
+void upstream_lost_race(struct upstream *up)
+{
+	/* Another upstream answered while this one's connection stayed silent:
+	 * a stalled server would cost every query the hedge delay, so after a
+	 * few of these it is marked down (and re-probed in the background). */
+	if (++up->silences < SILENCES_DOWN || up->down)
+		return;
+	metrics_inc(METRIC_upstream_silent);
+	mark_down(up, "does not answer");
+	close_current(up, "does not answer");
 }
 
 void upstream_answered(struct upstream *up, double rtt_us)

@@ -64,6 +64,14 @@ void upstream_dispatch(struct upstream_set *set, struct query *q);
 /** @q's timer fired: hedge to another upstream, or check for silence. */
 void upstream_query_slow(struct upstream_set *set, struct query *q);
 
+/** Something that parses as an answer came from @up, even one no longer
+ * wanted: it is alive. */
+void upstream_alive(struct upstream *up);
+
+/** A query was answered elsewhere while its attempt on @up waited on a
+ * connection that had received nothing since. */
+void upstream_lost_race(struct upstream *up);
+
 /** An answer came from @up; @rtt_us is an RTT sample when >= 0. */
 void upstream_answered(struct upstream *up, double rtt_us);
 

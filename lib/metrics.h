@@ -22,6 +22,7 @@
 	X(servfail_timeout)        /* SERVFAIL because the deadline passed */                     \
 	X(servfail_no_upstream)    /* SERVFAIL because no upstream could be used */               \
 	X(servfail_overload)       /* SERVFAIL because the in-flight table was full */            \
+	X(refused_clients)         /* queries from clients outside --allow: REFUSED */            \
 	X(formerr)                 /* malformed queries answered with FORMERR */                  \
 	X(notimp)                  /* queries with an opcode other than QUERY */                  \
 	X(dropped_malformed)       /* client datagrams too short to answer */                     \

@@ -37,6 +37,8 @@ enum opt_id {
 	OPT_NO_PREFETCH,
 	OPT_BLOCK,
 	OPT_BLOCK_ACTION,
+	OPT_ALLOW,
+	OPT_USER,
 	OPT_LOG_QUERIES,
 	OPT_VERBOSE,
 	OPT_CHECK_CONFIG,
@@ -111,6 +113,11 @@ static const struct option_def table[] = {
 	  "name per line, or hosts-file lines such as '0.0.0.0 name'" },
 	{ OPT_BLOCK_ACTION, "block-action", 0, "nxdomain|refused|null", false,
 	  "how blocked names are answered (default nxdomain; null: 0.0.0.0 / ::)" },
+	{ OPT_ALLOW, "allow", 0, "CIDR", false,
+	  "answer clients from this prefix (repeatable); others get REFUSED\n"
+	  "default: 127.0.0.0/8 and ::1 only (an open resolver is an attack tool)" },
+	{ OPT_USER, "user", 0, "NAME", false,
+	  "after binding, drop root privileges for this user (and its group)" },
 	{ OPT_LOG_QUERIES, "log-queries", 0, NULL, false,
 	  "log one line per query: client, name, type, rcode, upstream, time" },
 	{ OPT_VERBOSE, "verbose", 'v', NULL, false,
@@ -129,6 +136,7 @@ struct parse_state {
 	enum source source;
 	enum source listen_from;   /* where the current listen list came from */
 	enum source upstream_from; /* where the current upstream list came from */
+	enum source allow_from;    /* where the current allow list came from */
 	bool exit_now;
 	char *err;
 	size_t errlen;
@@ -412,6 +420,7 @@ static void set_defaults(struct config *cfg)
 	cfg->cache_bytes = 32u << 20;
 	cfg->cache_max_ttl = 86400;
 	cfg->prefetch = true;
+	acl_default(&cfg->allow);
 }
 
 static void print_help(FILE *out)
@@ -543,6 +552,23 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 			return fail(err, errlen,
 				    "bad --block-action '%s': expected nxdomain, refused or null",
 				    value);
+		return 0;
+	case OPT_ALLOW:
+		if (st->allow_from != st->source) {
+			cfg->allow.n = 0;
+			st->allow_from = st->source;
+		}
+		if (cfg->allow.n == ACL_MAX)
+			return fail(err, errlen, "too many --allow (at most %d)", ACL_MAX);
+		if (acl_parse(value, &cfg->allow.entries[cfg->allow.n]) < 0)
+			return fail(err, errlen, "bad --allow '%s': expected ADDR/BITS, e.g. "
+				    "192.168.1.0/24", value);
+		cfg->allow.n++;
+		return 0;
+	case OPT_USER:
+		if (!value[0] || strlen(value) >= sizeof(cfg->user))
+			return fail(err, errlen, "bad --user '%s'", value);
+		snprintf(cfg->user, sizeof(cfg->user), "%s", value);
 		return 0;
 	case OPT_LOG_QUERIES:
 		cfg->log_queries = true;
@@ -728,6 +754,7 @@ int options_parse(int argc, char **argv, struct config *cfg, FILE *out, char *er
 		.source = SRC_CLI,
 		.listen_from = SRC_DEFAULT,
 		.upstream_from = SRC_DEFAULT,
+		.allow_from = SRC_DEFAULT,
 		.err = err,
 		.errlen = errlen,
 	};

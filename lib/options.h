@@ -6,6 +6,8 @@
  */
 #pragma once
 
+#include "lib/acl.h"
+
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -88,6 +90,8 @@ struct config {
 	bool prefetch;               /**< refresh popular entries before they expire */
 	char block_file[4096];       /**< blocklist file, empty: none */
 	int block_action;            /**< enum localzone_block_action */
+	struct acl allow;            /**< clients that may ask (--allow); default loopback */
+	char user[64];               /**< --user: drop root for this user after binding */
 	bool check_only;             /**< --check-config */
 };
 
