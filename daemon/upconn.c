@@ -115,9 +115,8 @@ static void write_cb(uv_write_t *req, int status)
 static int send_cipher(struct upconn *conn)
 {
 	struct server *srv = conn->srv;
-	size_t pending;
 
-	while ((pending = tls_conn_out_pending(conn->tls)) > 0) {
+	while (tls_conn_out_pending(conn->tls) > 0) {
 		size_t n = tls_conn_out_take(conn->tls, srv->cipher_buf, sizeof(srv->cipher_buf));
 		uv_buf_t buf = uv_buf_init((char *)srv->cipher_buf, (unsigned)n);
 		int r = uv_try_write((uv_stream_t *)&conn->tcp, &buf, 1);

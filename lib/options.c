@@ -48,84 +48,84 @@ enum opt_id {
 
 struct option_def {
 	enum opt_id id;
-	const char *name;
 	char short_name;   /* 0: none */
-	const char *arg;   /* NULL: a flag without a value */
 	bool cli_only;     /* not allowed in a config file */
+	const char *name;
+	const char *arg;   /* NULL: a flag without a value */
 	const char *help;
 };
 
 static const struct option_def table[] = {
-	{ OPT_CONFIG, "config", 0, "FILE", true,
+	{ OPT_CONFIG, 0, true, "config", "FILE",
 	  "read options from FILE (same names, no dashes, one per line)" },
-	{ OPT_LISTEN, "listen", 0, "ADDR:PORT", false,
+	{ OPT_LISTEN, 0, false, "listen", "ADDR:PORT",
 	  "listen for plain DNS on UDP and TCP (repeatable; IPv6 as [::1]:53)\n"
 	  "default: 127.0.0.1:53 and [::1]:53" },
-	{ OPT_UPSTREAM, "upstream", 0, "IP[@PORT][#AUTH-NAME][^PIN]...", false,
+	{ OPT_UPSTREAM, 0, false, "upstream", "IP[@PORT][#AUTH-NAME][^PIN]...",
 	  "forward over TLS to this resolver (repeatable); port 853 by default;\n"
 	  "AUTH-NAME is sent as SNI and must match the certificate, without it\n"
 	  "the certificate must carry the IP address; each PIN is the base64\n"
 	  "SHA-256 of an acceptable SubjectPublicKeyInfo (RFC 7858 SPKI pin)\n"
 	  "default: 9.9.9.9@853#dns.quad9.net 1.1.1.1@853#cloudflare-dns.com\n"
 	  "         8.8.8.8@853#dns.google" },
-	{ OPT_CA_FILE, "ca-file", 0, "FILE", false,
+	{ OPT_CA_FILE, 0, false, "ca-file", "FILE",
 	  "PEM trust anchors for upstream certificates; default: the system store" },
-	{ OPT_TIMEOUT, "timeout", 0, "MSEC", false,
+	{ OPT_TIMEOUT, 0, false, "timeout", "MSEC",
 	  "answer SERVFAIL when no upstream answered within MSEC (default 4000)" },
-	{ OPT_TCP_IDLE_TIMEOUT, "tcp-idle-timeout", 0, "MSEC", false,
+	{ OPT_TCP_IDLE_TIMEOUT, 0, false, "tcp-idle-timeout", "MSEC",
 	  "close TCP clients idle for MSEC (default 10000)" },
-	{ OPT_MAX_INFLIGHT, "max-inflight", 0, "N", false,
+	{ OPT_MAX_INFLIGHT, 0, false, "max-inflight", "N",
 	  "queries in flight at once; beyond, SERVFAIL (default 8192)" },
-	{ OPT_MAX_TCP_CLIENTS, "max-tcp-clients", 0, "N", false,
+	{ OPT_MAX_TCP_CLIENTS, 0, false, "max-tcp-clients", "N",
 	  "TCP client connections at once; beyond, closed (default 1000)" },
-	{ OPT_MAX_TCP_PIPELINE, "max-tcp-pipeline", 0, "N", false,
+	{ OPT_MAX_TCP_PIPELINE, 0, false, "max-tcp-pipeline", "N",
 	  "queries in flight per TCP client before reading pauses (default 128)" },
-	{ OPT_POLICY, "policy", 0, "fastest|failover|round-robin", false,
+	{ OPT_POLICY, 0, false, "policy", "fastest|failover|round-robin",
 	  "how to choose an upstream (default fastest: lowest latency, the\n"
 	  "others sampled now and then; failover: in the order given)" },
-	{ OPT_PROFILE, "profile", 0, "strict|opportunistic", false,
+	{ OPT_PROFILE, 0, false, "profile", "strict|opportunistic",
 	  "strict (default): use an upstream only if it authenticates;\n"
 	  "opportunistic: encrypt even when authentication fails (logged);\n"
 	  "neither ever sends a query in cleartext (RFC 8310)" },
-	{ OPT_IDLE_TIMEOUT, "idle-timeout", 0, "MSEC", false,
+	{ OPT_IDLE_TIMEOUT, 0, false, "idle-timeout", "MSEC",
 	  "close upstream connections idle for MSEC, or sooner if the server\n"
 	  "asks (edns-tcp-keepalive, RFC 7828) (default 10000)" },
-	{ OPT_MAX_CONNECTIONS, "max-connections", 0, "N", false,
+	{ OPT_MAX_CONNECTIONS, 0, false, "max-connections", "N",
 	  "TLS connections per upstream; another opens when one is busy (default 4)" },
-	{ OPT_NO_PADDING, "no-padding", 0, NULL, false,
+	{ OPT_NO_PADDING, 0, false, "no-padding", NULL,
 	  "do not pad queries to 128-byte blocks (RFC 8467 padding is on by default)" },
-	{ OPT_NO_SESSION_RESUMPTION, "no-session-resumption", 0, NULL, false,
+	{ OPT_NO_SESSION_RESUMPTION, 0, false, "no-session-resumption", NULL,
 	  "always do a full TLS handshake (session tickets can link connections)" },
-	{ OPT_CACHE_SIZE, "cache-size", 0, "BYTES", false,
+	{ OPT_CACHE_SIZE, 0, false, "cache-size", "BYTES",
 	  "answer cache budget, with an optional K, M or G suffix; 0 disables\n"
 	  "the cache (default 32M)" },
-	{ OPT_CACHE_MIN_TTL, "cache-min-ttl", 0, "SECONDS", false,
+	{ OPT_CACHE_MIN_TTL, 0, false, "cache-min-ttl", "SECONDS",
 	  "cache answers at least this long (default 0)" },
-	{ OPT_CACHE_MAX_TTL, "cache-max-ttl", 0, "SECONDS", false,
+	{ OPT_CACHE_MAX_TTL, 0, false, "cache-max-ttl", "SECONDS",
 	  "cache answers at most this long (default 86400)" },
-	{ OPT_SERVE_STALE, "serve-stale", 0, "SECONDS", false,
+	{ OPT_SERVE_STALE, 0, false, "serve-stale", "SECONDS",
 	  "when every upstream fails, answer from entries expired less than\n"
 	  "SECONDS ago, with TTL 30 (RFC 8767); 0 disables (default 0)" },
-	{ OPT_NO_PREFETCH, "no-prefetch", 0, NULL, false,
+	{ OPT_NO_PREFETCH, 0, false, "no-prefetch", NULL,
 	  "do not refresh popular cache entries shortly before they expire" },
-	{ OPT_BLOCK, "block", 0, "FILE", false,
+	{ OPT_BLOCK, 0, false, "block", "FILE",
 	  "answer names listed in FILE (and names below them) locally; one\n"
 	  "name per line, or hosts-file lines such as '0.0.0.0 name'" },
-	{ OPT_BLOCK_ACTION, "block-action", 0, "nxdomain|refused|null", false,
+	{ OPT_BLOCK_ACTION, 0, false, "block-action", "nxdomain|refused|null",
 	  "how blocked names are answered (default nxdomain; null: 0.0.0.0 / ::)" },
-	{ OPT_ALLOW, "allow", 0, "CIDR", false,
+	{ OPT_ALLOW, 0, false, "allow", "CIDR",
 	  "answer clients from this prefix (repeatable); others get REFUSED\n"
 	  "default: 127.0.0.0/8 and ::1 only (an open resolver is an attack tool)" },
-	{ OPT_USER, "user", 0, "NAME", false,
+	{ OPT_USER, 0, false, "user", "NAME",
 	  "after binding, drop root privileges for this user (and its group)" },
-	{ OPT_LOG_QUERIES, "log-queries", 0, NULL, false,
+	{ OPT_LOG_QUERIES, 0, false, "log-queries", NULL,
 	  "log one line per query: client, name, type, rcode, upstream, time" },
-	{ OPT_VERBOSE, "verbose", 'v', NULL, false,
+	{ OPT_VERBOSE, 'v', false, "verbose", NULL,
 	  "log more (repeatable: -v info, -vv debug)" },
-	{ OPT_CHECK_CONFIG, "check-config", 0, NULL, true,
+	{ OPT_CHECK_CONFIG, 0, true, "check-config", NULL,
 	  "validate the configuration and exit" },
-	{ OPT_HELP, "help", 'h', NULL, true, "show this help and exit" },
-	{ OPT_VERSION, "version", 'V', NULL, true, "show the version and exit" },
+	{ OPT_HELP, 'h', true, "help", NULL, "show this help and exit" },
+	{ OPT_VERSION, 'V', true, "version", NULL, "show the version and exit" },
 };
 
 enum source { SRC_DEFAULT, SRC_FILE, SRC_CLI };
@@ -457,6 +457,10 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 	char *err = st->err;
 	size_t errlen = st->errlen;
 
+	if (o->arg && !value)
+		return fail(err, errlen, "option --%s needs a value (%s)", o->name, o->arg);
+	if (!value)
+		value = ""; /* flags: never read, but no case below need check for NULL */
 	switch (o->id) {
 	case OPT_CONFIG:
 		return read_file(st, value);
