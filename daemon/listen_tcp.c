@@ -31,12 +31,12 @@ struct tcp_client {
 	uv_timer_t idle;
 	struct server *srv;
 	struct framing reader;
-	struct query *queries;        /* in flight for this client (not owned) */
+	struct query *queries; /* in flight for this client (not owned) */
 	unsigned inflight;
-	bool reading;                 /* paused while inflight reaches the cap */
-	bool eof;                     /* client half-closed: close once answered */
+	bool reading; /* paused while inflight reaches the cap */
+	bool eof;     /* client half-closed: close once answered */
 	bool closing;
-	bool allowed;                 /* the peer is in --allow (checked once, at accept) */
+	bool allowed; /* the peer is in --allow (checked once, at accept) */
 	unsigned handles_open;
 	struct tcp_client *prev, *next; /* srv->clients */
 	char peer[INET6_ADDRSTRLEN + 8];
@@ -190,7 +190,8 @@ static void untrack(struct tcp_client *c, struct query *q)
 static void send_frame(struct tcp_client *c, const uint8_t *msg, size_t len)
 {
 	uint8_t prefix[2];
-	uv_buf_t bufs[2] = { uv_buf_init((char *)prefix, 2), uv_buf_init((char *)msg, (unsigned)len) };
+	uv_buf_t bufs[2] = { uv_buf_init((char *)prefix, 2),
+			     uv_buf_init((char *)msg, (unsigned)len) };
 	size_t total = len + 2;
 
 	wire_write16(prefix, (uint16_t)len);
@@ -317,8 +318,8 @@ static void connection_cb(uv_stream_t *server, int status)
 	c->reading = true;
 }
 
-struct tcp_listener *listen_tcp_start(struct server *srv, const struct options_addr *addr,
-				      int *rcp, char *err, size_t errlen)
+struct tcp_listener *listen_tcp_start(struct server *srv, const struct options_addr *addr, int *rcp,
+				      char *err, size_t errlen)
 {
 	struct tcp_listener *l = calloc(1, sizeof(*l));
 	int rc;

@@ -19,8 +19,8 @@ struct query;
 
 /** Bind @addr and start accepting.  NULL on failure, with the libuv error
  * in @rc and the reason in words in @err. */
-struct tcp_listener *listen_tcp_start(struct server *srv, const struct options_addr *addr,
-				      int *rc, char *err, size_t errlen);
+struct tcp_listener *listen_tcp_start(struct server *srv, const struct options_addr *addr, int *rc,
+				      char *err, size_t errlen);
 
 /** Stop accepting; memory is freed in the close callback. */
 void listen_tcp_close(struct tcp_listener *l);

@@ -47,12 +47,13 @@ static void recv_cb(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf, const str
 		return;
 	}
 	memcpy(&client.peer, addr,
-	       addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+	       addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+					   : sizeof(struct sockaddr_in));
 	query_receive(l->srv, &client, (const uint8_t *)buf->base, (size_t)nread);
 }
 
-struct udp_listener *listen_udp_start(struct server *srv, const struct options_addr *addr,
-				      int *rcp, char *err, size_t errlen)
+struct udp_listener *listen_udp_start(struct server *srv, const struct options_addr *addr, int *rcp,
+				      char *err, size_t errlen)
 {
 	struct udp_listener *l = calloc(1, sizeof(*l));
 	int rc;
@@ -93,8 +94,8 @@ void listen_udp_close(struct udp_listener *l)
 	uv_close((uv_handle_t *)&l->udp, free_cb);
 }
 
-int listen_udp_send(struct udp_listener *l, const struct sockaddr_storage *peer,
-		    const uint8_t *msg, size_t len)
+int listen_udp_send(struct udp_listener *l, const struct sockaddr_storage *peer, const uint8_t *msg,
+		    size_t len)
 {
 	uv_buf_t buf = uv_buf_init((char *)msg, (unsigned)len);
 	int rc = uv_udp_try_send(&l->udp, &buf, 1, (const struct sockaddr *)peer);

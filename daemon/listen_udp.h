@@ -16,8 +16,8 @@ struct udp_listener;
 
 /** Bind @addr and start receiving.  NULL on failure, with the libuv error
  * in @rc and the reason in words in @err. */
-struct udp_listener *listen_udp_start(struct server *srv, const struct options_addr *addr,
-				      int *rc, char *err, size_t errlen);
+struct udp_listener *listen_udp_start(struct server *srv, const struct options_addr *addr, int *rc,
+				      char *err, size_t errlen);
 
 /** Stop receiving; replies can still be sent until listen_udp_close(). */
 void listen_udp_stop(struct udp_listener *l);
@@ -26,5 +26,5 @@ void listen_udp_stop(struct udp_listener *l);
 void listen_udp_close(struct udp_listener *l);
 
 /** Send @msg to @peer from @l (no copy kept).  Returns 0 or a libuv error. */
-int listen_udp_send(struct udp_listener *l, const struct sockaddr_storage *peer,
-		    const uint8_t *msg, size_t len);
+int listen_udp_send(struct udp_listener *l, const struct sockaddr_storage *peer, const uint8_t *msg,
+		    size_t len);

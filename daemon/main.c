@@ -150,8 +150,8 @@ static void reload(struct server *srv)
 		fclose(devnull);
 	struct tls_ctx *tls = rc == OPTIONS_RUN ? make_tls(fresh, err, sizeof(err)) : NULL;
 	if (!tls) {
-		log_error("SIGHUP: configuration unchanged: %s", rc < 0 || rc == OPTIONS_RUN ? err
-							    : "nothing to run");
+		log_error("SIGHUP: configuration unchanged: %s",
+			  rc < 0 || rc == OPTIONS_RUN ? err : "nothing to run");
 		free(fresh);
 		return;
 	}

@@ -24,14 +24,14 @@
 struct query_pool {
 	struct server *srv;
 	unsigned capacity;
-	unsigned touched;          /* slots handed out at least once; the rest stay untouched memory */
+	unsigned touched; /* slots handed out at least once; the rest stay untouched memory */
 	unsigned inflight;
 	struct query *free_list;
 	struct query *dl_head, *dl_tail; /* deadline order == arrival order */
 	uv_timer_t timer;
 	bool timer_running;
-	unsigned closing;          /* handles still closing in query_pool_free() */
-	struct query **leaders;    /* queries that went upstream, by question hash */
+	unsigned closing;	/* handles still closing in query_pool_free() */
+	struct query **leaders; /* queries that went upstream, by question hash */
 	size_t leaders_mask;
 	struct query *slots;
 };
@@ -197,9 +197,9 @@ static void send_reply(const struct query_client *client, struct query *q, const
  * over the client's UDP limit.
  */
 static void answer_client(struct server *srv, const struct query_client *client,
-			      const struct wire_info *client_info, struct query *q,
-			      const uint8_t *src, size_t len, const struct wire_info *info,
-			      uint32_t elapsed, uint32_t fixed_ttl)
+			  const struct wire_info *client_info, struct query *q, const uint8_t *src,
+			  size_t len, const struct wire_info *info, uint32_t elapsed,
+			  uint32_t fixed_ttl)
 {
 	uint8_t *msg = srv->reply_buf;
 
@@ -355,8 +355,8 @@ static bool cache_on(const struct server *srv)
 	return srv->cfg->cache_bytes > 0;
 }
 
-static void store(struct server *srv, const struct cache_key *key, const uint8_t *msg,
-		  size_t len, const struct wire_info *info)
+static void store(struct server *srv, const struct cache_key *key, const uint8_t *msg, size_t len,
+		  const struct wire_info *info)
 {
 	uint32_t ttl;
 
@@ -429,7 +429,8 @@ void query_fail(struct query *q, int ede, int metric)
 	for (struct query *next; f; f = next) {
 		next = f->follow_next;
 		if (q->srv->cfg->log_queries)
-			log_query(&f->client, &f->info, WIRE_RCODE_SERVFAIL, source_of(q), f->start_ns);
+			log_query(&f->client, &f->info, WIRE_RCODE_SERVFAIL, source_of(q),
+				  f->start_ns);
 		reply_now(&f->client, &f->info, WIRE_RCODE_SERVFAIL, ede, f);
 		release(f);
 	}

@@ -33,7 +33,7 @@ struct query_client {
 	enum query_origin origin;
 	struct udp_listener *udp;     /**< UDP: the socket it arrived on (not owned) */
 	struct sockaddr_storage peer; /**< UDP: the sender's address */
-	struct tcp_client *tcp;       /**< TCP: the session (not owned); NULL once it closed */
+	struct tcp_client *tcp;	      /**< TCP: the session (not owned); NULL once it closed */
 };
 
 enum {
@@ -43,44 +43,44 @@ enum {
 
 /** One send of a query to one upstream connection. */
 struct query_attempt {
-	struct upconn *conn;    /**< the connection holding the ID; NULL once over */
-	struct upstream *up;    /**< where it went */
-	uint64_t sent_ns;       /**< uv_hrtime() when handed to the connection */
-	uint16_t id;            /**< the upstream ID on conn */
-	bool measured;          /**< conn was ready: the answer time is an RTT sample */
+	struct upconn *conn; /**< the connection holding the ID; NULL once over */
+	struct upstream *up; /**< where it went */
+	uint64_t sent_ns;    /**< uv_hrtime() when handed to the connection */
+	uint16_t id;	     /**< the upstream ID on conn */
+	bool measured;	     /**< conn was ready: the answer time is an RTT sample */
 };
 
 struct query {
 	struct server *srv;
 	struct query_client client;
-	struct wire_info info;        /**< the client's query: ID, question, EDNS */
-	uint8_t *msg;                 /**< the message to send upstream (built from the
+	struct wire_info info; /**< the client's query: ID, question, EDNS */
+	uint8_t *msg;	       /**< the message to send upstream (built from the
 				       *   client's: our OPT, padded); points at
 				       *   inline_msg or, when larger, owned heap memory */
 	size_t len;
-	uint64_t start_ns;            /**< uv_hrtime() when received, for the query log */
-	uint64_t deadline_ms;         /**< SERVFAIL at this loop time */
+	uint64_t start_ns;    /**< uv_hrtime() when received, for the query log */
+	uint64_t deadline_ms; /**< SERVFAIL at this loop time */
 	/* upstream side, managed by upstream.c and upconn.c */
 	struct query_attempt attempts[QUERY_MAX_ATTEMPTS]; /**< sends, in order */
-	uint8_t n_attempts;           /**< attempts made: the next free slot */
-	uint8_t slow_stage;           /**< what the timer checks next (upstream.c) */
-	struct upstream *upstream;    /**< the upstream that answered, or the last chosen */
-	uint32_t tried;               /**< bit i: upstream i failed this query */
-	uint8_t resends;              /**< times resent after a connection closed */
+	uint8_t n_attempts;				   /**< attempts made: the next free slot */
+	uint8_t slow_stage;	   /**< what the timer checks next (upstream.c) */
+	struct upstream *upstream; /**< the upstream that answered, or the last chosen */
+	uint32_t tried;		   /**< bit i: upstream i failed this query */
+	uint8_t resends;	   /**< times resent after a connection closed */
 	/* identical questions in flight share one upstream query */
-	struct cache_key key;         /**< the question as the cache knows it */
+	struct cache_key key; /**< the question as the cache knows it */
 	uint64_t key_hash;
-	struct query *leader;         /**< the query this one waits on, or NULL */
-	struct query *followers;      /**< queries waiting on this one (not owned) */
-	struct query *follow_next;    /**< next in the leader's followers */
-	struct query *same_next;      /**< next leader in the same collapse bucket */
+	struct query *leader;	   /**< the query this one waits on, or NULL */
+	struct query *followers;   /**< queries waiting on this one (not owned) */
+	struct query *follow_next; /**< next in the leader's followers */
+	struct query *same_next;   /**< next leader in the same collapse bucket */
 	/* lists */
-	struct query *dl_prev, *dl_next;  /**< deadline list (pool-owned) */
+	struct query *dl_prev, *dl_next;   /**< deadline list (pool-owned) */
 	struct query *tcp_prev, *tcp_next; /**< the TCP client's list of its queries */
-	struct query *free_next;      /**< pool free list */
+	struct query *free_next;	   /**< pool free list */
 	/* not reset between uses of a slot */
-	uv_timer_t timer;             /**< hedging and silence checks (upstream.c) */
-	struct query_pool *pool;      /**< the pool holding this slot */
+	uv_timer_t timer;	 /**< hedging and silence checks (upstream.c) */
+	struct query_pool *pool; /**< the pool holding this slot */
 	uint8_t inline_msg[QUERY_INLINE_MSG];
 };
 

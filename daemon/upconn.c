@@ -29,23 +29,23 @@ enum {
 
 struct upconn {
 	uv_tcp_t tcp;
-	uv_timer_t timer;            /* handshake deadline, then idle timeout */
+	uv_timer_t timer; /* handshake deadline, then idle timeout */
 	uv_connect_t connect_req;
 	struct server *srv;
 	struct upstream *up;
 	enum upconn_state state;
-	bool was_ready;              /* reached READY: a later close is routine */
-	bool aborting;               /* shutting down: fail queries, do not requeue */
-	unsigned handles_open;       /* tcp and timer; freed when both are closed */
-	struct tls_conn *tls;        /* owned; NULL until connected */
-	struct idmap *ids;           /* owned; upstream ID -> struct query */
-	struct framing reader;       /* answers split across TLS records */
-	uint8_t *out;                /* owned: framed queries awaiting the next flush */
+	bool was_ready;	       /* reached READY: a later close is routine */
+	bool aborting;	       /* shutting down: fail queries, do not requeue */
+	unsigned handles_open; /* tcp and timer; freed when both are closed */
+	struct tls_conn *tls;  /* owned; NULL until connected */
+	struct idmap *ids;     /* owned; upstream ID -> struct query */
+	struct framing reader; /* answers split across TLS records */
+	uint8_t *out;	       /* owned: framed queries awaiting the next flush */
 	size_t out_len, out_cap;
-	struct upconn *flush_next;   /* srv->flush_list */
+	struct upconn *flush_next; /* srv->flush_list */
 	bool flush_queued;
-	uint64_t last_rx_ns;         /* uv_hrtime() of the last bytes received */
-	unsigned keepalive_ms;       /* the server's idle timeout (RFC 7828), 0: none said */
+	uint64_t last_rx_ns;   /* uv_hrtime() of the last bytes received */
+	unsigned keepalive_ms; /* the server's idle timeout (RFC 7828), 0: none said */
 	bool keepalive_known;
 };
 
@@ -321,8 +321,8 @@ static void drive_handshake(struct upconn *conn)
 		return;
 	if (rc < 0) {
 		metrics_inc(METRIC_upstream_tls_failures);
-		log_error("upstream %s: TLS failed: %s; nothing was sent to it", conn->up->spec->label,
-			  tls_conn_error(conn->tls));
+		log_error("upstream %s: TLS failed: %s; nothing was sent to it",
+			  conn->up->spec->label, tls_conn_error(conn->tls));
 		close_conn(conn, NULL);
 		return;
 	}
@@ -337,10 +337,11 @@ static void drive_handshake(struct upconn *conn)
 	if (unauthenticated) {
 		metrics_inc(METRIC_upstream_unauthenticated);
 		log_warn("upstream %s: NOT authenticated (%s); opportunistic profile: encrypted "
-			 "anyway", conn->up->spec->label, unauthenticated);
+			 "anyway",
+			 conn->up->spec->label, unauthenticated);
 	}
 	log_info("upstream %s: connected, %s, %s", conn->up->spec->label, desc,
-		 unauthenticated		? "unauthenticated"
+		 unauthenticated	       ? "unauthenticated"
 		 : tls_conn_resumed(conn->tls) ? "verified session"
 					       : "certificate verified");
 	upstream_conn_ready(conn->up, conn);
@@ -364,7 +365,8 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 	if (nread == 0 || conn->state == UPCONN_CLOSED)
 		return;
 	if (nread < 0) {
-		upconn_close(conn, nread == UV_EOF ? "closed by the server" : uv_strerror((int)nread));
+		upconn_close(conn,
+			     nread == UV_EOF ? "closed by the server" : uv_strerror((int)nread));
 		return;
 	}
 	conn->last_rx_ns = uv_hrtime();
@@ -402,8 +404,9 @@ static void connect_cb(uv_connect_t *req, int status)
 		return;
 	}
 	uv_tcp_nodelay(&conn->tcp, 1);
-	conn->tls = tls_conn_new(conn->srv->tls, spec->auth_name[0] ? spec->auth_name : NULL,
-				 spec->ip, conn->srv->cfg->session_resumption ? conn->up->session : NULL);
+	conn->tls =
+	    tls_conn_new(conn->srv->tls, spec->auth_name[0] ? spec->auth_name : NULL, spec->ip,
+			 conn->srv->cfg->session_resumption ? conn->up->session : NULL);
 	if (!conn->tls) {
 		close_conn(conn, "cannot create a TLS session");
 		return;
@@ -450,7 +453,7 @@ struct upconn *upconn_new(struct server *srv, struct upstream *up)
 {
 	struct upconn *conn = calloc(1, sizeof(*conn));
 	unsigned capacity = srv->cfg->max_inflight < MAX_INFLIGHT_PER_CONN ? srv->cfg->max_inflight
-									     : MAX_INFLIGHT_PER_CONN;
+									   : MAX_INFLIGHT_PER_CONN;
 	int rc;
 
 	require(conn);
@@ -500,7 +503,8 @@ static void unlink_flush(struct upconn *conn)
 static void say_goodbye(struct upconn *conn)
 {
 	tls_conn_shutdown(conn->tls);
-	size_t n = tls_conn_out_take(conn->tls, conn->srv->cipher_buf, sizeof(conn->srv->cipher_buf));
+	size_t n =
+	    tls_conn_out_take(conn->tls, conn->srv->cipher_buf, sizeof(conn->srv->cipher_buf));
 	uv_buf_t buf = uv_buf_init((char *)conn->srv->cipher_buf, (unsigned)n);
 	if (n)
 		(void)uv_try_write((uv_stream_t *)&conn->tcp, &buf, 1);
@@ -518,7 +522,8 @@ static void close_conn(struct upconn *conn, const char *reason)
 		return;
 	if (reason) {
 		if (failed)
-			log_warn("upstream %s: connection failed: %s", conn->up->spec->label, reason);
+			log_warn("upstream %s: connection failed: %s", conn->up->spec->label,
+				 reason);
 		else
 			log_info("upstream %s: connection closed: %s (%u queries in flight)",
 				 conn->up->spec->label, reason, idmap_count(conn->ids));

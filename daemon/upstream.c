@@ -20,18 +20,18 @@
 enum {
 	BACKOFF_FIRST_MS = 250,
 	BACKOFF_MAX_MS = 4000,
-	HEDGE_MIN_MS = 100,     /* below this, duplicates would be sent for nothing */
-	HEDGE_MAX_MS = 800,     /* a stalled upstream must cost well under a second */
+	HEDGE_MIN_MS = 100,	/* below this, duplicates would be sent for nothing */
+	HEDGE_MAX_MS = 800,	/* a stalled upstream must cost well under a second */
 	HEDGE_UNKNOWN_MS = 400, /* before the first RTT sample */
-	SILENCE_MS = 1000,      /* nothing at all received this long: the connection is dead */
-	SILENCES_DOWN = 2,      /* silent connections in a row that mark an upstream down */
-	BUSY_INFLIGHT = 32,     /* queries on a connection before another one opens */
-	SAMPLE_EVERY = 16,      /* fastest: one query in this many samples another upstream */
+	SILENCE_MS = 1000,	/* nothing at all received this long: the connection is dead */
+	SILENCES_DOWN = 2,	/* silent connections in a row that mark an upstream down */
+	BUSY_INFLIGHT = 32,	/* queries on a connection before another one opens */
+	SAMPLE_EVERY = 16,	/* fastest: one query in this many samples another upstream */
 };
 
 /* What a query's timer checks next. */
 enum slow_stage {
-	SLOW_HEDGE = 0,   /* send to one more upstream */
+	SLOW_HEDGE = 0,	  /* send to one more upstream */
 	SLOW_SILENCE = 1, /* is the first attempt's connection dead? */
 	SLOW_DONE = 2,
 };
@@ -39,9 +39,9 @@ enum slow_stage {
 struct upstream_set {
 	struct server *srv;
 	unsigned n;
-	unsigned rr_next;   /* round-robin position */
-	unsigned counter;   /* fastest: when to sample */
-	unsigned closing;   /* timers still closing in upstream_set_free() */
+	unsigned rr_next; /* round-robin position */
+	unsigned counter; /* fastest: when to sample */
+	unsigned closing; /* timers still closing in upstream_set_free() */
 	struct upstream ups[OPTIONS_MAX_UPSTREAMS];
 };
 
@@ -73,8 +73,8 @@ static void set_closed_cb(uv_handle_t *handle)
 {
 	struct upstream *up = handle->data;
 	/* ups[] is embedded in the set: step back from this element to it. */
-	struct upstream_set *set = (struct upstream_set *)((char *)(up - up->index) -
-							   offsetof(struct upstream_set, ups));
+	struct upstream_set *set =
+	    (struct upstream_set *)((char *)(up - up->index) - offsetof(struct upstream_set, ups));
 
 	if (--set->closing)
 		return;
@@ -187,8 +187,8 @@ static struct upstream *choose(struct upstream_set *set, const struct query *q)
 		struct upstream *up = &set->ups[i];
 		if ((q->tried & (1u << i)) || attempted(q, up))
 			continue;
-		if (!best || uv_timer_get_due_in(&up->probe_timer) <
-				     uv_timer_get_due_in(&best->probe_timer))
+		if (!best ||
+		    uv_timer_get_due_in(&up->probe_timer) < uv_timer_get_due_in(&best->probe_timer))
 			best = up;
 	}
 	return best;
@@ -207,8 +207,8 @@ static struct upconn *pick_conn(struct upstream *up)
 		if (!best || upconn_load(c) < upconn_load(best))
 			best = c;
 	}
-	if (best && (upconn_load(best) < BUSY_INFLIGHT ||
-		     up->n_conns >= up->srv->cfg->max_connections))
+	if (best &&
+	    (upconn_load(best) < BUSY_INFLIGHT || up->n_conns >= up->srv->cfg->max_connections))
 		return best;
 	struct upconn *conn = upconn_new(up->srv, up);
 	if (!conn) {

@@ -32,17 +32,17 @@ enum { UPSTREAM_MAX_CONNS = 64 };
 
 struct upstream {
 	struct server *srv;
-	const struct options_upstream *spec; /**< from the config (not owned) */
-	unsigned index;               /**< position in the configured order */
+	const struct options_upstream *spec;	  /**< from the config (not owned) */
+	unsigned index;				  /**< position in the configured order */
 	struct upconn *conns[UPSTREAM_MAX_CONNS]; /**< open connections (owned) */
 	unsigned n_conns;
-	struct tls_session *session;  /**< TLS sessions to resume (owned) */
-	bool down;                    /**< skipped while another upstream is usable */
-	unsigned failures;            /**< consecutive failures; reset by an answer */
-	unsigned silences;            /**< consecutive silent connections */
-	uv_timer_t probe_timer;       /**< background re-probe while down */
-	double srtt_us, rttvar_us;    /**< smoothed answer time and its variation */
-	unsigned samples;             /**< RTT samples taken (0: unknown) */
+	struct tls_session *session; /**< TLS sessions to resume (owned) */
+	bool down;		     /**< skipped while another upstream is usable */
+	unsigned failures;	     /**< consecutive failures; reset by an answer */
+	unsigned silences;	     /**< consecutive silent connections */
+	uv_timer_t probe_timer;	     /**< background re-probe while down */
+	double srtt_us, rttvar_us;   /**< smoothed answer time and its variation */
+	unsigned samples;	     /**< RTT samples taken (0: unknown) */
 };
 
 struct upstream_set;

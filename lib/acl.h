@@ -16,7 +16,7 @@ enum { ACL_MAX = 64 };
 struct acl_entry {
 	sa_family_t family; /**< AF_INET or AF_INET6 */
 	uint8_t addr[16];   /**< network order; only the first 4 bytes for AF_INET */
-	uint8_t bits;       /**< prefix length */
+	uint8_t bits;	    /**< prefix length */
 };
 
 /** A list of prefixes.  Plain data, part of struct config. */

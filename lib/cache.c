@@ -11,7 +11,7 @@
 #include <string.h>
 
 struct entry {
-	struct entry *chain;            /* next in the bucket */
+	struct entry *chain;		   /* next in the bucket */
 	struct entry *lru_prev, *lru_next; /* lru_next: towards older */
 	uint64_t hash;
 	uint64_t stored_ms;
@@ -21,7 +21,7 @@ struct entry {
 	uint16_t name_len;
 	uint16_t len;
 	uint8_t bits;
-	uint8_t data[];                 /* name_len bytes of name, then len bytes of message */
+	uint8_t data[]; /* name_len bytes of name, then len bytes of message */
 };
 
 struct cache {

@@ -20,7 +20,7 @@ struct cache_key {
 	uint16_t name_len;
 	uint16_t qtype;
 	uint16_t qclass;
-	uint8_t bits;                /**< CACHE_KEY_DO | CACHE_KEY_CD */
+	uint8_t bits; /**< CACHE_KEY_DO | CACHE_KEY_CD */
 };
 
 enum {
@@ -30,12 +30,12 @@ enum {
 
 /** A found entry.  @msg stays valid until the next call that changes the cache. */
 struct cache_hit {
-	const uint8_t *msg;  /**< the stored response (its ID is meaningless) */
+	const uint8_t *msg; /**< the stored response (its ID is meaningless) */
 	size_t len;
-	uint32_t age_s;      /**< seconds since it was stored */
-	uint32_t ttl_s;      /**< the TTL it was stored with */
-	bool stale;          /**< past its TTL (served only when upstreams fail) */
-	uint32_t hits;       /**< lookups that found it, this one included */
+	uint32_t age_s; /**< seconds since it was stored */
+	uint32_t ttl_s; /**< the TTL it was stored with */
+	bool stale;	/**< past its TTL (served only when upstreams fail) */
+	uint32_t hits;	/**< lookups that found it, this one included */
 };
 
 struct cache;

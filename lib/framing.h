@@ -12,9 +12,9 @@
 /** Reassembly state of one direction of one connection.  Embedded; the
  * owner calls framing_init() and framing_deinit(). */
 struct framing {
-	uint8_t *buf;  /**< partial frame, length prefix included; owned, may be NULL */
-	size_t have;   /**< bytes of the partial frame held in buf */
-	size_t cap;    /**< allocated size of buf */
+	uint8_t *buf; /**< partial frame, length prefix included; owned, may be NULL */
+	size_t have;  /**< bytes of the partial frame held in buf */
+	size_t cap;   /**< allocated size of buf */
 };
 
 /**

@@ -18,8 +18,8 @@ struct slot {
 struct idmap {
 	unsigned capacity; /* entries allowed */
 	unsigned count;
-	unsigned mask;     /* table size - 1 */
-	unsigned cursor;   /* where idmap_pop() resumes its scan */
+	unsigned mask;	 /* table size - 1 */
+	unsigned cursor; /* where idmap_pop() resumes its scan */
 	struct slot slots[];
 };
 

@@ -13,7 +13,8 @@ enum log_level log_threshold = LOG_LEVEL_WARN;
 
 static const char *const level_names[] = { "error", "warning", "info", "debug" };
 
-static void emit(const char *tag, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+static void emit(const char *tag, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 
 static void emit(const char *tag, const char *fmt, va_list ap)
 {

@@ -48,10 +48,10 @@ enum opt_id {
 
 struct option_def {
 	enum opt_id id;
-	char short_name;   /* 0: none */
-	bool cli_only;     /* not allowed in a config file */
+	char short_name; /* 0: none */
+	bool cli_only;	 /* not allowed in a config file */
 	const char *name;
-	const char *arg;   /* NULL: a flag without a value */
+	const char *arg; /* NULL: a flag without a value */
 	const char *help;
 };
 
@@ -120,10 +120,8 @@ static const struct option_def table[] = {
 	  "after binding, drop root privileges for this user (and its group)" },
 	{ OPT_LOG_QUERIES, 0, false, "log-queries", NULL,
 	  "log one line per query: client, name, type, rcode, upstream, time" },
-	{ OPT_VERBOSE, 'v', false, "verbose", NULL,
-	  "log more (repeatable: -v info, -vv debug)" },
-	{ OPT_CHECK_CONFIG, 0, true, "check-config", NULL,
-	  "validate the configuration and exit" },
+	{ OPT_VERBOSE, 'v', false, "verbose", NULL, "log more (repeatable: -v info, -vv debug)" },
+	{ OPT_CHECK_CONFIG, 0, true, "check-config", NULL, "validate the configuration and exit" },
 	{ OPT_HELP, 'h', true, "help", NULL, "show this help and exit" },
 	{ OPT_VERSION, 'V', true, "version", NULL, "show the version and exit" },
 };
@@ -136,14 +134,14 @@ struct parse_state {
 	enum source source;
 	enum source listen_from;   /* where the current listen list came from */
 	enum source upstream_from; /* where the current upstream list came from */
-	enum source allow_from;    /* where the current allow list came from */
+	enum source allow_from;	   /* where the current allow list came from */
 	bool exit_now;
 	char *err;
 	size_t errlen;
 };
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -217,7 +215,7 @@ static bool valid_hostname(const char *name)
 static bool base64_decode_exact(const char *text, size_t text_len, uint8_t *out, size_t len)
 {
 	static const char alphabet[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 	uint32_t acc = 0;
 	size_t bits = 0, n = 0, i;
 
@@ -253,7 +251,8 @@ static int parse_pins(const char *spec, const char *pins, struct options_upstrea
 		if (!base64_decode_exact(start, len, up->pins[up->n_pins], OPTIONS_PIN_LEN))
 			return fail(err, errlen,
 				    "bad upstream '%s': pin '%.*s' is not the base64 of a SHA-256 "
-				    "digest (44 characters)", spec, (int)len, start);
+				    "digest (44 characters)",
+				    spec, (int)len, start);
 		up->n_pins++;
 		pins = start + len;
 	}
@@ -309,8 +308,8 @@ int options_parse_upstream(const char *full_spec, struct options_upstream *up, c
 			    "bad upstream '%s': '%s' is not an IP address (names are not resolved)",
 			    spec, ip);
 	memcpy(up->ip, ip, ip_len + 1); /* inet_pton accepted it: it fits */
-	snprintf(up->label, sizeof(up->label), "%s@%u%s%s", ip, up->port, up->auth_name[0] ? "#" : "",
-		 up->auth_name);
+	snprintf(up->label, sizeof(up->label), "%s@%u%s%s", ip, up->port,
+		 up->auth_name[0] ? "#" : "", up->auth_name);
 	return 0;
 }
 
@@ -324,7 +323,8 @@ int options_parse_listen(const char *spec, struct options_addr *addr, char *err,
 	if (spec[0] == '[') {
 		const char *close = strchr(spec, ']');
 		if (!close || close[1] != ':')
-			return fail(err, errlen, "bad listen address '%s': expected [IPv6]:PORT", spec);
+			return fail(err, errlen, "bad listen address '%s': expected [IPv6]:PORT",
+				    spec);
 		ip_start = spec + 1;
 		ip_len = (size_t)(close - ip_start);
 		colon = close + 1;
@@ -332,7 +332,8 @@ int options_parse_listen(const char *spec, struct options_addr *addr, char *err,
 		colon = strrchr(spec, ':');
 		if (!colon || strchr(spec, ':') != colon)
 			return fail(err, errlen,
-				    "bad listen address '%s': expected ADDR:PORT or [IPv6]:PORT", spec);
+				    "bad listen address '%s': expected ADDR:PORT or [IPv6]:PORT",
+				    spec);
 		ip_len = (size_t)(colon - spec);
 	}
 	if (ip_len == 0 || ip_len >= sizeof(ip))
@@ -399,7 +400,8 @@ static void set_defaults(struct config *cfg)
 
 	memset(cfg, 0, sizeof(*cfg));
 	for (size_t i = 0; i < sizeof(listens) / sizeof(listens[0]); i++)
-		if (options_parse_listen(listens[i], &cfg->listen[cfg->n_listen], err, sizeof(err)) == 0)
+		if (options_parse_listen(listens[i], &cfg->listen[cfg->n_listen], err,
+					 sizeof(err)) == 0)
 			cfg->n_listen++;
 	cfg->listen_is_default = true;
 	for (size_t i = 0; i < sizeof(upstreams) / sizeof(upstreams[0]); i++)
@@ -471,7 +473,8 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 			st->listen_from = st->source;
 		}
 		if (cfg->n_listen == OPTIONS_MAX_LISTEN)
-			return fail(err, errlen, "too many --listen (at most %d)", OPTIONS_MAX_LISTEN);
+			return fail(err, errlen, "too many --listen (at most %d)",
+				    OPTIONS_MAX_LISTEN);
 		return options_parse_listen(value, &cfg->listen[cfg->n_listen++], err, errlen);
 	case OPT_UPSTREAM:
 		if (st->upstream_from != st->source) {
@@ -481,7 +484,8 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 		if (cfg->n_upstream == OPTIONS_MAX_UPSTREAMS)
 			return fail(err, errlen, "too many --upstream (at most %d)",
 				    OPTIONS_MAX_UPSTREAMS);
-		return options_parse_upstream(value, &cfg->upstream[cfg->n_upstream++], err, errlen);
+		return options_parse_upstream(value, &cfg->upstream[cfg->n_upstream++], err,
+					      errlen);
 	case OPT_CA_FILE:
 		if (!value[0] || strlen(value) >= sizeof(cfg->ca_file))
 			return fail(err, errlen, "bad --ca-file '%s'", value);
@@ -565,8 +569,10 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 		if (cfg->allow.n == ACL_MAX)
 			return fail(err, errlen, "too many --allow (at most %d)", ACL_MAX);
 		if (acl_parse(value, &cfg->allow.entries[cfg->allow.n]) < 0)
-			return fail(err, errlen, "bad --allow '%s': expected ADDR/BITS, e.g. "
-				    "192.168.1.0/24", value);
+			return fail(err, errlen,
+				    "bad --allow '%s': expected ADDR/BITS, e.g. "
+				    "192.168.1.0/24",
+				    value);
 		cfg->allow.n++;
 		return 0;
 	case OPT_USER:
@@ -658,8 +664,8 @@ static int read_file(struct parse_state *st, const char *path)
 		value = trim(value);
 		const struct option_def *o = find_long(name, strlen(name));
 		if (o && o->id == OPT_CONFIG) {
-			rc = fail(st->err, st->errlen, "%s:%u: 'config' cannot be used in a config file",
-				  path, lineno);
+			rc = fail(st->err, st->errlen,
+				  "%s:%u: 'config' cannot be used in a config file", path, lineno);
 			break;
 		}
 		if (!o || o->cli_only) {
@@ -668,8 +674,8 @@ static int read_file(struct parse_state *st, const char *path)
 			break;
 		}
 		if (o->arg && !*value) {
-			rc = fail(st->err, st->errlen, "%s:%u: '%s' needs a value (%s)", path, lineno,
-				  name, o->arg);
+			rc = fail(st->err, st->errlen, "%s:%u: '%s' needs a value (%s)", path,
+				  lineno, name, o->arg);
 			break;
 		}
 		if (!o->arg && *value) {
@@ -711,11 +717,12 @@ static int parse_argv(struct parse_state *st, int argc, char **argv, bool config
 			size_t len = eq ? (size_t)(eq - arg - 2) : strlen(arg + 2);
 			o = find_long(arg + 2, len);
 			if (!o)
-				return fail(st->err, st->errlen, "unknown option '%s' (see --help)", arg);
+				return fail(st->err, st->errlen, "unknown option '%s' (see --help)",
+					    arg);
 			if (eq) {
 				if (!o->arg)
-					return fail(st->err, st->errlen, "option --%s takes no value",
-						    o->name);
+					return fail(st->err, st->errlen,
+						    "option --%s takes no value", o->name);
 				value = eq + 1;
 			}
 		} else if (arg[0] == '-' && arg[1] && arg[1] != '-') {
@@ -733,7 +740,8 @@ static int parse_argv(struct parse_state *st, int argc, char **argv, bool config
 			}
 			continue;
 		} else {
-			return fail(st->err, st->errlen, "unexpected argument '%s' (see --help)", arg);
+			return fail(st->err, st->errlen, "unexpected argument '%s' (see --help)",
+				    arg);
 		}
 		if (o->arg && !value) {
 			if (i + 1 >= argc)

@@ -26,21 +26,22 @@ enum {
 
 /** How an upstream is chosen for a query (--policy). */
 enum options_policy {
-	OPTIONS_POLICY_FASTEST,    /**< lowest smoothed latency, others sampled now and then */
-	OPTIONS_POLICY_FAILOVER,   /**< the first healthy one, in the order given */
+	OPTIONS_POLICY_FASTEST,	    /**< lowest smoothed latency, others sampled now and then */
+	OPTIONS_POLICY_FAILOVER,    /**< the first healthy one, in the order given */
 	OPTIONS_POLICY_ROUND_ROBIN, /**< each healthy one in turn */
 };
 
 /** RFC 8310 usage profile (--profile). */
 enum options_profile {
-	OPTIONS_PROFILE_STRICT,        /**< authenticate or do not use (default) */
+	OPTIONS_PROFILE_STRICT,	       /**< authenticate or do not use (default) */
 	OPTIONS_PROFILE_OPPORTUNISTIC, /**< encrypt even when authentication fails */
 };
 
 /** What options_parse() decided (errors are negative). */
 enum {
-	OPTIONS_RUN = 0,  /**< start the daemon with the config */
-	OPTIONS_EXIT = 1, /**< --help or --version printed: exit 0 (--check-config sets check_only) */
+	OPTIONS_RUN = 0, /**< start the daemon with the config */
+	OPTIONS_EXIT =
+	    1, /**< --help or --version printed: exit 0 (--check-config sets check_only) */
 };
 
 /** A socket address with the text it was written as. */
@@ -53,46 +54,47 @@ struct options_addr {
 /** One upstream resolver, from IP[@PORT][#AUTH-NAME]. */
 struct options_upstream {
 	struct options_addr addr;
-	char ip[INET6_ADDRSTRLEN];              /**< the IP as text, for IP verification */
+	char ip[INET6_ADDRSTRLEN]; /**< the IP as text, for IP verification */
 	uint16_t port;
-	char auth_name[OPTIONS_MAX_AUTH_NAME + 1]; /**< empty: verify the IP instead */
+	char auth_name[OPTIONS_MAX_AUTH_NAME + 1];	 /**< empty: verify the IP instead */
 	uint8_t pins[OPTIONS_MAX_PINS][OPTIONS_PIN_LEN]; /**< SPKI SHA-256 pins (RFC 7858 §4.2) */
-	unsigned n_pins;                        /**< 0: no pinning */
-	char label[INET6_ADDRSTRLEN + 24 + OPTIONS_MAX_AUTH_NAME]; /**< the spec without pins, for logs */
+	unsigned n_pins;				 /**< 0: no pinning */
+	char label[INET6_ADDRSTRLEN + 24 +
+		   OPTIONS_MAX_AUTH_NAME]; /**< the spec without pins, for logs */
 };
 
 /** The whole configuration.  Plain data: copy it freely. */
 struct config {
 	struct options_addr listen[OPTIONS_MAX_LISTEN];
 	unsigned n_listen;
-	bool listen_is_default;      /**< no --listen given: a missing IPv6 stack is not fatal */
+	bool listen_is_default; /**< no --listen given: a missing IPv6 stack is not fatal */
 	struct options_upstream upstream[OPTIONS_MAX_UPSTREAMS];
 	unsigned n_upstream;
-	char ca_file[4096];          /**< empty: the system trust store */
-	int verbosity;               /**< number of -v given */
+	char ca_file[4096]; /**< empty: the system trust store */
+	int verbosity;	    /**< number of -v given */
 	bool log_queries;
-	unsigned timeout_ms;         /**< deadline of a client query */
+	unsigned timeout_ms;	      /**< deadline of a client query */
 	unsigned tcp_idle_timeout_ms; /**< idle TCP clients are closed after this */
-	unsigned max_inflight;       /**< queries in flight at once */
-	unsigned max_tcp_clients;    /**< TCP client connections at once */
-	unsigned max_tcp_pipeline;   /**< queries in flight per TCP client */
-	unsigned idle_timeout_ms;    /**< idle upstream connections are closed after this */
-	unsigned max_connections;    /**< TLS connections per upstream */
+	unsigned max_inflight;	      /**< queries in flight at once */
+	unsigned max_tcp_clients;     /**< TCP client connections at once */
+	unsigned max_tcp_pipeline;    /**< queries in flight per TCP client */
+	unsigned idle_timeout_ms;     /**< idle upstream connections are closed after this */
+	unsigned max_connections;     /**< TLS connections per upstream */
 	enum options_policy policy;
 	enum options_profile profile;
-	bool padding;                /**< EDNS padding of queries (RFC 8467) */
-	bool session_resumption;     /**< offer TLS session tickets on reconnect */
-	size_t cache_bytes;          /**< answer cache budget; 0: no cache */
-	unsigned cache_min_ttl;      /**< answers are cached at least this long (s) */
-	unsigned cache_max_ttl;      /**< and at most this long (s) */
-	unsigned serve_stale;        /**< expired answers may serve this long when every
+	bool padding;		 /**< EDNS padding of queries (RFC 8467) */
+	bool session_resumption; /**< offer TLS session tickets on reconnect */
+	size_t cache_bytes;	 /**< answer cache budget; 0: no cache */
+	unsigned cache_min_ttl;	 /**< answers are cached at least this long (s) */
+	unsigned cache_max_ttl;	 /**< and at most this long (s) */
+	unsigned serve_stale;	 /**< expired answers may serve this long when every
 				      *   upstream fails (RFC 8767), 0: never */
-	bool prefetch;               /**< refresh popular entries before they expire */
-	char block_file[4096];       /**< blocklist file, empty: none */
-	int block_action;            /**< enum localzone_block_action */
-	struct acl allow;            /**< clients that may ask (--allow); default loopback */
-	char user[64];               /**< --user: drop root for this user after binding */
-	bool check_only;             /**< --check-config */
+	bool prefetch;		 /**< refresh popular entries before they expire */
+	char block_file[4096];	 /**< blocklist file, empty: none */
+	int block_action;	 /**< enum localzone_block_action */
+	struct acl allow;	 /**< clients that may ask (--allow); default loopback */
+	char user[64];		 /**< --user: drop root for this user after binding */
+	bool check_only;	 /**< --check-config */
 };
 
 /**
@@ -106,8 +108,7 @@ int options_parse(int argc, char **argv, struct config *cfg, FILE *out, char *er
 
 /** Parse one upstream spec IP[@PORT][#AUTH-NAME][^PIN]...  (PIN: base64 of the
  * SHA-256 of the certificate's SubjectPublicKeyInfo).  0 or -EINVAL with @err. */
-int options_parse_upstream(const char *spec, struct options_upstream *up, char *err,
-			   size_t errlen);
+int options_parse_upstream(const char *spec, struct options_upstream *up, char *err, size_t errlen);
 
 /** Parse a listen address ADDR:PORT or [IPv6]:PORT.  0 or -EINVAL with @err. */
 int options_parse_listen(const char *spec, struct options_addr *addr, char *err, size_t errlen);

@@ -35,11 +35,11 @@ struct tls_conn {
 	SSL *ssl;
 	bool opportunistic;
 	struct tls_session *resume; /* not owned */
-	uint8_t (*pins)[32];        /* owned copy, or NULL */
+	uint8_t (*pins)[32];	    /* owned copy, or NULL */
 	unsigned n_pins;
-	char auth_failure[256];     /* opportunistic: why authentication failed */
-	BIO *in;  /* ciphertext from the peer, read by OpenSSL; owned by ssl */
-	BIO *out; /* ciphertext for the peer, written by OpenSSL; owned by ssl */
+	char auth_failure[256]; /* opportunistic: why authentication failed */
+	BIO *in;		/* ciphertext from the peer, read by OpenSSL; owned by ssl */
+	BIO *out;		/* ciphertext for the peer, written by OpenSSL; owned by ssl */
 	char error[256];
 };
 

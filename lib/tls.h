@@ -14,9 +14,9 @@
 
 /** Results (negative, below -1000). */
 enum {
-	TLS_EAGAIN = -1101, /**< needs more ciphertext from the peer */
+	TLS_EAGAIN = -1101,  /**< needs more ciphertext from the peer */
 	TLS_ECLOSED = -1102, /**< the peer closed the session cleanly (close_notify) */
-	TLS_EPROTO = -1103, /**< handshake, verification or record failure: see tls_conn_error() */
+	TLS_EPROTO = -1103,  /**< handshake, verification or record failure: see tls_conn_error() */
 };
 
 struct tls_ctx;

@@ -9,8 +9,8 @@
 #include <string.h>
 
 enum {
-	RR_FIXED_LEN = 10, /* type, class, TTL, RDLENGTH */
-	OPT_MIN_LEN = 11,  /* root name + RR_FIXED_LEN */
+	RR_FIXED_LEN = 10,	/* type, class, TTL, RDLENGTH */
+	OPT_MIN_LEN = 11,	/* root name + RR_FIXED_LEN */
 	OUR_UDP_PAYLOAD = 1232, /* DNS flag day 2020 */
 };
 
@@ -479,10 +479,10 @@ const char *wire_type_to_text(uint16_t type, char *buf, size_t cap)
 		uint16_t type;
 		const char *name;
 	} types[] = {
-		{ 1, "A" },	   { 2, "NS" },	      { 5, "CNAME" }, { 6, "SOA" },	{ 12, "PTR" },
-		{ 15, "MX" },	   { 16, "TXT" },     { 28, "AAAA" }, { 33, "SRV" },	{ 35, "NAPTR" },
-		{ 41, "OPT" },	   { 43, "DS" },      { 46, "RRSIG" }, { 47, "NSEC" },	{ 48, "DNSKEY" },
-		{ 50, "NSEC3" },   { 52, "TLSA" },    { 64, "SVCB" }, { 65, "HTTPS" }, { 255, "ANY" },
+		{ 1, "A" },	 { 2, "NS" },	 { 5, "CNAME" },  { 6, "SOA" },	   { 12, "PTR" },
+		{ 15, "MX" },	 { 16, "TXT" },	 { 28, "AAAA" },  { 33, "SRV" },   { 35, "NAPTR" },
+		{ 41, "OPT" },	 { 43, "DS" },	 { 46, "RRSIG" }, { 47, "NSEC" },  { 48, "DNSKEY" },
+		{ 50, "NSEC3" }, { 52, "TLSA" }, { 64, "SVCB" },  { 65, "HTTPS" }, { 255, "ANY" },
 		{ 257, "CAA" },
 	};
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
@@ -494,8 +494,8 @@ const char *wire_type_to_text(uint16_t type, char *buf, size_t cap)
 
 const char *wire_rcode_to_text(unsigned rcode, char *buf, size_t cap)
 {
-	static const char *const names[] = { "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN",
-					     "NOTIMP",	"REFUSED" };
+	static const char *const names[] = { "NOERROR",	 "FORMERR", "SERVFAIL",
+					     "NXDOMAIN", "NOTIMP",  "REFUSED" };
 	if (rcode < sizeof(names) / sizeof(names[0]))
 		return names[rcode];
 	snprintf(buf, cap, "RCODE%u", rcode);

@@ -12,8 +12,8 @@
 
 enum {
 	WIRE_HEADER_LEN = 12,
-	WIRE_MAX_NAME = 255,    /**< RFC 1035 §2.3.4, wire form including the root label */
-	WIRE_MAX_MSG = 65535,   /**< largest message a 2-byte length prefix can frame */
+	WIRE_MAX_NAME = 255,	/**< RFC 1035 §2.3.4, wire form including the root label */
+	WIRE_MAX_MSG = 65535,	/**< largest message a 2-byte length prefix can frame */
 	WIRE_UDP_DEFAULT = 512, /**< RFC 1035 §4.2.1 limit for clients without EDNS */
 	WIRE_TYPE_OPT = 41,
 	WIRE_CLASS_IN = 1,
@@ -65,15 +65,15 @@ enum wire_ede {
 
 /** Parse results (negative, below -1000 as project codes). */
 enum {
-	WIRE_ESHORT = -1001,  /**< no complete header: nothing to answer, drop */
-	WIRE_EFORMAT = -1002, /**< header readable, message malformed: FORMERR */
+	WIRE_ESHORT = -1001,   /**< no complete header: nothing to answer, drop */
+	WIRE_EFORMAT = -1002,  /**< header readable, message malformed: FORMERR */
 	WIRE_EQDCOUNT = -1003, /**< QDCOUNT other than 1 (RFC 9619): FORMERR */
 };
 
 /** A question: the name in uncompressed wire form, as received (case kept). */
 struct wire_question {
 	uint8_t name[WIRE_MAX_NAME]; /**< labels, each length-prefixed, ending with 0 */
-	uint16_t name_len;           /**< bytes used in name, including the root label */
+	uint16_t name_len;	     /**< bytes used in name, including the root label */
 	uint16_t qtype;
 	uint16_t qclass;
 };
@@ -83,20 +83,20 @@ struct wire_question {
  * read (enough to build a FORMERR reply). */
 struct wire_info {
 	uint16_t id;
-	uint16_t flags;              /**< header bits 16..31 (QR, opcode, AA, TC, RD, RA, Z, AD, CD, rcode) */
+	uint16_t flags; /**< header bits 16..31 (QR, opcode, AA, TC, RD, RA, Z, AD, CD, rcode) */
 	uint16_t qdcount, ancount, nscount, arcount;
-	bool has_header;             /**< the 12-byte header was read */
-	bool has_question;           /**< @q is valid */
+	bool has_header;   /**< the 12-byte header was read */
+	bool has_question; /**< @q is valid */
 	struct wire_question q;
-	size_t question_end;         /**< offset just past the question */
-	bool has_edns;               /**< the additional section holds an OPT RR */
-	uint16_t edns_udp_size;      /**< the OPT's advertised payload size, as sent */
-	uint32_t edns_ttl;           /**< the OPT's TTL field: extended rcode, version, DO */
-	size_t opt_start, opt_end;   /**< the OPT RR's position in the message */
-	uint16_t opt_index;          /**< how many additional records precede the OPT */
-	int32_t keepalive;           /**< edns-tcp-keepalive timeout in units of 100 ms
+	size_t question_end;	   /**< offset just past the question */
+	bool has_edns;		   /**< the additional section holds an OPT RR */
+	uint16_t edns_udp_size;	   /**< the OPT's advertised payload size, as sent */
+	uint32_t edns_ttl;	   /**< the OPT's TTL field: extended rcode, version, DO */
+	size_t opt_start, opt_end; /**< the OPT RR's position in the message */
+	uint16_t opt_index;	   /**< how many additional records precede the OPT */
+	int32_t keepalive;	   /**< edns-tcp-keepalive timeout in units of 100 ms
 				      *   (RFC 7828), -1 when absent or empty */
-	bool has_ecs;                /**< the OPT carries an EDNS Client Subnet option */
+	bool has_ecs;		   /**< the OPT carries an EDNS Client Subnet option */
 };
 
 /**
@@ -164,12 +164,12 @@ size_t wire_strip_opt(uint8_t *msg, size_t len, const struct wire_info *info);
  * an Extended DNS Error @ede unless WIRE_EDE_NONE.  Returns the length
  * written to @out, or 0 if @cap is too small.
  */
-size_t wire_make_reply(const struct wire_info *query, enum wire_rcode rcode, int ede,
-		       uint8_t *out, size_t cap);
+size_t wire_make_reply(const struct wire_info *query, enum wire_rcode rcode, int ede, uint8_t *out,
+		       size_t cap);
 
 /** How the query sent upstream is built (see wire_make_upstream_query()). */
 struct wire_upstream_opts {
-	bool pad;       /**< EDNS padding to a multiple of WIRE_PAD_BLOCK (RFC 8467) */
+	bool pad;	/**< EDNS padding to a multiple of WIRE_PAD_BLOCK (RFC 8467) */
 	bool keepalive; /**< ask for the server's idle timeout (RFC 7828) */
 };
 

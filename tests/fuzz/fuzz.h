@@ -16,7 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define CHECK(cond)                                                                                \
 	do {                                                                                       \
 		if (!(cond)) {                                                                     \
-			fprintf(stderr, "fuzz check failed: %s at %s:%d\n", #cond, __FILE__,        \
+			fprintf(stderr, "fuzz check failed: %s at %s:%d\n", #cond, __FILE__,       \
 				__LINE__);                                                         \
 			abort();                                                                   \
 		}                                                                                  \

@@ -54,8 +54,7 @@ static int frame_cb(void *arg, uint8_t *msg, size_t len)
 
 /* The reference: walk the stream prefix by prefix.  Returns the number of
  * frames; *consumed is where the incomplete tail starts. */
-static size_t reference_split(const uint8_t *s, size_t len, struct ref_frame *out,
-			      size_t *consumed)
+static size_t reference_split(const uint8_t *s, size_t len, struct ref_frame *out, size_t *consumed)
 {
 	size_t pos = 0, n = 0;
 
@@ -130,7 +129,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(rc == 0);
 		CHECK(r.delivered >= before);
 		/* Whatever has been fed and not delivered is held, no more. */
-		size_t delivered_end = r.delivered ? ref[r.delivered - 1].off + ref[r.delivered - 1].len : 0;
+		size_t delivered_end =
+		    r.delivered ? ref[r.delivered - 1].off + ref[r.delivered - 1].len : 0;
 		CHECK(framing_pending(&f) == pos - delivered_end);
 		if (n_sizes == 0 || all_zero)
 			CHECK(pos == len);

@@ -151,7 +151,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char *file_argv[] = { (char *)"dotproxy", (char *)"--config", config_path, NULL };
 	run(3, file_argv);
 	char *override_argv[] = { (char *)"dotproxy", (char *)"--upstream", (char *)"192.0.2.1",
-				  (char *)"--config", config_path, NULL };
+				  (char *)"--config", config_path,	    NULL };
 	run(5, override_argv);
 	return 0;
 }

@@ -95,7 +95,8 @@ static int walk(const uint8_t *msg, size_t len, struct rr *rrs)
 {
 	uint8_t scratch[WIRE_MAX_NAME];
 	size_t pos = WIRE_HEADER_LEN;
-	unsigned count = (unsigned)wire_read16(msg + 6) + wire_read16(msg + 8) + wire_read16(msg + 10);
+	unsigned count =
+	    (unsigned)wire_read16(msg + 6) + wire_read16(msg + 8) + wire_read16(msg + 10);
 
 	if (count > MAX_RRS || !expand(msg, len, &pos, scratch) || len - pos < 4)
 		return -1;

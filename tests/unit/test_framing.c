@@ -21,7 +21,7 @@ struct seen {
 	unsigned count;
 	size_t len[MAX_FRAMES];
 	uint8_t *data[MAX_FRAMES]; /* owned copies */
-	unsigned stop_after;       /* return stop_value once this many were seen; 0: never */
+	unsigned stop_after;	   /* return stop_value once this many were seen; 0: never */
 	int stop_value;
 };
 
@@ -389,16 +389,11 @@ static void whole_frames_in_place(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(one_whole_frame),
-		cmocka_unit_test(many_frames_one_chunk),
-		cmocka_unit_test(every_split_of_three),
-		cmocka_unit_test(every_pair_of_splits),
-		cmocka_unit_test(byte_at_a_time),
-		cmocka_unit_test(zero_length),
-		cmocka_unit_test(largest_frame),
-		cmocka_unit_test(pending_counts),
-		cmocka_unit_test(callback_stops),
-		cmocka_unit_test(deinit_holding_partial),
+		cmocka_unit_test(one_whole_frame),	 cmocka_unit_test(many_frames_one_chunk),
+		cmocka_unit_test(every_split_of_three),	 cmocka_unit_test(every_pair_of_splits),
+		cmocka_unit_test(byte_at_a_time),	 cmocka_unit_test(zero_length),
+		cmocka_unit_test(largest_frame),	 cmocka_unit_test(pending_counts),
+		cmocka_unit_test(callback_stops),	 cmocka_unit_test(deinit_holding_partial),
 		cmocka_unit_test(whole_frames_in_place),
 	};
 

@@ -142,9 +142,8 @@ static void upstream_forms(void **state)
 	assert_string_equal(up.ip, "1.2.3.4");
 	assert_string_equal(up.auth_name, "dns.example");
 
-	assert_int_equal(options_parse_upstream("2620:fe::fe@853#dns.quad9.net", &up, err,
-						sizeof(err)),
-			 0);
+	assert_int_equal(
+	    options_parse_upstream("2620:fe::fe@853#dns.quad9.net", &up, err, sizeof(err)), 0);
 	assert_int_equal(up.addr.sa.ss_family, AF_INET6);
 	assert_int_equal(up.addr.sa_len, sizeof(struct sockaddr_in6));
 	assert_string_equal(up.ip, "2620:fe::fe");
@@ -156,9 +155,9 @@ static void upstream_forms(void **state)
 	assert_int_equal(up.port, 65535);
 
 	/* The same through the command line, twice: a list. */
-	assert_int_equal(parse_args(ARGS("--upstream", "1.2.3.4@8853#dns.example", "--upstream",
-					 "2620:fe::fe")),
-			 OPTIONS_RUN);
+	assert_int_equal(
+	    parse_args(ARGS("--upstream", "1.2.3.4@8853#dns.example", "--upstream", "2620:fe::fe")),
+	    OPTIONS_RUN);
 	assert_int_equal(cfg.n_upstream, 2);
 	assert_string_equal(cfg.upstream[0].auth_name, "dns.example");
 	assert_string_equal(cfg.upstream[1].ip, "2620:fe::fe");
@@ -215,11 +214,12 @@ static void listen_forms(void **state)
 {
 	(void)state;
 	struct options_addr a;
-	static const char *const bad[] = { "::1:53",	     "127.0.0.1",     "[127.0.0.1]:53",
-					   "[::1]",	     "[::1]53",	      "[::1]:",
-					   "127.0.0.1:0",    "127.0.0.1:65536", ":53",
-					   "localhost:53",   "[::1:53",	      "1.2.3.4:53x",
-					   "" };
+	static const char *const bad[] = {
+		"::1:53",  "127.0.0.1",	   "[127.0.0.1]:53", "[::1]",
+		"[::1]53", "[::1]:",	   "127.0.0.1:0",    "127.0.0.1:65536",
+		":53",	   "localhost:53", "[::1:53",	     "1.2.3.4:53x",
+		""
+	};
 
 	assert_int_equal(options_parse_listen("[::1]:5353", &a, err, sizeof(err)), 0);
 	assert_int_equal(a.sa.ss_family, AF_INET6);
@@ -259,11 +259,11 @@ static void listen_forms(void **state)
 static void equals_form(void **state)
 {
 	(void)state;
-	assert_int_equal(parse_args(ARGS("--listen=127.0.0.1:5300", "--upstream=1.2.3.4@8853",
-					 "--timeout=1500", "--ca-file=/etc/ssl/x.pem",
-					 "--max-inflight=10", "--max-tcp-clients=20",
-					 "--max-tcp-pipeline=30", "--tcp-idle-timeout=40")),
-			 OPTIONS_RUN);
+	assert_int_equal(
+	    parse_args(ARGS("--listen=127.0.0.1:5300", "--upstream=1.2.3.4@8853", "--timeout=1500",
+			    "--ca-file=/etc/ssl/x.pem", "--max-inflight=10", "--max-tcp-clients=20",
+			    "--max-tcp-pipeline=30", "--tcp-idle-timeout=40")),
+	    OPTIONS_RUN);
 	assert_int_equal(cfg.n_listen, 1);
 	assert_int_equal(port_of(&cfg.listen[0]), 5300);
 	assert_int_equal(cfg.n_upstream, 1);
@@ -321,11 +321,11 @@ static void bad_arguments(void **state)
 
 	/* Numbers out of range or not numbers. */
 	static const char *const bad_numbers[][2] = {
-		{ "--timeout", "9" },		 { "--timeout", "600001" },
-		{ "--timeout", "abc" },		 { "--timeout", "-5" },
-		{ "--timeout", "10ms" },	 { "--timeout", "99999999999999999999999" },
-		{ "--max-inflight", "0" },	 { "--max-tcp-pipeline", "65536" },
-		{ "--max-tcp-clients", "" },	 { "--tcp-idle-timeout", " 100" },
+		{ "--timeout", "9" },	     { "--timeout", "600001" },
+		{ "--timeout", "abc" },	     { "--timeout", "-5" },
+		{ "--timeout", "10ms" },     { "--timeout", "99999999999999999999999" },
+		{ "--max-inflight", "0" },   { "--max-tcp-pipeline", "65536" },
+		{ "--max-tcp-clients", "" }, { "--tcp-idle-timeout", " 100" },
 	};
 	for (size_t i = 0; i < sizeof(bad_numbers) / sizeof(bad_numbers[0]); i++) {
 		assert_int_equal(parse_args(ARGS(bad_numbers[i][0], bad_numbers[i][1])), -EINVAL);
@@ -552,8 +552,8 @@ static void config_file_errors(void **state)
 static void example_config(void **state)
 {
 	(void)state;
-	static const char *const names[] = { "listen",		 "upstream",	    "ca-file",
-					     "timeout",		 "tcp-idle-timeout", "max-inflight",
+	static const char *const names[] = { "listen",		"upstream",	    "ca-file",
+					     "timeout",		"tcp-idle-timeout", "max-inflight",
 					     "max-tcp-clients", "max-tcp-pipeline", "log-queries",
 					     "verbose" };
 	const char *example = "contrib/dotproxy.conf";
@@ -594,8 +594,8 @@ static void example_config(void **state)
 		int rc = parse_args(ARGS("--config", path));
 		unlink(path);
 		if (rc != OPTIONS_RUN)
-			fail_msg("example line '%.*s' does not parse: %s", (int)strcspn(opt, "\n"), opt,
-				 err);
+			fail_msg("example line '%.*s' does not parse: %s", (int)strcspn(opt, "\n"),
+				 opt, err);
 		tried++;
 	}
 	fclose(f);
@@ -605,18 +605,12 @@ static void example_config(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(defaults),
-		cmocka_unit_test(upstream_forms),
-		cmocka_unit_test(upstream_rejects),
-		cmocka_unit_test(listen_forms),
-		cmocka_unit_test(equals_form),
-		cmocka_unit_test(bad_arguments),
-		cmocka_unit_test(verbose_bundling),
-		cmocka_unit_test(help_and_version),
-		cmocka_unit_test(config_file),
-		cmocka_unit_test(config_file_auth_name),
-		cmocka_unit_test(config_file_errors),
-		cmocka_unit_test(example_config),
+		cmocka_unit_test(defaults),	      cmocka_unit_test(upstream_forms),
+		cmocka_unit_test(upstream_rejects),   cmocka_unit_test(listen_forms),
+		cmocka_unit_test(equals_form),	      cmocka_unit_test(bad_arguments),
+		cmocka_unit_test(verbose_bundling),   cmocka_unit_test(help_and_version),
+		cmocka_unit_test(config_file),	      cmocka_unit_test(config_file_auth_name),
+		cmocka_unit_test(config_file_errors), cmocka_unit_test(example_config),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

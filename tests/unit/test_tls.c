@@ -34,12 +34,12 @@ struct pki {
 	EVP_PKEY *ca_key;
 	X509 *ca;
 	EVP_PKEY *server_key;
-	X509 *server;         /* CN dns.test, SAN DNS:dns.test, IP:127.0.0.1 */
-	X509 *expired;        /* same names, validity ended yesterday */
+	X509 *server;  /* CN dns.test, SAN DNS:dns.test, IP:127.0.0.1 */
+	X509 *expired; /* same names, validity ended yesterday */
 	EVP_PKEY *rogue_ca_key;
-	X509 *rogue_ca;       /* not in the trust file */
-	X509 *rogue_server;   /* dns.test, issued by rogue_ca */
-	char ca_path[64];     /* PEM of ca, for tls_ctx_new() */
+	X509 *rogue_ca;	    /* not in the trust file */
+	X509 *rogue_server; /* dns.test, issued by rogue_ca */
+	char ca_path[64];   /* PEM of ca, for tls_ctx_new() */
 };
 
 static struct pki pki;
@@ -98,12 +98,12 @@ static int pki_setup(void **state)
 	pki.rogue_ca_key = EVP_EC_gen("P-256");
 	if (!pki.ca_key || !pki.server_key || !pki.rogue_ca_key)
 		return -1;
-	pki.ca = make_cert("dotproxy test CA", pki.ca_key, NULL, pki.ca_key, true, NULL, -DAY,
-			   30 * DAY);
-	pki.server = make_cert("dns.test", pki.server_key, pki.ca, pki.ca_key, false, san, -DAY,
-			       30 * DAY);
-	pki.expired = make_cert("dns.test", pki.server_key, pki.ca, pki.ca_key, false, san,
-				-2 * DAY, -DAY);
+	pki.ca =
+	    make_cert("dotproxy test CA", pki.ca_key, NULL, pki.ca_key, true, NULL, -DAY, 30 * DAY);
+	pki.server =
+	    make_cert("dns.test", pki.server_key, pki.ca, pki.ca_key, false, san, -DAY, 30 * DAY);
+	pki.expired =
+	    make_cert("dns.test", pki.server_key, pki.ca, pki.ca_key, false, san, -2 * DAY, -DAY);
 	pki.rogue_ca = make_cert("rogue CA", pki.rogue_ca_key, NULL, pki.rogue_ca_key, true, NULL,
 				 -DAY, 30 * DAY);
 	pki.rogue_server = make_cert("dns.test", pki.server_key, pki.rogue_ca, pki.rogue_ca_key,

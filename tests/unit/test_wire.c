@@ -114,8 +114,8 @@ static void put_opt(struct msg *m, unsigned udp_size, uint32_t ttl)
 	put_rr_fixed(m, WIRE_TYPE_OPT, udp_size, ttl, 0);
 }
 
-static void make_query(struct msg *m, const char *name, unsigned type, bool edns,
-		       unsigned udp_size, bool dnssec_ok)
+static void make_query(struct msg *m, const char *name, unsigned type, bool edns, unsigned udp_size,
+		       bool dnssec_ok)
 {
 	put_header(m, 0x1234, WIRE_FLAG_RD, 1, 0, 0, edns ? 1 : 0);
 	put_name(m, name);
@@ -262,7 +262,7 @@ static void parse_response_compressed(void **state)
 	size_t web = m.len;
 	put8(&m, 3);
 	put_raw(&m, "web", 3);
-	put_ptr(&m, 16); /* -> example.com in the question */
+	put_ptr(&m, 16);  /* -> example.com in the question */
 	put_ptr(&m, web); /* pointer to a name that itself ends in a pointer */
 	put_a_rdata(&m, 1);
 	put_ptr(&m, 16);
@@ -968,8 +968,8 @@ static void make_reply_servfail_ede(void **state)
 	make_query(&m, "www.example.", 1, true, 4096, true);
 	set16(&m, 2, WIRE_FLAG_RD | WIRE_FLAG_CD | WIRE_FLAG_AD);
 	assert_int_equal(parse(&m, &query), 0);
-	size_t len = wire_make_reply(&query, WIRE_RCODE_SERVFAIL, WIRE_EDE_NETWORK_ERROR, out,
-				     sizeof(out));
+	size_t len =
+	    wire_make_reply(&query, WIRE_RCODE_SERVFAIL, WIRE_EDE_NETWORK_ERROR, out, sizeof(out));
 	assert_true(len > WIRE_HEADER_LEN);
 	assert_int_equal(wire_parse(out, len, &reply), 0);
 	assert_int_equal(wire_rcode(out), WIRE_RCODE_SERVFAIL);
@@ -988,7 +988,7 @@ static void make_reply_servfail_ede(void **state)
 	assert_true(wire_question_equal(&query.q, &reply.q));
 	assert_true(reply.has_edns);
 	assert_true(reply.edns_udp_size >= 512);
-	assert_true(reply.edns_ttl & 0x8000); /* DO mirrored */
+	assert_true(reply.edns_ttl & 0x8000);		   /* DO mirrored */
 	assert_int_equal(reply.edns_ttl & 0xffff7fffu, 0); /* version 0, no ext rcode */
 	/* RDATA: one option, code 15 (EDE), length 2, the info code. */
 	const uint8_t *rdata = out + reply.opt_start + 11;
@@ -1071,9 +1071,8 @@ static void make_reply_formerr_without_question(void **state)
 
 	/* Nothing to answer without a header. */
 	assert_int_equal(wire_parse(m.b, 5, &query), WIRE_ESHORT);
-	assert_int_equal(wire_make_reply(&query, WIRE_RCODE_FORMERR, WIRE_EDE_NONE, out,
-					 sizeof(out)),
-			 0);
+	assert_int_equal(
+	    wire_make_reply(&query, WIRE_RCODE_FORMERR, WIRE_EDE_NONE, out, sizeof(out)), 0);
 }
 
 static void make_reply_capacity(void **state)
@@ -1085,14 +1084,13 @@ static void make_reply_capacity(void **state)
 
 	make_query(&m, "www.example.", 1, true, 1232, false);
 	assert_int_equal(parse(&m, &query), 0);
-	size_t need = wire_make_reply(&query, WIRE_RCODE_SERVFAIL, WIRE_EDE_OTHER, out,
-				      sizeof(out));
+	size_t need =
+	    wire_make_reply(&query, WIRE_RCODE_SERVFAIL, WIRE_EDE_OTHER, out, sizeof(out));
 	assert_int_equal(need, m.len + 6);
 	for (size_t cap = 0; cap < need; cap++) {
 		memset(out, 0xee, sizeof(out));
-		assert_int_equal(wire_make_reply(&query, WIRE_RCODE_SERVFAIL, WIRE_EDE_OTHER, out,
-						 cap),
-				 0);
+		assert_int_equal(
+		    wire_make_reply(&query, WIRE_RCODE_SERVFAIL, WIRE_EDE_OTHER, out, cap), 0);
 		for (size_t i = cap; i < sizeof(out); i++)
 			assert_int_equal(out[i], 0xee); /* nothing written past cap */
 	}
