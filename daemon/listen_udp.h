@@ -1,7 +1,7 @@
 /*
- * Plain DNS over UDP from clients: receive datagrams, hand them to
- * query_receive(), send replies without blocking (a reply the kernel will
- * not take is dropped and counted; the client retries).
+ * Plain DNS over UDP from clients: receive datagrams in batches, hand them to
+ * query_receive(), send replies in batches without blocking (a reply the
+ * kernel will not take is dropped and counted; the client retries).
  */
 #pragma once
 
@@ -19,12 +19,16 @@ struct udp_listener;
 struct udp_listener *listen_udp_start(struct server *srv, const struct options_addr *addr, int *rc,
 				      char *err, size_t errlen);
 
+/** Send every queued reply of every listener (end of a loop round). */
+void listen_udp_flush_all(struct server *srv);
+
 /** Stop receiving; replies can still be sent until listen_udp_close(). */
 void listen_udp_stop(struct udp_listener *l);
 
 /** Stop receiving and close; memory is freed in the close callback. */
 void listen_udp_close(struct udp_listener *l);
 
-/** Send @msg to @peer from @l (no copy kept).  Returns 0 or a libuv error. */
+/** Queue @msg (copied) for @peer; it leaves at the end of this loop round.
+ * Returns 0, or a libuv error for a large reply sent at once. */
 int listen_udp_send(struct udp_listener *l, const struct sockaddr_storage *peer, const uint8_t *msg,
 		    size_t len);

@@ -62,11 +62,45 @@ static void finish(struct server *srv)
 	srv->upstreams = NULL;
 	query_pool_free(srv->queries);
 	srv->queries = NULL;
+	listen_udp_flush_all(srv);
 	for (unsigned i = 0; i < srv->n_listen; i++)
 		listen_udp_close(srv->udp[i]);
 	srv->n_listen = 0;
 	uv_close((uv_handle_t *)&srv->flush_check, NULL);
 	uv_close((uv_handle_t *)&srv->flush_idle, NULL);
+}
+
+static void flush_idle_cb(uv_idle_t *idle)
+{
+	(void)idle; /* its presence is the point: see server_want_flush() */
+}
+
+/* After each round of I/O: write what this round queued, in batches. */
+static void flush_check_cb(uv_check_t *check)
+{
+	struct server *srv = check->data;
+
+	upconn_flush_all(srv);
+	listen_udp_flush_all(srv);
+	uv_idle_stop(&srv->flush_idle);
+}
+
+void server_want_flush(struct server *srv)
+{
+	/* An active idle handle makes the loop poll without blocking, so what a
+	 * timer callback queued is flushed in this iteration too. */
+	uv_idle_start(&srv->flush_idle, flush_idle_cb);
+}
+
+static void flusher_init(struct server *srv)
+{
+	uv_check_init(srv->loop, &srv->flush_check);
+	uv_idle_init(srv->loop, &srv->flush_idle);
+	srv->flush_check.data = srv;
+	uv_check_start(&srv->flush_check, flush_check_cb);
+	/* Neither handle alone should keep the loop alive once all else closed. */
+	uv_unref((uv_handle_t *)&srv->flush_check);
+	uv_unref((uv_handle_t *)&srv->flush_idle);
 }
 
 static void drain_timer_cb(uv_timer_t *timer)
@@ -333,7 +367,7 @@ int main(int argc, char **argv)
 	srv.queries = query_pool_new(&srv, cfg->max_inflight);
 	srv.upstreams = upstream_set_new(&srv);
 	require(srv.queries && srv.upstreams);
-	upconn_flusher_init(&srv);
+	flusher_init(&srv);
 	uv_timer_init(&loop, &srv.drain_timer);
 	srv.drain_timer.data = &srv;
 	uv_signal_init(&loop, &srv.sig_term);

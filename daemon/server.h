@@ -37,6 +37,7 @@ struct server {
 	unsigned tcp_clients;	    /**< TCP client connections open */
 	struct tcp_client *clients; /**< every open TCP client (owned by listen_tcp) */
 	struct upconn *flush_list;  /**< connections with queries to write (upconn) */
+	struct udp_listener *udp_flush_list; /**< listeners with replies to send */
 	uv_check_t flush_check;	    /**< writes them after each round of I/O */
 	uv_idle_t flush_idle;	    /**< keeps the loop from blocking while some wait */
 	bool draining;		    /**< SIGTERM seen: no new queries, finish in-flight */
@@ -56,3 +57,7 @@ struct server {
 
 /** Called when the last in-flight query completes during a drain. */
 void server_drained(struct server *srv);
+
+/** Something was queued for the end of this loop iteration (batched writes):
+ * make sure the loop gets there without blocking first. */
+void server_want_flush(struct server *srv);

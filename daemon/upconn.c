@@ -145,27 +145,6 @@ static int send_cipher(struct upconn *conn)
 	return 0;
 }
 
-static void idle_cb(uv_idle_t *idle)
-{
-	(void)idle; /* its presence is the point, see queue_flush() */
-}
-
-static void check_cb(uv_check_t *check)
-{
-	upconn_flush_all(check->data);
-}
-
-void upconn_flusher_init(struct server *srv)
-{
-	uv_check_init(srv->loop, &srv->flush_check);
-	uv_idle_init(srv->loop, &srv->flush_idle);
-	srv->flush_check.data = srv;
-	uv_check_start(&srv->flush_check, check_cb);
-	/* Neither handle alone should keep the loop alive once all else closed. */
-	uv_unref((uv_handle_t *)&srv->flush_check);
-	uv_unref((uv_handle_t *)&srv->flush_idle);
-}
-
 static void queue_flush(struct upconn *conn)
 {
 	struct server *srv = conn->srv;
@@ -175,9 +154,7 @@ static void queue_flush(struct upconn *conn)
 	conn->flush_queued = true;
 	conn->flush_next = srv->flush_list;
 	srv->flush_list = conn;
-	/* An idle handle makes the loop poll without blocking, so queries queued
-	 * from a timer callback are flushed in this iteration too. */
-	uv_idle_start(&srv->flush_idle, idle_cb);
+	server_want_flush(srv);
 }
 
 static void flush(struct upconn *conn)
@@ -200,7 +177,6 @@ void upconn_flush_all(struct server *srv)
 		conn->flush_queued = false;
 		flush(conn);
 	}
-	uv_idle_stop(&srv->flush_idle);
 }
 
 int upconn_send(struct upconn *conn, struct query *q, uint16_t *idp)

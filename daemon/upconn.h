@@ -56,6 +56,3 @@ void upconn_abort(struct upconn *conn);
 
 /** Write every connection's queued queries: called once per loop iteration. */
 void upconn_flush_all(struct server *srv);
-
-/** Set up the per-iteration flush (srv->flush_check, srv->flush_idle). */
-void upconn_flusher_init(struct server *srv);
