@@ -22,10 +22,10 @@
 #include <sys/socket.h>
 
 enum {
-	RECV_BATCH = 16,  /* datagrams per recvmmsg */
+	RECV_BATCH = 16,   /* datagrams per recvmmsg */
 	DGRAM_MAX = 65536, /* libuv's per-datagram slot in a recvmmsg buffer */
-	SEND_BATCH = 64,  /* replies per sendmmsg */
-	SEND_SLOT = 4096, /* larger replies go out on their own */
+	SEND_BATCH = 64,   /* replies per sendmmsg */
+	SEND_SLOT = 4096,  /* larger replies go out on their own */
 };
 
 struct pending_reply {
@@ -36,8 +36,8 @@ struct pending_reply {
 struct udp_listener {
 	uv_udp_t udp;
 	struct server *srv;
-	uint8_t *recv_buf;		  /* RECV_BATCH slots; pages touched only as used */
-	uint8_t *send_buf;		  /* SEND_BATCH slots of SEND_SLOT bytes */
+	uint8_t *recv_buf; /* RECV_BATCH slots; pages touched only as used */
+	uint8_t *send_buf; /* SEND_BATCH slots of SEND_SLOT bytes */
 	struct pending_reply pending[SEND_BATCH];
 	unsigned n_pending;
 	struct udp_listener *flush_next; /* srv->udp_flush_list */
@@ -179,8 +179,8 @@ void listen_udp_flush_all(struct server *srv)
 	}
 }
 
-int listen_udp_send(struct udp_listener *l, const struct sockaddr_storage *peer,
-		    const uint8_t *msg, size_t len)
+int listen_udp_send(struct udp_listener *l, const struct sockaddr_storage *peer, const uint8_t *msg,
+		    size_t len)
 {
 	if (len > SEND_SLOT) {
 		uv_buf_t buf = uv_buf_init((char *)msg, (unsigned)len);

@@ -11,6 +11,7 @@
 #include "daemon/upconn.h"
 #include "daemon/upstream.h"
 #include "lib/cache.h"
+#include "lib/localzone.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/options.h"
@@ -155,6 +156,23 @@ static struct tls_ctx *make_tls(const struct config *cfg, char *err, size_t errl
 	return tls;
 }
 
+/* Local zones plus the blocklist of @cfg, or NULL with the reason in @err. */
+static struct localzone *make_localzone(const struct config *cfg, char *err, size_t errlen)
+{
+	struct localzone *lz = localzone_new();
+
+	if (!lz) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	localzone_set_block_action(lz, (enum localzone_block_action)cfg->block_action);
+	if (cfg->block_file[0] && localzone_load_blocklist(lz, cfg->block_file, err, errlen) < 0) {
+		localzone_free(lz);
+		return NULL;
+	}
+	return lz;
+}
+
 static bool same_listen(const struct config *a, const struct config *b)
 {
 	if (a->n_listen != b->n_listen)
@@ -183,12 +201,16 @@ static void reload(struct server *srv)
 	if (devnull)
 		fclose(devnull);
 	struct tls_ctx *tls = rc == OPTIONS_RUN ? make_tls(fresh, err, sizeof(err)) : NULL;
-	if (!tls) {
+	struct localzone *lz = tls ? make_localzone(fresh, err, sizeof(err)) : NULL;
+	if (!lz) {
 		log_error("SIGHUP: configuration unchanged: %s",
 			  rc < 0 || rc == OPTIONS_RUN ? err : "nothing to run");
+		tls_ctx_free(tls);
 		free(fresh);
 		return;
 	}
+	localzone_free(srv->localzone);
+	srv->localzone = lz;
 	if (!same_listen(srv->cfg, fresh) || fresh->max_inflight != srv->cfg->max_inflight)
 		log_warn("SIGHUP: listen addresses and --max-inflight change only on restart");
 	fresh->max_inflight = srv->cfg->max_inflight;
@@ -342,9 +364,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, "dotproxy: %s%s\n", cfg->ca_file[0] ? "--ca-file: " : "", err);
 		return EXIT_USAGE;
 	}
+	srv.localzone = make_localzone(cfg, err, sizeof(err));
+	if (!srv.localzone) {
+		fprintf(stderr, "dotproxy: --block: %s\n", err);
+		return EXIT_USAGE;
+	}
 	if (cfg->check_only) {
-		printf("configuration OK: %u listen address(es), %u upstream(s)\n", cfg->n_listen,
-		       cfg->n_upstream);
+		printf("configuration OK: %u listen address(es), %u upstream(s), %zu blocked "
+		       "name(s)\n",
+		       cfg->n_listen, cfg->n_upstream, localzone_blocked_count(srv.localzone));
+		localzone_free(srv.localzone);
 		tls_ctx_free(srv.tls);
 		free(cfg);
 		return EXIT_SUCCESS;
@@ -406,6 +435,7 @@ int main(int argc, char **argv)
 	if (rc < 0)
 		log_debug("event loop closed with handles open: %s", uv_strerror(rc));
 	tls_ctx_free(srv.tls);
+	localzone_free(srv.localzone);
 	cache_free(srv.cache);
 	free(srv.cfg_owned);
 	return EXIT_SUCCESS;

@@ -12,6 +12,7 @@
 #include "daemon/upconn.h"
 #include "daemon/upstream.h"
 #include "lib/acl.h"
+#include "lib/localzone.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 
@@ -536,6 +537,30 @@ static bool answer_from_cache(struct server *srv, const struct query_client *cli
 	return true;
 }
 
+/* Locally served zones (localhost, private reverse zones, DDR...) and the
+ * blocklist: answered here, never sent upstream.  True when answered. */
+static bool answer_locally(struct server *srv, const struct query_client *client,
+			   const struct wire_info *info)
+{
+	uint8_t buf[LOCALZONE_MAX_REPLY];
+	size_t len = 0;
+	uint64_t start_ns = srv->cfg->log_queries ? uv_hrtime() : 0;
+	enum localzone_verdict v = localzone_lookup(srv->localzone, info, buf, sizeof(buf), &len);
+
+	if (v == LOCALZONE_FORWARD)
+		return false;
+	metrics_inc(v == LOCALZONE_BLOCKED ? METRIC_blocked : METRIC_local_answers);
+	if (len == 0) {
+		reply_now(client, info, WIRE_RCODE_SERVFAIL, WIRE_EDE_OTHER, NULL);
+		return true;
+	}
+	if (srv->cfg->log_queries)
+		log_query(client, info, wire_rcode(buf),
+			  v == LOCALZONE_BLOCKED ? "blocked" : "local", start_ns);
+	send_reply(client, NULL, buf, len);
+	return true;
+}
+
 static bool client_allowed(const struct server *srv, const struct query_client *client)
 {
 	if (client->origin == QUERY_FROM_UDP)
@@ -581,6 +606,8 @@ void query_receive(struct server *srv, const struct query_client *client, const 
 		reply_now(client, &info, WIRE_RCODE_SERVFAIL, WIRE_EDE_NOT_READY, NULL);
 		return;
 	}
+	if (answer_locally(srv, client, &info))
+		return;
 	if (info.has_ecs)
 		metrics_inc(METRIC_ecs_stripped); /* wire_make_upstream_query drops it */
 	struct cache_key key;

@@ -19,6 +19,7 @@ struct tcp_listener;
 struct tcp_client;
 struct upconn;
 struct netwatch;
+struct localzone;
 
 struct server {
 	uv_loop_t *loop;	  /**< not owned */
@@ -31,18 +32,19 @@ struct server {
 	struct query_pool *queries;	/**< owned */
 	struct upstream_set *upstreams; /**< owned */
 	struct cache *cache;		/**< owned; its budget may be 0 (no caching) */
+	struct localzone *localzone;	/**< owned: local zones and the blocklist */
 	struct udp_listener *udp[OPTIONS_MAX_LISTEN]; /**< owned, n_listen of them */
 	struct tcp_listener *tcp[OPTIONS_MAX_LISTEN]; /**< owned, n_listen of them */
 	unsigned n_listen;
-	unsigned tcp_clients;	    /**< TCP client connections open */
-	struct tcp_client *clients; /**< every open TCP client (owned by listen_tcp) */
-	struct upconn *flush_list;  /**< connections with queries to write (upconn) */
+	unsigned tcp_clients;		     /**< TCP client connections open */
+	struct tcp_client *clients;	     /**< every open TCP client (owned by listen_tcp) */
+	struct upconn *flush_list;	     /**< connections with queries to write (upconn) */
 	struct udp_listener *udp_flush_list; /**< listeners with replies to send */
-	uv_check_t flush_check;	    /**< writes them after each round of I/O */
-	uv_idle_t flush_idle;	    /**< keeps the loop from blocking while some wait */
-	bool draining;		    /**< SIGTERM seen: no new queries, finish in-flight */
-	struct netwatch *netwatch;  /**< owned; NULL where unavailable */
-	uv_timer_t drain_timer;	    /**< bounds the drain */
+	uv_check_t flush_check;		     /**< writes them after each round of I/O */
+	uv_idle_t flush_idle;		     /**< keeps the loop from blocking while some wait */
+	bool draining;			     /**< SIGTERM seen: no new queries, finish in-flight */
+	struct netwatch *netwatch;	     /**< owned; NULL where unavailable */
+	uv_timer_t drain_timer;		     /**< bounds the drain */
 	uv_signal_t sig_term, sig_int, sig_usr1, sig_hup;
 	/** One read buffer shared by every stream read: libuv hands it back in
 	 * the same loop iteration, and readers keep nothing pointing into it. */

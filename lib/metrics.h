@@ -13,6 +13,8 @@
 	X(queries_tcp)		     /* queries received over TCP */                               \
 	X(answers_forwarded)	     /* upstream answers delivered to clients */                   \
 	X(answers_truncated)	     /* of those, truncated for UDP (TC=1) */                      \
+	X(local_answers)	     /* answered from a locally served zone (never forwarded) */   \
+	X(blocked)		     /* names on the blocklist, answered locally */                \
 	X(cache_hits)		     /* answered from the cache */                                 \
 	X(cache_misses)		     /* not in the cache (or expired) */                           \
 	X(cache_stale_served)	     /* expired answers served because upstreams failed */         \

@@ -262,3 +262,67 @@ def test_hop_by_hop_options_do_not_reach_udp_clients(fake_upstream, dotproxy):
     assert dns.edns.KEEPALIVE not in codes and dns.edns.PADDING not in codes
     # ... but the upstream was asked for its keepalive (RFC 7828).
     assert any(o.otype == dns.edns.KEEPALIVE for o in up.queries[0].options)
+
+
+# -- locally served zones and the blocklist ----------------------------------------------
+
+LOCAL_CASES = [
+    ("localhost.", "A", dns.rcode.NOERROR, ["127.0.0.1"]),
+    ("www.LocalHost.", "AAAA", dns.rcode.NOERROR, ["::1"]),
+    ("1.0.168.192.in-addr.arpa.", "PTR", dns.rcode.NXDOMAIN, []),
+    ("5.0.0.10.in-addr.arpa.", "PTR", dns.rcode.NXDOMAIN, []),
+    ("printer.local.", "A", dns.rcode.NXDOMAIN, []),
+    ("router.home.arpa.", "A", dns.rcode.NXDOMAIN, []),
+    ("_dns.resolver.arpa.", "SVCB", dns.rcode.NOERROR, []),
+    ("x.invalid.", "A", dns.rcode.NXDOMAIN, []),
+]
+
+
+def test_locally_served_zones_never_reach_the_upstream(fake_upstream, dotproxy):
+    up = fake_upstream()
+    p = dotproxy([up], extra_args=["--log-queries"])
+    for name, rdtype, rcode, data in LOCAL_CASES:
+        reply = p.udp(name, rdtype)
+        assert reply.rcode() == rcode, name
+        assert sorted(str(rr) for rrset in reply.answer for rr in rrset) == data, name
+        assert str(reply.question[0].name) == name  # the client's spelling
+    assert up.queries == [], "a locally served name was sent upstream"
+    assert p.stats()["local_answers"] == len(LOCAL_CASES)
+    assert p.wait_log(r"query: .* name=localhost\. type=A rcode=NOERROR upstream=local ")
+    assert a_records(p.udp("www.example.")) == ["192.0.2.1"]  # others still forwarded
+
+
+def test_blocklist_answers_locally(fake_upstream, dotproxy, workdir):
+    up = fake_upstream()
+    blocklist = workdir / "block.txt"
+    blocklist.write_text("# ads\nads.example\n0.0.0.0 tracker.example  # hosts-file style\n")
+    p = dotproxy([up], extra_args=["--block", blocklist])
+    for name in ("ads.example.", "sub.ads.example.", "TRACKER.example."):
+        reply = p.udp(name, use_edns=0)
+        assert reply.rcode() == dns.rcode.NXDOMAIN, name
+        assert [o.code for o in reply.options if o.otype == dns.edns.EDE] == [15]  # Blocked
+    assert p.udp("bads.example.").rcode() == dns.rcode.NOERROR  # not a subdomain
+    assert upstream_names(up) == ["bads.example."]
+    assert p.stats()["blocked"] == 3
+
+
+def test_block_action_null_and_refused(fake_upstream, dotproxy, workdir):
+    up = fake_upstream()
+    blocklist = workdir / "block.txt"
+    blocklist.write_text("ads.example\n")
+    null = dotproxy([up], extra_args=["--block", blocklist, "--block-action", "null"])
+    assert a_records(null.udp("ads.example.")) == ["0.0.0.0"]
+    refused = dotproxy([up], extra_args=["--block", blocklist, "--block-action", "refused"])
+    assert refused.udp("ads.example.").rcode() == dns.rcode.REFUSED
+    assert up.queries == []
+
+
+def test_bad_blocklist_is_a_configuration_error(workdir):
+    import subprocess
+    from dotproxy_proc import binary_path
+    blocklist = workdir / "block.txt"
+    blocklist.write_text("ok.example\n||adblock^rule\n")
+    r = subprocess.run([binary_path(), "--block", str(blocklist), "--check-config"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2
+    assert f"{blocklist}:2:" in r.stderr
