@@ -18,8 +18,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
-enum { MAX_WRITE_BACKLOG = 1 << 20 };
+enum {
+	MAX_WRITE_BACKLOG = 1 << 20,
+	FD_RESERVE = 32, /* descriptors kept for listeners, upstreams, logs, libuv */
+};
 
 struct tcp_listener {
 	uv_tcp_t tcp;
@@ -122,6 +126,9 @@ static int frame_cb(void *arg, uint8_t *msg, size_t len)
 	struct tcp_client *c = arg;
 	struct query_client client = { .origin = QUERY_FROM_TCP, .tcp = c };
 
+	/* Only whole queries count as activity: a client trickling bytes that
+	 * never complete a frame is idle and gets closed. */
+	touch(c);
 	query_receive(c->srv, &client, msg, len);
 	if (c->closing)
 		return 1;
@@ -150,7 +157,6 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 		client_close(c);
 		return;
 	}
-	touch(c);
 	if (framing_feed(&c->reader, (uint8_t *)buf->base, (size_t)nread, frame_cb, c) < 0)
 		client_close(c);
 }
@@ -275,6 +281,31 @@ static void check_peer(struct tcp_client *c, char *buf, size_t cap)
 	snprintf(buf, cap, "%s#%u", ip, port);
 }
 
+/*
+ * Descriptors: refuse a client while a reserve is still free, rather than
+ * let accept(2) fail with EMFILE, which libuv handles by closing waiting
+ * connections itself, silently.  The limit is read each time: it can be
+ * changed under a running process (prlimit).
+ */
+static bool room_for_client(struct server *srv)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+		return true;
+	rlim_t reserve = FD_RESERVE + (rlim_t)srv->cfg->n_upstream * srv->cfg->max_connections;
+	if (rl.rlim_cur > reserve && srv->tcp_clients < rl.rlim_cur - reserve)
+		return true;
+	uint64_t now = uv_now(srv->loop);
+	if (now - srv->fd_warned_ms >= 1000 || srv->fd_warned_ms == 0) {
+		srv->fd_warned_ms = now;
+		log_warn("TCP accept: too many open files for another client (descriptor limit "
+			 "%llu, %u clients): closing new connections",
+			 (unsigned long long)rl.rlim_cur, srv->tcp_clients);
+	}
+	return false;
+}
+
 static void connection_cb(uv_stream_t *server, int status)
 {
 	struct tcp_listener *l = server->data;
@@ -293,7 +324,8 @@ static void connection_cb(uv_stream_t *server, int status)
 		uv_close((uv_handle_t *)&c->tcp, free_cb);
 		return;
 	}
-	if (srv->tcp_clients >= srv->cfg->max_tcp_clients || srv->draining) {
+	if (srv->tcp_clients >= srv->cfg->max_tcp_clients || srv->draining ||
+	    !room_for_client(srv)) {
 		metrics_inc(METRIC_tcp_refused);
 		uv_close((uv_handle_t *)&c->tcp, free_cb);
 		return;

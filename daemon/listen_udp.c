@@ -7,7 +7,6 @@
  * because a queue of unsendable replies would grow without bound under a
  * flood.
  */
-#define _GNU_SOURCE /* sendmmsg */
 #include "daemon/listen_udp.h"
 
 #include "daemon/query.h"
@@ -59,7 +58,7 @@ static void alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 	struct udp_listener *l = handle->data;
 
 	(void)suggested;
-	*buf = uv_buf_init((char *)l->recv_buf, RECV_BATCH * DGRAM_MAX);
+	*buf = uv_buf_init((char *)l->recv_buf, (size_t)RECV_BATCH * DGRAM_MAX);
 }
 
 static void recv_cb(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *addr,
@@ -88,8 +87,8 @@ struct udp_listener *listen_udp_start(struct server *srv, const struct options_a
 
 	require(l);
 	l->srv = srv;
-	l->recv_buf = malloc(RECV_BATCH * DGRAM_MAX);
-	l->send_buf = malloc(SEND_BATCH * SEND_SLOT);
+	l->recv_buf = malloc((size_t)(size_t)RECV_BATCH * DGRAM_MAX);
+	l->send_buf = malloc((size_t)SEND_BATCH * SEND_SLOT);
 	require(l->recv_buf && l->send_buf);
 	rc = uv_udp_init_ex(srv->loop, &l->udp, addr->sa.ss_family | UV_UDP_RECVMMSG);
 	if (rc < 0)

@@ -37,6 +37,7 @@ struct server {
 	struct tcp_listener *tcp[OPTIONS_MAX_LISTEN]; /**< owned, n_listen of them */
 	unsigned n_listen;
 	unsigned tcp_clients;		     /**< TCP client connections open */
+	uint64_t fd_warned_ms;		     /**< when running out of descriptors was last logged */
 	struct tcp_client *clients;	     /**< every open TCP client (owned by listen_tcp) */
 	struct upconn *flush_list;	     /**< connections with queries to write (upconn) */
 	struct udp_listener *udp_flush_list; /**< listeners with replies to send */

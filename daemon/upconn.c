@@ -44,8 +44,8 @@ struct upconn {
 	size_t out_len, out_cap;
 	struct upconn *flush_next; /* srv->flush_list */
 	bool flush_queued;
-	uint64_t last_rx_ns;   /* uv_hrtime() of the last bytes received */
-	unsigned keepalive_ms; /* the server's idle timeout (RFC 7828), 0: none said */
+	uint64_t last_answer_ns; /* uv_hrtime() of the last well-formed answer */
+	unsigned keepalive_ms;	 /* the server's idle timeout (RFC 7828), 0: none said */
 	bool keepalive_known;
 };
 
@@ -68,9 +68,9 @@ unsigned upconn_load(const struct upconn *conn)
 	return idmap_count(conn->ids);
 }
 
-uint64_t upconn_last_rx(const struct upconn *conn)
+uint64_t upconn_last_answer(const struct upconn *conn)
 {
-	return conn->last_rx_ns;
+	return conn->last_answer_ns;
 }
 
 static void idle_timer_cb(uv_timer_t *timer);
@@ -230,6 +230,9 @@ static int frame_cb(void *arg, uint8_t *msg, size_t len)
 			  conn->up->spec->label, len);
 		return 0;
 	}
+	/* Bytes alone prove nothing (a server can trickle an endless frame):
+	 * a connection is alive while well-formed answers arrive. */
+	conn->last_answer_ns = uv_hrtime();
 	upstream_alive(conn->up);
 	struct query *q = idmap_get(conn->ids, info.id);
 	struct query_attempt *a = q ? query_find_attempt(q, conn, info.id) : NULL;
@@ -254,7 +257,7 @@ static int frame_cb(void *arg, uint8_t *msg, size_t len)
 	unsigned n_losers = 0;
 	for (unsigned i = 0; i < q->n_attempts; i++) {
 		struct query_attempt *b = &q->attempts[i];
-		if (b->conn && b->up != conn->up && upconn_last_rx(b->conn) < b->sent_ns)
+		if (b->conn && b->up != conn->up && upconn_last_answer(b->conn) < b->sent_ns)
 			losers[n_losers++] = b->up;
 	}
 	query_answer(q, msg, len, &info);
@@ -345,7 +348,6 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 			     nread == UV_EOF ? "closed by the server" : uv_strerror((int)nread));
 		return;
 	}
-	conn->last_rx_ns = uv_hrtime();
 	/* Acknowledge at once: servers without TCP_NODELAY hold their next answer
 	 * until our ACK arrives, and a delayed ACK costs up to 40 ms. */
 	uv_os_fd_t fd;

@@ -36,8 +36,8 @@ enum upconn_state upconn_state(const struct upconn *conn);
 /** Queries in flight on @conn. */
 unsigned upconn_load(const struct upconn *conn);
 
-/** uv_hrtime() when @conn last received any bytes (0: never). */
-uint64_t upconn_last_rx(const struct upconn *conn);
+/** uv_hrtime() when @conn last received a well-formed answer (0: never). */
+uint64_t upconn_last_answer(const struct upconn *conn);
 
 /** Give @q an ID on @conn (written to @id) and queue it for sending.
  * Returns 0, or -ENOSPC when @conn has as many queries in flight as it may. */

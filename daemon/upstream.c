@@ -280,7 +280,7 @@ static struct query_attempt *silent_attempt(struct query *q)
 	for (unsigned i = 0; i < q->n_attempts; i++) {
 		struct query_attempt *a = &q->attempts[i];
 		if (a->conn && upconn_state(a->conn) == UPCONN_READY &&
-		    upconn_last_rx(a->conn) < a->sent_ns)
+		    upconn_last_answer(a->conn) < a->sent_ns)
 			return a;
 	}
 	return NULL;
@@ -306,7 +306,7 @@ void upstream_query_slow(struct upstream_set *set, struct query *q)
 	struct query_attempt *a = silent_attempt(q);
 	if (!a)
 		return;
-	/* Nothing at all came back on that connection since this query went out:
+	/* No answer at all came back on that connection since this query went out:
 	 * after a sleep or a network change it is a dead socket; replace it. */
 	struct upstream *up = a->up;
 	metrics_inc(METRIC_upstream_silent);

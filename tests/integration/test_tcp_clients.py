@@ -151,3 +151,29 @@ def test_per_client_pipeline_cap_pauses_reading_but_answers_all(fake_upstream, d
             s.sendall(frame(q))
         ids = {read_frame(s, timeout=5).id for _ in qs}
     assert ids == {q.id for q in qs}
+
+
+def test_client_trickling_bytes_is_still_idle(unbound, dotproxy):
+    """Bytes that never complete a query are not activity (slowloris)."""
+    p = dotproxy([unbound], extra_args=["--tcp-idle-timeout", "800"])
+    with connect(p) as s:
+        start = time.monotonic()
+        data = frame(make_query("www.example.", "A"))
+        closed = False
+        for b in data[:-1]:  # never the last byte
+            try:
+                s.sendall(bytes([b]))
+            except OSError:
+                closed = True
+                break
+            s.settimeout(0.3)
+            try:
+                if s.recv(1) == b"":
+                    closed = True
+                    break
+            except socket.timeout:
+                pass
+            if time.monotonic() - start > 5:
+                break
+        assert closed, "a client trickling bytes was never closed"
+        assert time.monotonic() - start < 2.5
