@@ -211,9 +211,12 @@ static void reload(struct server *srv)
 	}
 	localzone_free(srv->localzone);
 	srv->localzone = lz;
-	if (!same_listen(srv->cfg, fresh) || fresh->max_inflight != srv->cfg->max_inflight)
-		log_warn("SIGHUP: listen addresses and --max-inflight change only on restart");
+	if (!same_listen(srv->cfg, fresh) || fresh->max_inflight != srv->cfg->max_inflight ||
+	    fresh->cache_bytes != srv->cfg->cache_bytes)
+		log_warn("SIGHUP: listen addresses, --max-inflight and --cache-size change only "
+			 "on restart");
 	fresh->max_inflight = srv->cfg->max_inflight;
+	fresh->cache_bytes = srv->cfg->cache_bytes;
 	struct config *old_cfg = srv->cfg_owned;
 	struct tls_ctx *old_tls = srv->tls;
 	struct upstream_set *old_set = srv->upstreams;
@@ -354,19 +357,25 @@ int main(int argc, char **argv)
 	rc = options_parse(argc, argv, cfg, stdout, err, sizeof(err));
 	if (rc < 0) {
 		fprintf(stderr, "dotproxy: %s\n", err);
+		free(cfg);
 		return EXIT_USAGE;
 	}
-	if (rc == OPTIONS_EXIT)
+	if (rc == OPTIONS_EXIT) {
+		free(cfg);
 		return EXIT_SUCCESS;
+	}
 	set_log_level(cfg);
 	srv.tls = make_tls(cfg, err, sizeof(err));
 	if (!srv.tls) {
 		fprintf(stderr, "dotproxy: %s%s\n", cfg->ca_file[0] ? "--ca-file: " : "", err);
+		free(cfg);
 		return EXIT_USAGE;
 	}
 	srv.localzone = make_localzone(cfg, err, sizeof(err));
 	if (!srv.localzone) {
 		fprintf(stderr, "dotproxy: --block: %s\n", err);
+		tls_ctx_free(srv.tls);
+		free(cfg);
 		return EXIT_USAGE;
 	}
 	if (cfg->check_only) {
@@ -383,7 +392,8 @@ int main(int argc, char **argv)
 	rc = uv_loop_init(&loop);
 	if (rc < 0) {
 		fprintf(stderr, "dotproxy: cannot create the event loop: %s\n", uv_strerror(rc));
-		return EXIT_STARTUP;
+		rc = EXIT_STARTUP;
+		goto out;
 	}
 	srv.argc = argc;
 	srv.argv = argv;
@@ -414,13 +424,15 @@ int main(int argc, char **argv)
 	if (start(&srv) < 0) {
 		start_drain(&srv);
 		uv_run(&loop, UV_RUN_DEFAULT);
-		return EXIT_STARTUP;
+		rc = EXIT_STARTUP;
+		goto out_loop;
 	}
 	srv.netwatch = netwatch_start(&srv);
 	if (cfg->user[0] && drop_privileges(cfg->user) < 0) {
 		start_drain(&srv);
 		uv_run(&loop, UV_RUN_DEFAULT);
-		return EXIT_STARTUP;
+		rc = EXIT_STARTUP;
+		goto out_loop;
 	}
 	for (unsigned i = 0; i < cfg->n_upstream; i++)
 		log_info("upstream %s (%s%s)", cfg->upstream[i].label,
@@ -431,12 +443,14 @@ int main(int argc, char **argv)
 		   DOTPROXY_VERSION, cfg->n_listen, cfg->n_upstream);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	log_stats();
-	rc = uv_loop_close(&loop);
-	if (rc < 0)
-		log_debug("event loop closed with handles open: %s", uv_strerror(rc));
+	rc = EXIT_SUCCESS;
+out_loop:
+	if (uv_loop_close(&loop) < 0)
+		log_debug("event loop closed with handles still open");
+out:
 	tls_ctx_free(srv.tls);
 	localzone_free(srv.localzone);
 	cache_free(srv.cache);
 	free(srv.cfg_owned);
-	return EXIT_SUCCESS;
+	return rc;
 }

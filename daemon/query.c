@@ -411,7 +411,8 @@ static bool serve_stale(struct query *q)
 			  &hit) ||
 	    wire_parse(hit.msg, hit.len, &info) != 0)
 		return false;
-	metrics_inc(METRIC_cache_stale_served);
+	if (hit.stale)
+		metrics_inc(METRIC_cache_stale_served);
 	/* A copy: answering may not change the cache, but make no assumption. */
 	uint8_t copy[WIRE_MAX_MSG];
 	memcpy(copy, hit.msg, hit.len);
@@ -486,6 +487,8 @@ static bool start_query(struct server *srv, const struct query_client *client,
 		leader->followers = q;
 		return true;
 	}
+	if (info->has_ecs)
+		metrics_inc(METRIC_ecs_stripped); /* wire_make_upstream_query drops it */
 	/* Our OPT adds at most its fixed part, keepalive and a padding block. */
 	size_t cap = len + 11 + 4 + 4 + WIRE_PAD_BLOCK;
 	q->msg = cap <= sizeof(q->inline_msg) ? q->inline_msg : malloc(cap);
@@ -603,13 +606,12 @@ void query_receive(struct server *srv, const struct query_client *client, const 
 	}
 	if (srv->draining) {
 		/* Only TCP clients still connected can get here while shutting down. */
+		metrics_inc(METRIC_servfail_shutdown);
 		reply_now(client, &info, WIRE_RCODE_SERVFAIL, WIRE_EDE_NOT_READY, NULL);
 		return;
 	}
 	if (answer_locally(srv, client, &info))
 		return;
-	if (info.has_ecs)
-		metrics_inc(METRIC_ecs_stripped); /* wire_make_upstream_query drops it */
 	struct cache_key key;
 	cache_key_from(&info, &key);
 	uint64_t hash = cache_key_hash(srv->cache, &key);

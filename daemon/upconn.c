@@ -36,6 +36,7 @@ struct upconn {
 	enum upconn_state state;
 	bool was_ready;	       /* reached READY: a later close is routine */
 	bool aborting;	       /* shutting down: fail queries, do not requeue */
+	bool retiring;	       /* closed by us (reload, network change): not a failure */
 	unsigned handles_open; /* tcp and timer; freed when both are closed */
 	struct tls_conn *tls;  /* owned; NULL until connected */
 	struct idmap *ids;     /* owned; upstream ID -> struct query */
@@ -494,7 +495,7 @@ static void close_conn(struct upconn *conn, const char *reason)
 {
 	struct query *q;
 	uint16_t id;
-	bool failed = !conn->was_ready;
+	bool failed = !conn->was_ready && !conn->retiring;
 
 	if (conn->state == UPCONN_CLOSED)
 		return;
@@ -523,12 +524,18 @@ static void close_conn(struct upconn *conn, const char *reason)
 		if (conn->aborting)
 			query_fail(q, WIRE_EDE_NETWORK_ERROR, METRIC_servfail_no_upstream);
 		else
-			upstream_requeue(conn->up, q, !failed);
+			upstream_requeue(conn->up, q, !failed || conn->retiring);
 	}
 }
 
 void upconn_close(struct upconn *conn, const char *reason)
 {
+	close_conn(conn, reason);
+}
+
+void upconn_retire(struct upconn *conn, const char *reason)
+{
+	conn->retiring = true;
 	close_conn(conn, reason);
 }
 

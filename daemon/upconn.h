@@ -51,6 +51,11 @@ void upconn_forget(struct upconn *conn, uint16_t id);
  * (upstream_requeue).  Memory is freed later, in libuv's close callback. */
 void upconn_close(struct upconn *conn, const char *reason);
 
+/** Close @conn because the world changed (reload, network change): like
+ * upconn_close(), but no failure is held against the upstream or the
+ * queries, which are resent. */
+void upconn_retire(struct upconn *conn, const char *reason);
+
 /** Close @conn and fail its queries without requeueing (shutdown). */
 void upconn_abort(struct upconn *conn);
 

@@ -120,8 +120,14 @@ static void probe_cb(uv_timer_t *timer)
 {
 	struct upstream *up = timer->data;
 
-	if (!up->down || up->n_conns)
-		return; /* back already, or a connection attempt is under way */
+	if (!up->down)
+		return; /* back already */
+	if (up->n_conns) {
+		/* A connection attempt is under way (or an old one lingers): look
+		 * again later rather than stop probing for good. */
+		uv_timer_start(&up->probe_timer, probe_cb, backoff_ms(up), 0);
+		return;
+	}
 	log_debug("upstream %s: probing", up->spec->label);
 	struct upconn *conn = upconn_new(up->srv, up);
 	if (conn)
@@ -396,7 +402,7 @@ static void close_current(struct upstream *up, const char *why)
 
 	memcpy(old, up->conns, n * sizeof(old[0]));
 	for (unsigned j = 0; j < n; j++)
-		upconn_close(old[j], why);
+		upconn_retire(old[j], why);
 }
 
 void upstream_set_retire(struct upstream_set *set)
