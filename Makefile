@@ -2,6 +2,7 @@
 #   make            build build/dotproxy
 #   make check      unit tests, fuzz corpus replay, integration tests
 #   make fuzz       run each libFuzzer target for FUZZ_SECONDS (default 30)
+#   make lint       clang-format check, clang-tidy and cppcheck
 #   make run        run the proxy with its defaults (ARGS='...' to pass options)
 #   make demo       offline end-to-end demo (local unbound over TLS, dig through dotproxy)
 #   make install    PREFIX=/usr/local DESTDIR=
@@ -38,7 +39,7 @@ endif
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-CFLAGS_ALL = -std=gnu11 $(OPT_FLAGS) $(WARN) $(HARDEN) $(SAN_FLAGS) -I. $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
+CFLAGS_ALL = -std=gnu11 -D_GNU_SOURCE $(OPT_FLAGS) $(WARN) $(HARDEN) $(SAN_FLAGS) -I. $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
 LDFLAGS_ALL = -pie -Wl,-z,relro,-z,now -Wl,--as-needed $(SAN_FLAGS) $(LDFLAGS)
 
 LIB_SRC := $(wildcard lib/*.c)
@@ -48,7 +49,7 @@ DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all check unit integration fuzz-replay fuzz run demo install clean deps
+.PHONY: all check unit integration fuzz-replay fuzz lint run demo install clean deps
 all: $(BUILD)/dotproxy
 
 $(BUILD)/dotproxy: $(DAEMON_OBJ) $(BUILD)/libdotproxy.a
@@ -89,6 +90,15 @@ fuzz:
 
 check: all unit fuzz-replay integration
 
+# Static analysis with the checked-in configurations: formatting
+# (.clang-format), clang-tidy (.clang-tidy) and cppcheck; any finding fails.
+LINT_SRC := $(LIB_SRC) $(DAEMON_SRC)
+lint:
+	clang-format --dry-run -Werror $(LINT_SRC) $(wildcard lib/*.h daemon/*.h)
+	clang-tidy -quiet $(LINT_SRC) -- -std=gnu11 -D_GNU_SOURCE -I. $(PKG_CFLAGS)
+	cppcheck -q --error-exitcode=1 --enable=warning,performance,portability --std=c11 \
+		--inline-suppr -I. $(LINT_SRC)
+
 run: $(BUILD)/dotproxy
 	$(BUILD)/dotproxy $(ARGS)
 
@@ -104,3 +114,9 @@ clean:
 	rm -rf build
 
 -include $(LIB_OBJ:.o=.d) $(DAEMON_OBJ:.o=.d)
+
+# Benchmark against peer DoT proxies on loopback (bench/README.md); ROUNDS=N
+# (default 3), BENCH_SECONDS=N per measurement (default 5). `deps` is phony, so
+# this runs every time even though bench/ is a directory (bench is not in .PHONY).
+bench: $(BUILD)/dotproxy deps
+	$(PYTHON) bench/run.py --dotproxy $(BUILD)/dotproxy
