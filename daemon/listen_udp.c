@@ -24,7 +24,7 @@ enum {
 	RECV_BATCH = 16,   /* datagrams per recvmmsg */
 	DGRAM_MAX = 65536, /* libuv's per-datagram slot in a recvmmsg buffer */
 	SEND_BATCH = 64,   /* replies per sendmmsg */
-	SEND_SLOT = 4096,  /* larger replies go out on their own */
+	SEND_SLOT = 2048,  /* larger replies (rare over UDP) go out on their own */
 };
 
 struct pending_reply {

@@ -257,14 +257,22 @@ static struct query **bucket_of(struct query_pool *pool, uint64_t hash)
 	return &pool->leaders[hash & pool->leaders_mask];
 }
 
+/* Does @q ask what @key describes?  (Queries keep no key of their own: it
+ * is derived from their question, which saves a name per slot.) */
+static bool same_key(const struct query *q, const struct cache_key *key)
+{
+	struct cache_key k;
+
+	cache_key_from(&q->info, &k);
+	return k.qtype == key->qtype && k.qclass == key->qclass && k.bits == key->bits &&
+	       k.name_len == key->name_len && memcmp(k.name, key->name, key->name_len) == 0;
+}
+
 static struct query *find_leader(struct query_pool *pool, const struct cache_key *key,
 				 uint64_t hash)
 {
 	for (struct query *l = *bucket_of(pool, hash); l; l = l->same_next)
-		if (l->key_hash == hash && l->key.qtype == key->qtype &&
-		    l->key.qclass == key->qclass && l->key.bits == key->bits &&
-		    l->key.name_len == key->name_len &&
-		    memcmp(l->key.name, key->name, key->name_len) == 0)
+		if (l->key_hash == hash && same_key(l, key))
 			return l;
 	return NULL;
 }
@@ -383,7 +391,9 @@ void query_answer(struct query *q, uint8_t *msg, size_t len, const struct wire_i
 		return;
 	}
 	metrics_inc(METRIC_answers_forwarded);
-	store(q->srv, &q->key, msg, len, &canon);
+	struct cache_key key;
+	cache_key_from(&q->info, &key);
+	store(q->srv, &key, msg, len, &canon);
 	complete_all(q, msg, len, &canon, 0, 0, source_of(q));
 }
 
@@ -406,9 +416,10 @@ static bool serve_stale(struct query *q)
 	struct cache_hit hit;
 	struct wire_info info;
 
+	struct cache_key key;
+	cache_key_from(&q->info, &key);
 	if (!cache_on(srv) || !srv->cfg->serve_stale ||
-	    !cache_lookup(srv->cache, &q->key, uv_now(srv->loop), true, srv->cfg->serve_stale,
-			  &hit) ||
+	    !cache_lookup(srv->cache, &key, uv_now(srv->loop), true, srv->cfg->serve_stale, &hit) ||
 	    wire_parse(hit.msg, hit.len, &info) != 0)
 		return false;
 	if (hit.stale)
@@ -463,7 +474,6 @@ static bool start_query(struct server *srv, const struct query_client *client,
 	q->srv = srv;
 	q->client = *client;
 	q->info = *info;
-	q->key = *key;
 	q->key_hash = hash;
 	q->start_ns = uv_hrtime();
 	q->deadline_ms = uv_now(srv->loop) + srv->cfg->timeout_ms;

@@ -68,8 +68,7 @@ struct query {
 	uint32_t tried;		   /**< bit i: upstream i failed this query */
 	uint8_t resends;	   /**< times resent after a connection closed */
 	/* identical questions in flight share one upstream query */
-	struct cache_key key; /**< the question as the cache knows it */
-	uint64_t key_hash;
+	uint64_t key_hash;	   /**< hash of its cache key (see cache_key_from()) */
 	struct query *leader;	   /**< the query this one waits on, or NULL */
 	struct query *followers;   /**< queries waiting on this one (not owned) */
 	struct query *follow_next; /**< next in the leader's followers */
