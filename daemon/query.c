@@ -465,8 +465,19 @@ static bool start_query(struct server *srv, const struct query_client *client,
 			const struct cache_key *key, uint64_t hash)
 {
 	struct query_pool *pool = srv->queries;
-	struct query *q = pool_get(pool);
+	uint8_t *upstream_msg = srv->query_buf;
+	struct wire_upstream_opts opts = { .pad = srv->cfg->padding, .keepalive = true };
+	size_t upstream_len =
+	    wire_make_upstream_query(msg, info, &opts, upstream_msg, sizeof(srv->query_buf));
 
+	(void)len;
+	if (upstream_len == 0) {
+		/* Only a query near 64 KiB cannot take our OPT: refuse it. */
+		metrics_inc(METRIC_formerr);
+		reply_now(client, info, WIRE_RCODE_FORMERR, WIRE_EDE_NONE, NULL);
+		return true;
+	}
+	struct query *q = pool_get(pool);
 	if (!q)
 		return false;
 	/* The slot may have been used before: reset all but its timer and buffer. */
@@ -499,13 +510,10 @@ static bool start_query(struct server *srv, const struct query_client *client,
 	}
 	if (info->has_ecs)
 		metrics_inc(METRIC_ecs_stripped); /* wire_make_upstream_query drops it */
-	/* Our OPT adds at most its fixed part, keepalive and a padding block. */
-	size_t cap = len + 11 + 4 + 4 + WIRE_PAD_BLOCK;
-	q->msg = cap <= sizeof(q->inline_msg) ? q->inline_msg : malloc(cap);
+	q->msg = upstream_len <= sizeof(q->inline_msg) ? q->inline_msg : malloc(upstream_len);
 	require(q->msg);
-	struct wire_upstream_opts opts = { .pad = srv->cfg->padding, .keepalive = true };
-	q->len = wire_make_upstream_query(msg, info, &opts, q->msg, cap);
-	require(q->len > 0);
+	memcpy(q->msg, upstream_msg, upstream_len);
+	q->len = upstream_len;
 	add_leader(pool, q);
 	upstream_dispatch(srv->upstreams, q);
 	return true;

@@ -54,6 +54,8 @@ struct server {
 	uint8_t plain_buf[16384];
 	/** A reply being adapted for one client (ID, case, TTLs, truncation). */
 	uint8_t reply_buf[65536];
+	/** The query being built for upstreams (our OPT, padding). */
+	uint8_t query_buf[65536];
 	/** Ciphertext on its way to an upstream socket. */
 	uint8_t cipher_buf[65536];
 };

@@ -39,6 +39,15 @@ int acl_parse(const char *text, struct acl_entry *e)
 			return -EINVAL;
 	}
 	e->bits = (uint8_t)bits;
+	/* A prefix written in IPv4-mapped form (::ffff:10.0.0.0/104) would never
+	 * match: mapped clients are compared as IPv4.  Store it as IPv4. */
+	static const uint8_t v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	if (e->family == AF_INET6 && e->bits >= 96 && memcmp(e->addr, v4mapped, 12) == 0) {
+		memmove(e->addr, e->addr + 12, 4);
+		memset(e->addr + 4, 0, 12);
+		e->family = AF_INET;
+		e->bits = (uint8_t)(e->bits - 96);
+	}
 	return 0;
 }
 

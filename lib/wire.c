@@ -80,8 +80,10 @@ static int read_rr(const uint8_t *msg, size_t len, size_t *pos, bool additional,
 	*pos += rdlen;
 	if (wire_read16(fixed) != WIRE_TYPE_OPT)
 		return 0;
-	/* RFC 6891 §6.1.1: one OPT at most, owned by the root, in the additional section. */
-	if (!additional || info->has_edns || name_len != 1)
+	/* RFC 6891 §6.1.1: one OPT at most, owned by the root, in the additional
+	 * section.  The owner must be the single root byte, not a pointer to
+	 * one: everything that rewrites the OPT relies on its fixed layout. */
+	if (!additional || info->has_edns || name_len != 1 || msg[start] != 0)
 		return WIRE_EFORMAT;
 	info->has_edns = true;
 	info->keepalive = -1;
@@ -290,8 +292,10 @@ static int scan_ttl(void *arg, const uint8_t *rr, unsigned section)
 {
 	struct ttl_scan *s = arg;
 	uint16_t type = wire_read16(rr);
-	uint32_t ttl = read32(rr + 4) & 0x7fffffff; /* RFC 2181 §8: top bit means 0 */
+	uint32_t ttl = read32(rr + 4);
 
+	if (ttl & 0x80000000)
+		ttl = 0; /* RFC 2181 §8: a TTL with the top bit set means 0 */
 	if (type == WIRE_TYPE_OPT)
 		return 0;
 	if (!s->have || ttl < s->min)
@@ -338,9 +342,11 @@ static int rewrite_ttl(void *arg, const uint8_t *rr, unsigned section)
 {
 	struct ttl_rewrite *r = arg;
 	uint8_t *p = (uint8_t *)rr + 4; /* the caller owns a writable message */
-	uint32_t ttl = read32(p) & 0x7fffffff;
+	uint32_t ttl = read32(p);
 
 	(void)section;
+	if (ttl & 0x80000000)
+		ttl = 0; /* RFC 2181 §8 */
 	if (wire_read16(rr) == WIRE_TYPE_OPT)
 		return 0;
 	ttl = r->fixed ? r->fixed : ttl > r->elapsed ? ttl - r->elapsed : 0;
@@ -371,7 +377,7 @@ size_t wire_make_upstream_query(const uint8_t *msg, const struct wire_info *info
 {
 	size_t pos = info->question_end;
 
-	if (!info->has_question || cap < pos + OPT_MIN_LEN + 4)
+	if (!info->has_question || cap < pos + OPT_MIN_LEN)
 		return 0;
 	memcpy(out, msg, pos);
 	wire_write16(out + 6, 0);
@@ -386,7 +392,7 @@ size_t wire_make_upstream_query(const uint8_t *msg, const struct wire_info *info
 			uint16_t code = wire_read16(rdata + o);
 			size_t olen = 4u + wire_read16(rdata + o + 2);
 			if (harmless_option(code)) {
-				if (cap - pos < olen + 8)
+				if (cap - pos < olen)
 					return 0;
 				memcpy(out + pos, rdata + o, olen);
 				pos += olen;
@@ -410,6 +416,8 @@ size_t wire_make_upstream_query(const uint8_t *msg, const struct wire_info *info
 		memset(out + pos + 4, 0, pad);
 		pos += 4 + pad;
 	}
+	if (pos > WIRE_MAX_MSG)
+		return 0; /* a near-64 KiB query grown past what a length prefix frames */
 	/* Version 0; keep only the DO bit of the client's flags. */
 	uint32_t ttl = info->has_edns ? (info->edns_ttl & 0x8000) : 0;
 	write_opt(out + opt, OUR_UDP_PAYLOAD, ttl, (uint16_t)(pos - opt - OPT_MIN_LEN));

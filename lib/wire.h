@@ -180,7 +180,8 @@ struct wire_upstream_opts {
  * options only those that identify nothing (NSID, DAU, DHU, N3U) -- no
  * Client Subnet (RFC 7871 §11.1), no cookie; then keepalive and padding as
  * @opts asks.  Any other records of the query are dropped.  Returns the
- * length written to @out, or 0 when @cap is too small.
+ * length written to @out, or 0 when @cap is too small or the result would
+ * exceed WIRE_MAX_MSG.
  */
 size_t wire_make_upstream_query(const uint8_t *msg, const struct wire_info *info,
 				const struct wire_upstream_opts *opts, uint8_t *out, size_t cap);

@@ -39,6 +39,10 @@ MALFORMED = {
     "record past the end": header(ar=1) + QUESTION + b"\x00\x00\x01\x00\x01\x00\x00\x00\x00\x00\x10ab",
     "two OPT records": header(ar=2) + QUESTION + (b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00") * 2,
     "trailing bytes": header() + QUESTION + b"junk",
+    # An OPT whose root owner is a pointer (to the end of the question name):
+    # once crashed the proxy, whose OPT rewriting assumed a one-byte owner.
+    "OPT owner compressed": header(ar=1) + QUESTION + b"\xc0\x18\x00\x29\x10\x00\x00\x00"
+        b"\x00\x00\x01\x00\x03\xff\x00\xfc" + b"\x00" * 252,
 }
 
 
