@@ -417,16 +417,17 @@ def nodelay_word(values):
 # ----------------------------------------------------------------------------
 # The synthetic zone and the upstreams
 
-def zone_records():
+def zone_records(ttl=300):
     """ZONE_NAMES A records n0.bench.example. .. (documentation ranges only)."""
     for i in range(ZONE_NAMES):
-        yield f"n{i}.{ZONE} 300 IN A 198.51.100.{1 + i % 254}" if i % 2 else \
-              f"n{i}.{ZONE} 300 IN A 203.0.113.{1 + i % 254}"
+        yield f"n{i}.{ZONE} {ttl} IN A 198.51.100.{1 + i % 254}" if i % 2 else \
+              f"n{i}.{ZONE} {ttl} IN A 203.0.113.{1 + i % 254}"
 
 
-def write_query_file(path):
+def write_query_file(path, names=ZONE_NAMES):
+    """dnsperf data file: n0 .. n(names-1), each once, in order."""
     with open(path, "w") as f:
-        for i in range(ZONE_NAMES):
+        for i in range(names):
             f.write(f"n{i}.{ZONE.rstrip('.')} A\n")
 
 
@@ -435,10 +436,16 @@ class Upstream:
     name = "?"
     nodelay_expected = None
 
-    def __init__(self, workdir, cert, key, ca_file):
+    def __init__(self, workdir, cert, key, ca_file, ttl=300):
         self.workdir, self.cert, self.key, self.ca_file = workdir, cert, key, ca_file
+        self.ttl = ttl                # TTL of every answer of the synthetic zone
         self.port = free_port()
         self.daemon = None
+
+    @property
+    def udp_port(self):
+        """Where it answers plain DNS over UDP (the cache-hit reference row)."""
+        return self.port
 
     def ready(self):
         conn = dot_connect(self.port, self.ca_file, timeout=1.0)
@@ -508,7 +515,7 @@ class UnboundUpstream(Upstream):
             '  local-zone: "." static',
             '  local-data: ". 3600 IN SOA ns.example. hostmaster.example. 1 3600 600 86400 60"',
         ]
-        lines += [f'  local-data: "{r}"' for r in zone_records()]
+        lines += [f'  local-data: "{r}"' for r in zone_records(self.ttl)]
         lines += ["remote-control:", "  control-enable: no"]
         with open(conf, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -527,8 +534,10 @@ class DnsdistUpstream(Upstream):
     """
     name = "dnsdist"
 
-    def __init__(self, *a):
-        super().__init__(*a)
+    udp_port = None                   # a plain attribute here, not the property
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
         self.udp_port = free_port()
         self.console_port = free_port()
         self.console_key = base64.b64encode(os.urandom(32)).decode()
@@ -547,7 +556,7 @@ class DnsdistUpstream(Upstream):
                 f'setLocal("127.0.0.1:{self.udp_port}")\n'
                 f'addTLSLocal("127.0.0.1:{self.port}", "{self.cert}", "{self.key}", '
                 '{provider="openssl"})\n'
-                f'addAction(makeRule("{ZONE}"), SpoofAction({{"192.0.2.53"}}, {{ttl=300}}))\n'
+                f'addAction(makeRule("{ZONE}"), SpoofAction({{"192.0.2.53"}}, {{ttl={self.ttl}}}))\n'
                 "addAction(AllRule(), RCodeAction(DNSRCode.REFUSED))\n"
                 + console)
         return [which("dnsdist"), "--supervised", "--disable-syslog", "-C", conf]
@@ -569,15 +578,19 @@ UPSTREAMS = {"unbound": UnboundUpstream, "dnsdist": DnsdistUpstream}
 # The proxies. Each verifies the upstream's certificate against the test CA
 # by name, forwards everything over TLS, and has no cache (or none in use).
 # Where a peer has a knob for workers it gets one, like dotproxy today.
+# With cache=True (the cache-hit variant) each has its cache ON instead, at
+# its usual size; a peer without a cache (has_cache False) is not run then.
 
 class Proxy:
     name = "?"
     binary = None
+    has_cache = True
 
-    def __init__(self, workdir, upstream, ca_file, dotproxy=None):
+    def __init__(self, workdir, upstream, ca_file, dotproxy=None, cache=False):
         self.upstream = upstream
         self.ca_file = ca_file
         self.dotproxy = dotproxy
+        self.cache = cache
         self.port = free_port()
         self.workdir = os.path.join(workdir, f"{self.name}-via-{upstream.name}")
         self.daemon = None
@@ -615,8 +628,10 @@ class Dotproxy(Proxy):
         argv = [self.dotproxy, "--listen", f"127.0.0.1:{self.port}",
                 "--upstream", f"127.0.0.1@{self.upstream.port}#{AUTH_NAME}",
                 "--ca-file", self.ca_file]
-        if dotproxy_has_cache(self.dotproxy):
-            argv += ["--cache-size", "0"]  # cache OFF, like every peer here
+        # Cache OFF, like every peer here -- unless this is the cache-hit
+        # variant, which leaves the default (--cache-size 32M, prefetch on).
+        if dotproxy_has_cache(self.dotproxy) and not self.cache:
+            argv += ["--cache-size", "0"]
         return argv
 
 
@@ -654,6 +669,7 @@ def snapshot_dotproxy(binary, work):
 class Stubby(Proxy):
     name = "stubby"
     binary = "stubby"
+    has_cache = False
 
     def argv(self):
         conf = self.write("stubby.yml", f"""\
@@ -697,13 +713,7 @@ server:
   # The upstream is on loopback.
   do-not-query-localhost: no
   tls-cert-bundle: "{self.ca_file}"
-  # No cache: unbound always has one, so make it useless. cache-max-ttl 0
-  # expires every entry at once (answers go out with TTL 0); the sizes are
-  # the minimum. The upstream's query counter confirms every query is forwarded.
-  msg-cache-size: 0
-  rrset-cache-size: 0
-  cache-max-ttl: 0
-  cache-max-negative-ttl: 0
+{self.cache_settings()}
   prefetch: no
   serve-expired: no
   qname-minimisation: no
@@ -717,20 +727,41 @@ remote-control:
 """)
         return [which("unbound"), "-d", "-c", conf]
 
+    def cache_settings(self):
+        if self.cache:
+            # Cache ON: unbound's default sizes (msg 4m, rrset 4m) and TTL
+            # limits, stated here so that the config says what was measured.
+            return ("  # Cache ON at unbound's defaults.\n"
+                    "  msg-cache-size: 4m\n"
+                    "  rrset-cache-size: 4m\n"
+                    "  cache-max-ttl: 86400")
+        # No cache: unbound always has one, so make it useless. cache-max-ttl 0
+        # expires every entry at once (answers go out with TTL 0); the sizes
+        # are the minimum. The upstream's query counter confirms every query
+        # is forwarded.
+        return ("  msg-cache-size: 0\n"
+                "  rrset-cache-size: 0\n"
+                "  cache-max-ttl: 0\n"
+                "  cache-max-negative-ttl: 0")
+
 
 class DnsdistForwarder(Proxy):
     name = "dnsdist"
     binary = "dnsdist"
 
     def argv(self):
-        # No packet cache is configured, so there is none.
+        # No packet cache is configured, so there is none -- unless this is
+        # the cache-hit variant: then a packet cache for the default pool,
+        # 100,000 entries (dnsdist's documented example size), default TTLs.
+        cache = ('pc = newPacketCache(100000)\n'
+                 'getPool(""):setCache(pc)\n') if self.cache else ""
         conf = self.write("dnsdist.conf", f"""\
 setSecurityPollSuffix("")
 setLocal("127.0.0.1:{self.port}")
 newServer({{address="127.0.0.1:{self.upstream.port}", tls="openssl",
   subjectName="{AUTH_NAME}", caStore="{self.ca_file}", validateCertificates=true,
   checkName="n0.{ZONE}"}})
-""")
+{cache}""")
         return [which("dnsdist"), "--supervised", "--disable-syslog", "-C", conf]
 
 
@@ -754,14 +785,20 @@ trust_anchors.remove('.')
 -- SERVFAIL ~10% of queries at this load; dotproxy allows 4096 per connection.
 net.tcp_pipeline(4096)
 net.listen('127.0.0.1', {self.port}, {{ kind = 'dns' }})
--- The cache cannot be removed; NO_CACHE keeps every query away from it.
-cache.open(10 * MB, 'lmdb://{cache_dir}')
-policy.add(policy.all(policy.FLAGS({{'NO_CACHE'}})))
+{self.cache_settings(cache_dir)}
 policy.add(policy.all(policy.TLS_FORWARD({{
   {{'127.0.0.1@{self.upstream.port}', hostname='{AUTH_NAME}', ca_file='{self.ca_file}'}}
 }})))
 """)
         return [which("kresd"), "-n", "-c", conf, self.workdir]
+
+    def cache_settings(self, cache_dir):
+        if self.cache:
+            # Cache ON, kresd's default size (100 MB), in our work directory.
+            return f"cache.open(100 * MB, 'lmdb://{cache_dir}')"
+        return ("-- The cache cannot be removed; NO_CACHE keeps every query away from it.\n"
+                f"cache.open(10 * MB, 'lmdb://{cache_dir}')\n"
+                "policy.add(policy.all(policy.FLAGS({'NO_CACHE'})))")
 
 
 PEERS = {"dotproxy": Dotproxy, "stubby": Stubby, "unbound": UnboundForwarder,
@@ -814,10 +851,13 @@ def dnsperf(args, seconds, verbose=False):
 
 
 def throughput(port, queries, seconds, mode="udp", pid=None, upstream=None,
-               clients=THROUGHPUT_CLIENTS, count=True):
-    """Maximum throughput through port: answered qps, failures, CPU of pid."""
+               clients=THROUGHPUT_CLIENTS, count=True, timeout=None):
+    """Maximum throughput through port: answered qps, failures, CPU of pid.
+    timeout: dnsperf's per-query timeout in s (None: its default, 5)."""
     args = ["-m", mode, "-s", "127.0.0.1", "-p", port, "-d", queries,
             "-c", clients, "-q", THROUGHPUT_OUTSTANDING]
+    if timeout:
+        args += ["-t", timeout]
     drops0 = udp_listener_drops(port) if mode == "udp" else None
     upq0 = upstream.query_count() if upstream and count else None
     up_pid = upstream.daemon.pid if upstream else None
@@ -857,8 +897,10 @@ def throughput(port, queries, seconds, mode="udp", pid=None, upstream=None,
     if upq0 is not None:
         upq1 = upstream.query_count()
         # ~1.0 when every answer came from the upstream (no cache hits);
-        # slightly more with health checks or retries.
-        r["upstream_per_answer"] = (upq1 - upq0) / answered if upq1 and answered else None
+        # slightly more with health checks or retries; ~0 for cache hits.
+        r["upstream_queries"] = upq1 - upq0 if upq1 is not None else None
+        r["upstream_per_answer"] = (upq1 - upq0) / answered \
+            if upq1 is not None and answered else None
     return r
 
 
@@ -906,6 +948,8 @@ def fmt(v, kind):
         return f"{v:.2f}"
     if kind == "ms":
         return f"{v:.2f}" if v < 10 else f"{v:.1f}"
+    if kind == "ms3":  # cache hits: tens of microseconds
+        return f"{v:.3f}" if v < 1 else fmt(v, "ms")
     if kind == "raw":
         return f"{v:.0f}"
     if kind in ("cpu", "mib"):
@@ -940,7 +984,8 @@ def machine_line():
 
 def command_line(args):
     if os.environ.get("MAKELEVEL"):
-        return f"make bench ROUNDS={args.rounds} BENCH_SECONDS={args.seconds:g}"
+        return (f"make bench ROUNDS={args.rounds} BENCH_SECONDS={args.seconds:g}"
+                + (" BENCH_CACHE_HIT=1" if args.cache_hit else ""))
     return " ".join(["bench/run.py"] + sys.argv[1:])
 
 
@@ -1082,6 +1127,325 @@ def render(args, ctx, results, elapsed):
     return "\n".join(lines) + "\n"
 
 
+def peer_versions(args, peer_names):
+    vers = {"dotproxy": ([args.dotproxy, "--version"], None),
+            "stubby": (["stubby", "-V"], None), "unbound": (["unbound", "-V"], r"Version (\S+)"),
+            "dnsdist": (["dnsdist", "--version"], r"dnsdist (\S+)"),
+            "kresd": (["kresd", "--version"], r"version (\S+)")}
+    out = {}
+    for name in peer_names:
+        argv, pat = vers[name]
+        if which(argv[0]) or os.path.isabs(argv[0]):
+            out[name] = tool_version(argv, pat) if pat else tool_version(argv)
+    return out
+
+
+# ----------------------------------------------------------------------------
+# The cache-hit variant (--cache-hit, BENCH_CACHE_HIT=1)
+#
+# Every proxy with its cache ON at its usual size, the caches warmed by whole
+# passes over a hot set of names, then the same loads as the main table. The
+# upstream's query counter is read around every measurement: upstream queries
+# per answer should be ~0 (every answer from the cache). The reference row is
+# the same load straight to the upstream over plain UDP: a server answering
+# from memory with no proxy, no TLS and no cache lookup in between.
+
+CACHE_NAMES = 10000   # the hot set, n0 .. n9999: fits every cache here many times over
+CACHE_TTL = 86400     # TTL of the upstream's answers: nothing expires, and nothing
+                      # is near enough expiry to be prefetched, however long the run
+WARM_PASSES = 3       # at most this many passes over the hot set per proxy
+# dnsperf's timeout in this variant: 2 s, the latency probe's. A cache hit
+# takes well under a millisecond; dnsperf waits out the timeout at the end of
+# a run for every lost query, and 5 s of that per run would cost ~1 min.
+CACHE_DNSPERF_TIMEOUT = 2
+BACKGROUND_SECONDS = 3  # idle time over which the upstream's background rate is read
+
+
+def warm_cache(port, queries, upstream, names):
+    """Fill a proxy's cache: whole passes over the query set (dnsperf -n 1),
+    until a pass reaches the upstream (almost) never. Returns the passes."""
+    quiet = max(10, names // 1000)   # dnsdist's health checks, a stray retry
+    passes = []
+    for _ in range(WARM_PASSES):
+        q0 = upstream.query_count()
+        r = dnsperf(["-m", "udp", "-s", "127.0.0.1", "-p", port, "-d", queries,
+                     "-c", 1, "-q", 100, "-n", 1], 60)
+        q1 = upstream.query_count()
+        rec = {"sent": r.get("sent"), "answered": get(r, "rcodes", "NOERROR"),
+               "upstream_queries": q1 - q0 if q0 is not None and q1 is not None else None}
+        if "error" in r:
+            rec["error"] = r["error"]
+        passes.append(rec)
+        if rec["upstream_queries"] is None:
+            if len(passes) >= 2:    # cannot tell: two passes and hope
+                break
+        elif rec["upstream_queries"] <= quiet and rec["answered"] == names:
+            break
+    return passes
+
+
+def measure_cached(p, up, queries, seconds):
+    """Latency, then throughput, through proxy p; upstream queries around each."""
+    q0 = up.query_count()
+    lat = latency(p.port, queries, seconds, pids=[p.pid, up.daemon.pid])
+    q1 = up.query_count()
+    if q0 is not None and q1 is not None:
+        lat["upstream_queries"] = q1 - q0
+        lat["upstream_per_answer"] = (q1 - q0) / lat["answered"] if lat["answered"] else None
+    thr = throughput(p.port, queries, seconds, pid=p.pid, upstream=up,
+                     timeout=CACHE_DNSPERF_TIMEOUT)
+    return lat, thr
+
+
+def main_cache_hit(args, peer_names):
+    base = os.path.abspath(args.workdir)
+    work = os.path.join(base, "cache-hit")
+    if os.path.isdir(work):
+        shutil.rmtree(work)
+    os.makedirs(work)
+    t0 = time.monotonic()
+    ctx = {"peer_names": peer_names, "main": {}, "warm": {}, "versions": {},
+           "loadavg": open("/proc/loadavg").read().split()[:3]}
+
+    log(f"cache-hit variant, in {work}: CA, certificate for {AUTH_NAME} / 127.0.0.1, "
+        f"hot set of {CACHE_NAMES} names, TTL {CACHE_TTL}")
+    pki = PKI(os.path.join(work, "pki"), name="dotproxy bench CA")
+    cert, key = pki.leaf("server", dns_names=[AUTH_NAME], ip_addresses=["127.0.0.1"])
+    ca = pki.ca_file
+    queries = os.path.join(work, "queries-hot.txt")
+    write_query_file(queries, CACHE_NAMES)
+    if "dotproxy" in peer_names:
+        args.dotproxy, ctx["dotproxy_id"] = snapshot_dotproxy(args.dotproxy, work)
+        log(f"dotproxy under test: {ctx['dotproxy_id']}; its cache on (default --cache-size)")
+
+    # One upstream. dnsdist by default (and for auto): it counts the queries
+    # it answers, which is how a cache hit is told from a miss here.
+    want = "dnsdist" if args.upstream == "auto" else args.upstream
+    order = [want] + [n for n in UPSTREAMS if n != want]
+    if args.upstream == "unbound":
+        order = ["unbound"]
+    up, why = None, []
+    for name in order:
+        if not which(name):
+            why.append(f"{name}: not installed")
+            continue
+        try:
+            up = UPSTREAMS[name](work, cert, key, ca, ttl=CACHE_TTL).start()
+            break
+        except (RuntimeError, OSError) as e:
+            why.append(f"{name}: failed to start: {e}")
+    if up is None:
+        log("no upstream could be started: " + "; ".join(why))
+        stop_all()
+        return 1
+    ctx["upstream"] = up
+    if up.query_count() is None:
+        log(f"  {up.name} cannot count its queries: upstream queries per answer not measured")
+
+    for name in peer_names:
+        cls = PEERS[name]
+        p = cls(work, up, ca, dotproxy=args.dotproxy, cache=True)
+        if not cls.has_cache:
+            p.unavailable = "has no cache"
+        elif cls.binary and not which(cls.binary):
+            p.unavailable = f"{PACKAGES[cls.binary]} not installed"
+        else:
+            log(f"starting {name} → {up.name} on 127.0.0.1:{p.port}, cache on")
+            p.start()
+        if p.unavailable:
+            log(f"  {name} not run: {p.unavailable}")
+        ctx["main"][name] = p
+    ctx["versions"] = {"dnsperf": tool_version([which("dnsperf"), "-h"], r"Version (\S+)")}
+    ctx["versions"].update(peer_versions(args, peer_names))
+
+    live = [n for n in peer_names if not ctx["main"][n].unavailable]
+    for name in live:
+        p = ctx["main"][name]
+        passes = warm_cache(p.port, queries, up, CACHE_NAMES)
+        ctx["warm"][name] = passes
+        log(f"  warmed {name}: " + ", ".join(
+            f"pass {i + 1}: {w['answered']}/{w['sent']} NOERROR, "
+            f"{w['upstream_queries']} upstream queries" for i, w in enumerate(passes)))
+
+    # What the upstream gets with no load at all (dnsdist as a peer sends a
+    # health check every second; the others should send nothing): counted
+    # in every proxy's upstream queries, since they share the upstream.
+    q0 = up.query_count()
+    time.sleep(BACKGROUND_SECONDS)
+    q1 = up.query_count()
+    ctx["background_qps"] = (q1 - q0) / BACKGROUND_SECONDS \
+        if q0 is not None and q1 is not None else None
+    log(f"  background: {ctx['background_qps']} upstream queries/s with no load")
+
+    results = {"reference": [], "proxies": {n: [] for n in live}}
+    for rnd in range(args.rounds):
+        order = live[rnd % len(live):] + live[:rnd % len(live)] if live else []
+        log(f"round {rnd + 1}/{args.rounds}: order {', '.join(order)}")
+        for name in order:
+            p = ctx["main"][name]
+            if not p.daemon or not p.daemon.alive():
+                log(f"  {name} is no longer running: skipped")
+                continue
+            lat, thr = measure_cached(p, up, queries, args.seconds)
+            rec = {"round": rnd, "lat": lat, "thr": thr, "rss_mib": peak_rss_mib(p.pid)}
+            results["proxies"][name].append(rec)
+            log(f"  {name}: {get(thr, 'qps') or 0:,.0f} qps, fail {get(thr, 'fail_pct') or 0:.2f}%, "
+                f"{get(thr, 'cpu_per_100k') or 0:.2f} CPU-s/100k, p50 {lat['p50_ms']} ms, "
+                f"p99 {lat['p99_ms']} ms, upstream queries {get(lat, 'upstream_queries')} + "
+                f"{get(thr, 'upstream_queries')}" + (f" [{thr['error']}]" if "error" in thr else ""))
+        log(f"  reference: dnsperf over UDP straight to {up.name}")
+        thr = throughput(up.udp_port, queries, args.seconds, pid=up.daemon.pid,
+                         timeout=CACHE_DNSPERF_TIMEOUT)
+        lat = latency(up.udp_port, queries, args.seconds, pids=[up.daemon.pid])
+        results["reference"].append({"round": rnd, "thr": thr, "lat": lat})
+        log(f"  reference: {get(thr, 'qps') or 0:,.0f} qps, p50 {get(lat, 'p50_ms')} ms")
+
+    elapsed = time.monotonic() - t0
+    stop_all()
+    text = render_cache_hit(args, ctx, results, elapsed + (t0 - START))
+    md = os.path.join(base, "results.md")
+    appended = os.path.exists(md)
+    with open(md, "a") as f:
+        f.write(("\n" if appended else "") + text)
+    with open(os.path.join(work, "results.json"), "w") as f:
+        json.dump({"args": vars(args), "machine": machine_line(), "upstream": up.name,
+                   "cache_names": CACHE_NAMES, "ttl": CACHE_TTL, "versions": ctx["versions"],
+                   "warm": ctx["warm"],
+                   "unavailable": {n: ctx["main"][n].unavailable for n in peer_names},
+                   "results": results}, f, indent=1, default=str)
+    sys.stdout.write(text)
+    log(f"done in {(time.monotonic() - START) / 60:.1f} min; "
+        f"{'appended to' if appended else 'written to'} {os.path.relpath(md, ROOT)}")
+    return 0
+
+
+def fmt_ratio(v):
+    if v is None:
+        return "–"
+    if v == 0:
+        return "0"
+    return f"{v:.1e}" if v < 0.01 else f"{v:.2f}"
+
+
+def cell_ratio(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    med = fmt_ratio(statistics.median(values))
+    lo, hi = fmt_ratio(min(values)), fmt_ratio(max(values))
+    return med if len(values) == 1 or lo == hi else f"{med} ({lo}–{hi})"
+
+
+def render_cache_hit(args, ctx, results, elapsed):
+    up = ctx["upstream"]
+    ref = results["reference"]
+    lines = []
+    lines.append(f"## dotproxy benchmark: cache hits "
+                 f"({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)")
+    lines.append("")
+    lines.append(f"Machine: {machine_line()}. Command: `{command_line(args)}` "
+                 f"({args.rounds} rounds, {args.seconds:g} s per measurement, "
+                 f"{elapsed / 60:.1f} min in all).")
+    lines.append("")
+    lines.append(f"Every proxy with its cache on at its usual size, forwarding to {up.name} over "
+                 f"DoT on loopback; hot set of {CACHE_NAMES:,} names (TTL {CACHE_TTL}), each cache "
+                 f"warmed by whole passes over it before the rounds. Throughput: `dnsperf -c "
+                 f"{THROUGHPUT_CLIENTS} -q {THROUGHPUT_OUTSTANDING} -l {args.seconds:g}` over UDP "
+                 f"(the query file wraps around); latency: {LATENCY_RATE} qps over UDP "
+                 f"(bench/latency_probe.py). Reference: the same loads straight to the upstream "
+                 f"over plain UDP ({up.name} answering from memory: no proxy, no TLS, no cache); "
+                 f"its CPU column is the upstream's. Upstream q/answer: queries the upstream "
+                 f"received per NOERROR answer during the throughput run (0 = every answer from "
+                 f"the cache; it includes the upstream's background of "
+                 f"{fmt(ctx.get('background_qps'), 'cpu')} queries/s with no load at all, "
+                 f"since every proxy shares it). dnsperf timeout {CACHE_DNSPERF_TIMEOUT} s. "
+                 f"Cells: median (min–max) over rounds.")
+    lines.append("")
+    lines.append("| proxy | qps | % of reference | fail % | CPU-s/100k | peak RSS MiB | "
+                 "p50 ms | p99 ms | avg ms | upstream q/answer |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    lines.append(f"| reference: dnsperf → {up.name} over UDP | "
+                 f"{cell([get(r, 'thr', 'qps') for r in ref], 'qps')} | 100 | "
+                 f"{cell([get(r, 'thr', 'fail_pct') for r in ref], 'fail')} | "
+                 f"{cell([get(r, 'thr', 'cpu_per_100k') for r in ref], 'cpu')} | – | "
+                 f"{cell([get(r, 'lat', 'p50_ms') for r in ref], 'ms3')} | "
+                 f"{cell([get(r, 'lat', 'p99_ms') for r in ref], 'ms3')} | "
+                 f"{cell([get(r, 'lat', 'avg_ms') for r in ref], 'ms3')} | – |")
+    for name in ctx["peer_names"]:
+        p = ctx["main"][name]
+        if p.unavailable:
+            lines.append(f"| {name} | not run: {p.unavailable[:160]} " + "| " * 8 + "|")
+            continue
+        rs = results["proxies"].get(name, [])
+        pct = []
+        for r in rs:
+            lim = get(ref[r["round"]], "thr", "qps") if r["round"] < len(ref) else None
+            q = get(r, "thr", "qps")
+            pct.append(100.0 * q / lim if q is not None and lim else None)
+        lines.append(
+            f"| {name} | {cell([get(r, 'thr', 'qps') for r in rs], 'qps')} | "
+            f"{cell(pct, 'pct')} | {cell([get(r, 'thr', 'fail_pct') for r in rs], 'fail')} | "
+            f"{cell([get(r, 'thr', 'cpu_per_100k') for r in rs], 'cpu')} | "
+            f"{cell([r.get('rss_mib') for r in rs], 'mib')} | "
+            f"{cell([get(r, 'lat', 'p50_ms') for r in rs], 'ms3')} | "
+            f"{cell([get(r, 'lat', 'p99_ms') for r in rs], 'ms3')} | "
+            f"{cell([get(r, 'lat', 'avg_ms') for r in rs], 'ms3')} | "
+            f"{cell_ratio([get(r, 'thr', 'upstream_per_answer') for r in rs])} |")
+    lines.append("")
+
+    diag = []
+    for name in ctx["peer_names"]:
+        rs = results["proxies"].get(name, [])
+        if not rs:
+            continue
+        parts = []
+        warm = ctx["warm"].get(name, [])
+        if warm:
+            parts.append("warm-up passes (NOERROR / upstream queries): " + ", ".join(
+                f"{w['answered']} / {w['upstream_queries']}" for w in warm))
+        upq = [(get(r, "lat", "upstream_queries") or 0) + (get(r, "thr", "upstream_queries") or 0)
+               for r in rs if get(r, "thr", "upstream_queries") is not None]
+        if upq:
+            parts.append(f"upstream queries per round during the measured runs {cell(upq, 'raw')}"
+                         f" (latency run: {cell_ratio([get(r, 'lat', 'upstream_per_answer') for r in rs])}"
+                         f" per answer)")
+        drops = [get(r, "thr", "listener_drops") for r in rs]
+        if any(v is not None for v in drops):
+            parts.append(f"UDP drops at its listening socket {cell(drops, 'raw')}")
+        lost = [get(r, "thr", "lost") for r in rs]
+        if any(lost):
+            parts.append(f"queries lost (throughput) {cell(lost, 'raw')}")
+        lfail = [get(r, "lat", "lost") for r in rs]
+        if any(lfail):
+            parts.append(f"queries lost (latency) {cell(lfail, 'raw')}")
+        busy = [get(r, "thr", "machine_busy_pct") for r in rs]
+        other = [get(r, "thr", "other_pct") for r in rs]
+        parts.append(f"machine CPU busy {cell(busy, 'pct')}%, of which other "
+                     f"processes {cell(other, 'pct')}%")
+        other = [get(r, "lat", "other_pct") for r in rs]
+        parts.append(f"other processes during latency runs {cell(other, 'pct')}%")
+        lag = [get(r, "lat", "max_send_lag_ms") for r in rs]
+        parts.append(f"probe max send lag {cell(lag, 'ms')} ms")
+        diag.append(f"- {name}: " + "; ".join(parts))
+    busy = [get(r, "thr", "machine_busy_pct") for r in ref]
+    other = [get(r, "thr", "other_pct") for r in ref]
+    diag.append(f"- reference run: machine CPU busy {cell(busy, 'pct')}%, of which other "
+                f"processes {cell(other, 'pct')}%")
+    if ctx.get("background_qps") is not None:
+        diag.append(f"- upstream background with no load: {ctx['background_qps']:.2f} queries/s "
+                    f"over {BACKGROUND_SECONDS} s (dnsdist as a peer health-checks its backend "
+                    f"every second)")
+    lines.append("Details (throughput runs unless noted):")
+    lines += diag
+    lines.append("")
+    lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in ctx["versions"].items())
+                 + (f" (dotproxy: {ctx['dotproxy_id']})" if ctx.get("dotproxy_id") else ""))
+    lines.append("")
+    lines.append(f"Load average when the run started: {' '.join(ctx['loadavg'])}"
+                 " (anything else running shares the same CPUs).")
+    return "\n".join(lines) + "\n"
+
+
 # ----------------------------------------------------------------------------
 # Main
 
@@ -1100,19 +1464,15 @@ def main():
                     help="skip the latency table against the other upstream")
     ap.add_argument("--no-install", action="store_true", help="never run apt-get")
     ap.add_argument("--workdir", default=os.path.join(ROOT, "build", "bench"))
-    # Hook for later: the cache-hit variant. It will send a small hot set
-    # (e.g. 100 names, each asked many times) through every proxy with its
-    # cache ON (dotproxy without --cache-size 0, unbound without
-    # cache-max-ttl 0, kresd without NO_CACHE, dnsdist with a packet cache;
-    # stubby has none), and report the same table, the limit then being the
-    # upstream answering UDP directly. Only the flag exists today.
+    # The cache-hit variant: every proxy with its cache ON (dotproxy without
+    # --cache-size 0, unbound without cache-max-ttl 0, kresd without
+    # NO_CACHE, dnsdist with a packet cache; stubby has none), caches warmed
+    # first, then the same loads; its table is appended to results.md.
     ap.add_argument("--cache-hit", action="store_true",
                     default=os.environ.get("BENCH_CACHE_HIT") == "1",
-                    help="cache-hit variant (not implemented yet)")
+                    help="run the cache-hit variant instead (caches on and warmed; "
+                         "its table is appended to WORKDIR/results.md)")
     args = ap.parse_args()
-    if args.cache_hit:
-        log("the cache-hit variant is not implemented yet (see --help and bench/README.md)")
-        return 2
     if args.rounds < 1 or args.seconds < 1:
         ap.error("--rounds and --seconds must be at least 1")
     peer_names = [p.strip() for p in args.peers.split(",") if p.strip()]
@@ -1128,6 +1488,8 @@ def main():
     if not which("dnsperf"):
         log("dnsperf is required (apt-get install dnsperf)")
         return 1
+    if args.cache_hit:
+        return main_cache_hit(args, peer_names)
 
     work = os.path.abspath(args.workdir)
     if os.path.isdir(work):
@@ -1236,14 +1598,7 @@ def main():
             if p.unavailable:
                 log(f"  {name} unavailable: {p.unavailable}")
             ctx[role][name] = p
-    vers = {"dotproxy": ([args.dotproxy, "--version"], None),
-            "stubby": (["stubby", "-V"], None), "unbound": (["unbound", "-V"], r"Version (\S+)"),
-            "dnsdist": (["dnsdist", "--version"], r"dnsdist (\S+)"),
-            "kresd": (["kresd", "--version"], r"version (\S+)")}
-    for name in peer_names:
-        argv, pat = vers[name]
-        if which(argv[0]) or os.path.isabs(argv[0]):
-            ctx["versions"][name] = tool_version(argv, pat) if pat else tool_version(argv)
+    ctx["versions"].update(peer_versions(args, peer_names))
 
     # --- Rounds ----------------------------------------------------------------
     live = [n for n in peer_names if not ctx["main"][n].unavailable]
