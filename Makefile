@@ -113,7 +113,7 @@ install: $(BUILD)/dotproxy
 clean:
 	rm -rf build
 
--include $(LIB_OBJ:.o=.d) $(DAEMON_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(DAEMON_OBJ:.o=.d) $(UNIT_BIN:=.d)
 
 # Benchmark against peer DoT proxies on loopback (bench/README.md); ROUNDS=N
 # (default 3), BENCH_SECONDS=N per measurement (default 5). `deps` is phony, so

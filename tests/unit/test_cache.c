@@ -24,66 +24,7 @@
 
 enum { T0 = 1000000 }; /* an arbitrary "now", in ms */
 
-/* ---- message builder (from test_wire.c) ---------------------------------- */
-
-struct msg {
-	uint8_t b[8192];
-	size_t len;
-};
-
-static void put8(struct msg *m, unsigned v)
-{
-	assert_true(m->len < sizeof(m->b));
-	m->b[m->len++] = (uint8_t)v;
-}
-
-static void put16(struct msg *m, unsigned v)
-{
-	put8(m, (v >> 8) & 0xff);
-	put8(m, v & 0xff);
-}
-
-static void put32(struct msg *m, uint32_t v)
-{
-	put16(m, v >> 16);
-	put16(m, v & 0xffff);
-}
-
-static void put_raw(struct msg *m, const void *p, size_t n)
-{
-	assert_true(m->len + n <= sizeof(m->b));
-	memcpy(m->b + m->len, p, n);
-	m->len += n;
-}
-
-static void put_name(struct msg *m, const char *text)
-{
-	const char *p = text;
-
-	while (*p && strcmp(p, ".") != 0) {
-		const char *dot = strchr(p, '.');
-		size_t n = dot ? (size_t)(dot - p) : strlen(p);
-		assert_true(n > 0 && n < 64);
-		put8(m, (unsigned)n);
-		put_raw(m, p, n);
-		p += n;
-		if (*p == '.')
-			p++;
-	}
-	put8(m, 0);
-}
-
-static void put_header(struct msg *m, unsigned id, unsigned flags, unsigned qd, unsigned an,
-		       unsigned ns, unsigned ar)
-{
-	m->len = 0;
-	put16(m, id);
-	put16(m, flags);
-	put16(m, qd);
-	put16(m, an);
-	put16(m, ns);
-	put16(m, ar);
-}
+#include "tests/unit/msg_builder.h"
 
 /* A query for @name; @edns_ttl < 0 means no OPT, else the OPT's TTL field
  * (0x8000 is DO). */
