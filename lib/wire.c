@@ -23,6 +23,7 @@ static int read_name(const uint8_t *msg, size_t len, size_t *pos, uint8_t *out, 
 {
 	size_t p = *pos, after = 0, total = 0;
 	size_t limit = *pos; /* a pointer must target an offset below this */
+	size_t end = len;    /* labels must end by here: once compressed, before this name */
 	bool jumped = false;
 
 	for (;;) {
@@ -38,6 +39,10 @@ static int read_name(const uint8_t *msg, size_t len, size_t *pos, uint8_t *out, 
 			if (!jumped) {
 				after = p + 2;
 				jumped = true;
+				/* What a pointer leads to must lie wholly before this name:
+				 * otherwise cutting the message after the name (strip,
+				 * truncation) could change it. */
+				end = *pos;
 			}
 			limit = target;
 			p = target;
@@ -45,7 +50,7 @@ static int read_name(const uint8_t *msg, size_t len, size_t *pos, uint8_t *out, 
 		}
 		if (label & 0xc0)
 			return WIRE_EFORMAT; /* 01 and 10 label types are reserved/obsolete */
-		if (total + label + 1u > WIRE_MAX_NAME || p + 1u + label > len)
+		if (total + label + 1u > WIRE_MAX_NAME || p + 1u + label > end)
 			return WIRE_EFORMAT;
 		if (out)
 			memcpy(out + total, msg + p, label + 1u);
