@@ -728,6 +728,32 @@ static void truncate_longest_question(void **state)
  * name would change under wire_set_id/wire_truncate/wire_strip_opt.  The
  * parser refuses them (found by fuzz_wire_parse, corpus crash_ptr_into_*).
  */
+/* A pointer may only lead to labels that end before the pointing name.
+ * Here the second answer's owner points into the first answer's RDATA at
+ * a 5-byte label of which only 2 bytes lie before the pointer: the rest,
+ * and further labels, are read from the second record itself. */
+static void reject_pointer_labels_running_forward(void **state)
+{
+	(void)state;
+	struct msg m;
+	struct wire_info info;
+
+	put_header(&m, 7, WIRE_FLAG_QR, 1, 2, 0, 0);
+	put_name(&m, "a.");
+	put16(&m, 1);
+	put16(&m, 1);
+	put8(&m, 0); /* first answer: root owner, TXT */
+	put_rr_fixed(&m, 16, 1, 60, 3);
+	size_t target = m.len;
+	put8(&m, 5);
+	put8(&m, 'x');
+	put8(&m, 'y');
+	put_ptr(&m, target); /* second answer's owner */
+	put_rr_fixed(&m, 1, 1, 60, 4);
+	put32(&m, 0x7f000001);
+	assert_int_equal(parse(&m, &info), WIRE_EFORMAT);
+}
+
 static void reject_pointer_into_header(void **state)
 {
 	(void)state;
@@ -1102,6 +1128,7 @@ int main(void)
 		cmocka_unit_test(reject_oversized),
 		cmocka_unit_test(reject_pointer_loops),
 		cmocka_unit_test(reject_pointer_into_header),
+		cmocka_unit_test(reject_pointer_labels_running_forward),
 		cmocka_unit_test(reject_label_types),
 		cmocka_unit_test(reject_long_names),
 		cmocka_unit_test(reject_truncated_records),
