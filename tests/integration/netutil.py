@@ -8,6 +8,7 @@ import socket
 import ssl
 import time
 
+import dns.edns
 import dns.message
 import dns.query
 import dns.rdatatype
@@ -338,3 +339,34 @@ class DoTClient:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# -- plain DNS over TCP by hand, and reply inspection ---------------------------------------
+
+def frame(msg):
+    """A message (dnspython or bytes) with its RFC 1035 §4.2.2 length prefix."""
+    wire = msg if isinstance(msg, (bytes, bytearray)) else msg.to_wire()
+    return len(wire).to_bytes(2, "big") + wire
+
+
+def recv_exact(sock, n):
+    """Exactly n bytes from a stream socket, or ConnectionError if it closes first."""
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("closed by the proxy")
+        buf += chunk
+    return buf
+
+
+def read_frame(sock, timeout=3.0):
+    """One length-prefixed DNS message from a plain TCP socket, parsed."""
+    sock.settimeout(timeout)
+    n = int.from_bytes(recv_exact(sock, 2), "big")
+    return dns.message.from_wire(recv_exact(sock, n))
+
+
+def ede_codes(reply):
+    """The Extended DNS Error info codes (RFC 8914) in a reply."""
+    return [o.code for o in reply.options if o.otype == dns.edns.EDE]

@@ -2,7 +2,6 @@
 RFC 8467, RFC 7871 §11.1): what reaches the upstream, and what does not."""
 
 import concurrent.futures
-import socket
 import time
 
 import dns.edns

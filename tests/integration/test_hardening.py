@@ -34,7 +34,7 @@ import pytest
 
 import procutil
 from dotproxy_proc import binary_path, run_cli
-from netutil import free_port, make_query
+from netutil import ede_codes, frame, free_port, make_query, recv_exact
 
 
 # The fixture starts the binary with cwd=<test workdir>, so a relative
@@ -125,25 +125,6 @@ def assert_rss_bounded(p, what):
 
 
 # -- DNS helpers ----------------------------------------------------------------------------
-
-def ede_codes(reply):
-    return [o.code for o in reply.options if o.otype == dns.edns.EDE]
-
-
-def frame(msg):
-    wire = msg.to_wire() if not isinstance(msg, (bytes, bytearray)) else msg
-    return struct.pack("!H", len(wire)) + wire
-
-
-def recv_exact(sock, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("closed by the proxy")
-        buf += chunk
-    return buf
-
 
 def timed(fn, *args, **kw):
     start = time.monotonic()

@@ -1,35 +1,13 @@
 """TCP clients (RFC 7766): pipelining, partial frames, idle timeouts, caps."""
 
 import socket
-import struct
 import time
 
 import dns.message
 import dns.rcode
 import dns.rdatatype
 
-from netutil import make_query
-
-
-def frame(msg):
-    wire = msg.to_wire()
-    return struct.pack("!H", len(wire)) + wire
-
-
-def read_frame(sock, timeout=3.0):
-    sock.settimeout(timeout)
-    head = recv_exact(sock, 2)
-    return dns.message.from_wire(recv_exact(sock, struct.unpack("!H", head)[0]))
-
-
-def recv_exact(sock, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("closed by the proxy")
-        buf += chunk
-    return buf
+from netutil import frame, make_query, read_frame
 
 
 def connect(p):

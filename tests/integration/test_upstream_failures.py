@@ -8,12 +8,9 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from netutil import free_port
+from netutil import ede_codes, free_port
 
 
-def ede_codes(reply):
-    """The Extended DNS Error info codes (RFC 8914) in a reply."""
-    return [o.code for o in reply.options if o.otype == dns.edns.EDE]
 
 
 def a_records(reply):

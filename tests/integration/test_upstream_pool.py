@@ -22,15 +22,12 @@ import dns.rcode
 import pytest
 
 from dotproxy_proc import AUTH_NAME, binary_path, run_cli
-from netutil import free_port, make_query
+from netutil import ede_codes, free_port, make_query
 from pki import PKI
 
 
 # -- helpers ---------------------------------------------------------------------------
 
-def ede_codes(reply):
-    """The Extended DNS Error info codes (RFC 8914) in a reply."""
-    return [o.code for o in reply.options if o.otype == dns.edns.EDE]
 
 
 def a_records(reply):
