@@ -3,6 +3,7 @@
  * module.  Exit status: 0 after SIGTERM/SIGINT, 1 when start-up fails,
  * 2 for a bad argument or configuration.
  */
+#include "daemon/busypoll.h"
 #include "daemon/listen_tcp.h"
 #include "daemon/listen_udp.h"
 #include "daemon/netwatch.h"
@@ -441,7 +442,7 @@ int main(int argc, char **argv)
 			 cfg->upstream[i].n_pins ? ", key must match a pin" : "");
 	log_tagged("notice", "dotproxy %s ready: %u listen address(es), %u upstream(s)",
 		   DOTPROXY_VERSION, cfg->n_listen, cfg->n_upstream);
-	uv_run(&loop, UV_RUN_DEFAULT);
+	busypoll_run(&srv);
 	log_stats();
 	rc = EXIT_SUCCESS;
 out_loop:

@@ -43,6 +43,7 @@ struct server {
 	struct udp_listener *udp_flush_list; /**< listeners with replies to send */
 	uv_check_t flush_check;		     /**< writes them after each round of I/O */
 	uv_idle_t flush_idle;		     /**< keeps the loop from blocking while some wait */
+	uint64_t poll_until_ns;		     /**< busy-poll for an answer until then (busypoll) */
 	bool draining;			     /**< SIGTERM seen: no new queries, finish in-flight */
 	struct netwatch *netwatch;	     /**< owned; NULL where unavailable */
 	uv_timer_t drain_timer;		     /**< bounds the drain */

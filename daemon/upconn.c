@@ -6,6 +6,7 @@
  */
 #include "daemon/upconn.h"
 
+#include "daemon/busypoll.h"
 #include "daemon/query.h"
 #include "daemon/server.h"
 #include "daemon/upstream.h"
@@ -167,7 +168,8 @@ static void flush(struct upconn *conn)
 		return;
 	}
 	conn->out_len = 0;
-	send_cipher(conn);
+	if (send_cipher(conn) == 0)
+		busypoll_expect(conn->srv, conn->up);
 }
 
 void upconn_flush_all(struct server *srv)

@@ -25,6 +25,7 @@ enum opt_id {
 	OPT_MAX_TCP_CLIENTS,
 	OPT_MAX_TCP_PIPELINE,
 	OPT_IDLE_TIMEOUT,
+	OPT_BUSY_POLL,
 	OPT_MAX_CONNECTIONS,
 	OPT_POLICY,
 	OPT_PROFILE,
@@ -90,6 +91,10 @@ static const struct option_def table[] = {
 	{ OPT_IDLE_TIMEOUT, 0, false, "idle-timeout", "MSEC",
 	  "close upstream connections idle for MSEC, or sooner if the server\n"
 	  "asks (edns-tcp-keepalive, RFC 7828) (default 10000)" },
+	{ OPT_BUSY_POLL, 0, false, "busy-poll", "USEC",
+	  "after sending queries to an upstream that answers within a\n"
+	  "millisecond, poll for the answer for up to USEC instead of sleeping\n"
+	  "(0-1000, default 200; 0: always sleep)" },
 	{ OPT_MAX_CONNECTIONS, 0, false, "max-connections", "N",
 	  "TLS connections per upstream; another opens when one is busy (default 4)" },
 	{ OPT_NO_PADDING, 0, false, "no-padding", NULL,
@@ -415,6 +420,7 @@ static void set_defaults(struct config *cfg)
 	cfg->max_tcp_pipeline = 128;
 	cfg->idle_timeout_ms = 10000;
 	cfg->max_connections = 4;
+	cfg->busy_poll_us = 200;
 	cfg->policy = OPTIONS_POLICY_FASTEST;
 	cfg->profile = OPTIONS_PROFILE_STRICT;
 	cfg->padding = true;
@@ -504,6 +510,8 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 		return parse_uint(o->name, value, 1, 65535, &cfg->max_tcp_pipeline, err, errlen);
 	case OPT_IDLE_TIMEOUT:
 		return parse_uint(o->name, value, 10, 3600000, &cfg->idle_timeout_ms, err, errlen);
+	case OPT_BUSY_POLL:
+		return parse_uint(o->name, value, 0, 1000, &cfg->busy_poll_us, err, errlen);
 	case OPT_MAX_CONNECTIONS:
 		return parse_uint(o->name, value, 1, 64, &cfg->max_connections, err, errlen);
 	case OPT_POLICY:

@@ -79,6 +79,7 @@ struct config {
 	unsigned max_tcp_clients;     /**< TCP client connections at once */
 	unsigned max_tcp_pipeline;    /**< queries in flight per TCP client */
 	unsigned idle_timeout_ms;     /**< idle upstream connections are closed after this */
+	unsigned busy_poll_us;	      /**< poll this long for a near upstream's answer */
 	unsigned max_connections;     /**< TLS connections per upstream */
 	enum options_policy policy;
 	enum options_profile profile;

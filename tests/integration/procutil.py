@@ -7,6 +7,7 @@ the test process dies, so no unbound or dotproxy outlives the run holding
 a port.
 """
 
+import os
 import shutil
 
 _SETPRIV = shutil.which("setpriv")
@@ -24,3 +25,21 @@ def die_with_parent(argv):
     if _SETPRIV is None:
         return argv
     return [_SETPRIV, "--pdeathsig", "TERM", "--"] + argv
+
+
+def proc_status(pid):
+    """/proc/PID/status as a dict of strings (values stripped)."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = v.strip()
+    return out
+
+
+def cpu_seconds(pid):
+    """utime + stime of the process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    # fields[0] is the state (field 3); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

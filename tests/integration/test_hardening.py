@@ -33,6 +33,7 @@ import dns.rcode
 import pytest
 
 import procutil
+from procutil import cpu_seconds, proc_status
 from dotproxy_proc import binary_path, run_cli
 from netutil import ede_codes, frame, free_port, make_query, recv_exact
 
@@ -74,16 +75,6 @@ UPSTREAM_CONNS = 4
 
 # -- observing the process ------------------------------------------------------------
 
-def proc_status(pid):
-    """/proc/PID/status as a dict of strings (values stripped)."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            out[k] = v.strip()
-    return out
-
-
 def rss_kb(pid):
     """(VmRSS, VmHWM) in KiB."""
     st = proc_status(pid)
@@ -92,14 +83,6 @@ def rss_kb(pid):
 
 def fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def cpu_seconds(pid):
-    """utime + stime of the process, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    # fields[0] is the state (field 3); utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for(predicate, timeout, interval=0.05):

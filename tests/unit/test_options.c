@@ -326,6 +326,7 @@ static void bad_arguments(void **state)
 		{ "--timeout", "10ms" },     { "--timeout", "99999999999999999999999" },
 		{ "--max-inflight", "0" },   { "--max-tcp-pipeline", "65536" },
 		{ "--max-tcp-clients", "" }, { "--tcp-idle-timeout", " 100" },
+		{ "--busy-poll", "1001" },   { "--busy-poll", "-1" },
 	};
 	for (size_t i = 0; i < sizeof(bad_numbers) / sizeof(bad_numbers[0]); i++) {
 		assert_int_equal(parse_args(ARGS(bad_numbers[i][0], bad_numbers[i][1])), -EINVAL);
@@ -334,6 +335,12 @@ static void bad_arguments(void **state)
 	}
 	assert_int_equal(parse_args(ARGS("--timeout", "10")), OPTIONS_RUN);
 	assert_int_equal(cfg.timeout_ms, 10);
+	assert_int_equal(parse_args(ARGS(NULL)), OPTIONS_RUN);
+	assert_int_equal(cfg.busy_poll_us, 200);
+	assert_int_equal(parse_args(ARGS("--busy-poll", "0")), OPTIONS_RUN);
+	assert_int_equal(cfg.busy_poll_us, 0); /* 0 turns it off */
+	assert_int_equal(parse_args(ARGS("--busy-poll=1000")), OPTIONS_RUN);
+	assert_int_equal(cfg.busy_poll_us, 1000);
 
 	/* Too many list entries. */
 	const char *args[2 * OPTIONS_MAX_UPSTREAMS + 3];
