@@ -2,6 +2,8 @@
  * Open addressing with linear probing over a power-of-two table at most half
  * full.  Keys are random, so the low bits index well without hashing;
  * removal shifts later entries back, so there are no tombstones to age.
+ * The table starts small and doubles as entries are added: a connection
+ * with a few queries in flight should not carry a table sized for 1024.
  */
 #include "lib/idmap.h"
 
@@ -20,27 +22,32 @@ struct idmap {
 	unsigned count;
 	unsigned mask;	 /* table size - 1 */
 	unsigned cursor; /* where idmap_pop() resumes its scan */
-	struct slot slots[];
+	struct slot *slots;
 };
+
+enum { INITIAL_SIZE = 32 };
 
 struct idmap *idmap_new(unsigned capacity)
 {
-	unsigned size = 2;
-
 	if (capacity == 0 || capacity > 32768)
 		return NULL;
-	while (size < 2 * capacity)
-		size <<= 1;
-	struct idmap *map = calloc(1, sizeof(*map) + size * sizeof(struct slot));
+	struct idmap *map = calloc(1, sizeof(*map));
 	if (!map)
 		return NULL;
+	map->slots = calloc(INITIAL_SIZE, sizeof(struct slot));
+	if (!map->slots) {
+		free(map);
+		return NULL;
+	}
 	map->capacity = capacity;
-	map->mask = size - 1;
+	map->mask = INITIAL_SIZE - 1;
 	return map;
 }
 
 void idmap_free(struct idmap *map)
 {
+	if (map)
+		free(map->slots);
 	free(map);
 }
 
@@ -53,10 +60,37 @@ static unsigned find(const struct idmap *map, uint16_t id)
 	return i;
 }
 
+/* Double the table; -ENOMEM leaves it as it was. */
+static int grow(struct idmap *map)
+{
+	unsigned size = (map->mask + 1) * 2;
+	struct slot *slots = calloc(size, sizeof(*slots));
+
+	if (!slots)
+		return -ENOMEM;
+	for (unsigned i = 0; i <= map->mask; i++) {
+		if (!map->slots[i].value)
+			continue;
+		unsigned j = map->slots[i].id & (size - 1);
+		while (slots[j].value)
+			j = (j + 1) & (size - 1);
+		slots[j] = map->slots[i];
+	}
+	free(map->slots);
+	map->slots = slots;
+	map->mask = size - 1;
+	map->cursor = 0;
+	return 0;
+}
+
 int idmap_alloc(struct idmap *map, void *value, uint16_t *id)
 {
 	if (map->count >= map->capacity)
 		return -ENOSPC;
+	/* At most half full, so probes stay short and a random draw hits a free
+	 * ID at least half the time. */
+	if (2 * (map->count + 1) > map->mask + 1 && grow(map) < 0)
+		return -ENOMEM;
 	for (;;) {
 		uint16_t candidate = random_u16();
 		unsigned i = find(map, candidate);

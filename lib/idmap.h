@@ -10,13 +10,15 @@
 
 struct idmap;
 
-/** A map holding up to @capacity entries (1..32768); NULL on allocation
- * failure.  Freed with idmap_free(); values are not owned. */
+/** A map holding up to @capacity entries (1..32768), its table sized to
+ * the entries actually held; NULL on allocation failure.  Freed with
+ * idmap_free(); values are not owned. */
 struct idmap *idmap_new(unsigned capacity);
 void idmap_free(struct idmap *map);
 
 /** Bind @value (non-NULL) to a fresh random ID written to @id.
- * Returns 0, or -ENOSPC when the map is full. */
+ * Returns 0, -ENOSPC when the map is full, or -ENOMEM when its table could
+ * not grow. */
 int idmap_alloc(struct idmap *map, void *value, uint16_t *id);
 
 /** The value bound to @id, or NULL. */
