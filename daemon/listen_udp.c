@@ -29,14 +29,17 @@ enum {
 
 struct pending_reply {
 	struct sockaddr_storage peer;
-	size_t len;
+	size_t offset, len; /* in send_buf */
 };
 
 struct udp_listener {
 	uv_udp_t udp;
 	struct server *srv;
 	uint8_t *recv_buf; /* RECV_BATCH slots; pages touched only as used */
-	uint8_t *send_buf; /* SEND_BATCH slots of SEND_SLOT bytes */
+	/* Room for SEND_BATCH replies of SEND_SLOT bytes, filled back to back so
+	 * that the pages touched follow the bytes queued, not the replies. */
+	uint8_t *send_buf;
+	size_t send_used;
 	struct pending_reply pending[SEND_BATCH];
 	unsigned n_pending;
 	struct udp_listener *flush_next; /* srv->udp_flush_list */
@@ -142,11 +145,12 @@ static void flush(struct udp_listener *l)
 
 	if (l->n_pending == 0 || uv_fileno((uv_handle_t *)&l->udp, &fd) != 0) {
 		l->n_pending = 0;
+		l->send_used = 0;
 		return;
 	}
 	memset(msgs, 0, l->n_pending * sizeof(msgs[0]));
 	for (unsigned i = 0; i < l->n_pending; i++) {
-		iov[i].iov_base = l->send_buf + (size_t)i * SEND_SLOT;
+		iov[i].iov_base = l->send_buf + l->pending[i].offset;
 		iov[i].iov_len = l->pending[i].len;
 		msgs[i].msg_hdr.msg_name = &l->pending[i].peer;
 		msgs[i].msg_hdr.msg_namelen = peer_len(&l->pending[i].peer);
@@ -166,6 +170,7 @@ static void flush(struct udp_listener *l)
 		}
 	}
 	l->n_pending = 0;
+	l->send_used = 0;
 }
 
 void listen_udp_flush_all(struct server *srv)
@@ -190,8 +195,10 @@ int listen_udp_send(struct udp_listener *l, const struct sockaddr_storage *peer,
 		flush(l);
 	struct pending_reply *p = &l->pending[l->n_pending];
 	memcpy(&p->peer, peer, peer_len(peer));
+	p->offset = l->send_used;
 	p->len = len;
-	memcpy(l->send_buf + (size_t)l->n_pending * SEND_SLOT, msg, len);
+	memcpy(l->send_buf + p->offset, msg, len);
+	l->send_used += len;
 	l->n_pending++;
 	if (!l->flush_queued) {
 		l->flush_queued = true;
