@@ -3,8 +3,10 @@
 import subprocess
 
 import dns.flags
+import dns.message
 import dns.rcode
 import dns.rdatatype
+import dns.rrset
 
 BIG = "big.example."
 
@@ -61,3 +63,23 @@ def test_dig_retries_over_tcp_and_gets_everything(unbound, dotproxy):
     assert "ANSWER: 100," in out.stdout
     s = p.stats()
     assert s["queries_udp"] == 1 and s["queries_tcp"] == 1
+
+
+def test_answer_near_64_kib_arrives_whole_over_tcp(fake_upstream, dotproxy):
+    """An answer spread over several TLS records, which dotproxy decrypts a
+    record's worth at a time, arrives whole and unchanged."""
+    strings = [f"{i:04d}".encode() * 60 for i in range(250)]  # 240 bytes each
+
+    def huge(query):
+        resp = dns.message.make_response(query)
+        resp.answer.append(dns.rrset.from_text_list(
+            query.question[0].name, 300, "IN", "TXT", [f'"{s.decode()}"' for s in strings]))
+        return resp
+
+    up = fake_upstream(responder=huge)
+    p = dotproxy([up], extra_args=["--cache-size", "0"])
+    for _ in range(3):  # the same connection, so records also straddle reads
+        reply = p.tcp("huge.example.", "TXT")
+        assert len(reply.to_wire()) > 60000
+        got = [s for rrset in reply.answer for rr in rrset for s in rr.strings]
+        assert sorted(got) == sorted(strings)
