@@ -9,7 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum log_level log_threshold = LOG_LEVEL_WARN;
+_Atomic enum log_level log_threshold = LOG_LEVEL_WARN;
 
 static const char *const level_names[] = { "error", "warning", "info", "debug" };
 

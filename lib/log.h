@@ -17,7 +17,7 @@ enum log_level {
 };
 
 /** Messages above this level are discarded.  Default: LOG_LEVEL_WARN. */
-extern enum log_level log_threshold;
+extern _Atomic enum log_level log_threshold; /* workers read it, worker 0 sets it */
 
 /** Write one line at @level.  The format must not end in a newline. */
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

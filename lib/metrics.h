@@ -54,13 +54,23 @@ enum metric {
 	    METRIC_COUNT
 };
 
-/** The counters of this worker. */
-extern uint64_t metrics[METRIC_COUNT];
+enum { METRICS_MAX_WORKERS = 64 };
+
+/** The counters this thread adds to: worker 0's until metrics_use_worker(). */
+extern _Thread_local uint64_t *metrics_mine;
 
 static inline void metrics_inc(enum metric m)
 {
-	metrics[m]++;
+	/* Only this thread writes its counters, but metrics_render() may read
+	 * them from another: relaxed atomic load and store (plain moves on x86),
+	 * not a locked add. */
+	uint64_t *c = &metrics_mine[m];
+	__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
 }
 
-/** Render every counter as "stats: name=value ..." (no newline) into @buf. */
+/** From now on this thread counts as worker @index (< METRICS_MAX_WORKERS). */
+void metrics_use_worker(unsigned index);
+
+/** Render every counter, summed over the workers, as "stats: name=value ..."
+ * (no newline) into @buf. */
 void metrics_render(char *buf, size_t cap);

@@ -26,6 +26,7 @@ enum opt_id {
 	OPT_MAX_TCP_PIPELINE,
 	OPT_IDLE_TIMEOUT,
 	OPT_BUSY_POLL,
+	OPT_WORKERS,
 	OPT_MAX_CONNECTIONS,
 	OPT_POLICY,
 	OPT_PROFILE,
@@ -75,6 +76,9 @@ static const struct option_def table[] = {
 	  "answer SERVFAIL when no upstream answered within MSEC (default 4000)" },
 	{ OPT_TCP_IDLE_TIMEOUT, 0, false, "tcp-idle-timeout", "MSEC",
 	  "close TCP clients idle for MSEC (default 10000)" },
+	{ OPT_WORKERS, 0, false, "workers", "N",
+	  "threads, each with its own event loop, sockets (SO_REUSEPORT),\n"
+	  "upstream connections and share of the cache and limits (default 1)" },
 	{ OPT_MAX_INFLIGHT, 0, false, "max-inflight", "N",
 	  "queries in flight at once; beyond, SERVFAIL (default 8192)" },
 	{ OPT_MAX_TCP_CLIENTS, 0, false, "max-tcp-clients", "N",
@@ -421,6 +425,7 @@ static void set_defaults(struct config *cfg)
 	cfg->idle_timeout_ms = 10000;
 	cfg->max_connections = 4;
 	cfg->busy_poll_us = 200;
+	cfg->workers = 1;
 	cfg->policy = OPTIONS_POLICY_FASTEST;
 	cfg->profile = OPTIONS_PROFILE_STRICT;
 	cfg->padding = true;
@@ -510,6 +515,9 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 		return parse_uint(o->name, value, 1, 65535, &cfg->max_tcp_pipeline, err, errlen);
 	case OPT_IDLE_TIMEOUT:
 		return parse_uint(o->name, value, 10, 3600000, &cfg->idle_timeout_ms, err, errlen);
+	case OPT_WORKERS:
+		return parse_uint(o->name, value, 1, OPTIONS_MAX_WORKERS, &cfg->workers, err,
+				  errlen);
 	case OPT_BUSY_POLL:
 		return parse_uint(o->name, value, 0, 1000, &cfg->busy_poll_us, err, errlen);
 	case OPT_MAX_CONNECTIONS:

@@ -18,6 +18,7 @@
 enum {
 	OPTIONS_MAX_LISTEN = 16,
 	OPTIONS_MAX_UPSTREAMS = 16,
+	OPTIONS_MAX_WORKERS = 64,
 	OPTIONS_MAX_AUTH_NAME = 253,
 	OPTIONS_DEFAULT_PORT_DOT = 853,
 	OPTIONS_MAX_PINS = 8,
@@ -80,6 +81,7 @@ struct config {
 	unsigned max_tcp_pipeline;    /**< queries in flight per TCP client */
 	unsigned idle_timeout_ms;     /**< idle upstream connections are closed after this */
 	unsigned busy_poll_us;	      /**< poll this long for a near upstream's answer */
+	unsigned workers;	      /**< event loops (threads) sharing the listen addresses */
 	unsigned max_connections;     /**< TLS connections per upstream */
 	enum options_policy policy;
 	enum options_profile profile;

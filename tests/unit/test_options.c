@@ -327,6 +327,7 @@ static void bad_arguments(void **state)
 		{ "--max-inflight", "0" },   { "--max-tcp-pipeline", "65536" },
 		{ "--max-tcp-clients", "" }, { "--tcp-idle-timeout", " 100" },
 		{ "--busy-poll", "1001" },   { "--busy-poll", "-1" },
+		{ "--workers", "0" },	     { "--workers", "65" },
 	};
 	for (size_t i = 0; i < sizeof(bad_numbers) / sizeof(bad_numbers[0]); i++) {
 		assert_int_equal(parse_args(ARGS(bad_numbers[i][0], bad_numbers[i][1])), -EINVAL);
@@ -341,6 +342,9 @@ static void bad_arguments(void **state)
 	assert_int_equal(cfg.busy_poll_us, 0); /* 0 turns it off */
 	assert_int_equal(parse_args(ARGS("--busy-poll=1000")), OPTIONS_RUN);
 	assert_int_equal(cfg.busy_poll_us, 1000);
+	assert_int_equal(cfg.workers, 1);
+	assert_int_equal(parse_args(ARGS("--workers", "64")), OPTIONS_RUN);
+	assert_int_equal(cfg.workers, 64);
 
 	/* Too many list entries. */
 	const char *args[2 * OPTIONS_MAX_UPSTREAMS + 3];
