@@ -6,6 +6,7 @@
  * unsent backlog passes a bound.
  */
 #include "daemon/listen_tcp.h"
+#include "daemon/listen_udp.h"
 
 #include "daemon/query.h"
 #include "daemon/server.h"
@@ -293,8 +294,12 @@ static bool room_for_client(struct server *srv)
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
 		return true;
-	rlim_t reserve = FD_RESERVE + (rlim_t)srv->cfg->n_upstream * srv->cfg->max_connections;
-	if (rl.rlim_cur > reserve && srv->tcp_clients < rl.rlim_cur - reserve)
+	/* The workers share the process's descriptors: each keeps its reserve
+	 * and takes its share of the rest. */
+	rlim_t workers = srv->cfg->workers;
+	rlim_t reserve =
+	    workers * (FD_RESERVE + (rlim_t)srv->cfg->n_upstream * srv->cfg->max_connections);
+	if (rl.rlim_cur > reserve && srv->tcp_clients < (rl.rlim_cur - reserve) / workers)
 		return true;
 	uint64_t now = uv_now(srv->loop);
 	if (now - srv->fd_warned_ms >= 1000 || srv->fd_warned_ms == 0) {
@@ -324,8 +329,8 @@ static void connection_cb(uv_stream_t *server, int status)
 		uv_close((uv_handle_t *)&c->tcp, free_cb);
 		return;
 	}
-	if (srv->tcp_clients >= srv->cfg->max_tcp_clients || srv->draining ||
-	    !room_for_client(srv)) {
+	if (srv->tcp_clients >= worker_share(srv->cfg->max_tcp_clients, srv->cfg->workers) ||
+	    srv->draining || !room_for_client(srv)) {
 		metrics_inc(METRIC_tcp_refused);
 		uv_close((uv_handle_t *)&c->tcp, free_cb);
 		return;
@@ -358,10 +363,20 @@ struct tcp_listener *listen_tcp_start(struct server *srv, const struct options_a
 
 	require(l);
 	l->srv = srv;
-	uv_tcp_init(srv->loop, &l->tcp);
+	/* With the address family given, the socket exists before the bind. */
+	rc = uv_tcp_init_ex(srv->loop, &l->tcp, addr->sa.ss_family);
+	if (rc < 0) {
+		free(l);
+		*rcp = rc;
+		snprintf(err, errlen, "cannot listen on %s/tcp: %s", addr->text, uv_strerror(rc));
+		return NULL;
+	}
 	l->tcp.data = l;
-	rc = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&addr->sa,
-			 addr->sa.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
+	if (srv->cfg->workers > 1)
+		rc = listen_share_port((uv_handle_t *)&l->tcp);
+	if (rc == 0)
+		rc = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&addr->sa,
+				 addr->sa.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
 	if (rc == 0)
 		rc = uv_listen((uv_stream_t *)&l->tcp, 1024, connection_cb);
 	if (rc < 0) {
@@ -372,7 +387,8 @@ struct tcp_listener *listen_tcp_start(struct server *srv, const struct options_a
 		uv_close((uv_handle_t *)&l->tcp, free_cb);
 		return NULL;
 	}
-	log_info("listening on %s/tcp", addr->text);
+	if (srv->worker == 0) /* the others listen on the same */
+		log_info("listening on %s/tcp", addr->text);
 	return l;
 }
 

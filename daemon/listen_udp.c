@@ -82,6 +82,17 @@ static void recv_cb(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf, const str
 	query_receive(l->srv, &client, (const uint8_t *)buf->base, (size_t)nread);
 }
 
+int listen_share_port(uv_handle_t *handle)
+{
+	uv_os_fd_t fd;
+	int one = 1;
+	int rc = uv_fileno(handle, &fd);
+
+	if (rc == 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+		rc = -errno;
+	return rc;
+}
+
 struct udp_listener *listen_udp_start(struct server *srv, const struct options_addr *addr, int *rcp,
 				      char *err, size_t errlen)
 {
@@ -97,15 +108,19 @@ struct udp_listener *listen_udp_start(struct server *srv, const struct options_a
 	if (rc < 0)
 		goto fail;
 	l->udp.data = l;
-	rc = uv_udp_bind(&l->udp, (const struct sockaddr *)&addr->sa,
-			 addr->sa.ss_family == AF_INET6 ? UV_UDP_IPV6ONLY : 0);
+	if (srv->cfg->workers > 1)
+		rc = listen_share_port((uv_handle_t *)&l->udp);
+	if (rc == 0)
+		rc = uv_udp_bind(&l->udp, (const struct sockaddr *)&addr->sa,
+				 addr->sa.ss_family == AF_INET6 ? UV_UDP_IPV6ONLY : 0);
 	if (rc == 0)
 		rc = uv_udp_recv_start(&l->udp, alloc_cb, recv_cb);
 	if (rc < 0) {
 		uv_close((uv_handle_t *)&l->udp, free_cb);
 		goto fail_closed;
 	}
-	log_info("listening on %s/udp", addr->text);
+	if (srv->worker == 0) /* the others listen on the same */
+		log_info("listening on %s/udp", addr->text);
 	return l;
 fail:
 	free(l->recv_buf);

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <uv.h>
 
 struct server;
 struct udp_listener;
@@ -32,3 +33,8 @@ void listen_udp_close(struct udp_listener *l);
  * Returns 0, or a libuv error for a large reply sent at once. */
 int listen_udp_send(struct udp_listener *l, const struct sockaddr_storage *peer, const uint8_t *msg,
 		    size_t len);
+
+/** SO_REUSEPORT on @handle's socket (created, not yet bound), so that every
+ * worker binds the same address and the kernel spreads clients among them.
+ * Used by listen_tcp too.  Returns 0 or a negative errno. */
+int listen_share_port(uv_handle_t *handle);

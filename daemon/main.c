@@ -1,7 +1,7 @@
 /*
- * dotproxy: start-up, signals and shutdown.  The only file that sees every
- * module.  Exit status: 0 after SIGTERM/SIGINT, 1 when start-up fails,
- * 2 for a bad argument or configuration.
+ * dotproxy: start-up, workers, signals and shutdown.  The only file that
+ * sees every module.  Exit status: 0 after SIGTERM/SIGINT, 1 when start-up
+ * fails, 2 for a bad argument or configuration.
  */
 #include "daemon/busypoll.h"
 #include "daemon/listen_tcp.h"
@@ -37,6 +37,19 @@ enum {
 	DRAIN_GRACE_MS = 500,
 };
 
+/* What worker 0 passes on to the other workers (server.commands). */
+enum {
+	WORKER_RELOAD = 1,  /* SIGHUP */
+	WORKER_DRAIN = 2,   /* SIGTERM, SIGINT */
+	WORKER_STOP = 4,    /* the second one */
+	WORKER_NETWORK = 8, /* addresses or routes changed */
+};
+
+_Static_assert((int)OPTIONS_MAX_WORKERS <= (int)METRICS_MAX_WORKERS, "a counter set per worker");
+
+static struct server *workers[OPTIONS_MAX_WORKERS];
+static unsigned n_workers;
+
 static void log_stats(void)
 {
 	char line[2048];
@@ -48,17 +61,24 @@ static void log_stats(void)
 /* Close everything that is left; uv_run() returns once the handles are gone. */
 static void finish(struct server *srv)
 {
-	uv_signal_stop(&srv->sig_term);
-	uv_signal_stop(&srv->sig_int);
-	uv_signal_stop(&srv->sig_usr1);
-	uv_signal_stop(&srv->sig_hup);
-	uv_close((uv_handle_t *)&srv->sig_term, NULL);
-	uv_close((uv_handle_t *)&srv->sig_int, NULL);
-	uv_close((uv_handle_t *)&srv->sig_usr1, NULL);
+	if (srv->worker == 0) {
+		uv_signal_stop(&srv->sig_term);
+		uv_signal_stop(&srv->sig_int);
+		uv_signal_stop(&srv->sig_usr1);
+		uv_signal_stop(&srv->sig_hup);
+		uv_close((uv_handle_t *)&srv->sig_term, NULL);
+		uv_close((uv_handle_t *)&srv->sig_int, NULL);
+		uv_close((uv_handle_t *)&srv->sig_usr1, NULL);
+		uv_close((uv_handle_t *)&srv->sig_hup, NULL);
+		netwatch_stop(srv->netwatch);
+		srv->netwatch = NULL;
+	} else {
+		uv_mutex_lock(&srv->wake_lock);
+		srv->wake_open = false;
+		uv_close((uv_handle_t *)&srv->wake, NULL);
+		uv_mutex_unlock(&srv->wake_lock);
+	}
 	uv_close((uv_handle_t *)&srv->drain_timer, NULL);
-	netwatch_stop(srv->netwatch);
-	srv->netwatch = NULL;
-	uv_close((uv_handle_t *)&srv->sig_hup, NULL);
 	listen_tcp_close_clients(srv);
 	upstream_set_free(srv->upstreams);
 	srv->upstreams = NULL;
@@ -204,37 +224,80 @@ static void reload(struct server *srv)
 	struct tls_ctx *tls = rc == OPTIONS_RUN ? make_tls(fresh, err, sizeof(err)) : NULL;
 	struct localzone *lz = tls ? make_localzone(fresh, err, sizeof(err)) : NULL;
 	if (!lz) {
-		log_error("SIGHUP: configuration unchanged: %s",
-			  rc < 0 || rc == OPTIONS_RUN ? err : "nothing to run");
+		/* Every worker finds the same fault: worker 0 says it. */
+		if (srv->worker == 0)
+			log_error("SIGHUP: configuration unchanged: %s",
+				  rc < 0 || rc == OPTIONS_RUN ? err : "nothing to run");
 		tls_ctx_free(tls);
 		free(fresh);
 		return;
 	}
 	localzone_free(srv->localzone);
 	srv->localzone = lz;
-	if (!same_listen(srv->cfg, fresh) || fresh->max_inflight != srv->cfg->max_inflight ||
-	    fresh->cache_bytes != srv->cfg->cache_bytes)
-		log_warn("SIGHUP: listen addresses, --max-inflight and --cache-size change only "
-			 "on restart");
+	if (srv->worker == 0 &&
+	    (!same_listen(srv->cfg, fresh) || fresh->max_inflight != srv->cfg->max_inflight ||
+	     fresh->cache_bytes != srv->cfg->cache_bytes || fresh->workers != srv->cfg->workers))
+		log_warn("SIGHUP: listen addresses, --workers, --max-inflight and --cache-size "
+			 "change only on restart");
 	fresh->max_inflight = srv->cfg->max_inflight;
 	fresh->cache_bytes = srv->cfg->cache_bytes;
+	fresh->workers = srv->cfg->workers;
 	struct config *old_cfg = srv->cfg_owned;
 	struct tls_ctx *old_tls = srv->tls;
 	struct upstream_set *old_set = srv->upstreams;
 	srv->cfg = srv->cfg_owned = fresh;
 	srv->tls = tls;
-	set_log_level(fresh);
+	if (srv->worker == 0)
+		set_log_level(fresh);
 	srv->upstreams = upstream_set_new(srv);
 	require(srv->upstreams);
 	upstream_set_retire(old_set); /* its queries move to the new set */
 	upstream_set_free(old_set);
 	tls_ctx_free(old_tls);
 	free(old_cfg);
+	if (srv->worker != 0)
+		return;
 	log_tagged("notice", "SIGHUP: configuration reloaded: %u upstream(s), policy %s",
 		   fresh->n_upstream,
 		   fresh->policy == OPTIONS_POLICY_FASTEST    ? "fastest"
 		   : fresh->policy == OPTIONS_POLICY_FAILOVER ? "failover"
 							      : "round-robin");
+}
+
+/* Worker 0: pass @commands on to every other worker still running. */
+static void tell_workers(unsigned commands)
+{
+	for (unsigned i = 1; i < n_workers; i++) {
+		struct server *w = workers[i];
+		uv_mutex_lock(&w->wake_lock);
+		if (w->wake_open) {
+			__atomic_fetch_or(&w->commands, commands, __ATOMIC_RELEASE);
+			uv_async_send(&w->wake);
+		}
+		uv_mutex_unlock(&w->wake_lock);
+	}
+}
+
+/* A worker other than 0: do what worker 0 passed on. */
+static void wake_cb(uv_async_t *wake)
+{
+	struct server *srv = wake->data;
+	unsigned commands = __atomic_exchange_n(&srv->commands, 0, __ATOMIC_ACQUIRE);
+
+	if ((commands & WORKER_NETWORK) && !srv->draining)
+		upstream_set_reset(srv->upstreams);
+	if ((commands & WORKER_RELOAD) && !srv->draining)
+		reload(srv);
+	if ((commands & (WORKER_DRAIN | WORKER_STOP)) && !srv->draining)
+		start_drain(srv);
+	if (commands & WORKER_STOP)
+		uv_timer_start(&srv->drain_timer, drain_timer_cb, 0, 0);
+}
+
+void server_network_changed(struct server *srv)
+{
+	upstream_set_reset(srv->upstreams);
+	tell_workers(WORKER_NETWORK);
 }
 
 static void signal_cb(uv_signal_t *sig, int signum)
@@ -246,15 +309,19 @@ static void signal_cb(uv_signal_t *sig, int signum)
 		return;
 	}
 	if (signum == SIGHUP) {
-		if (!srv->draining)
+		if (!srv->draining) {
 			reload(srv);
+			tell_workers(WORKER_RELOAD);
+		}
 		return;
 	}
 	if (srv->draining) {
 		log_info("second signal: stopping now");
+		tell_workers(WORKER_STOP);
 		uv_timer_start(&srv->drain_timer, drain_timer_cb, 0, 0);
 		return;
 	}
+	tell_workers(WORKER_DRAIN);
 	start_drain(srv);
 }
 
@@ -346,12 +413,112 @@ static int start(struct server *srv)
 	return 0;
 }
 
+/* Worker @index of @cfg, with its own copy of the configuration, TLS context
+ * and local zones (worker 0 takes @cfg, @tls and @lz), its loop and its
+ * share of the limits; not listening yet.  NULL with @err set on failure. */
+static struct server *server_new(unsigned index, struct config *cfg, struct tls_ctx *tls,
+				 struct localzone *lz, int argc, char **argv, char *err,
+				 size_t errlen)
+{
+	struct server *srv = calloc(1, sizeof(*srv)); /* large (I/O buffers) */
+
+	require(srv);
+	srv->worker = index;
+	srv->argc = argc;
+	srv->argv = argv;
+	if (index > 0) {
+		struct config *copy = malloc(sizeof(*copy));
+		require(copy);
+		*copy = *cfg; /* flat: no pointers inside */
+		cfg = copy;
+		tls = make_tls(cfg, err, errlen);
+		lz = tls ? make_localzone(cfg, err, errlen) : NULL;
+	}
+	srv->cfg = srv->cfg_owned = cfg;
+	srv->tls = tls;
+	srv->localzone = lz;
+	int rc = uv_loop_init(&srv->loop_storage);
+	if (!tls || !lz || rc < 0) {
+		if (rc < 0)
+			snprintf(err, errlen, "cannot create the event loop: %s", uv_strerror(rc));
+		if (index > 0) { /* worker 0's parts stay the caller's */
+			localzone_free(lz);
+			tls_ctx_free(tls);
+			free(cfg);
+		}
+		free(srv);
+		return NULL;
+	}
+	srv->loop = &srv->loop_storage;
+	uint64_t seed = (uint64_t)random_u16() << 48 | (uint64_t)random_u16() << 32 |
+			(uint64_t)random_u16() << 16 | random_u16();
+	srv->cache = cache_new(cfg->cache_bytes / cfg->workers, seed);
+	require(srv->cache);
+	srv->queries = query_pool_new(srv, worker_share(cfg->max_inflight, cfg->workers));
+	srv->upstreams = upstream_set_new(srv);
+	require(srv->queries && srv->upstreams);
+	flusher_init(srv);
+	uv_timer_init(srv->loop, &srv->drain_timer);
+	srv->drain_timer.data = srv;
+	if (index == 0) {
+		uv_signal_init(srv->loop, &srv->sig_term);
+		uv_signal_init(srv->loop, &srv->sig_int);
+		uv_signal_init(srv->loop, &srv->sig_usr1);
+		uv_signal_init(srv->loop, &srv->sig_hup);
+		srv->sig_term.data = srv->sig_int.data = srv->sig_usr1.data = srv->sig_hup.data =
+		    srv;
+		uv_signal_start(&srv->sig_term, signal_cb, SIGTERM);
+		uv_signal_start(&srv->sig_int, signal_cb, SIGINT);
+		uv_signal_start(&srv->sig_usr1, signal_cb, SIGUSR1);
+		uv_signal_start(&srv->sig_hup, signal_cb, SIGHUP);
+		uv_unref((uv_handle_t *)&srv->sig_usr1);
+		uv_unref((uv_handle_t *)&srv->sig_hup);
+	} else {
+		require(uv_mutex_init(&srv->wake_lock) == 0);
+		uv_async_init(srv->loop, &srv->wake, wake_cb);
+		srv->wake.data = srv;
+		srv->wake_open = true;
+	}
+	return srv;
+}
+
+static void server_free(struct server *srv)
+{
+	if (uv_loop_close(srv->loop) < 0)
+		log_debug("event loop closed with handles still open");
+	if (srv->worker > 0)
+		uv_mutex_destroy(&srv->wake_lock);
+	tls_ctx_free(srv->tls);
+	localzone_free(srv->localzone);
+	cache_free(srv->cache);
+	free(srv->cfg_owned);
+	free(srv);
+}
+
+/* Start-up failed after the workers were made: close everything each one
+ * opened, one loop after the other (no worker thread runs yet). */
+static void abandon_workers(void)
+{
+	for (unsigned i = 0; i < n_workers; i++) {
+		start_drain(workers[i]);
+		uv_run(workers[i]->loop, UV_RUN_DEFAULT);
+	}
+}
+
+static void worker_thread(void *arg)
+{
+	struct server *srv = arg;
+
+	metrics_use_worker(srv->worker);
+	busypoll_run(srv);
+}
+
 int main(int argc, char **argv)
 {
-	static struct server srv; /* large (I/O buffers): not on the stack */
 	struct config *cfg = malloc(sizeof(*cfg));
+	struct tls_ctx *tls;
+	struct localzone *lz;
 	char err[1024];
-	uv_loop_t loop;
 	int rc;
 
 	require(cfg);
@@ -366,92 +533,81 @@ int main(int argc, char **argv)
 		return EXIT_SUCCESS;
 	}
 	set_log_level(cfg);
-	srv.tls = make_tls(cfg, err, sizeof(err));
-	if (!srv.tls) {
+	tls = make_tls(cfg, err, sizeof(err));
+	if (!tls) {
 		fprintf(stderr, "dotproxy: %s%s\n", cfg->ca_file[0] ? "--ca-file: " : "", err);
 		free(cfg);
 		return EXIT_USAGE;
 	}
-	srv.localzone = make_localzone(cfg, err, sizeof(err));
-	if (!srv.localzone) {
+	lz = make_localzone(cfg, err, sizeof(err));
+	if (!lz) {
 		fprintf(stderr, "dotproxy: --block: %s\n", err);
-		tls_ctx_free(srv.tls);
+		tls_ctx_free(tls);
 		free(cfg);
 		return EXIT_USAGE;
 	}
 	if (cfg->check_only) {
 		printf("configuration OK: %u listen address(es), %u upstream(s), %zu blocked "
 		       "name(s)\n",
-		       cfg->n_listen, cfg->n_upstream, localzone_blocked_count(srv.localzone));
-		localzone_free(srv.localzone);
-		tls_ctx_free(srv.tls);
+		       cfg->n_listen, cfg->n_upstream, localzone_blocked_count(lz));
+		localzone_free(lz);
+		tls_ctx_free(tls);
 		free(cfg);
 		return EXIT_SUCCESS;
 	}
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
-	rc = uv_loop_init(&loop);
-	if (rc < 0) {
-		fprintf(stderr, "dotproxy: cannot create the event loop: %s\n", uv_strerror(rc));
+	unsigned n = cfg->workers;
+	for (unsigned i = 0; i < n; i++) {
+		struct server *srv = server_new(i, cfg, tls, lz, argc, argv, err, sizeof(err));
+		if (!srv) {
+			fprintf(stderr, "dotproxy: worker %u: %s\n", i, err);
+			rc = EXIT_STARTUP;
+			goto out;
+		}
+		workers[n_workers++] = srv;
+	}
+	struct server *main_srv = workers[0];
+	for (unsigned i = 0; i < n_workers; i++) {
+		if (start(workers[i]) < 0) {
+			abandon_workers();
+			rc = EXIT_STARTUP;
+			goto out;
+		}
+	}
+	main_srv->netwatch = netwatch_start(main_srv);
+	if (cfg->user[0] && drop_privileges(cfg->user) < 0) {
+		abandon_workers();
 		rc = EXIT_STARTUP;
 		goto out;
-	}
-	srv.argc = argc;
-	srv.argv = argv;
-	srv.loop = &loop;
-	srv.cfg = srv.cfg_owned = cfg;
-	uint64_t seed = (uint64_t)random_u16() << 48 | (uint64_t)random_u16() << 32 |
-			(uint64_t)random_u16() << 16 | random_u16();
-	srv.cache = cache_new(cfg->cache_bytes, seed);
-	require(srv.cache);
-	srv.queries = query_pool_new(&srv, cfg->max_inflight);
-	srv.upstreams = upstream_set_new(&srv);
-	require(srv.queries && srv.upstreams);
-	flusher_init(&srv);
-	uv_timer_init(&loop, &srv.drain_timer);
-	srv.drain_timer.data = &srv;
-	uv_signal_init(&loop, &srv.sig_term);
-	uv_signal_init(&loop, &srv.sig_int);
-	uv_signal_init(&loop, &srv.sig_usr1);
-	uv_signal_init(&loop, &srv.sig_hup);
-	srv.sig_term.data = srv.sig_int.data = srv.sig_usr1.data = srv.sig_hup.data = &srv;
-	uv_signal_start(&srv.sig_term, signal_cb, SIGTERM);
-	uv_signal_start(&srv.sig_int, signal_cb, SIGINT);
-	uv_signal_start(&srv.sig_usr1, signal_cb, SIGUSR1);
-	uv_signal_start(&srv.sig_hup, signal_cb, SIGHUP);
-	uv_unref((uv_handle_t *)&srv.sig_usr1);
-	uv_unref((uv_handle_t *)&srv.sig_hup);
-
-	if (start(&srv) < 0) {
-		start_drain(&srv);
-		uv_run(&loop, UV_RUN_DEFAULT);
-		rc = EXIT_STARTUP;
-		goto out_loop;
-	}
-	srv.netwatch = netwatch_start(&srv);
-	if (cfg->user[0] && drop_privileges(cfg->user) < 0) {
-		start_drain(&srv);
-		uv_run(&loop, UV_RUN_DEFAULT);
-		rc = EXIT_STARTUP;
-		goto out_loop;
 	}
 	for (unsigned i = 0; i < cfg->n_upstream; i++)
 		log_info("upstream %s (%s%s)", cfg->upstream[i].label,
 			 cfg->upstream[i].auth_name[0] ? "certificate must match the name"
 						       : "certificate must carry the IP",
 			 cfg->upstream[i].n_pins ? ", key must match a pin" : "");
-	log_tagged("notice", "dotproxy %s ready: %u listen address(es), %u upstream(s)",
-		   DOTPROXY_VERSION, cfg->n_listen, cfg->n_upstream);
-	busypoll_run(&srv);
+	for (unsigned i = 1; i < n_workers; i++)
+		require(uv_thread_create(&workers[i]->thread, worker_thread, workers[i]) == 0);
+	if (n_workers > 1)
+		log_tagged("notice",
+			   "dotproxy %s ready: %u listen address(es), %u upstream(s), %u "
+			   "workers",
+			   DOTPROXY_VERSION, cfg->n_listen, cfg->n_upstream, n_workers);
+	else
+		log_tagged("notice", "dotproxy %s ready: %u listen address(es), %u upstream(s)",
+			   DOTPROXY_VERSION, cfg->n_listen, cfg->n_upstream);
+	busypoll_run(main_srv);
+	for (unsigned i = 1; i < n_workers; i++)
+		uv_thread_join(&workers[i]->thread);
 	log_stats();
 	rc = EXIT_SUCCESS;
-out_loop:
-	if (uv_loop_close(&loop) < 0)
-		log_debug("event loop closed with handles still open");
 out:
-	tls_ctx_free(srv.tls);
-	localzone_free(srv.localzone);
-	cache_free(srv.cache);
-	free(srv.cfg_owned);
+	if (n_workers == 0) { /* worker 0 never made: its parts are still ours */
+		localzone_free(lz);
+		tls_ctx_free(tls);
+		free(cfg);
+	}
+	for (unsigned i = 0; i < n_workers; i++)
+		server_free(workers[i]);
 	return rc;
 }

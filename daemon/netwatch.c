@@ -31,7 +31,7 @@ static void settle_cb(uv_timer_t *timer)
 	struct netwatch *nw = timer->data;
 
 	if (!nw->srv->draining)
-		upstream_set_reset(nw->srv->upstreams);
+		server_network_changed(nw->srv);
 }
 
 static bool relevant(const struct nlmsghdr *h)

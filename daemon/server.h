@@ -1,7 +1,11 @@
 /*
  * The worker: one libuv loop and everything it owns (listeners, TCP
- * clients, the query pool, the upstream set).  Every daemon module reaches
- * its siblings through this struct; nothing is global except the counters.
+ * clients, the query pool, the upstream set, the cache).  Every daemon
+ * module reaches its siblings through this struct; nothing is global except
+ * the counters (one set per worker) and the log threshold.  With --workers
+ * N there are N of them, one per thread, sharing nothing but the process:
+ * worker 0 runs in the main thread, gets the signals and the network
+ * changes, and passes them on (main.c).
  */
 #pragma once
 
@@ -22,7 +26,14 @@ struct netwatch;
 struct localzone;
 
 struct server {
-	uv_loop_t *loop;	  /**< not owned */
+	uv_loop_t *loop; /**< &loop_storage */
+	uv_loop_t loop_storage;
+	unsigned worker;      /**< index; 0: the main thread's */
+	uv_thread_t thread;   /**< workers other than 0 */
+	uv_async_t wake;      /**< commands from worker 0 (workers other than 0) */
+	unsigned commands;    /**< WORKER_* bits (main.c), set and taken atomically */
+	uv_mutex_t wake_lock; /**< wake may be signalled only while open */
+	bool wake_open;
 	const struct config *cfg; /**< the configuration in force; replaced whole on
 				        *   SIGHUP, never modified */
 	struct config *cfg_owned; /**< the same, owned (heap) */
@@ -63,6 +74,15 @@ struct server {
 
 /** Called when the last in-flight query completes during a drain. */
 void server_drained(struct server *srv);
+
+/** The network changed (netwatch, worker 0): every worker reconnects. */
+void server_network_changed(struct server *srv);
+
+/** A worker's share of a limit for the whole process (at least 1). */
+static inline unsigned worker_share(unsigned total, unsigned workers)
+{
+	return (total + workers - 1) / workers;
+}
 
 /** Something was queued for the end of this loop iteration (batched writes):
  * make sure the loop gets there without blocking first. */
