@@ -623,11 +623,14 @@ class Proxy:
 
 class Dotproxy(Proxy):
     name = "dotproxy"
+    workers = 1  # --dotproxy-workers
 
     def argv(self):
         argv = [self.dotproxy, "--listen", f"127.0.0.1:{self.port}",
                 "--upstream", f"127.0.0.1@{self.upstream.port}#{AUTH_NAME}",
                 "--ca-file", self.ca_file]
+        if self.workers > 1:
+            argv += ["--workers", self.workers]
         # Cache OFF, like every peer here -- unless this is the cache-hit
         # variant, which leaves the default (--cache-size 32M, prefetch on).
         if dotproxy_has_cache(self.dotproxy) and not self.cache:
@@ -985,7 +988,9 @@ def machine_line():
 def command_line(args):
     if os.environ.get("MAKELEVEL"):
         return (f"make bench ROUNDS={args.rounds} BENCH_SECONDS={args.seconds:g}"
-                + (" BENCH_CACHE_HIT=1" if args.cache_hit else ""))
+                + (" BENCH_CACHE_HIT=1" if args.cache_hit else "")
+                + (f" BENCH_WORKERS={args.dotproxy_workers}"
+                   if args.dotproxy_workers > 1 else ""))
     return " ".join(["bench/run.py"] + sys.argv[1:])
 
 
@@ -1463,6 +1468,9 @@ def main():
     ap.add_argument("--no-nodelay", action="store_true",
                     help="skip the latency table against the other upstream")
     ap.add_argument("--no-install", action="store_true", help="never run apt-get")
+    ap.add_argument("--dotproxy-workers", type=int,
+                    default=int(os.environ.get("BENCH_WORKERS") or 1),
+                    help="run dotproxy with --workers N (default 1)")
     ap.add_argument("--workdir", default=os.path.join(ROOT, "build", "bench"))
     # The cache-hit variant: every proxy with its cache ON (dotproxy without
     # --cache-size 0, unbound without cache-max-ttl 0, kresd without
@@ -1475,6 +1483,9 @@ def main():
     args = ap.parse_args()
     if args.rounds < 1 or args.seconds < 1:
         ap.error("--rounds and --seconds must be at least 1")
+    if args.dotproxy_workers < 1:
+        ap.error("--dotproxy-workers must be at least 1")
+    Dotproxy.workers = args.dotproxy_workers
     peer_names = [p.strip() for p in args.peers.split(",") if p.strip()]
     for p in peer_names:
         if p not in PEERS:
