@@ -562,6 +562,7 @@ int main(int argc, char **argv)
 		struct server *srv = server_new(i, cfg, tls, lz, argc, argv, err, sizeof(err));
 		if (!srv) {
 			fprintf(stderr, "dotproxy: worker %u: %s\n", i, err);
+			abandon_workers();
 			rc = EXIT_STARTUP;
 			goto out;
 		}

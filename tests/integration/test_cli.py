@@ -50,15 +50,18 @@ def test_help_and_version():
     assert r.returncode == 0 and re.match(r"dotproxy \d+\.\d+", r.stdout)
 
 
-def test_port_in_use_exits_1_with_the_reason(certs):
+@pytest.mark.parametrize("workers", ["1", "3"])
+def test_port_in_use_exits_1_with_the_reason(certs, workers):
+    # Taken without SO_REUSEPORT: workers cannot join it either.
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
         r = run("--listen", f"127.0.0.1:{port}", "--upstream", "127.0.0.1@853",
-                "--ca-file", certs.ca_file)
+                "--ca-file", certs.ca_file, "--workers", workers)
     assert r.returncode == 1
     assert "address already in use" in r.stderr
     assert f"127.0.0.1:{port}" in r.stderr
+    assert "Sanitizer" not in r.stderr  # every worker's loop closed, nothing leaked
 
 
 def test_config_file_with_auth_names_and_comments(unbound, dotproxy, workdir, certs):
