@@ -24,7 +24,13 @@
 enum {
 	MAX_WRITE_BACKLOG = 1 << 20,
 	FD_RESERVE = 32, /* descriptors kept for listeners, upstreams, logs, libuv */
+	WORKER_FDS = 4,	 /* each further worker's epoll and wake-up descriptors */
 };
+
+/* TCP clients open in the whole process, whichever worker accepted them:
+ * --max-tcp-clients and the descriptor budget are the process's, and the
+ * kernel does not spread connections over the workers evenly. */
+static unsigned clients_open;
 
 struct tcp_listener {
 	uv_tcp_t tcp;
@@ -93,7 +99,7 @@ static void client_close(struct tcp_client *c)
 		srv->clients = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	srv->tcp_clients--;
+	__atomic_sub_fetch(&clients_open, 1, __ATOMIC_RELAXED);
 	uv_close((uv_handle_t *)&c->tcp, client_closed_cb);
 	uv_close((uv_handle_t *)&c->idle, client_closed_cb);
 }
@@ -288,25 +294,25 @@ static void check_peer(struct tcp_client *c, char *buf, size_t cap)
  * connections itself, silently.  The limit is read each time: it can be
  * changed under a running process (prlimit).
  */
-static bool room_for_client(struct server *srv)
+static bool room_for_client(struct server *srv, unsigned open)
 {
+	const struct config *cfg = srv->cfg;
 	struct rlimit rl;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
 		return true;
-	/* The workers share the process's descriptors: each keeps its reserve
-	 * and takes its share of the rest. */
-	rlim_t workers = srv->cfg->workers;
-	rlim_t reserve =
-	    workers * (FD_RESERVE + (rlim_t)srv->cfg->n_upstream * srv->cfg->max_connections);
-	if (rl.rlim_cur > reserve && srv->tcp_clients < (rl.rlim_cur - reserve) / workers)
+	/* Every worker has its own listeners and upstream connections. */
+	rlim_t workers = cfg->workers;
+	rlim_t reserve = FD_RESERVE + (workers - 1) * (WORKER_FDS + 2 * (rlim_t)cfg->n_listen) +
+			 workers * cfg->n_upstream * cfg->max_connections;
+	if (rl.rlim_cur > reserve && open <= rl.rlim_cur - reserve)
 		return true;
 	uint64_t now = uv_now(srv->loop);
 	if (now - srv->fd_warned_ms >= 1000 || srv->fd_warned_ms == 0) {
 		srv->fd_warned_ms = now;
 		log_warn("TCP accept: too many open files for another client (descriptor limit "
 			 "%llu, %u clients): closing new connections",
-			 (unsigned long long)rl.rlim_cur, srv->tcp_clients);
+			 (unsigned long long)rl.rlim_cur, open - 1);
 	}
 	return false;
 }
@@ -329,14 +335,14 @@ static void connection_cb(uv_stream_t *server, int status)
 		uv_close((uv_handle_t *)&c->tcp, free_cb);
 		return;
 	}
-	if (srv->tcp_clients >= worker_share(srv->cfg->max_tcp_clients, srv->cfg->workers) ||
-	    srv->draining || !room_for_client(srv)) {
+	unsigned open = __atomic_add_fetch(&clients_open, 1, __ATOMIC_RELAXED);
+	if (open > srv->cfg->max_tcp_clients || srv->draining || !room_for_client(srv, open)) {
+		__atomic_sub_fetch(&clients_open, 1, __ATOMIC_RELAXED);
 		metrics_inc(METRIC_tcp_refused);
 		uv_close((uv_handle_t *)&c->tcp, free_cb);
 		return;
 	}
 	metrics_inc(METRIC_tcp_accepted);
-	srv->tcp_clients++;
 	c->next = srv->clients;
 	if (srv->clients)
 		srv->clients->prev = c;

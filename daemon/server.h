@@ -2,7 +2,8 @@
  * The worker: one libuv loop and everything it owns (listeners, TCP
  * clients, the query pool, the upstream set, the cache).  Every daemon
  * module reaches its siblings through this struct; nothing is global except
- * the counters (one set per worker) and the log threshold.  With --workers
+ * the counters (one set per worker), the log threshold and the number of
+ * TCP clients (listen_tcp).  With --workers
  * N there are N of them, one per thread, sharing nothing but the process:
  * worker 0 runs in the main thread, gets the signals and the network
  * changes, and passes them on (main.c).
@@ -47,7 +48,6 @@ struct server {
 	struct udp_listener *udp[OPTIONS_MAX_LISTEN]; /**< owned, n_listen of them */
 	struct tcp_listener *tcp[OPTIONS_MAX_LISTEN]; /**< owned, n_listen of them */
 	unsigned n_listen;
-	unsigned tcp_clients;		     /**< TCP client connections open */
 	uint64_t fd_warned_ms;		     /**< when running out of descriptors was last logged */
 	struct tcp_client *clients;	     /**< every open TCP client (owned by listen_tcp) */
 	struct upconn *flush_list;	     /**< connections with queries to write (upconn) */

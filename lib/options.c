@@ -78,7 +78,8 @@ static const struct option_def table[] = {
 	  "close TCP clients idle for MSEC (default 10000)" },
 	{ OPT_WORKERS, 0, false, "workers", "N",
 	  "threads, each with its own event loop, sockets (SO_REUSEPORT),\n"
-	  "upstream connections and share of the cache and limits (default 1)" },
+	  "upstream connections and share of the cache and --max-inflight\n"
+	  "(default 1)" },
 	{ OPT_MAX_INFLIGHT, 0, false, "max-inflight", "N",
 	  "queries in flight at once; beyond, SERVFAIL (default 8192)" },
 	{ OPT_MAX_TCP_CLIENTS, 0, false, "max-tcp-clients", "N",
