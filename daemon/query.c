@@ -124,14 +124,21 @@ static void arm_timer(struct query_pool *pool)
 	pool->timer_running = true;
 }
 
+static struct query *take_heir(struct query *q, uint64_t now);
+
 static void deadline_cb(uv_timer_t *timer)
 {
 	struct query_pool *pool = timer->data;
 	uint64_t now = uv_now(pool->srv->loop);
 
 	pool->timer_running = false;
-	while (pool->dl_head && pool->dl_head->deadline_ms <= now)
-		query_fail(pool->dl_head, WIRE_EDE_NO_REACHABLE_AUTHORITY, METRIC_servfail_timeout);
+	while (pool->dl_head && pool->dl_head->deadline_ms <= now) {
+		struct query *q = pool->dl_head;
+		struct query *heir = q->leader ? NULL : take_heir(q, now);
+		query_fail(q, WIRE_EDE_NO_REACHABLE_AUTHORITY, METRIC_servfail_timeout);
+		if (heir)
+			upstream_dispatch(pool->srv->upstreams, heir);
+	}
 	if (pool->dl_head && !pool->timer_running)
 		arm_timer(pool);
 }
@@ -293,6 +300,47 @@ static void remove_leader(struct query_pool *pool, struct query *q)
 		p = &(*p)->same_next;
 	if (*p)
 		*p = q->same_next;
+}
+
+/*
+ * Leader @q has reached its deadline, but queries that joined it later
+ * have not: they must not fail with it, after waiting a fraction of their
+ * own timeout.  The first of them becomes the leader of the others, with a
+ * copy of @q's upstream message, and is returned, to be sent upstream once
+ * @q is gone; those whose time is up too stay with @q.  NULL when none.
+ */
+static struct query *take_heir(struct query *q, uint64_t now)
+{
+	struct query *heir = NULL, **tail = NULL, *expired = NULL;
+
+	for (struct query *f = q->followers, *next; f; f = next) {
+		next = f->follow_next;
+		if (f->deadline_ms <= now) {
+			f->follow_next = expired;
+			expired = f;
+		} else if (!heir) {
+			heir = f;
+			heir->leader = NULL;
+			heir->followers = NULL;
+			tail = &heir->followers;
+		} else {
+			f->leader = heir;
+			f->follow_next = NULL;
+			*tail = f;
+			tail = &f->follow_next;
+		}
+	}
+	q->followers = expired;
+	if (!heir)
+		return NULL;
+	heir->follow_next = NULL;
+	heir->msg = q->len <= sizeof(heir->inline_msg) ? heir->inline_msg : malloc(q->len);
+	require(heir->msg);
+	memcpy(heir->msg, q->msg, q->len);
+	heir->len = q->len;
+	remove_leader(q->pool, q);
+	add_leader(q->pool, heir);
+	return heir;
 }
 
 static void release(struct query *q)

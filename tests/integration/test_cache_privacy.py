@@ -2,6 +2,7 @@
 RFC 8467, RFC 7871 §11.1): what reaches the upstream, and what does not."""
 
 import concurrent.futures
+import threading
 import time
 
 import dns.edns
@@ -170,6 +171,50 @@ def test_identical_questions_in_flight_share_one_upstream_query(fake_upstream, d
     assert all(a_records(r) == ["192.0.2.1"] for r in replies)
     assert len(up.queries) == 1
     assert p.stats()["queries_collapsed"] == len(ids) - 1
+
+
+def test_a_later_identical_question_outlives_the_first_ones_deadline(fake_upstream, dotproxy):
+    """The second client joined the first one's upstream query; when that
+    one times out, the second still has time: it asks again instead of
+    failing with it."""
+    late = []
+
+    def first_late_one_unanswered(query):
+        if str(query.question[0].name) == "late.example.":
+            late.append(query)
+            return 30 if len(late) == 1 else 0
+        return 0
+
+    up = fake_upstream(delay=first_late_one_unanswered)
+    p = dotproxy([up], extra_args=["--timeout", "1000", "--cache-size", "0"])
+    stop = threading.Event()
+
+    def keep_connection_busy():
+        # Answers keep arriving on the connection, so it is not "silent"
+        # and the unanswered query is not resent: it waits for its deadline.
+        i = 0
+        while not stop.wait(0.05):
+            p.udp(f"alive{i}.example.")
+            i += 1
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        busy = pool.submit(keep_connection_busy)
+        first = pool.submit(p.udp, "late.example.", id=1, timeout=3)
+        time.sleep(0.5)
+        start = time.monotonic()
+        second = pool.submit(p.udp, "late.example.", id=2, timeout=3)
+        assert first.result().rcode() == dns.rcode.SERVFAIL  # its own deadline
+        reply = second.result()
+        waited = time.monotonic() - start
+        stop.set()
+        busy.result()
+    assert reply.rcode() == dns.rcode.NOERROR, reply
+    assert a_records(reply) == ["192.0.2.1"]
+    assert len(late) == 2  # joined the first, asked again at the first's deadline
+    assert waited < 0.9, waited  # within its own timeout (1 s), not failed at 0.5 s
+    s = p.stats()
+    assert s["queries_collapsed"] == 1
+    assert s["servfail_timeout"] == 1
 
 
 def test_serve_stale_when_every_upstream_fails(fake_upstream, dotproxy):
