@@ -8,6 +8,7 @@
 #include "daemon/listen_udp.h"
 #include "daemon/netwatch.h"
 #include "daemon/query.h"
+#include "daemon/sdnotify.h"
 #include "daemon/server.h"
 #include "daemon/upconn.h"
 #include "daemon/upstream.h"
@@ -310,8 +311,14 @@ static void signal_cb(uv_signal_t *sig, int signum)
 	}
 	if (signum == SIGHUP) {
 		if (!srv->draining) {
+			char msg[64];
+			/* MONOTONIC_USEC: systemd (253+) matches the reload by it. */
+			snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu",
+				 (unsigned long long)(uv_hrtime() / 1000));
+			sdnotify(msg);
 			reload(srv);
 			tell_workers(WORKER_RELOAD);
+			sdnotify("READY=1");
 		}
 		return;
 	}
@@ -321,6 +328,7 @@ static void signal_cb(uv_signal_t *sig, int signum)
 		uv_timer_start(&srv->drain_timer, drain_timer_cb, 0, 0);
 		return;
 	}
+	sdnotify("STOPPING=1");
 	tell_workers(WORKER_DRAIN);
 	start_drain(srv);
 }
@@ -597,6 +605,7 @@ int main(int argc, char **argv)
 	else
 		log_tagged("notice", "dotproxy %s ready: %u listen address(es), %u upstream(s)",
 			   DOTPROXY_VERSION, cfg->n_listen, cfg->n_upstream);
+	sdnotify("READY=1");
 	busypoll_run(main_srv);
 	for (unsigned i = 1; i < n_workers; i++)
 		uv_thread_join(&workers[i]->thread);

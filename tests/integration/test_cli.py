@@ -148,3 +148,25 @@ def test_verbosity_levels(unbound, dotproxy):
     loud.udp("www.example.")
     assert loud.wait_log(r"info: upstream .* connected")
     assert "debug:" in loud.log()
+
+
+@pytest.mark.parametrize("abstract", [False, True], ids=["path", "abstract"])
+def test_tells_systemd_when_ready_reloading_and_stopping(unbound, dotproxy, tmp_path, abstract):
+    """sd_notify(3) without libsystemd: what Type=notify in the unit waits for."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        if abstract:
+            name = f"@dotproxy-test-{time.monotonic_ns()}"
+            notify.bind("\0" + name[1:])
+        else:
+            name = str(tmp_path / "notify.sock")
+            notify.bind(name)
+        notify.settimeout(5)
+        p = dotproxy([unbound], env={"NOTIFY_SOCKET": name})
+        assert notify.recv(4096) == b"READY=1"
+        assert p.udp("www.example.").answer  # ready means answering
+        p.send_signal(signal.SIGHUP)
+        assert re.fullmatch(r"RELOADING=1\nMONOTONIC_USEC=\d+", notify.recv(4096).decode())
+        assert notify.recv(4096) == b"READY=1"
+        p.send_signal(signal.SIGTERM)
+        assert notify.recv(4096) == b"STOPPING=1"
+        assert p.proc.wait(timeout=5) == 0
