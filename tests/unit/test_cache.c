@@ -9,6 +9,7 @@
 #include "lib/cache.h"
 
 #include "lib/wire.h"
+#include "tests/unit/test_rng.h"
 
 #include <errno.h>
 #include <setjmp.h>
@@ -508,18 +509,6 @@ struct shadow {
 	uint64_t used[SHADOW_KEYS]; /* LRU clock of the last store or hit */
 	size_t bytes, entries;
 };
-
-static uint32_t rng_state = 2463534242u;
-
-static uint32_t next_rand(void)
-{
-	uint32_t x = rng_state;
-	x ^= x << 13;
-	x ^= x >> 17;
-	x ^= x << 5;
-	rng_state = x;
-	return x;
-}
 
 static void shadow_remove(struct shadow *s, unsigned i)
 {

@@ -6,6 +6,7 @@
  * wrong, hence the long random churn on small tables.
  */
 #include "lib/idmap.h"
+#include "tests/unit/test_rng.h"
 
 #include <errno.h>
 #include <setjmp.h>
@@ -22,20 +23,6 @@ enum { ID_SPACE = 65536, MAX_CAPACITY = 32768 };
 
 /* Distinct addresses to bind: the map stores pointers it does not own. */
 static char tokens[MAX_CAPACITY];
-
-/* Deterministic test-side choices (which entry to remove, alloc or remove),
- * so a failure replays; xorshift32, since rand() is banned. */
-static uint32_t rng_state = 2463534242u;
-
-static uint32_t next_rand(void)
-{
-	uint32_t x = rng_state;
-	x ^= x << 13;
-	x ^= x >> 17;
-	x ^= x << 5;
-	rng_state = x;
-	return x;
-}
 
 static void new_rejects_bad_capacity(void **state)
 {
