@@ -9,6 +9,7 @@ a port.
 
 import os
 import shutil
+import time
 
 _SETPRIV = shutil.which("setpriv")
 
@@ -43,3 +44,14 @@ def cpu_seconds(pid):
         fields = f.read().rpartition(")")[2].split()
     # fields[0] is the state (field 3); utime and stime are fields 14 and 15.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for(predicate, timeout, interval=0.01):
+    """Poll until predicate() is truthy or @timeout seconds pass; return its
+    last value (so a test can assert on it and show it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = predicate()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)

@@ -33,7 +33,7 @@ import dns.rcode
 import pytest
 
 import procutil
-from procutil import cpu_seconds, proc_status
+from procutil import cpu_seconds, proc_status, wait_for
 from dotproxy_proc import binary_path, run_cli
 from netutil import ede_codes, frame, free_port, make_query, recv_exact
 
@@ -83,16 +83,6 @@ def rss_kb(pid):
 
 def fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def wait_for(predicate, timeout, interval=0.05):
-    """Poll until predicate() is truthy; return its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = predicate()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(interval)
 
 
 def assert_alive(p):

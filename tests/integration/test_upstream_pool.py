@@ -24,6 +24,7 @@ import pytest
 from dotproxy_proc import AUTH_NAME, binary_path, run_cli
 from netutil import ede_codes, free_port, make_query
 from pki import PKI
+from procutil import wait_for
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -109,15 +110,6 @@ class UdpClient:
         got = self.burst([name], timeout, **kw)
         assert name in got, f"no reply to {name} within {timeout} s"
         return got[name]
-
-
-def wait_for(predicate, timeout, interval=0.01):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = predicate()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(interval)
 
 
 def report(capsys, text):
