@@ -45,7 +45,10 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 import latency_probe  # noqa: E402
+from netutil import free_port  # noqa: E402  (the integration tests' helpers)
 from pki import PKI  # noqa: E402  (the integration tests' throwaway CA)
+from procutil import cpu_seconds  # noqa: E402
+from unbound_dot import UnboundDoT  # noqa: E402  (the same private unbound)
 
 AUTH_NAME = "dns.example.test"
 # Not under .test/.invalid/.localhost: unbound and Knot Resolver answer
@@ -133,24 +136,6 @@ def tool_version(argv, pattern=r"(\d+\.\d+[\w.\-+]*)"):
 # ----------------------------------------------------------------------------
 # Processes, ports, tiny DNS clients
 
-def free_port():
-    """A port free for both TCP and UDP on 127.0.0.1 (DNS listens on both)."""
-    for _ in range(100):
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        t.bind(("127.0.0.1", 0))
-        port = t.getsockname()[1]
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            u.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-        finally:
-            t.close()
-            u.close()
-    raise RuntimeError("no free port on 127.0.0.1")
-
-
 def make_query(name, qid=None):
     qid = secrets.randbelow(65536) if qid is None else qid
     return qid, (struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
@@ -194,13 +179,6 @@ def dot_query(conn, name):
             raise EOFError("connection closed")
         buf += chunk
     return buf[5] & 0x0F
-
-
-def cpu_seconds(pid):
-    """utime + stime of the whole process (all threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mib(pid):
@@ -485,40 +463,13 @@ class UnboundUpstream(Upstream):
     name = "unbound"
 
     def argv(self):
+        # The integration tests' configuration (never recurses: local data
+        # only), with the benchmark's zone.
+        unbound = UnboundDoT(self.workdir, self.cert, self.key, port=self.port,
+                             records=zone_records(self.ttl))
         conf = os.path.join(self.workdir, "upstream-unbound.conf")
-        lines = [
-            "server:",
-            "  verbosity: 1",
-            f'  directory: "{self.workdir}"',
-            '  chroot: ""',
-            '  username: ""',
-            "  do-daemonize: no",
-            "  use-syslog: no",
-            '  pidfile: ""',
-            f"  interface: 127.0.0.1@{self.port}",
-            f"  port: {self.port}",
-            f"  tls-port: {self.port}",
-            f'  tls-service-key: "{self.key}"',
-            f'  tls-service-pem: "{self.cert}"',
-            "  do-ip6: no",
-            "  so-reuseport: no",
-            "  access-control: 127.0.0.0/8 allow",
-            "  incoming-num-tcp: 512",
-            "  num-threads: 1",
-            "  minimal-responses: yes",
-            # --- never recurse: no validator, nothing but local data, and
-            # every address on the do-not-query list as a last fence.
-            '  module-config: "iterator"',
-            "  do-not-query-localhost: yes",
-            "  do-not-query-address: 0.0.0.0/0",
-            "  do-not-query-address: ::/0",
-            '  local-zone: "." static',
-            '  local-data: ". 3600 IN SOA ns.example. hostmaster.example. 1 3600 600 86400 60"',
-        ]
-        lines += [f'  local-data: "{r}"' for r in zone_records(self.ttl)]
-        lines += ["remote-control:", "  control-enable: no"]
         with open(conf, "w") as f:
-            f.write("\n".join(lines) + "\n")
+            f.write(unbound.config_text())
         return [which("unbound"), "-d", "-c", conf]
 
 
