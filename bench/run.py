@@ -21,7 +21,6 @@ stopped by its PID (and gets SIGTERM from the kernel if this script dies).
 
 import argparse
 import base64
-import ctypes
 import datetime
 import hashlib
 import json
@@ -47,7 +46,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 import latency_probe  # noqa: E402
 from netutil import free_port  # noqa: E402  (the integration tests' helpers)
 from pki import PKI  # noqa: E402  (the integration tests' throwaway CA)
-from procutil import cpu_seconds  # noqa: E402
+from procutil import cpu_seconds, tcp_nodelay  # noqa: E402
 from unbound_dot import UnboundDoT  # noqa: E402  (the same private unbound)
 
 AUTH_NAME = "dns.example.test"
@@ -320,66 +319,7 @@ def stop_all():
 # ----------------------------------------------------------------------------
 # TCP_NODELAY, read from the live sockets of another process
 
-_libc = ctypes.CDLL(None, use_errno=True)
-SYS_pidfd_getfd = 438
-
-
-def _tcp_inodes(local_port=None, remote_port=None):
-    """Inodes of established IPv4 TCP sockets matching the given ports."""
-    out = set()
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            p = line.split()
-            lport = int(p[1].split(":")[1], 16)
-            rport = int(p[2].split(":")[1], 16)
-            if p[3] != "01":  # ESTABLISHED
-                continue
-            if local_port is not None and lport != local_port:
-                continue
-            if remote_port is not None and rport != remote_port:
-                continue
-            out.add(p[9])
-    return out
-
-
-def tcp_nodelay(pid, local_port=None, remote_port=None):
-    """TCP_NODELAY of each of pid's established sockets matching the ports.
-
-    The fd is copied out of the process with pidfd_getfd(2) (Linux >= 5.6,
-    needs ptrace rights: we are its parent, and root) and asked directly, so
-    this sees what the socket really has, whether set on it or inherited
-    from the listening socket. Returns a list of bools; [] if none or unsupported.
-    """
-    inodes = _tcp_inodes(local_port, remote_port)
-    if not inodes:
-        return []
-    values = []
-    try:
-        pidfd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return []
-    try:
-        fddir = f"/proc/{pid}/fd"
-        for fd in os.listdir(fddir):
-            try:
-                target = os.readlink(os.path.join(fddir, fd))
-            except OSError:
-                continue
-            m = re.fullmatch(r"socket:\[(\d+)\]", target)
-            if not m or m.group(1) not in inodes:
-                continue
-            ours = _libc.syscall(SYS_pidfd_getfd, pidfd, int(fd), 0)
-            if ours < 0:
-                continue
-            s = socket.socket(fileno=ours)
-            try:
-                values.append(bool(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
-            finally:
-                s.close()
-    finally:
-        os.close(pidfd)
-    return values
+# tcp_nodelay() comes from tests/integration/procutil.py.
 
 
 def nodelay_word(values):
