@@ -851,6 +851,23 @@ def fmt(v, kind):
     return str(v)
 
 
+def proxy_row(name, rs, ref_rounds, ms_kind, *extra):
+    """One proxy's Markdown row over its rounds @rs: qps, % of the reference
+    run of the same round, fail %, CPU-s/100k, peak RSS, p50/p99/avg latency
+    (formatted as @ms_kind), then any @extra cells."""
+    pct = []
+    for r in rs:
+        lim = get(ref_rounds[r["round"]], "thr", "qps") if r["round"] < len(ref_rounds) else None
+        q = get(r, "thr", "qps")
+        pct.append(100.0 * q / lim if q is not None and lim else None)
+    cells = [name, cell([get(r, "thr", "qps") for r in rs], "qps"), cell(pct, "pct"),
+             cell([get(r, "thr", "fail_pct") for r in rs], "fail"),
+             cell([get(r, "thr", "cpu_per_100k") for r in rs], "cpu"),
+             cell([r.get("rss_mib") for r in rs], "mib")]
+    cells += [cell([get(r, "lat", k) for r in rs], ms_kind) for k in ("p50_ms", "p99_ms", "avg_ms")]
+    return "| " + " | ".join(cells + list(extra)) + " |"
+
+
 def cell(values, kind):
     """Median, and the min–max range when there is more than one value."""
     values = [v for v in values if v is not None]
@@ -926,19 +943,7 @@ def render(args, ctx, results, elapsed):
                          + "| " * 7 + "|")
             continue
         rs = results["proxies"].get(name, [])
-        pct = []
-        for r in rs:
-            lim = get(limit_rounds[r["round"]], "thr", "qps")
-            q = get(r, "thr", "qps")
-            pct.append(100.0 * q / lim if q is not None and lim else None)
-        lines.append(
-            f"| {name} | {cell([get(r, 'thr', 'qps') for r in rs], 'qps')} | "
-            f"{cell(pct, 'pct')} | {cell([get(r, 'thr', 'fail_pct') for r in rs], 'fail')} | "
-            f"{cell([get(r, 'thr', 'cpu_per_100k') for r in rs], 'cpu')} | "
-            f"{cell([r.get('rss_mib') for r in rs], 'mib')} | "
-            f"{cell([get(r, 'lat', 'p50_ms') for r in rs], 'ms')} | "
-            f"{cell([get(r, 'lat', 'p99_ms') for r in rs], 'ms')} | "
-            f"{cell([get(r, 'lat', 'avg_ms') for r in rs], 'ms')} |")
+        lines.append(proxy_row(name, rs, limit_rounds, "ms"))
     lines.append("")
 
     # Sanity and diagnostics, one line per proxy.
@@ -1273,20 +1278,8 @@ def render_cache_hit(args, ctx, results, elapsed):
             lines.append(f"| {name} | not run: {p.unavailable[:160]} " + "| " * 8 + "|")
             continue
         rs = results["proxies"].get(name, [])
-        pct = []
-        for r in rs:
-            lim = get(ref[r["round"]], "thr", "qps") if r["round"] < len(ref) else None
-            q = get(r, "thr", "qps")
-            pct.append(100.0 * q / lim if q is not None and lim else None)
-        lines.append(
-            f"| {name} | {cell([get(r, 'thr', 'qps') for r in rs], 'qps')} | "
-            f"{cell(pct, 'pct')} | {cell([get(r, 'thr', 'fail_pct') for r in rs], 'fail')} | "
-            f"{cell([get(r, 'thr', 'cpu_per_100k') for r in rs], 'cpu')} | "
-            f"{cell([r.get('rss_mib') for r in rs], 'mib')} | "
-            f"{cell([get(r, 'lat', 'p50_ms') for r in rs], 'ms3')} | "
-            f"{cell([get(r, 'lat', 'p99_ms') for r in rs], 'ms3')} | "
-            f"{cell([get(r, 'lat', 'avg_ms') for r in rs], 'ms3')} | "
-            f"{cell_ratio([get(r, 'thr', 'upstream_per_answer') for r in rs])} |")
+        lines.append(proxy_row(name, rs, ref, "ms3", cell_ratio(
+            [get(r, "thr", "upstream_per_answer") for r in rs])))
     lines.append("")
 
     diag = []
