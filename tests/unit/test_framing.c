@@ -386,6 +386,91 @@ static void whole_frames_in_place(void **state)
 	framing_deinit(&f);
 }
 
+
+/* A reader at its cap: every third frame the callback says FRAMING_HOLD.
+ * Whatever the cuts, and whatever arrives while bytes are held, every frame
+ * comes out once, in order, through framing_resume(). */
+static int hold_cb(void *arg, uint8_t *msg, size_t len)
+{
+	struct seen *s = arg;
+
+	record_cb(arg, msg, len);
+	return s->count % 3 == 0 ? FRAMING_HOLD : 0;
+}
+
+static void hold_and_resume(void **state)
+{
+	(void)state;
+	static const size_t lens[] = { 12, 0, 300, 1, 40, 40, 40, 7, 600, 2, 33, 12, 5 };
+	static const size_t cuts[][3] = { { 1, 2, 3 }, { 14, 200, 500 }, { 60, 61, 1000 } };
+	enum { N = sizeof(lens) / sizeof(lens[0]) };
+
+	for (unsigned c = 0; c < sizeof(cuts) / sizeof(cuts[0]); c++) {
+		struct stream st;
+		struct seen s = { 0 };
+		struct framing f;
+		size_t from = 0;
+
+		stream_make(&st, lens, N);
+		uint8_t *copy = malloc(st.len);
+		assert_non_null(copy);
+		memcpy(copy, st.bytes, st.len);
+		framing_init(&f);
+		for (unsigned i = 0; i <= 3; i++) {
+			size_t to = i < 3 ? cuts[c][i] : st.len;
+			unsigned before = s.count;
+			int rc = framing_feed(&f, copy + from, to - from, hold_cb, &s);
+			assert_true(rc == 0 || rc == FRAMING_HOLD);
+			if (rc == FRAMING_HOLD)
+				/* Held: nothing after the holding frame was delivered. */
+				assert_true(s.count == before || s.count % 3 == 0);
+			from = to;
+		}
+		/* Held bytes come out only through resume, three frames at a time. */
+		for (int rounds = 0; framing_held(&f) && rounds < N; rounds++) {
+			unsigned before = s.count;
+			int rc = framing_resume(&f, hold_cb, &s);
+			assert_true(rc == 0 || rc == FRAMING_HOLD);
+			assert_true(s.count - before <= 3);
+		}
+		assert_int_equal(framing_held(&f), 0);
+		assert_int_equal(framing_resume(&f, hold_cb, &s), 0);
+		check_seen(&s, &st);
+		framing_deinit(&f);
+		free(copy);
+		seen_free(&s);
+		stream_free(&st);
+	}
+}
+
+/* Bytes fed while others are held queue behind them, even whole frames. */
+static void feed_while_held_keeps_order(void **state)
+{
+	(void)state;
+	static const size_t lens[] = { 3, 3, 3, 3, 3, 3, 3 };
+	struct stream st;
+	struct seen s = { 0 };
+	struct framing f;
+
+	stream_make(&st, lens, 7);
+	uint8_t *copy = malloc(st.len); /* the callback flips bytes of what it is given */
+	assert_non_null(copy);
+	memcpy(copy, st.bytes, st.len);
+	framing_init(&f);
+	assert_int_equal(framing_feed(&f, copy, 20, hold_cb, &s), FRAMING_HOLD);
+	assert_int_equal(s.count, 3);
+	assert_int_equal(framing_held(&f), 5);
+	assert_int_equal(framing_feed(&f, copy + 20, st.len - 20, hold_cb, &s), FRAMING_HOLD);
+	assert_int_equal(s.count, 3);
+	assert_int_equal(framing_resume(&f, hold_cb, &s), FRAMING_HOLD);
+	assert_int_equal(s.count, 6);
+	assert_int_equal(framing_resume(&f, hold_cb, &s), 0);
+	check_seen(&s, &st);
+	framing_deinit(&f);
+	free(copy);
+	seen_free(&s);
+	stream_free(&st);
+}
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -395,6 +480,8 @@ int main(void)
 		cmocka_unit_test(largest_frame),	 cmocka_unit_test(pending_counts),
 		cmocka_unit_test(callback_stops),	 cmocka_unit_test(deinit_holding_partial),
 		cmocka_unit_test(whole_frames_in_place),
+		cmocka_unit_test(hold_and_resume),
+		cmocka_unit_test(feed_while_held_keeps_order),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
