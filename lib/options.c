@@ -33,6 +33,7 @@ enum opt_id {
 	OPT_NO_PADDING,
 	OPT_NO_SESSION_RESUMPTION,
 	OPT_CACHE_SIZE,
+	OPT_UDP_RECV_BUFFER,
 	OPT_CACHE_MIN_TTL,
 	OPT_CACHE_MAX_TTL,
 	OPT_SERVE_STALE,
@@ -109,6 +110,10 @@ static const struct option_def table[] = {
 	{ OPT_CACHE_SIZE, 0, false, "cache-size", "BYTES",
 	  "answer cache budget, with an optional K, M or G suffix; 0 disables\n"
 	  "the cache (default 32M)" },
+	{ OPT_UDP_RECV_BUFFER, 0, false, "udp-recv-buffer", "BYTES",
+	  "receive buffer of each UDP listening socket (SO_RCVBUF, forced past\n"
+	  "net.core.rmem_max when run as root), so that bursts wait instead of\n"
+	  "being dropped; K, M or G suffix; 0 keeps the system default (default 4M)" },
 	{ OPT_CACHE_MIN_TTL, 0, false, "cache-min-ttl", "SECONDS",
 	  "cache answers at least this long (default 0)" },
 	{ OPT_CACHE_MAX_TTL, 0, false, "cache-max-ttl", "SECONDS",
@@ -432,6 +437,7 @@ static void set_defaults(struct config *cfg)
 	cfg->padding = true;
 	cfg->session_resumption = true;
 	cfg->cache_bytes = 32u << 20;
+	cfg->udp_recv_buffer = 4u << 20;
 	cfg->cache_max_ttl = 86400;
 	cfg->prefetch = true;
 	acl_default(&cfg->allow);
@@ -552,6 +558,12 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 		return 0;
 	case OPT_CACHE_SIZE:
 		return parse_size(o->name, value, &cfg->cache_bytes, err, errlen);
+	case OPT_UDP_RECV_BUFFER:
+		if (parse_size(o->name, value, &cfg->udp_recv_buffer, err, errlen) < 0)
+			return -EINVAL;
+		if (cfg->udp_recv_buffer > (size_t)1 << 30)
+			return fail(err, errlen, "bad --%s '%s': at most 1G", o->name, value);
+		return 0;
 	case OPT_CACHE_MIN_TTL:
 		return parse_uint(o->name, value, 0, 604800, &cfg->cache_min_ttl, err, errlen);
 	case OPT_CACHE_MAX_TTL:

@@ -88,6 +88,7 @@ struct config {
 	bool padding;		 /**< EDNS padding of queries (RFC 8467) */
 	bool session_resumption; /**< offer TLS session tickets on reconnect */
 	size_t cache_bytes;	 /**< answer cache budget; 0: no cache */
+	size_t udp_recv_buffer;	 /**< SO_RCVBUF of UDP listening sockets; 0: system default */
 	unsigned cache_min_ttl;	 /**< answers are cached at least this long (s) */
 	unsigned cache_max_ttl;	 /**< and at most this long (s) */
 	unsigned serve_stale;	 /**< expired answers may serve this long when every
