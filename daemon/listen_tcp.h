@@ -1,8 +1,8 @@
 /*
- * Plain DNS over TCP from clients (RFC 7766): many pipelined queries per
- * connection, answered in completion order; partial frames reassembled;
- * idle clients closed; at most max_tcp_clients at once and at most
- * max_tcp_pipeline queries in flight per client (reading pauses beyond).
+ * Plain DNS over TCP from clients: accepting sockets, and each accepted
+ * connection as the carrier of a stream session (stream.h), which does
+ * the DNS part.  Clients beyond --max-tcp-clients, or beyond what the
+ * descriptor limit leaves room for, are closed at once.
  */
 #pragma once
 
@@ -10,32 +10,17 @@
 
 #include <stdbool.h>
 #include <stddef.h>
-#include <stdint.h>
 
-struct server;
+struct query_pool;
+struct stream_sessions;
 struct tcp_listener;
-struct tcp_client;
-struct query;
 
-/** Bind @addr and start accepting.  NULL on failure, with the libuv error
- * in @rc and the reason in words in @err. */
-struct tcp_listener *listen_tcp_start(struct server *srv, const struct options_addr *addr, int *rc,
+/** Bind @addr and start accepting; sessions go to @sessions and queries to
+ * @pool.  @share: SO_REUSEPORT (several workers on one address).  NULL on
+ * failure, with the libuv error in @rc and the reason in words in @err. */
+struct tcp_listener *listen_tcp_start(struct query_pool *pool, struct stream_sessions *sessions,
+				      const struct options_addr *addr, bool share, int *rc,
 				      char *err, size_t errlen);
 
 /** Stop accepting; memory is freed in the close callback. */
 void listen_tcp_close(struct tcp_listener *l);
-
-/** Close every client connection (shutdown). */
-void listen_tcp_close_clients(struct server *srv);
-
-/** A query from @c started: link it so @c can detach it if it goes away. */
-void tcp_client_track(struct tcp_client *c, struct query *q);
-
-/** Send the reply to @q (framed) and unlink @q from @c. */
-void tcp_client_reply(struct tcp_client *c, struct query *q, const uint8_t *msg, size_t len);
-
-/** Is @c's peer in --allow? */
-bool tcp_client_allowed(const struct tcp_client *c);
-
-/** A short human-readable peer address ("127.0.0.1#41000"), for logs. */
-const char *tcp_client_peer(const struct tcp_client *c);

@@ -9,12 +9,16 @@
  */
 #include "daemon/listen_udp.h"
 
+#include "daemon/frontend.h"
+#include "daemon/loop.h"
 #include "daemon/query.h"
-#include "daemon/server.h"
+#include "lib/acl.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +38,8 @@ struct pending_reply {
 
 struct udp_listener {
 	uv_udp_t udp;
-	struct server *srv;
+	struct query_pool *pool;
+	struct loop *loop;
 	uint8_t *recv_buf; /* RECV_BATCH slots; pages touched only as used */
 	/* Room for SEND_BATCH replies of SEND_SLOT bytes, filled back to back so
 	 * that the pages touched follow the bytes queued, not the replies. */
@@ -42,8 +47,7 @@ struct udp_listener {
 	size_t send_used;
 	struct pending_reply pending[SEND_BATCH];
 	unsigned n_pending;
-	struct udp_listener *flush_next; /* srv->udp_flush_list */
-	bool flush_queued;
+	struct loop_flush flush;
 };
 
 /* Close callback: the handle is the first member of the listener. */
@@ -56,97 +60,9 @@ static void free_cb(uv_handle_t *handle)
 	free(l);
 }
 
-static void alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+static socklen_t peer_len(const struct sockaddr *peer)
 {
-	struct udp_listener *l = handle->data;
-
-	(void)suggested;
-	*buf = uv_buf_init((char *)l->recv_buf, (size_t)RECV_BATCH * DGRAM_MAX);
-}
-
-static void recv_cb(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *addr,
-		    unsigned flags)
-{
-	struct udp_listener *l = udp->data;
-	struct query_client client = { .origin = QUERY_FROM_UDP, .udp = l };
-
-	if (nread <= 0 || !addr)
-		return; /* nothing read, the end of a batch, or a transient error */
-	if (flags & UV_UDP_PARTIAL) {
-		metrics_inc(METRIC_dropped_malformed);
-		return;
-	}
-	memcpy(&client.peer, addr,
-	       addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-					   : sizeof(struct sockaddr_in));
-	query_receive(l->srv, &client, (const uint8_t *)buf->base, (size_t)nread);
-}
-
-int listen_share_port(uv_handle_t *handle)
-{
-	uv_os_fd_t fd;
-	int one = 1;
-	int rc = uv_fileno(handle, &fd);
-
-	if (rc == 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
-		rc = -errno;
-	return rc;
-}
-
-struct udp_listener *listen_udp_start(struct server *srv, const struct options_addr *addr, int *rcp,
-				      char *err, size_t errlen)
-{
-	struct udp_listener *l = calloc(1, sizeof(*l));
-	int rc;
-
-	require(l);
-	l->srv = srv;
-	l->recv_buf = malloc((size_t)(size_t)RECV_BATCH * DGRAM_MAX);
-	l->send_buf = malloc((size_t)SEND_BATCH * SEND_SLOT);
-	require(l->recv_buf && l->send_buf);
-	rc = uv_udp_init_ex(srv->loop, &l->udp, addr->sa.ss_family | UV_UDP_RECVMMSG);
-	if (rc < 0)
-		goto fail;
-	l->udp.data = l;
-	if (srv->cfg->workers > 1)
-		rc = listen_share_port((uv_handle_t *)&l->udp);
-	if (rc == 0)
-		rc = uv_udp_bind(&l->udp, (const struct sockaddr *)&addr->sa,
-				 addr->sa.ss_family == AF_INET6 ? UV_UDP_IPV6ONLY : 0);
-	if (rc == 0)
-		rc = uv_udp_recv_start(&l->udp, alloc_cb, recv_cb);
-	if (rc < 0) {
-		uv_close((uv_handle_t *)&l->udp, free_cb);
-		goto fail_closed;
-	}
-	if (srv->worker == 0) /* the others listen on the same */
-		log_info("listening on %s/udp", addr->text);
-	return l;
-fail:
-	free(l->recv_buf);
-	free(l->send_buf);
-	free(l);
-fail_closed:
-	*rcp = rc;
-	snprintf(err, errlen, "cannot listen on %s/udp: %s%s", addr->text, uv_strerror(rc),
-		 rc == UV_EACCES ? " (ports below 1024 need root or CAP_NET_BIND_SERVICE)" : "");
-	return NULL;
-}
-
-void listen_udp_stop(struct udp_listener *l)
-{
-	uv_udp_recv_stop(&l->udp);
-}
-
-void listen_udp_close(struct udp_listener *l)
-{
-	uv_udp_recv_stop(&l->udp);
-	uv_close((uv_handle_t *)&l->udp, free_cb);
-}
-
-static socklen_t peer_len(const struct sockaddr_storage *peer)
-{
-	return peer->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+	return peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
 					   : sizeof(struct sockaddr_in);
 }
 
@@ -168,7 +84,7 @@ static void flush(struct udp_listener *l)
 		iov[i].iov_base = l->send_buf + l->pending[i].offset;
 		iov[i].iov_len = l->pending[i].len;
 		msgs[i].msg_hdr.msg_name = &l->pending[i].peer;
-		msgs[i].msg_hdr.msg_namelen = peer_len(&l->pending[i].peer);
+		msgs[i].msg_hdr.msg_namelen = peer_len((struct sockaddr *)&l->pending[i].peer);
 		msgs[i].msg_hdr.msg_iov = &iov[i];
 		msgs[i].msg_hdr.msg_iovlen = 1;
 	}
@@ -188,38 +104,170 @@ static void flush(struct udp_listener *l)
 	l->send_used = 0;
 }
 
-void listen_udp_flush_all(struct server *srv)
+static void flush_cb(struct loop_flush *f)
 {
-	while (srv->udp_flush_list) {
-		struct udp_listener *l = srv->udp_flush_list;
-		srv->udp_flush_list = l->flush_next;
-		l->flush_queued = false;
-		flush(l);
-	}
+	flush((struct udp_listener *)((char *)f - offsetof(struct udp_listener, flush)));
 }
 
-int listen_udp_send(struct udp_listener *l, const struct sockaddr_storage *peer, const uint8_t *msg,
-		    size_t len)
+/* -- the frontend ops: client.conn is the listener, client.peer the sender -- */
+
+static void reply(const struct frontend_client *c, const uint8_t *msg, size_t len)
 {
+	struct udp_listener *l = c->conn;
+
 	if (len > SEND_SLOT) {
 		uv_buf_t buf = uv_buf_init((char *)msg, (unsigned)len);
-		int rc = uv_udp_try_send(&l->udp, &buf, 1, (const struct sockaddr *)peer);
-		return rc < 0 ? rc : 0;
+		if (uv_udp_try_send(&l->udp, &buf, 1, &c->peer.sa) < 0)
+			metrics_inc(METRIC_udp_send_failed);
+		return;
 	}
 	if (l->n_pending == SEND_BATCH)
 		flush(l);
 	struct pending_reply *p = &l->pending[l->n_pending];
-	memcpy(&p->peer, peer, peer_len(peer));
+	memcpy(&p->peer, &c->peer, peer_len(&c->peer.sa));
 	p->offset = l->send_used;
 	p->len = len;
 	memcpy(l->send_buf + p->offset, msg, len);
 	l->send_used += len;
 	l->n_pending++;
-	if (!l->flush_queued) {
-		l->flush_queued = true;
-		l->flush_next = l->srv->udp_flush_list;
-		l->srv->udp_flush_list = l;
-		server_want_flush(l->srv);
+	loop_flush_queue(l->loop, &l->flush);
+}
+
+static void done(const struct frontend_client *c)
+{
+	(void)c; /* a datagram holds no slot */
+}
+
+static size_t max_reply(const struct frontend_client *c, const struct wire_info *query)
+{
+	(void)c;
+	return wire_udp_limit(query);
+}
+
+static void peer(const struct frontend_client *c, char *buf, size_t cap)
+{
+	frontend_addr_text(&c->peer.sa, buf, cap);
+}
+
+static bool allowed(const struct frontend_client *c)
+{
+	struct udp_listener *l = c->conn;
+
+	return acl_allows(&query_pool_env(l->pool)->cfg->allow, &c->peer.sa);
+}
+
+static const struct frontend_ops udp_ops = {
+	.name = "udp",
+	.reply = reply,
+	.done = done,
+	.max_reply = max_reply,
+	.peer = peer,
+	.allowed = allowed,
+};
+
+/* -- receiving -------------------------------------------------------------- */
+
+static void alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+	struct udp_listener *l = handle->data;
+
+	(void)suggested;
+	*buf = uv_buf_init((char *)l->recv_buf, (size_t)RECV_BATCH * DGRAM_MAX);
+}
+
+static void recv_cb(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *addr,
+		    unsigned flags)
+{
+	struct udp_listener *l = udp->data;
+	struct frontend_client client = { .ops = &udp_ops, .conn = l };
+
+	if (nread <= 0 || !addr)
+		return; /* nothing read, the end of a batch, or a transient error */
+	if (flags & UV_UDP_PARTIAL) {
+		metrics_inc(METRIC_dropped_malformed);
+		return;
 	}
-	return 0;
+	metrics_inc(METRIC_queries_udp);
+	memcpy(&client.peer, addr, peer_len(addr));
+	query_receive(l->pool, &client, (const uint8_t *)buf->base, (size_t)nread);
+}
+
+/* Size the receive buffer: a burst arriving while the loop is busy waits
+ * there instead of being dropped by the kernel.  As root, SO_RCVBUFFORCE
+ * passes net.core.rmem_max; otherwise the kernel caps SO_RCVBUF at it,
+ * which is logged once (the operator may raise the sysctl). */
+static void size_receive_buffer(struct udp_listener *l, size_t bytes, const char *where)
+{
+	static bool warned;
+	uv_os_fd_t fd;
+	int want = bytes > INT_MAX / 2 ? INT_MAX / 2 : (int)bytes;
+	int got = 0;
+	socklen_t len = sizeof(got);
+
+	if (bytes == 0 || uv_fileno((uv_handle_t *)&l->udp, &fd) != 0)
+		return;
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof(want)) < 0)
+		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof(want));
+	/* Linux reports twice what was set (it counts its bookkeeping too). */
+	if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &len) == 0 && got / 2 < want &&
+	    !__atomic_exchange_n(&warned, true, __ATOMIC_RELAXED))
+		log_warn("%s/udp: receive buffer is %d bytes, not the %d of --udp-recv-buffer "
+			 "(raise net.core.rmem_max, or run as root)",
+			 where, got / 2, want);
+}
+
+struct udp_listener *listen_udp_start(struct query_pool *pool, const struct options_addr *addr,
+				      bool share, int *rcp, char *err, size_t errlen)
+{
+	struct query_env *env = query_pool_env(pool);
+	struct udp_listener *l = calloc(1, sizeof(*l));
+	int rc;
+
+	require(l);
+	l->pool = pool;
+	l->loop = env->loop;
+	l->flush.cb = flush_cb;
+	l->recv_buf = malloc((size_t)RECV_BATCH * DGRAM_MAX);
+	l->send_buf = malloc((size_t)SEND_BATCH * SEND_SLOT);
+	require(l->recv_buf && l->send_buf);
+	rc = uv_udp_init_ex(&env->loop->uv, &l->udp, addr->sa.ss_family | UV_UDP_RECVMMSG);
+	if (rc < 0)
+		goto fail;
+	l->udp.data = l;
+	if (share)
+		rc = frontend_share_port((uv_handle_t *)&l->udp);
+	if (rc == 0)
+		rc = uv_udp_bind(&l->udp, (const struct sockaddr *)&addr->sa,
+				 addr->sa.ss_family == AF_INET6 ? UV_UDP_IPV6ONLY : 0);
+	if (rc == 0) {
+		size_receive_buffer(l, env->cfg->udp_recv_buffer, addr->text);
+		rc = uv_udp_recv_start(&l->udp, alloc_cb, recv_cb);
+	}
+	if (rc < 0) {
+		uv_close((uv_handle_t *)&l->udp, free_cb);
+		goto fail_closed;
+	}
+	return l;
+fail:
+	free(l->recv_buf);
+	free(l->send_buf);
+	free(l);
+fail_closed:
+	*rcp = rc;
+	snprintf(err, errlen, "cannot listen on %s/udp: %s%s", addr->text, uv_strerror(rc),
+		 rc == UV_EACCES ? " (ports below 1024 need root or CAP_NET_BIND_SERVICE)" : "");
+	return NULL;
+}
+
+void listen_udp_stop(struct udp_listener *l)
+{
+	uv_udp_recv_stop(&l->udp);
+}
+
+void listen_udp_close(struct udp_listener *l)
+{
+	uv_udp_recv_stop(&l->udp);
+	loop_flush_cancel(l->loop, &l->flush);
+	flush(l);
+	uv_close((uv_handle_t *)&l->udp, free_cb);
 }

@@ -4,11 +4,10 @@
  */
 #include "daemon/netwatch.h"
 
-#include "daemon/server.h"
-#include "daemon/upstream.h"
 #include "lib/log.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <stdlib.h>
@@ -21,7 +20,8 @@ enum { SETTLE_MS = 300 };
 struct netwatch {
 	uv_poll_t poll;
 	uv_timer_t settle;
-	struct server *srv;
+	netwatch_cb cb;
+	void *arg;
 	int fd;
 	unsigned handles_open;
 };
@@ -30,8 +30,7 @@ static void settle_cb(uv_timer_t *timer)
 {
 	struct netwatch *nw = timer->data;
 
-	if (!nw->srv->draining)
-		server_network_changed(nw->srv);
+	nw->cb(nw->arg);
 }
 
 static bool relevant(const struct nlmsghdr *h)
@@ -71,7 +70,7 @@ static void poll_cb(uv_poll_t *poll, int status, int events)
 	}
 }
 
-struct netwatch *netwatch_start(struct server *srv)
+struct netwatch *netwatch_new(uv_loop_t *loop, netwatch_cb cb, void *arg)
 {
 	struct sockaddr_nl addr = {
 		.nl_family = AF_NETLINK,
@@ -88,10 +87,11 @@ struct netwatch *netwatch_start(struct server *srv)
 	}
 	struct netwatch *nw = calloc(1, sizeof(*nw));
 	require(nw);
-	nw->srv = srv;
+	nw->cb = cb;
+	nw->arg = arg;
 	nw->fd = fd;
-	uv_poll_init(srv->loop, &nw->poll, fd);
-	uv_timer_init(srv->loop, &nw->settle);
+	uv_poll_init(loop, &nw->poll, fd);
+	uv_timer_init(loop, &nw->settle);
 	nw->poll.data = nw->settle.data = nw;
 	nw->handles_open = 2;
 	uv_poll_start(&nw->poll, UV_READABLE, poll_cb);
@@ -108,7 +108,7 @@ static void closed_cb(uv_handle_t *handle)
 	free(nw);
 }
 
-void netwatch_stop(struct netwatch *nw)
+void netwatch_free(struct netwatch *nw)
 {
 	if (!nw)
 		return;

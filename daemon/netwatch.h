@@ -1,18 +1,23 @@
 /*
  * Watch the host's addresses and routes (Linux rtnetlink).  After a change
  * (a laptop waking on another network, a VPN coming up) the paths to the
- * upstreams may be dead or different: every upstream connection is closed
- * (queries in flight are resent) and health and latency are forgotten.
- * Changes are coalesced over a short delay, since one event brings many
- * messages.
+ * upstreams may be dead or different: the callback's owner closes every
+ * upstream connection (queries in flight are resent) and forgets health and
+ * latency.  Changes are coalesced over a short delay, since one event
+ * brings many messages.
  */
 #pragma once
 
-struct server;
+#include <uv.h>
+
 struct netwatch;
 
-/** Start watching; NULL (logged, not fatal) where netlink is unavailable. */
-struct netwatch *netwatch_start(struct server *srv);
+/** Called on @loop once a change has settled. */
+typedef void (*netwatch_cb)(void *arg);
 
-/** Stop; memory is freed once libuv has closed the handles. */
-void netwatch_stop(struct netwatch *nw);
+/** Start watching on @loop; NULL (logged, not fatal) where netlink is
+ * unavailable. */
+struct netwatch *netwatch_new(uv_loop_t *loop, netwatch_cb cb, void *arg);
+
+/** Stop (NULL is fine); memory is freed once libuv has closed the handles. */
+void netwatch_free(struct netwatch *nw);

@@ -1,34 +1,56 @@
 /*
  * Query lifecycle.  A query is completed exactly once: every path that
- * replies (answer, SERVFAIL, deadline) ends in release(), which unlinks it
- * from its connection, its client and the deadline list before the slot is
- * reused.
+ * replies (answer, SERVFAIL, deadline) ends in release(), which cancels its
+ * upstream job, unlinks it from the deadline list and tells its frontend
+ * before the slot is reused.
  */
 #include "daemon/query.h"
 
-#include "daemon/listen_tcp.h"
-#include "daemon/listen_udp.h"
-#include "daemon/server.h"
-#include "daemon/upconn.h"
-#include "daemon/upstream.h"
-#include "lib/acl.h"
+#include "daemon/loop.h"
+#include "lib/cache.h"
 #include "lib/localzone.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 
-#include <arpa/inet.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+enum { INLINE_MSG = 512 };
+
+struct query {
+	struct query_pool *pool;
+	struct frontend_client client;
+	struct wire_info info; /* the client's query: ID, question, EDNS */
+	uint8_t *msg;	       /* the message to send upstream (built from the
+				* client's: our OPT, padded); points at
+				* inline_msg or, when larger, owned heap memory */
+	size_t len;
+	uint64_t start_ns;    /* uv_hrtime() when received, for the query log */
+	uint64_t deadline_ms; /* SERVFAIL at this loop time */
+	/* identical questions in flight share one upstream job */
+	uint64_t key_hash;	   /* hash of its cache key (see cache_key_from()) */
+	struct query *leader;	   /* the query this one waits on, or NULL */
+	struct query *followers;   /* queries waiting on this one (not owned) */
+	struct query *follow_next; /* next in the leader's followers */
+	struct query *same_next;   /* next leader in the same collapse bucket */
+	bool has_job;		   /* job was started and not ended */
+	/* lists */
+	struct query *dl_prev, *dl_next; /* deadline list, in deadline order */
+	struct query *free_next;	 /* pool free list */
+	/* not reset between uses of a slot (the job's timer) */
+	struct upstream_job job;
+	uint8_t inline_msg[INLINE_MSG];
+};
+
 struct query_pool {
-	struct server *srv;
+	struct query_env *env;
 	unsigned capacity;
 	unsigned touched; /* slots handed out at least once; the rest stay untouched memory */
 	unsigned inflight;
 	struct query *free_list;
-	struct query *dl_head, *dl_tail; /* deadline order == arrival order */
+	struct query *dl_head, *dl_tail; /* deadline order */
 	uv_timer_t timer;
 	bool timer_running;
 	unsigned closing;	/* handles still closing in query_pool_free() */
@@ -38,8 +60,50 @@ struct query_pool {
 };
 
 static void deadline_cb(uv_timer_t *timer);
+static void query_fail(struct query *q, int ede, int metric);
 
-struct query_pool *query_pool_new(struct server *srv, unsigned capacity)
+/* -- prefetch: a query of our own, with nobody to answer ------------------------- */
+
+static void prefetch_reply(const struct frontend_client *c, const uint8_t *msg, size_t len)
+{
+	(void)c, (void)msg, (void)len;
+}
+
+static void prefetch_done(const struct frontend_client *c)
+{
+	(void)c;
+}
+
+static size_t prefetch_max_reply(const struct frontend_client *c, const struct wire_info *query)
+{
+	(void)c, (void)query;
+	return WIRE_MAX_MSG;
+}
+
+static void prefetch_peer(const struct frontend_client *c, char *buf, size_t cap)
+{
+	(void)c;
+	snprintf(buf, cap, "prefetch");
+}
+
+static bool prefetch_allowed(const struct frontend_client *c)
+{
+	(void)c;
+	return true;
+}
+
+static const struct frontend_ops prefetch_ops = {
+	.name = "prefetch",
+	.reply = prefetch_reply,
+	.done = prefetch_done,
+	.max_reply = prefetch_max_reply,
+	.peer = prefetch_peer,
+	.allowed = prefetch_allowed,
+};
+
+/* -- the pool -------------------------------------------------------------------- */
+
+struct query_pool *query_pool_new(struct query_env *env, unsigned capacity)
 {
 	struct query_pool *pool = calloc(1, sizeof(*pool));
 
@@ -61,9 +125,9 @@ struct query_pool *query_pool_new(struct server *srv, unsigned capacity)
 		return NULL;
 	}
 	pool->leaders_mask = buckets - 1;
-	pool->srv = srv;
+	pool->env = env;
 	pool->capacity = capacity;
-	uv_timer_init(srv->loop, &pool->timer);
+	uv_timer_init(&env->loop->uv, &pool->timer);
 	pool->timer.data = pool;
 	return pool;
 }
@@ -80,16 +144,20 @@ static void pool_closed_cb(uv_handle_t *handle)
 	free(pool);
 }
 
-void query_pool_free(struct query_pool *pool)
+void query_pool_free(struct query_pool *pool, int metric)
 {
 	while (pool->dl_head)
-		query_fail(pool->dl_head, WIRE_EDE_NOT_READY, METRIC_servfail_no_upstream);
+		query_fail(pool->dl_head, WIRE_EDE_NOT_READY, metric);
 	pool->closing = pool->touched + 1;
-	for (unsigned i = 0; i < pool->touched; i++) {
-		pool->slots[i].timer.data = pool;
-		uv_close((uv_handle_t *)&pool->slots[i].timer, pool_closed_cb);
-	}
+	for (unsigned i = 0; i < pool->touched; i++)
+		upstream_job_deinit(&pool->slots[i].job, pool_closed_cb, pool);
+	uv_timer_stop(&pool->timer);
 	uv_close((uv_handle_t *)&pool->timer, pool_closed_cb);
+}
+
+struct query_env *query_pool_env(struct query_pool *pool)
+{
+	return pool->env;
 }
 
 unsigned query_pool_inflight(const struct query_pool *pool)
@@ -105,9 +173,7 @@ static struct query *pool_get(struct query_pool *pool)
 		pool->free_list = q->free_next;
 	} else if (pool->touched < pool->capacity) {
 		q = &pool->slots[pool->touched++];
-		uv_timer_init(pool->srv->loop, &q->timer);
-		q->timer.data = q;
-		q->pool = pool;
+		upstream_job_init(&q->job, &pool->env->loop->uv);
 	} else {
 		return NULL;
 	}
@@ -117,19 +183,56 @@ static struct query *pool_get(struct query_pool *pool)
 
 static void arm_timer(struct query_pool *pool)
 {
-	uint64_t now = uv_now(pool->srv->loop);
+	uint64_t now = uv_now(&pool->env->loop->uv);
 	uint64_t due = pool->dl_head->deadline_ms;
 
 	uv_timer_start(&pool->timer, deadline_cb, due > now ? due - now : 0, 0);
 	pool->timer_running = true;
 }
 
+/* Insert @q in deadline order.  Deadlines are nearly always in arrival
+ * order, so the walk from the tail ends at once; only after a reload that
+ * shortened --timeout do new queries pass the older ones. */
+static void deadline_insert(struct query_pool *pool, struct query *q)
+{
+	struct query *after = pool->dl_tail;
+
+	while (after && after->deadline_ms > q->deadline_ms)
+		after = after->dl_prev;
+	q->dl_prev = after;
+	q->dl_next = after ? after->dl_next : pool->dl_head;
+	if (q->dl_next)
+		q->dl_next->dl_prev = q;
+	else
+		pool->dl_tail = q;
+	if (after)
+		after->dl_next = q;
+	else
+		pool->dl_head = q;
+	if (pool->dl_head == q)
+		arm_timer(pool); /* the earliest now: (re)arm for it */
+}
+
+static void deadline_remove(struct query_pool *pool, struct query *q)
+{
+	if (q->dl_prev)
+		q->dl_prev->dl_next = q->dl_next;
+	else
+		pool->dl_head = q->dl_next;
+	if (q->dl_next)
+		q->dl_next->dl_prev = q->dl_prev;
+	else
+		pool->dl_tail = q->dl_prev;
+	q->dl_prev = q->dl_next = NULL;
+}
+
 static struct query *take_heir(struct query *q, uint64_t now);
+static void start_job(struct query *q);
 
 static void deadline_cb(uv_timer_t *timer)
 {
 	struct query_pool *pool = timer->data;
-	uint64_t now = uv_now(pool->srv->loop);
+	uint64_t now = uv_now(&pool->env->loop->uv);
 
 	pool->timer_running = false;
 	while (pool->dl_head && pool->dl_head->deadline_ms <= now) {
@@ -137,64 +240,29 @@ static void deadline_cb(uv_timer_t *timer)
 		struct query *heir = q->leader ? NULL : take_heir(q, now);
 		query_fail(q, WIRE_EDE_NO_REACHABLE_AUTHORITY, METRIC_servfail_timeout);
 		if (heir)
-			upstream_dispatch(pool->srv->upstreams, heir);
+			start_job(heir);
 	}
 	if (pool->dl_head && !pool->timer_running)
 		arm_timer(pool);
 }
 
-static void client_text(const struct query_client *client, char *buf, size_t cap)
-{
-	if (client->origin == QUERY_FROM_PREFETCH) {
-		snprintf(buf, cap, "prefetch");
-		return;
-	}
-	if (client->origin == QUERY_FROM_TCP) {
-		snprintf(buf, cap, "%s/tcp", client->tcp ? tcp_client_peer(client->tcp) : "gone");
-		return;
-	}
-	char ip[INET6_ADDRSTRLEN] = "?";
-	unsigned port = 0;
-	if (client->peer.ss_family == AF_INET) {
-		const struct sockaddr_in *a = (const struct sockaddr_in *)&client->peer;
-		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
-		port = ntohs(a->sin_port);
-	} else if (client->peer.ss_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&client->peer;
-		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
-		port = ntohs(a->sin6_port);
-	}
-	snprintf(buf, cap, "%s#%u/udp", ip, port);
-}
+/* -- replies -------------------------------------------------------------------- */
 
-static void log_query(const struct query_client *client, const struct wire_info *info,
+static void log_query(const struct frontend_client *client, const struct wire_info *info,
 		      unsigned rcode, const char *source, uint64_t start_ns)
 {
-	char who[96], name[1024], type_buf[16], rcode_buf[16];
+	char who[96], peer[80], name[1024], type_buf[16], rcode_buf[16];
 	double ms = (double)(uv_hrtime() - start_ns) / 1e6;
 
-	client_text(client, who, sizeof(who));
+	client->ops->peer(client, peer, sizeof(peer));
+	if (client->ops == &prefetch_ops)
+		snprintf(who, sizeof(who), "%s", peer);
+	else
+		snprintf(who, sizeof(who), "%s/%s", peer, client->ops->name);
 	wire_name_to_text(info->q.name, info->q.name_len, name, sizeof(name));
 	log_tagged("query", "client=%s name=%s type=%s rcode=%s upstream=%s ms=%.2f", who, name,
 		   wire_type_to_text(info->q.qtype, type_buf, sizeof(type_buf)),
 		   wire_rcode_to_text(rcode, rcode_buf, sizeof(rcode_buf)), source, ms);
-}
-
-static const char *source_of(const struct query *q)
-{
-	return q->upstream ? q->upstream->spec->label : "-";
-}
-
-/* Send a finished reply to @client; @q (may be NULL) is the TCP query to unlink. */
-static void send_reply(const struct query_client *client, struct query *q, const uint8_t *msg,
-		       size_t len)
-{
-	if (client->origin == QUERY_FROM_UDP) {
-		if (listen_udp_send(client->udp, &client->peer, msg, len) < 0)
-			metrics_inc(METRIC_udp_send_failed);
-	} else if (client->origin == QUERY_FROM_TCP && client->tcp) {
-		tcp_client_reply(client->tcp, q, msg, len);
-	}
 }
 
 /*
@@ -202,16 +270,15 @@ static void send_reply(const struct query_client *client, struct query *q, const
  * upstream answer with our hop's options removed, or a cache entry): copied,
  * given the client's ID and question spelling, TTLs aged by @elapsed (or
  * set to @fixed_ttl), its OPT dropped if the client sent none, truncated if
- * over the client's UDP limit.
+ * over what the client may receive.
  */
-static void answer_client(struct server *srv, const struct query_client *client,
-			  const struct wire_info *client_info, struct query *q, const uint8_t *src,
-			  size_t len, const struct wire_info *info, uint32_t elapsed,
-			  uint32_t fixed_ttl)
+static void answer_client(struct query_env *env, const struct frontend_client *client,
+			  const struct wire_info *client_info, const uint8_t *src, size_t len,
+			  const struct wire_info *info, uint32_t elapsed, uint32_t fixed_ttl)
 {
-	uint8_t *msg = srv->reply_buf;
+	uint8_t *msg = env->loop->scratch->reply;
 
-	if (client->origin == QUERY_FROM_PREFETCH)
+	if (client->ops == &prefetch_ops)
 		return;
 	memcpy(msg, src, len);
 	wire_set_id(msg, client_info->id);
@@ -219,42 +286,24 @@ static void answer_client(struct server *srv, const struct query_client *client,
 	memcpy(msg + WIRE_HEADER_LEN, client_info->q.name, client_info->q.name_len);
 	if (elapsed || fixed_ttl)
 		wire_rewrite_ttls(msg, len, info, elapsed, fixed_ttl);
-	if (client->origin == QUERY_FROM_UDP && len > wire_udp_limit(client_info)) {
+	if (len > client->ops->max_reply(client, client_info)) {
 		len = wire_truncate(msg, len, info, client_info->has_edns);
 		metrics_inc(METRIC_answers_truncated);
 	} else if (!client_info->has_edns) {
 		len = wire_strip_opt(msg, len, info); /* RFC 6891 §7: no OPT to a non-EDNS client */
 	}
-	send_reply(client, q, msg, len);
+	client->ops->reply(client, msg, len);
 }
 
-struct query_attempt *query_find_attempt(struct query *q, const struct upconn *conn, uint16_t id)
+/* Reply to a message that never became a query (or whose query failed). */
+static void reply_now(const struct frontend_client *client, const struct wire_info *info,
+		      enum wire_rcode rcode, int ede)
 {
-	for (unsigned i = 0; i < q->n_attempts; i++)
-		if (q->attempts[i].conn == conn && q->attempts[i].id == id)
-			return &q->attempts[i];
-	return NULL;
-}
+	uint8_t buf[WIRE_HEADER_LEN + WIRE_MAX_NAME + 4 + 64];
+	size_t len = wire_make_reply(info, rcode, ede, buf, sizeof(buf));
 
-unsigned query_active_attempts(const struct query *q)
-{
-	unsigned n = 0;
-
-	for (unsigned i = 0; i < q->n_attempts; i++)
-		n += q->attempts[i].conn != NULL;
-	return n;
-}
-
-static void slow_cb(uv_timer_t *timer)
-{
-	struct query *q = timer->data;
-
-	upstream_query_slow(q->srv->upstreams, q);
-}
-
-void query_arm_timer(struct query *q, uint64_t ms)
-{
-	uv_timer_start(&q->timer, slow_cb, ms, 0);
+	if (len)
+		client->ops->reply(client, buf, len);
 }
 
 /* -- identical questions in flight ------------------------------------------------ */
@@ -346,14 +395,11 @@ static struct query *take_heir(struct query *q, uint64_t now)
 static void release(struct query *q)
 {
 	struct query_pool *pool = q->pool;
+	struct query_env *env = pool->env;
 
-	for (unsigned i = 0; i < q->n_attempts; i++) {
-		struct query_attempt *a = &q->attempts[i];
-		if (a->conn)
-			upconn_forget(a->conn, a->id);
-		a->conn = NULL;
-	}
-	uv_timer_stop(&q->timer);
+	if (q->has_job)
+		upstream_job_cancel(&q->job);
+	q->has_job = false;
 	if (q->leader) {
 		/* Normally the leader releases its followers itself; be safe anyway. */
 		struct query **p = &q->leader->followers;
@@ -364,24 +410,16 @@ static void release(struct query *q)
 	} else {
 		remove_leader(pool, q);
 	}
-	if (q->client.origin == QUERY_FROM_TCP && q->client.tcp)
-		tcp_client_reply(q->client.tcp, q, NULL, 0); /* unlink without a reply */
-	if (q->dl_prev)
-		q->dl_prev->dl_next = q->dl_next;
-	else
-		pool->dl_head = q->dl_next;
-	if (q->dl_next)
-		q->dl_next->dl_prev = q->dl_prev;
-	else
-		pool->dl_tail = q->dl_prev;
+	deadline_remove(pool, q);
 	if (q->msg != q->inline_msg)
 		free(q->msg);
 	q->msg = NULL;
+	q->client.ops->done(&q->client);
 	q->free_next = pool->free_list;
 	pool->free_list = q;
 	pool->inflight--;
-	if (q->srv->draining && pool->inflight == 0)
-		server_drained(q->srv);
+	if (env->draining && pool->inflight == 0 && env->drained)
+		env->drained(env->drained_arg);
 }
 
 /* Answer @q and everyone waiting on it from @msg, then release them all. */
@@ -389,46 +427,55 @@ static void complete_all(struct query *q, const uint8_t *msg, size_t len,
 			 const struct wire_info *info, uint32_t elapsed, uint32_t fixed_ttl,
 			 const char *source)
 {
-	struct server *srv = q->srv;
+	struct query_env *env = q->pool->env;
+	bool log = env->cfg->log_queries;
 	struct query *f = q->followers;
 
 	q->followers = NULL;
-	/* Log before replying: a TCP reply unlinks the query from its client. */
 	for (struct query *next; f; f = next) {
 		next = f->follow_next;
-		if (srv->cfg->log_queries)
+		if (log)
 			log_query(&f->client, &f->info, wire_rcode(msg), source, f->start_ns);
-		answer_client(srv, &f->client, &f->info, f, msg, len, info, elapsed, fixed_ttl);
+		answer_client(env, &f->client, &f->info, msg, len, info, elapsed, fixed_ttl);
 		release(f);
 	}
-	if (srv->cfg->log_queries && q->client.origin != QUERY_FROM_PREFETCH)
+	if (log && q->client.ops != &prefetch_ops)
 		log_query(&q->client, &q->info, wire_rcode(msg), source, q->start_ns);
-	answer_client(srv, &q->client, &q->info, q, msg, len, info, elapsed, fixed_ttl);
+	answer_client(env, &q->client, &q->info, msg, len, info, elapsed, fixed_ttl);
 	release(q);
 }
 
-static bool cache_on(const struct server *srv)
+static bool cache_on(const struct query_env *env)
 {
-	return srv->cfg->cache_bytes > 0;
+	return env->cfg->cache_bytes > 0;
 }
 
-static void store(struct server *srv, const struct cache_key *key, const uint8_t *msg, size_t len,
-		  const struct wire_info *info)
+static void store(struct query_env *env, const struct cache_key *key, const uint8_t *msg,
+		  size_t len, const struct wire_info *info)
 {
 	uint32_t ttl;
 
-	if (!cache_on(srv) || wire_cache_ttl(msg, len, info, &ttl) < 0)
+	if (!cache_on(env) || wire_cache_ttl(msg, len, info, &ttl) < 0)
 		return;
-	if (ttl < srv->cfg->cache_min_ttl)
-		ttl = srv->cfg->cache_min_ttl;
-	if (ttl > srv->cfg->cache_max_ttl)
-		ttl = srv->cfg->cache_max_ttl;
+	if (ttl < env->cfg->cache_min_ttl)
+		ttl = env->cfg->cache_min_ttl;
+	if (ttl > env->cfg->cache_max_ttl)
+		ttl = env->cfg->cache_max_ttl;
 	if (ttl > 0)
-		cache_store(srv->cache, key, msg, len, ttl, uv_now(srv->loop));
+		cache_store(env->cache, key, msg, len, ttl, uv_now(&env->loop->uv));
 }
 
-void query_answer(struct query *q, uint8_t *msg, size_t len, const struct wire_info *info)
+static struct query *of_job(struct upstream_job *job)
 {
+	return (struct query *)((char *)job - offsetof(struct query, job));
+}
+
+/* The upstream layer's answer to @job: matched to its question already. */
+static void job_answered(struct upstream_job *job, uint8_t *msg, size_t len,
+			 const struct wire_info *info)
+{
+	struct query *q = of_job(job);
+	struct query_env *env = q->pool->env;
 	struct wire_info canon;
 
 	/* Keepalive and padding were for our hop; what is left is what we cache
@@ -441,33 +488,33 @@ void query_answer(struct query *q, uint8_t *msg, size_t len, const struct wire_i
 	metrics_inc(METRIC_answers_forwarded);
 	struct cache_key key;
 	cache_key_from(&q->info, &key);
-	store(q->srv, &key, msg, len, &canon);
-	complete_all(q, msg, len, &canon, 0, 0, source_of(q));
+	store(env, &key, msg, len, &canon);
+	complete_all(q, msg, len, &canon, 0, 0, upstream_job_source(job));
 }
 
-/* Reply to a message that never became a query (or whose query failed). */
-static void reply_now(const struct query_client *client, const struct wire_info *info,
-		      enum wire_rcode rcode, int ede, struct query *q)
+static void job_failed(struct upstream_job *job, int ede, int metric)
 {
-	uint8_t buf[WIRE_HEADER_LEN + WIRE_MAX_NAME + 4 + 64];
-	size_t len = wire_make_reply(info, rcode, ede, buf, sizeof(buf));
-
-	if (len)
-		send_reply(client, q, buf, len);
+	query_fail(of_job(job), ede, metric);
 }
+
+const struct upstream_hooks query_upstream_hooks = {
+	.answered = job_answered,
+	.failed = job_failed,
+};
 
 /* Serve-stale (RFC 8767): every upstream failed; an expired answer, if the
  * cache still has one within the window, is better than SERVFAIL. */
 static bool serve_stale(struct query *q)
 {
-	struct server *srv = q->srv;
+	struct query_env *env = q->pool->env;
 	struct cache_hit hit;
 	struct wire_info info;
-
 	struct cache_key key;
+
 	cache_key_from(&q->info, &key);
-	if (!cache_on(srv) || !srv->cfg->serve_stale ||
-	    !cache_lookup(srv->cache, &key, uv_now(srv->loop), true, srv->cfg->serve_stale, &hit) ||
+	if (!cache_on(env) || !env->cfg->serve_stale ||
+	    !cache_lookup(env->cache, &key, uv_now(&env->loop->uv), true, env->cfg->serve_stale,
+			  &hit) ||
 	    wire_parse(hit.msg, hit.len, &info) != 0)
 		return false;
 	if (hit.stale)
@@ -480,72 +527,77 @@ static bool serve_stale(struct query *q)
 	return true;
 }
 
-void query_fail(struct query *q, int ede, int metric)
+static void query_fail(struct query *q, int ede, int metric)
 {
-	if (serve_stale(q))
+	struct query_env *env = q->pool->env;
+	bool log = env->cfg->log_queries;
+	const char *source = upstream_job_source(&q->job);
+
+	if (q->has_job) {
+		upstream_job_cancel(&q->job);
+		q->has_job = false;
+	}
+	if (metric != METRIC_servfail_shutdown && serve_stale(q))
 		return;
 	metrics_inc((enum metric)metric);
 	struct query *f = q->followers;
 	q->followers = NULL;
 	for (struct query *next; f; f = next) {
 		next = f->follow_next;
-		if (q->srv->cfg->log_queries)
-			log_query(&f->client, &f->info, WIRE_RCODE_SERVFAIL, source_of(q),
-				  f->start_ns);
-		reply_now(&f->client, &f->info, WIRE_RCODE_SERVFAIL, ede, f);
+		if (log)
+			log_query(&f->client, &f->info, WIRE_RCODE_SERVFAIL, source, f->start_ns);
+		reply_now(&f->client, &f->info, WIRE_RCODE_SERVFAIL, ede);
 		release(f);
 	}
-	if (q->srv->cfg->log_queries && q->client.origin != QUERY_FROM_PREFETCH)
-		log_query(&q->client, &q->info, WIRE_RCODE_SERVFAIL, source_of(q), q->start_ns);
-	reply_now(&q->client, &q->info, WIRE_RCODE_SERVFAIL, ede, q);
+	if (log && q->client.ops != &prefetch_ops)
+		log_query(&q->client, &q->info, WIRE_RCODE_SERVFAIL, source, q->start_ns);
+	reply_now(&q->client, &q->info, WIRE_RCODE_SERVFAIL, ede);
 	release(q);
 }
 
-void query_detach_client(struct query *q)
+/* -- new queries ------------------------------------------------------------------ */
+
+static void start_job(struct query *q)
 {
-	q->client.tcp = NULL;
+	q->job.msg = q->msg;
+	q->job.len = q->len;
+	q->job.question = &q->info.q;
+	q->has_job = true;
+	upstream_job_start(q->pool->env->upstreams, &q->job);
 }
 
 /* Start a query for @info (parsed from @msg): joins an identical one in
  * flight, or goes upstream.  False when the pool is full. */
-static bool start_query(struct server *srv, const struct query_client *client,
-			const struct wire_info *info, const uint8_t *msg, size_t len,
+static bool start_query(struct query_pool *pool, const struct frontend_client *client,
+			const struct wire_info *info, const uint8_t *msg,
 			const struct cache_key *key, uint64_t hash)
 {
-	struct query_pool *pool = srv->queries;
-	uint8_t *upstream_msg = srv->query_buf;
-	struct wire_upstream_opts opts = { .pad = srv->cfg->padding, .keepalive = true };
-	size_t upstream_len =
-	    wire_make_upstream_query(msg, info, &opts, upstream_msg, sizeof(srv->query_buf));
+	struct query_env *env = pool->env;
+	uint8_t *upstream_msg = env->loop->scratch->query;
+	struct wire_upstream_opts opts = { .pad = env->cfg->padding, .keepalive = true };
+	size_t upstream_len = wire_make_upstream_query(msg, info, &opts, upstream_msg,
+						       sizeof(env->loop->scratch->query));
 
-	(void)len;
 	if (upstream_len == 0) {
 		/* Only a query near 64 KiB cannot take our OPT: refuse it. */
 		metrics_inc(METRIC_formerr);
-		reply_now(client, info, WIRE_RCODE_FORMERR, WIRE_EDE_NONE, NULL);
+		reply_now(client, info, WIRE_RCODE_FORMERR, WIRE_EDE_NONE);
+		client->ops->done(client);
 		return true;
 	}
 	struct query *q = pool_get(pool);
 	if (!q)
 		return false;
-	/* The slot may have been used before: reset all but its timer and buffer. */
-	memset(q, 0, offsetof(struct query, timer));
-	q->srv = srv;
+	/* The slot may have been used before: reset all but its job's timer and buffer. */
+	memset(q, 0, offsetof(struct query, job));
+	q->pool = pool;
 	q->client = *client;
 	q->info = *info;
 	q->key_hash = hash;
+	q->job.source = NULL;
 	q->start_ns = uv_hrtime();
-	q->deadline_ms = uv_now(srv->loop) + srv->cfg->timeout_ms;
-	q->dl_prev = pool->dl_tail;
-	if (pool->dl_tail)
-		pool->dl_tail->dl_next = q;
-	else
-		pool->dl_head = q;
-	pool->dl_tail = q;
-	if (!pool->timer_running)
-		arm_timer(pool);
-	if (client->origin == QUERY_FROM_TCP)
-		tcp_client_track(client->tcp, q);
+	q->deadline_ms = uv_now(&env->loop->uv) + env->cfg->timeout_ms;
+	deadline_insert(pool, q);
 
 	struct query *leader = find_leader(pool, key, hash);
 	if (leader) {
@@ -563,128 +615,137 @@ static bool start_query(struct server *srv, const struct query_client *client,
 	memcpy(q->msg, upstream_msg, upstream_len);
 	q->len = upstream_len;
 	add_leader(pool, q);
-	upstream_dispatch(srv->upstreams, q);
+	start_job(q);
 	return true;
 }
 
 /* A cache hit close to expiry on a popular name: refresh it in the
  * background so clients keep hitting the cache (like unbound's prefetch). */
-static void maybe_prefetch(struct server *srv, const struct cache_hit *hit,
-			   const struct wire_info *info, const uint8_t *msg, size_t len,
+static void maybe_prefetch(struct query_pool *pool, const struct cache_hit *hit,
+			   const struct wire_info *info, const uint8_t *msg,
 			   const struct cache_key *key, uint64_t hash)
 {
-	if (!srv->cfg->prefetch || hit->hits < 2 || hit->ttl_s < 10 ||
+	if (!pool->env->cfg->prefetch || hit->hits < 2 || hit->ttl_s < 10 ||
 	    (uint64_t)hit->age_s * 10 < (uint64_t)hit->ttl_s * 9)
 		return;
-	if (find_leader(srv->queries, key, hash))
+	if (find_leader(pool, key, hash))
 		return; /* already being fetched */
-	struct query_client self = { .origin = QUERY_FROM_PREFETCH };
-	if (start_query(srv, &self, info, msg, len, key, hash))
+	struct frontend_client self = { .ops = &prefetch_ops };
+	if (start_query(pool, &self, info, msg, key, hash))
 		metrics_inc(METRIC_cache_prefetches);
 }
 
 /* Answer from the cache if it holds a fresh answer; true when answered. */
-static bool answer_from_cache(struct server *srv, const struct query_client *client,
-			      const struct wire_info *info, const uint8_t *msg, size_t len,
+static bool answer_from_cache(struct query_pool *pool, const struct frontend_client *client,
+			      const struct wire_info *info, const uint8_t *msg,
 			      const struct cache_key *key, uint64_t hash)
 {
+	struct query_env *env = pool->env;
 	struct cache_hit hit;
 	struct wire_info cached;
-	uint64_t start_ns = srv->cfg->log_queries ? uv_hrtime() : 0;
+	uint64_t start_ns = env->cfg->log_queries ? uv_hrtime() : 0;
 
-	if (!cache_lookup(srv->cache, key, uv_now(srv->loop), false, srv->cfg->serve_stale, &hit)) {
+	if (!cache_lookup(env->cache, key, uv_now(&env->loop->uv), false, env->cfg->serve_stale,
+			  &hit)) {
 		metrics_inc(METRIC_cache_misses);
 		return false;
 	}
 	if (wire_parse(hit.msg, hit.len, &cached) != 0)
 		return false; /* cannot happen: it parsed when stored */
 	metrics_inc(METRIC_cache_hits);
-	if (srv->cfg->log_queries)
+	if (env->cfg->log_queries)
 		log_query(client, info, wire_rcode(hit.msg), "cache", start_ns);
-	answer_client(srv, client, info, NULL, hit.msg, hit.len, &cached, hit.age_s, 0);
-	maybe_prefetch(srv, &hit, info, msg, len, key, hash);
+	answer_client(env, client, info, hit.msg, hit.len, &cached, hit.age_s, 0);
+	maybe_prefetch(pool, &hit, info, msg, key, hash);
 	return true;
 }
 
 /* Locally served zones (localhost, private reverse zones, DDR...) and the
  * blocklist: answered here, never sent upstream.  True when answered. */
-static bool answer_locally(struct server *srv, const struct query_client *client,
+static bool answer_locally(struct query_env *env, const struct frontend_client *client,
 			   const struct wire_info *info)
 {
 	uint8_t buf[LOCALZONE_MAX_REPLY];
 	size_t len = 0;
-	uint64_t start_ns = srv->cfg->log_queries ? uv_hrtime() : 0;
-	enum localzone_verdict v = localzone_lookup(srv->localzone, info, buf, sizeof(buf), &len);
+	uint64_t start_ns = env->cfg->log_queries ? uv_hrtime() : 0;
+	enum localzone_verdict v = localzone_lookup(env->localzone, info, buf, sizeof(buf), &len);
 
 	if (v == LOCALZONE_FORWARD)
 		return false;
 	metrics_inc(v == LOCALZONE_BLOCKED ? METRIC_blocked : METRIC_local_answers);
 	if (len == 0) {
-		reply_now(client, info, WIRE_RCODE_SERVFAIL, WIRE_EDE_OTHER, NULL);
+		reply_now(client, info, WIRE_RCODE_SERVFAIL, WIRE_EDE_OTHER);
 		return true;
 	}
-	if (srv->cfg->log_queries)
+	if (env->cfg->log_queries)
 		log_query(client, info, wire_rcode(buf),
 			  v == LOCALZONE_BLOCKED ? "blocked" : "local", start_ns);
-	send_reply(client, NULL, buf, len);
+	client->ops->reply(client, buf, len);
 	return true;
 }
 
-static bool client_allowed(const struct server *srv, const struct query_client *client)
+/* Everything but starting a query: true when @client got its reply (or
+ * nothing, for a message not worth one) and is done. */
+static bool answer_at_once(struct query_pool *pool, const struct frontend_client *client,
+			   const struct wire_info *info, int rc)
 {
-	if (client->origin == QUERY_FROM_UDP)
-		return acl_allows(&srv->cfg->allow, (const struct sockaddr *)&client->peer);
-	return client->origin != QUERY_FROM_TCP || !client->tcp || tcp_client_allowed(client->tcp);
-}
+	struct query_env *env = pool->env;
 
-void query_receive(struct server *srv, const struct query_client *client, const uint8_t *msg,
-		   size_t len)
-{
-	struct wire_info info;
-	int rc = wire_parse(msg, len, &info);
-
-	metrics_inc(client->origin == QUERY_FROM_UDP ? METRIC_queries_udp : METRIC_queries_tcp);
-	if (!info.has_header) {
+	if (!info->has_header) {
 		metrics_inc(METRIC_dropped_malformed);
-		return;
+		return true;
 	}
-	if (info.flags & WIRE_FLAG_QR) {
+	if (info->flags & WIRE_FLAG_QR) {
 		/* Answering a response could start a loop between two servers. */
 		metrics_inc(METRIC_dropped_responses);
-		return;
+		return true;
 	}
-	if (!client_allowed(srv, client)) {
+	if (!client->ops->allowed(client)) {
 		metrics_inc(METRIC_refused_clients);
-		reply_now(client, &info, WIRE_RCODE_REFUSED, WIRE_EDE_PROHIBITED, NULL);
-		return;
+		reply_now(client, info, WIRE_RCODE_REFUSED, WIRE_EDE_PROHIBITED);
+		return true;
 	}
 	if (rc) {
 		metrics_inc(METRIC_formerr);
-		log_debug("malformed query (%d) from a %s client", rc,
-			  client->origin == QUERY_FROM_UDP ? "UDP" : "TCP");
-		reply_now(client, &info, WIRE_RCODE_FORMERR, WIRE_EDE_NONE, NULL);
-		return;
+		log_debug("malformed query (%d) from a %s client", rc, client->ops->name);
+		reply_now(client, info, WIRE_RCODE_FORMERR, WIRE_EDE_NONE);
+		return true;
 	}
-	if (wire_opcode(info.flags) != 0) {
+	if (wire_opcode(info->flags) != 0) {
 		metrics_inc(METRIC_notimp);
-		reply_now(client, &info, WIRE_RCODE_NOTIMP, WIRE_EDE_NONE, NULL);
-		return;
+		reply_now(client, info, WIRE_RCODE_NOTIMP, WIRE_EDE_NONE);
+		return true;
 	}
-	if (srv->draining) {
-		/* Only TCP clients still connected can get here while shutting down. */
+	if (env->draining) {
+		/* Only stream clients still connected can get here while shutting down. */
 		metrics_inc(METRIC_servfail_shutdown);
-		reply_now(client, &info, WIRE_RCODE_SERVFAIL, WIRE_EDE_NOT_READY, NULL);
+		reply_now(client, info, WIRE_RCODE_SERVFAIL, WIRE_EDE_NOT_READY);
+		return true;
+	}
+	return answer_locally(env, client, info);
+}
+
+void query_receive(struct query_pool *pool, const struct frontend_client *client,
+		   const uint8_t *msg, size_t len)
+{
+	struct query_env *env = pool->env;
+	struct wire_info info;
+	int rc = wire_parse(msg, len, &info);
+
+	if (answer_at_once(pool, client, &info, rc)) {
+		client->ops->done(client);
 		return;
 	}
-	if (answer_locally(srv, client, &info))
-		return;
 	struct cache_key key;
 	cache_key_from(&info, &key);
-	uint64_t hash = cache_key_hash(srv->cache, &key);
-	if (cache_on(srv) && answer_from_cache(srv, client, &info, msg, len, &key, hash))
+	uint64_t hash = cache_key_hash(env->cache, &key);
+	if (cache_on(env) && answer_from_cache(pool, client, &info, msg, &key, hash)) {
+		client->ops->done(client);
 		return;
-	if (!start_query(srv, client, &info, msg, len, &key, hash)) {
+	}
+	if (!start_query(pool, client, &info, msg, &key, hash)) {
 		metrics_inc(METRIC_servfail_overload);
-		reply_now(client, &info, WIRE_RCODE_SERVFAIL, WIRE_EDE_OTHER, NULL);
+		reply_now(client, &info, WIRE_RCODE_SERVFAIL, WIRE_EDE_OTHER);
+		client->ops->done(client);
 	}
 }

@@ -1,13 +1,14 @@
 /*
- * Upstream selection, health and hedging.  Everything here is per worker:
- * no locks.  The policy picks among usable upstreams (not down, not tried
- * by this query, not already holding an attempt of it).
+ * Upstream selection, health, hedging, silence and requeueing.  Everything
+ * here is per worker: no locks.  The policy picks among usable upstreams
+ * (not down, not failed by this job, not already holding an attempt of
+ * it).  Answers are checked here, once for every transport: the key must
+ * belong to an attempt of the job on that connection, and the question
+ * must be the job's (RFC 5452 §9.1).
  */
 #include "daemon/upstream.h"
 
-#include "daemon/query.h"
-#include "daemon/server.h"
-#include "daemon/upconn.h"
+#include "daemon/loop.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/random.h"
@@ -25,19 +26,38 @@ enum {
 	HEDGE_UNKNOWN_MS = 400, /* before the first RTT sample */
 	SILENCE_MS = 1000,	/* nothing at all received this long: the connection is dead */
 	SILENCES_DOWN = 2,	/* silent connections in a row that mark an upstream down */
-	BUSY_INFLIGHT = 32,	/* queries on a connection before another one opens */
-	SAMPLE_EVERY = 16,	/* fastest: one query in this many samples another upstream */
+	BUSY_INFLIGHT = 32,	/* jobs on a connection before another one opens */
+	SAMPLE_EVERY = 16,	/* fastest: one job in this many samples another upstream */
 };
 
-/* What a query's timer checks next. */
+/* What a job's timer checks next. */
 enum slow_stage {
 	SLOW_HEDGE = 0,	  /* send to one more upstream */
 	SLOW_SILENCE = 1, /* is the first attempt's connection dead? */
 	SLOW_DONE = 2,
 };
 
+struct upstream {
+	struct upstream_set *set;
+	const struct options_upstream *spec;		  /* from the config (not owned) */
+	const struct transport_ops *ops;		  /* how to reach it */
+	void *peer;					  /* the transport's state for it (owned) */
+	uint32_t identity;				  /* stable across reloads: from the spec */
+	struct transport_conn *conns[UPSTREAM_MAX_CONNS]; /* open connections */
+	unsigned n_conns;
+	bool down;		   /* skipped while another upstream is usable */
+	unsigned failures;	   /* consecutive failures; reset by an answer */
+	unsigned silences;	   /* consecutive silent connections */
+	uv_timer_t probe_timer;	   /* background re-probe while down */
+	double srtt_us, rttvar_us; /* smoothed answer time and its variation */
+	unsigned samples;	   /* RTT samples taken (0: unknown) */
+};
+
 struct upstream_set {
-	struct server *srv;
+	const struct transport_env *env;
+	const struct upstream_hooks *hooks;
+	struct upstream_set *next; /* the set that replaced this one (reload) */
+	bool stopping;		   /* upstream_set_free(): fail what is left */
 	unsigned n;
 	unsigned rr_next; /* round-robin position */
 	unsigned counter; /* fastest: when to sample */
@@ -45,25 +65,42 @@ struct upstream_set {
 	struct upstream ups[OPTIONS_MAX_UPSTREAMS];
 };
 
+static const struct transport_events events;
 static void probe_cb(uv_timer_t *timer);
 static void close_current(struct upstream *up, const char *why);
+static void dispatch(struct upstream_set *set, struct upstream_job *job, bool free_send);
 
-struct upstream_set *upstream_set_new(struct server *srv)
+/* FNV-1a of what identifies an upstream: its spec as configured, which
+ * names address, port and authentication name. */
+static uint32_t identity_of(const struct options_upstream *spec)
+{
+	uint32_t h = 2166136261u;
+
+	for (const char *p = spec->label; *p; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	return h;
+}
+
+struct upstream_set *upstream_set_new(const struct transport_env *env,
+				      upstream_transport_for transport_for,
+				      const struct upstream_hooks *hooks)
 {
 	struct upstream_set *set = calloc(1, sizeof(*set));
 
 	if (!set)
 		return NULL;
-	set->srv = srv;
-	set->n = srv->cfg->n_upstream;
+	set->env = env;
+	set->hooks = hooks;
+	set->n = env->cfg->n_upstream;
 	for (unsigned i = 0; i < set->n; i++) {
 		struct upstream *up = &set->ups[i];
-		up->srv = srv;
-		up->spec = &srv->cfg->upstream[i];
-		up->index = i;
-		up->session = tls_session_new();
-		require(up->session);
-		uv_timer_init(srv->loop, &up->probe_timer);
+		up->set = set;
+		up->spec = &env->cfg->upstream[i];
+		up->ops = transport_for(up->spec);
+		up->peer = up->ops->peer_new(up->spec);
+		require(up->peer);
+		up->identity = identity_of(up->spec);
+		uv_timer_init(&env->loop->uv, &up->probe_timer);
 		up->probe_timer.data = up;
 	}
 	return set;
@@ -72,28 +109,35 @@ struct upstream_set *upstream_set_new(struct server *srv)
 static void set_closed_cb(uv_handle_t *handle)
 {
 	struct upstream *up = handle->data;
-	/* ups[] is embedded in the set: step back from this element to it. */
-	struct upstream_set *set =
-	    (struct upstream_set *)((char *)(up - up->index) - offsetof(struct upstream_set, ups));
+	struct upstream_set *set = up->set;
 
 	if (--set->closing)
 		return;
 	for (unsigned i = 0; i < set->n; i++)
-		tls_session_free(set->ups[i].session);
+		set->ups[i].ops->peer_free(set->ups[i].peer);
 	free(set);
 }
 
 void upstream_set_free(struct upstream_set *set)
 {
+	set->stopping = true;
 	set->closing = set->n;
 	for (unsigned i = 0; i < set->n; i++) {
 		struct upstream *up = &set->ups[i];
 		while (up->n_conns)
-			upconn_abort(up->conns[0]);
+			up->ops->close(up->conns[0], NULL);
 		uv_close((uv_handle_t *)&up->probe_timer, set_closed_cb);
 	}
 	if (set->n == 0)
 		free(set);
+}
+
+/* The newest set: jobs of a retired one move there. */
+static struct upstream_set *current(struct upstream_set *set)
+{
+	while (set->next)
+		set = set->next;
+	return set;
 }
 
 static unsigned backoff_ms(const struct upstream *up)
@@ -116,12 +160,21 @@ static void mark_down(struct upstream *up, const char *why)
 		 up->spec->label, why, ms, up->failures);
 }
 
+static struct transport_conn *open_conn(struct upstream *up)
+{
+	struct transport_conn *c = up->ops->open(up->set->env, up->spec, up->peer, &events, up);
+
+	if (c)
+		up->conns[up->n_conns++] = c;
+	return c;
+}
+
 static void probe_cb(uv_timer_t *timer)
 {
 	struct upstream *up = timer->data;
 
-	if (!up->down)
-		return; /* back already */
+	if (!up->down || up->set->next || up->set->stopping)
+		return; /* back already, or retired */
 	if (up->n_conns) {
 		/* A connection attempt is under way (or an old one lingers): look
 		 * again later rather than stop probing for good. */
@@ -129,24 +182,61 @@ static void probe_cb(uv_timer_t *timer)
 		return;
 	}
 	log_debug("upstream %s: probing", up->spec->label);
-	struct upconn *conn = upconn_new(up->srv, up);
-	if (conn)
-		up->conns[up->n_conns++] = conn;
-	else
+	if (!open_conn(up))
 		mark_down(up, "cannot connect");
 }
 
-static bool attempted(const struct query *q, const struct upstream *up)
+/* -- a job's attempts ----------------------------------------------------------- */
+
+static struct upstream_attempt *
+find_attempt(struct upstream_job *job, const struct transport_conn *c, bool by_key, uint32_t key)
 {
-	for (unsigned i = 0; i < q->n_attempts; i++)
-		if (q->attempts[i].conn && q->attempts[i].up == up)
+	for (unsigned i = 0; i < UPSTREAM_MAX_ACTIVE; i++) {
+		struct upstream_attempt *a = &job->attempts[i];
+		if (a->conn == c && (!by_key || a->key == key))
+			return a;
+	}
+	return NULL;
+}
+
+static unsigned active_attempts(const struct upstream_job *job)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < UPSTREAM_MAX_ACTIVE; i++)
+		n += job->attempts[i].conn != NULL;
+	return n;
+}
+
+static bool attempted(const struct upstream_job *job, const struct upstream *up)
+{
+	for (unsigned i = 0; i < UPSTREAM_MAX_ACTIVE; i++)
+		if (job->attempts[i].conn && job->attempts[i].up == up)
 			return true;
 	return false;
 }
 
-static bool usable(const struct upstream *up, const struct query *q)
+static bool tried(const struct upstream_job *job, const struct upstream *up)
 {
-	return !up->down && !(q->tried & (1u << up->index)) && !attempted(q, up);
+	for (unsigned i = 0; i < job->n_tried; i++)
+		if (job->tried[i] == up->identity)
+			return true;
+	return false;
+}
+
+/* @up failed @job: it never goes there again (after a reload too, wherever
+ * the upstream is then in the list). */
+static void mark_tried(struct upstream_job *job, const struct upstream *up)
+{
+	if (!tried(job, up) && job->n_tried < OPTIONS_MAX_UPSTREAMS)
+		job->tried[job->n_tried++] = up->identity;
+}
+
+/* -- choosing -------------------------------------------------------------------- */
+
+static bool usable(const struct upstream *up, const struct upstream_job *job)
+{
+	return !up->down && !tried(job, up) && !attempted(job, up);
 }
 
 static double expected_us(const struct upstream *up)
@@ -154,17 +244,17 @@ static double expected_us(const struct upstream *up)
 	return up->samples ? up->srtt_us : 0; /* unknown first: measure everyone */
 }
 
-static struct upstream *choose(struct upstream_set *set, const struct query *q)
+static struct upstream *choose(struct upstream_set *set, const struct upstream_job *job)
 {
 	struct upstream *best = NULL;
 	unsigned n_usable = 0;
 
 	for (unsigned i = 0; i < set->n; i++)
-		n_usable += usable(&set->ups[i], q);
+		n_usable += usable(&set->ups[i], job);
 	if (n_usable) {
-		enum options_policy policy = set->srv->cfg->policy;
+		enum options_policy policy = set->env->cfg->policy;
 		/* The nth usable upstream: in order, in turn, or (fastest) a random
-		 * one for one query in SAMPLE_EVERY, so that a slow upstream's
+		 * one for one job in SAMPLE_EVERY, so that a slow upstream's
 		 * estimate can improve; otherwise the lowest smoothed RTT. */
 		int nth = -1;
 		if (policy == OPTIONS_POLICY_FAILOVER)
@@ -175,7 +265,7 @@ static struct upstream *choose(struct upstream_set *set, const struct query *q)
 			nth = (int)(random_u16() % n_usable);
 		for (unsigned i = 0; i < set->n; i++) {
 			struct upstream *up = &set->ups[i];
-			if (!usable(up, q))
+			if (!usable(up, job))
 				continue;
 			if (nth >= 0) {
 				if (nth-- == 0)
@@ -191,7 +281,7 @@ static struct upstream *choose(struct upstream_set *set, const struct query *q)
 	 * now, rather than make this client wait for it. */
 	for (unsigned i = 0; i < set->n; i++) {
 		struct upstream *up = &set->ups[i];
-		if ((q->tried & (1u << i)) || attempted(q, up))
+		if (tried(job, up) || attempted(job, up))
 			continue;
 		if (!best ||
 		    uv_timer_get_due_in(&up->probe_timer) < uv_timer_get_due_in(&best->probe_timer))
@@ -200,29 +290,33 @@ static struct upstream *choose(struct upstream_set *set, const struct query *q)
 	return best;
 }
 
-/* The connection for a new query: the least busy ready one; another is
- * opened when all are busy and the limit allows. */
-static struct upconn *pick_conn(struct upstream *up)
+/* The connection for a new job: the least busy one that takes jobs;
+ * another is opened when all are busy and the limit allows. */
+static struct transport_conn *pick_conn(struct upstream *up)
 {
-	struct upconn *best = NULL;
+	struct transport_conn *best = NULL;
+	unsigned best_load = 0;
 
 	for (unsigned i = 0; i < up->n_conns; i++) {
-		struct upconn *c = up->conns[i];
-		if (upconn_state(c) == UPCONN_CLOSED)
+		struct transport_conn *c = up->conns[i];
+		if (up->ops->capacity(c) == 0)
 			continue;
-		if (!best || upconn_load(c) < upconn_load(best))
+		unsigned load = up->ops->load(c);
+		if (!best || load < best_load) {
 			best = c;
+			best_load = load;
+		}
 	}
 	if (best &&
-	    (upconn_load(best) < BUSY_INFLIGHT || up->n_conns >= up->srv->cfg->max_connections))
+	    (best_load < BUSY_INFLIGHT || up->n_conns >= up->set->env->cfg->max_connections ||
+	     up->n_conns == UPSTREAM_MAX_CONNS))
 		return best;
-	struct upconn *conn = upconn_new(up->srv, up);
-	if (!conn) {
+	struct transport_conn *c = open_conn(up);
+	if (!c) {
 		mark_down(up, "cannot connect");
 		return best;
 	}
-	up->conns[up->n_conns++] = conn;
-	return conn;
+	return c;
 }
 
 static unsigned hedge_ms(const struct upstream *up)
@@ -235,110 +329,167 @@ static unsigned hedge_ms(const struct upstream *up)
 	return ms > HEDGE_MAX_MS ? HEDGE_MAX_MS : (unsigned)ms;
 }
 
-static unsigned silence_ms(const struct server *srv)
+static unsigned silence_ms(const struct config *cfg)
 {
-	unsigned half = srv->cfg->timeout_ms / 2;
+	unsigned half = cfg->timeout_ms / 2;
 
 	return half < SILENCE_MS ? half : SILENCE_MS;
 }
 
-/* Send @q to @up: true on success. */
-static bool send_to(struct upstream *up, struct query *q)
-{
-	struct upconn *conn;
-	uint16_t id;
+static void slow_cb(uv_timer_t *timer);
 
-	if (q->n_attempts == QUERY_MAX_ATTEMPTS)
+/* Send @job to @up: true on success.  @free_send: a resend after a routine
+ * close, which does not use the job's budget. */
+static bool send_to(struct upstream *up, struct upstream_job *job, bool free_send)
+{
+	struct upstream_attempt *a = find_attempt(job, NULL, false, 0);
+	struct transport_conn *c;
+	uint32_t key;
+
+	if (!a || (!free_send && job->sends >= UPSTREAM_MAX_SENDS))
 		return false;
-	conn = pick_conn(up);
-	if (!conn || upconn_send(conn, q, &id) < 0)
+	c = pick_conn(up);
+	if (!c || up->ops->send(c, job->msg, job->len, job, &key) < 0)
 		return false;
-	struct query_attempt *a = &q->attempts[q->n_attempts++];
-	a->conn = conn;
+	if (!free_send)
+		job->sends++;
+	a->conn = c;
 	a->up = up;
-	a->id = id;
+	a->key = key;
 	a->sent_ns = uv_hrtime();
-	a->measured = upconn_state(conn) == UPCONN_READY;
-	q->upstream = up;
-	if (q->slow_stage == SLOW_HEDGE)
-		query_arm_timer(q, hedge_ms(up));
+	a->measured = c->ready;
+	job->source = up->spec->label;
+	job->set = up->set;
+	if (up->samples)
+		loop_expect_answer(up->set->env->loop, up->srtt_us);
+	if (job->stage == SLOW_HEDGE)
+		uv_timer_start(&job->timer, slow_cb, hedge_ms(up), 0);
 	return true;
 }
 
-void upstream_dispatch(struct upstream_set *set, struct query *q)
+static void dispatch(struct upstream_set *set, struct upstream_job *job, bool free_send)
 {
-	while (q->n_attempts < QUERY_MAX_ATTEMPTS) {
-		struct upstream *up = choose(set, q);
+	for (;;) {
+		struct upstream *up = choose(set, job);
 		if (!up)
 			break;
-		if (send_to(up, q))
+		if (send_to(up, job, free_send))
 			return;
-		q->tried |= 1u << up->index;
+		if (!free_send && job->sends >= UPSTREAM_MAX_SENDS)
+			break;
+		mark_tried(job, up);
 	}
-	if (query_active_attempts(q) == 0)
-		query_fail(q, WIRE_EDE_NETWORK_ERROR, METRIC_servfail_no_upstream);
+	if (active_attempts(job) == 0) {
+		uv_timer_stop(&job->timer);
+		set->hooks->failed(job, WIRE_EDE_NETWORK_ERROR, METRIC_servfail_no_upstream);
+	}
 }
 
-/* The first attempt still waiting, if its connection has been silent since
- * the query went out. */
-static struct query_attempt *silent_attempt(struct query *q)
+void upstream_job_init(struct upstream_job *job, uv_loop_t *loop)
 {
-	for (unsigned i = 0; i < q->n_attempts; i++) {
-		struct query_attempt *a = &q->attempts[i];
-		if (a->conn && upconn_state(a->conn) == UPCONN_READY &&
-		    upconn_last_answer(a->conn) < a->sent_ns)
+	uv_timer_init(loop, &job->timer);
+	job->timer.data = job;
+}
+
+void upstream_job_deinit(struct upstream_job *job, uv_close_cb close_cb, void *arg)
+{
+	job->timer.data = arg;
+	uv_close((uv_handle_t *)&job->timer, close_cb);
+}
+
+void upstream_job_start(struct upstream_set *set, struct upstream_job *job)
+{
+	memset(job->attempts, 0, sizeof(job->attempts));
+	job->set = set;
+	job->n_tried = 0;
+	job->sends = 0;
+	job->stage = SLOW_HEDGE;
+	job->source = NULL;
+	dispatch(set, job, false);
+}
+
+void upstream_job_cancel(struct upstream_job *job)
+{
+	for (unsigned i = 0; i < UPSTREAM_MAX_ACTIVE; i++) {
+		struct upstream_attempt *a = &job->attempts[i];
+		if (a->conn)
+			a->up->ops->cancel(a->conn, a->key);
+		a->conn = NULL;
+	}
+	uv_timer_stop(&job->timer);
+}
+
+const char *upstream_job_source(const struct upstream_job *job)
+{
+	return job->source ? job->source : "-";
+}
+
+/* -- slow jobs: hedging and silence --------------------------------------------- */
+
+/* The first attempt still waiting, if its connection has been silent since
+ * the job went out. */
+static struct upstream_attempt *silent_attempt(struct upstream_job *job)
+{
+	for (unsigned i = 0; i < UPSTREAM_MAX_ACTIVE; i++) {
+		struct upstream_attempt *a = &job->attempts[i];
+		if (a->conn && a->conn->ready && a->conn->last_answer_ns < a->sent_ns)
 			return a;
 	}
 	return NULL;
 }
 
-void upstream_query_slow(struct upstream_set *set, struct query *q)
+static uint64_t first_sent_ns(const struct upstream_job *job)
 {
-	if (q->slow_stage == SLOW_HEDGE) {
-		q->slow_stage = SLOW_SILENCE;
-		struct query_attempt *first = &q->attempts[0];
-		uint64_t waited_ms = (uv_hrtime() - first->sent_ns) / 1000000;
-		uint64_t silence = silence_ms(set->srv);
-		query_arm_timer(q, silence > waited_ms ? silence - waited_ms : 0);
-		struct upstream *up = choose(set, q);
-		if (up && !up->down && send_to(up, q)) {
+	uint64_t first = 0;
+
+	for (unsigned i = 0; i < UPSTREAM_MAX_ACTIVE; i++) {
+		const struct upstream_attempt *a = &job->attempts[i];
+		if (a->conn && (!first || a->sent_ns < first))
+			first = a->sent_ns;
+	}
+	return first ? first : uv_hrtime();
+}
+
+static void slow_cb(uv_timer_t *timer)
+{
+	struct upstream_job *job = timer->data;
+	struct upstream_set *set = job->set;
+
+	if (job->stage == SLOW_HEDGE) {
+		job->stage = SLOW_SILENCE;
+		uint64_t waited_ms = (uv_hrtime() - first_sent_ns(job)) / 1000000;
+		uint64_t silence = silence_ms(set->env->cfg);
+		uv_timer_start(&job->timer, slow_cb, silence > waited_ms ? silence - waited_ms : 0,
+			       0);
+		struct upstream *up = choose(set, job);
+		if (up && !up->down && send_to(up, job, false)) {
 			metrics_inc(METRIC_upstream_hedged);
 			log_debug("query hedged to upstream %s after %llu ms", up->spec->label,
 				  (unsigned long long)waited_ms);
 		}
 		return;
 	}
-	q->slow_stage = SLOW_DONE;
-	struct query_attempt *a = silent_attempt(q);
+	job->stage = SLOW_DONE;
+	struct upstream_attempt *a = silent_attempt(job);
 	if (!a)
 		return;
-	/* No answer at all came back on that connection since this query went out:
-	 * after a sleep or a network change it is a dead socket; replace it. */
+	/* No answer at all came back on that connection since this job went out:
+	 * after a sleep or a network change it is a dead socket; replace it.  The
+	 * silence is held against the upstream (down after SILENCES_DOWN), not
+	 * against the jobs on it, which are resent: this check runs once per
+	 * job, so that cannot loop. */
 	struct upstream *up = a->up;
+	struct transport_conn *c = a->conn;
 	metrics_inc(METRIC_upstream_silent);
 	if (++up->silences >= SILENCES_DOWN)
 		mark_down(up, "connections go silent");
-	upconn_close(a->conn, "silent: no answer to a query for a second");
+	c->retiring = true;
+	up->ops->close(c, "silent: no answer to a query for a second");
 }
 
-void upstream_alive(struct upstream *up)
-{
-	up->silences = 0;
-}
+/* -- events from connections ----------------------------------------------------- */
 
-void upstream_lost_race(struct upstream *up)
-{
-	/* Another upstream answered while this one's connection stayed silent:
-	 * a stalled server would cost every query the hedge delay, so after a
-	 * few of these it is marked down (and re-probed in the background). */
-	if (++up->silences < SILENCES_DOWN || up->down)
-		return;
-	metrics_inc(METRIC_upstream_silent);
-	mark_down(up, "does not answer");
-	close_current(up, "does not answer");
-}
-
-void upstream_answered(struct upstream *up, double rtt_us)
+static void answered(struct upstream *up, double rtt_us)
 {
 	if (up->down || up->failures)
 		log_info("upstream %s answers again", up->spec->label);
@@ -357,9 +508,23 @@ void upstream_answered(struct upstream *up, double rtt_us)
 	}
 }
 
-void upstream_conn_ready(struct upstream *up, struct upconn *conn)
+/* Another upstream answered while this one's connection stayed silent: a
+ * stalled server would cost every job the hedge delay, so after a few of
+ * these it is marked down (and re-probed in the background). */
+static void lost_race(struct upstream *up)
 {
-	(void)conn;
+	if (++up->silences < SILENCES_DOWN || up->down)
+		return;
+	metrics_inc(METRIC_upstream_silent);
+	mark_down(up, "does not answer");
+	close_current(up, "does not answer");
+}
+
+static void on_ready(struct transport_conn *c)
+{
+	struct upstream *up = c->owner;
+
+	c->ready = true;
 	/* A handshake is not an answer: the failure count stays, so an upstream
 	 * that handshakes but never answers keeps backing off. */
 	if (up->down)
@@ -368,49 +533,126 @@ void upstream_conn_ready(struct upstream *up, struct upconn *conn)
 	uv_timer_stop(&up->probe_timer);
 }
 
-void upstream_conn_closed(struct upstream *up, struct upconn *conn, bool failed)
+static bool on_answer(struct transport_conn *c, uint32_t key, void *job_arg, uint8_t *msg,
+		      size_t len, const struct wire_info *info)
 {
+	struct upstream *up = c->owner;
+	struct upstream_job *job = job_arg;
+
+	/* Bytes alone prove nothing (a server can trickle an endless frame): a
+	 * connection is alive while well-formed answers arrive. */
+	c->last_answer_ns = uv_hrtime();
+	up->silences = 0;
+	struct upstream_attempt *a = job ? find_attempt(job, c, true, key) : NULL;
+	if (!a || !wire_question_equal(&info->q, job->question)) {
+		/* RFC 5452 §9.1: key and question must both match, or it is not ours. */
+		metrics_inc(METRIC_upstream_unmatched);
+		log_debug("upstream %s: dropping an answer that matches no query in flight",
+			  up->spec->label);
+		return false;
+	}
+	c->answered = true;
+	a->conn = NULL;
+	up->ops->cancel(c, key);
+	answered(up, a->measured ? (double)(uv_hrtime() - a->sent_ns) / 1e3 : -1);
+	job->source = up->spec->label;
+	/* Attempts elsewhere still waiting on silent connections lost the race;
+	 * noted after the answer, since noting may close those connections. */
+	struct upstream *losers[UPSTREAM_MAX_ACTIVE];
+	unsigned n_losers = 0;
+	for (unsigned i = 0; i < UPSTREAM_MAX_ACTIVE; i++) {
+		struct upstream_attempt *b = &job->attempts[i];
+		if (b->conn && b->up != up && b->conn->last_answer_ns < b->sent_ns)
+			losers[n_losers++] = b->up;
+	}
+	up->set->hooks->answered(job, msg, len, info);
+	for (unsigned i = 0; i < n_losers; i++)
+		lost_race(losers[i]);
+	return true;
+}
+
+static void on_closed(struct transport_conn *c, enum transport_close_reason reason)
+{
+	struct upstream *up = c->owner;
+
+	c->closed = true;
 	for (unsigned i = 0; i < up->n_conns; i++) {
-		if (up->conns[i] == conn) {
+		if (up->conns[i] == c) {
 			up->conns[i] = up->conns[--up->n_conns];
 			break;
 		}
 	}
-	if (failed)
+	if (reason == TRANSPORT_CLOSED_FAILED && !c->retiring && !up->set->stopping)
 		mark_down(up, "connection failed");
 }
 
-void upstream_requeue(struct upstream *up, struct query *q, bool sent)
+static void on_orphaned(struct transport_conn *c, void *job_arg, bool maybe_processed)
 {
-	if (sent && q->resends == 0) {
-		/* A routine close (idle timeout, server restart): resend once. */
-		q->resends++;
-		metrics_inc(METRIC_upstream_resent);
-	} else {
-		q->tried |= 1u << up->index;
+	struct upstream *up = c->owner;
+	struct upstream_job *job = job_arg;
+	struct upstream_attempt *a = find_attempt(job, c, false, 0);
+
+	if (a)
+		a->conn = NULL;
+	if (up->set->stopping) {
+		if (active_attempts(job) == 0) {
+			uv_timer_stop(&job->timer);
+			up->set->hooks->failed(job, WIRE_EDE_NOT_READY, METRIC_servfail_shutdown);
+		}
+		return;
 	}
-	if (query_active_attempts(q) == 0)
-		upstream_dispatch(up->srv->upstreams, q); /* the current set, even after a reload */
+	/* The routine-close rule.  A connection that never became ready failed
+	 * the job; one that became ready, saw the job and died without answering
+	 * anything counts against it too (a query that crashes servers must not
+	 * loop).  Anything else -- the server answered on it before, never saw
+	 * the job, or we closed it -- costs the job nothing. */
+	bool counts = !c->retiring && (!c->ready || (maybe_processed && !c->answered));
+	if (counts) {
+		mark_tried(job, up);
+	} else if (maybe_processed) {
+		metrics_inc(METRIC_upstream_resent);
+	}
+	if (active_attempts(job) > 0)
+		return; /* still waiting elsewhere */
+	struct upstream_set *set = current(up->set);
+	if (set != up->set)
+		job->source = NULL; /* that upstream's config is going away */
+	job->set = set;
+	dispatch(set, job, !counts);
 }
 
-/* Close the connections @up has now; their queries are requeued (which may
- * open new connections: those are left alone). */
+static const struct transport_events events = {
+	.ready = on_ready,
+	.answer = on_answer,
+	.closed = on_closed,
+	.orphaned = on_orphaned,
+};
+
+/* -- the world changed ------------------------------------------------------------ */
+
+/* Close the connections @up has now, as ours to close: their jobs are resent
+ * freely (which may open new connections: those are left alone). */
 static void close_current(struct upstream *up, const char *why)
 {
-	struct upconn *old[UPSTREAM_MAX_CONNS];
+	struct transport_conn *old[UPSTREAM_MAX_CONNS];
 	unsigned n = up->n_conns;
 
 	memcpy(old, up->conns, n * sizeof(old[0]));
-	for (unsigned j = 0; j < n; j++)
-		upconn_retire(old[j], why);
+	for (unsigned j = 0; j < n; j++) {
+		old[j]->retiring = true;
+		up->ops->close(old[j], why);
+	}
 }
 
-void upstream_set_retire(struct upstream_set *set)
+void upstream_set_retire(struct upstream_set *set, struct upstream_set *next)
 {
+	set->next = next;
 	for (unsigned i = 0; i < set->n; i++) {
 		uv_timer_stop(&set->ups[i].probe_timer);
 		close_current(&set->ups[i], "configuration reloaded");
 	}
+	set->next = NULL; /* nothing refers to it now: free it quietly */
+	upstream_set_free(set);
 }
 
 void upstream_set_reset(struct upstream_set *set)

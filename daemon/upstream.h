@@ -1,99 +1,126 @@
 /*
- * The set of upstream resolvers: which one a query goes to (--policy),
- * how healthy each is, and what happens when one is slow, silent or down.
+ * The set of upstream resolvers: which one a job goes to (--policy), how
+ * healthy each is, and what happens when one is slow, silent or down.  It
+ * talks to connections only through transport.h, so it works unchanged for
+ * any transport; it knows nothing of clients or queries either: the query
+ * core hands it a job (a message to send, the question its answer must
+ * carry) and gets the answer or the failure back through hooks.
  *
  * Health: an upstream whose connection fails before it is ready (refused,
- * unreachable, TLS failure) or goes silent twice in a row is "down": no
- * query is sent to it while another is usable, and it is re-probed in the
- * background (a TLS handshake) after an exponential backoff capped at
- * 4 s.  When every upstream a query could use is down, that query probes
- * one at once.  An answer from an upstream makes it fully healthy again.
+ * unreachable, TLS failure) or goes silent twice in a row is "down": no job
+ * is sent to it while another is usable, and it is re-probed in the
+ * background (a new connection) after an exponential backoff capped at 4 s.
+ * When every upstream a job could use is down, that job probes one at
+ * once.  An answer from an upstream makes it fully healthy again.
  *
- * Speed: each upstream keeps a smoothed RTT (RFC 6298 style).  A query
- * whose upstream has not answered within an adaptive delay (bounded below
- * and above) is also sent to the next usable upstream; the first valid
- * answer wins.  A connection on which nothing at all arrives for a second
- * after a query went out is torn down and replaced.
+ * Speed: each upstream keeps a smoothed RTT (RFC 6298 style).  A job whose
+ * upstream has not answered within an adaptive delay (bounded below and
+ * above) is also sent to the next usable upstream; the first valid answer
+ * wins.  A connection on which nothing at all arrives for a second after a
+ * job went out is torn down and replaced.
+ *
+ * Routine closes: when a server closes a connection (or refuses a job)
+ * after it answered on it, or we close it (reload, network change), its
+ * unanswered jobs go to a fresh connection without using their budget, as
+ * often as needed until the job is cancelled (the query's deadline).  Only
+ * a connection that fails without answering anything counts against the
+ * jobs on it: those never go to that upstream again.
  */
 #pragma once
 
+#include "daemon/transport.h"
 #include "lib/options.h"
-#include "lib/tls.h"
+#include "lib/wire.h"
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
-struct server;
-struct query;
-struct upconn;
-
-enum { UPSTREAM_MAX_CONNS = 64 };
-
-struct upstream {
-	struct server *srv;
-	const struct options_upstream *spec;	  /**< from the config (not owned) */
-	unsigned index;				  /**< position in the configured order */
-	struct upconn *conns[UPSTREAM_MAX_CONNS]; /**< open connections (owned) */
-	unsigned n_conns;
-	struct tls_session *session; /**< TLS sessions to resume (owned) */
-	bool down;		     /**< skipped while another upstream is usable */
-	unsigned failures;	     /**< consecutive failures; reset by an answer */
-	unsigned silences;	     /**< consecutive silent connections */
-	uv_timer_t probe_timer;	     /**< background re-probe while down */
-	double srtt_us, rttvar_us;   /**< smoothed answer time and its variation */
-	unsigned samples;	     /**< RTT samples taken (0: unknown) */
-};
-
+struct upstream;
 struct upstream_set;
 
-/** The upstreams of srv->cfg, none connected yet. */
-struct upstream_set *upstream_set_new(struct server *srv);
+enum {
+	UPSTREAM_MAX_CONNS = 64,
+	UPSTREAM_MAX_ACTIVE = 4, /**< attempts of one job waiting at once (hedges) */
+	UPSTREAM_MAX_SENDS = 4,	 /**< budgeted sends of one job: hedges and failures */
+};
 
-/** Close every connection (queries in them are failed) and free the set
- * (asynchronously: its timers close first). */
+/** One send of a job to one connection. */
+struct upstream_attempt {
+	struct transport_conn *conn; /**< where it waits; NULL once over */
+	struct upstream *up;	     /**< the upstream of conn */
+	uint64_t sent_ns;	     /**< uv_hrtime() when handed to the connection */
+	uint32_t key;		     /**< the transport's key for it on conn */
+	bool measured;		     /**< conn was ready: the answer time is an RTT sample */
+};
+
+/**
+ * A message to resolve upstream, embedded in its owner (a query).  The
+ * owner fills msg, len and question, then calls upstream_job_start();
+ * everything else is this layer's.
+ */
+struct upstream_job {
+	const uint8_t *msg; /**< the message to send (owner's; valid until the end) */
+	size_t len;
+	const struct wire_question *question; /**< what the answer must ask (owner's) */
+	/* upstream layer's */
+	struct upstream_set *set; /**< the set it is dispatched in (the newest one) */
+	struct upstream_attempt attempts[UPSTREAM_MAX_ACTIVE];
+	uint32_t tried[OPTIONS_MAX_UPSTREAMS]; /**< identities of upstreams that failed it */
+	uint8_t n_tried;
+	uint8_t sends;	    /**< budgeted sends so far */
+	uint8_t stage;	    /**< what the timer checks next */
+	const char *source; /**< label of the upstream that answered or was last chosen */
+	uv_timer_t timer;   /**< hedging and silence checks; data: the job */
+};
+
+/** How jobs end, reported to the owner.  Each job ends through exactly one
+ * of these, or by upstream_job_cancel(). */
+struct upstream_hooks {
+	/** An answer that matches the job's question: @msg (parsed as @info)
+	 * may be modified during the call. */
+	void (*answered)(struct upstream_job *job, uint8_t *msg, size_t len,
+			 const struct wire_info *info);
+	/** No upstream is left for it: SERVFAIL with Extended DNS Error @ede,
+	 * counted as @metric (an enum metric). */
+	void (*failed)(struct upstream_job *job, int ede, int metric);
+};
+
+/** The transport for @spec. */
+typedef const struct transport_ops *(*upstream_transport_for)(const struct options_upstream *spec);
+
+/** The upstreams of @env->cfg, none connected yet.  @env and @hooks must
+ * outlive the set.  NULL on allocation failure. */
+struct upstream_set *upstream_set_new(const struct transport_env *env,
+				      upstream_transport_for transport_for,
+				      const struct upstream_hooks *hooks);
+
+/** Close every connection and free the set (asynchronously: its timers
+ * close first).  Jobs still on a connection fail (servfail_shutdown). */
 void upstream_set_free(struct upstream_set *set);
 
-/**
- * Send @q to an upstream chosen by the policy among those it is not already
- * waiting on and has not failed on, opening a connection when needed.  When
- * none is left and @q waits on nothing, it gets SERVFAIL.
- */
-void upstream_dispatch(struct upstream_set *set, struct query *q);
+/** Reload: @set gives way to @next.  Its connections close, and the jobs on
+ * them move to @next without using their budget; then free @set. */
+void upstream_set_retire(struct upstream_set *set, struct upstream_set *next);
 
-/** @q's timer fired: hedge to another upstream, or check for silence. */
-void upstream_query_slow(struct upstream_set *set, struct query *q);
-
-/** Something that parses as an answer came from @up, even one no longer
- * wanted: it is alive. */
-void upstream_alive(struct upstream *up);
-
-/** A query was answered elsewhere while its attempt on @up waited on a
- * connection that had received nothing since. */
-void upstream_lost_race(struct upstream *up);
-
-/** An answer came from @up; @rtt_us is an RTT sample when >= 0. */
-void upstream_answered(struct upstream *up, double rtt_us);
-
-/** Called by upconn: @conn to @up reached READY. */
-void upstream_conn_ready(struct upstream *up, struct upconn *conn);
-
-/** Called by upconn when @conn closed, before its queries are requeued.
- * @failed: it never became ready (marks @up down). */
-void upstream_conn_closed(struct upstream *up, struct upconn *conn, bool failed);
-
-/**
- * A query whose attempt on a connection of @up ended without an answer
- * (the connection closed).  @sent: a routine close after the query went
- * out: resend once (that upstream included); otherwise @up failed it.
- * Nothing more is sent while @q still waits on another attempt.
- */
-void upstream_requeue(struct upstream *up, struct query *q, bool sent);
-
-/** SIGHUP: @set is being replaced by srv->upstreams.  Close its connections;
- * their queries are resent through the new set. */
-void upstream_set_retire(struct upstream_set *set);
-
-/** The network changed (addresses, routes): close every connection (their
- * queries are resent) and forget every upstream's health. */
+/** The network changed (addresses, routes): close every connection (jobs
+ * are resent) and forget every upstream's health and latency. */
 void upstream_set_reset(struct upstream_set *set);
+
+/** Prepare @job's timer on @loop, once per slot. */
+void upstream_job_init(struct upstream_job *job, uv_loop_t *loop);
+
+/** Close @job's timer; @close_cb gets the handle with data set to @arg. */
+void upstream_job_deinit(struct upstream_job *job, uv_close_cb close_cb, void *arg);
+
+/** Send @job (msg, len, question filled in) to an upstream chosen by the
+ * policy.  When none can be used, the failed hook runs before this returns. */
+void upstream_job_start(struct upstream_set *set, struct upstream_job *job);
+
+/** The owner no longer wants an answer (answered elsewhere, deadline):
+ * forget every attempt; a late answer is dropped.  No hook runs. */
+void upstream_job_cancel(struct upstream_job *job);
+
+/** The upstream that answered @job or was last chosen for it, as
+ * configured ("-" when none), for logs. */
+const char *upstream_job_source(const struct upstream_job *job);

@@ -1,0 +1,81 @@
+#include "daemon/settings.h"
+
+#include "lib/localzone.h"
+#include "lib/log.h"
+#include "lib/tls.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A TLS context for @cfg, or NULL with the reason in @err. */
+static struct tls_ctx *make_tls(const struct config *cfg, char *err, size_t errlen)
+{
+	struct tls_ctx *tls = tls_ctx_new(cfg->ca_file[0] ? cfg->ca_file : NULL, err, errlen);
+
+	if (tls && cfg->profile == OPTIONS_PROFILE_OPPORTUNISTIC)
+		tls_ctx_set_opportunistic(tls);
+	return tls;
+}
+
+/* Local zones plus the blocklist of @cfg, or NULL with the reason in @err. */
+static struct localzone *make_localzone(const struct config *cfg, char *err, size_t errlen)
+{
+	struct localzone *lz = localzone_new();
+
+	if (!lz) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	localzone_set_block_action(lz, (enum localzone_block_action)cfg->block_action);
+	if (cfg->block_file[0] && localzone_load_blocklist(lz, cfg->block_file, err, errlen) < 0) {
+		localzone_free(lz);
+		return NULL;
+	}
+	return lz;
+}
+
+struct settings *settings_load(int argc, char **argv, FILE *out, int *status, char *err,
+			       size_t errlen)
+{
+	struct settings *s = calloc(1, sizeof(*s));
+	char why[1024];
+
+	require(s);
+	*status = options_parse(argc, argv, &s->cfg, out, err, errlen);
+	if (*status != OPTIONS_RUN)
+		goto fail;
+	s->tls = make_tls(&s->cfg, why, sizeof(why));
+	if (!s->tls) {
+		snprintf(err, errlen, "%s%s", s->cfg.ca_file[0] ? "--ca-file: " : "", why);
+		goto fail_einval;
+	}
+	s->localzone = make_localzone(&s->cfg, why, sizeof(why));
+	if (!s->localzone) {
+		snprintf(err, errlen, "--block: %s", why);
+		goto fail_einval;
+	}
+	s->refs = 1;
+	return s;
+fail_einval:
+	*status = -EINVAL;
+fail:
+	tls_ctx_free(s->tls);
+	free(s);
+	return NULL;
+}
+
+struct settings *settings_hold(struct settings *s)
+{
+	__atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
+	return s;
+}
+
+void settings_drop(struct settings *s)
+{
+	if (!s || __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) > 0)
+		return;
+	localzone_free(s->localzone);
+	tls_ctx_free(s->tls);
+	free(s);
+}

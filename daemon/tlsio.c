@@ -1,0 +1,213 @@
+#include "daemon/tlsio.h"
+
+#include "daemon/loop.h"
+#include "lib/log.h"
+#include "lib/tls.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct write_req {
+	uv_write_t req;
+	struct tlsio *io;
+	uint8_t data[];
+};
+
+int tlsio_init(struct tlsio *io, struct loop *loop, const struct tlsio_callbacks *cb)
+{
+	memset(io, 0, sizeof(*io));
+	io->loop = loop;
+	io->cb = cb;
+	int rc = uv_tcp_init(&loop->uv, &io->tcp);
+	io->tcp.data = io;
+	return rc;
+}
+
+static void end(struct tlsio *io, enum tlsio_end how, const char *why)
+{
+	if (io->stopped)
+		return;
+	io->stopped = true;
+	uv_read_stop((uv_stream_t *)&io->tcp);
+	io->cb->ended(io, how, why);
+}
+
+static void write_cb(uv_write_t *req, int status)
+{
+	struct write_req *w = (struct write_req *)req;
+	struct tlsio *io = w->io;
+
+	free(w);
+	if (status < 0 && status != UV_ECANCELED)
+		end(io, TLSIO_END_ERROR, uv_strerror(status));
+}
+
+/* Send whatever ciphertext the session has produced: uv_try_write first (no
+ * copy, no allocation); only what the kernel did not take is copied into a
+ * write request, and everything after it queues behind it. */
+static int send_cipher(struct tlsio *io)
+{
+	uint8_t *buf = io->loop->scratch->cipher;
+	size_t cap = sizeof(io->loop->scratch->cipher);
+
+	while (tls_conn_out_pending(io->tls) > 0) {
+		size_t n = tls_conn_out_take(io->tls, buf, cap);
+		uv_buf_t b = uv_buf_init((char *)buf, (unsigned)n);
+		int r = io->tcp.write_queue_size ? UV_EAGAIN
+						 : uv_try_write((uv_stream_t *)&io->tcp, &b, 1);
+		if (r == (int)n)
+			continue;
+		if (r < 0 && r != UV_EAGAIN)
+			return r;
+		size_t done = r > 0 ? (size_t)r : 0;
+		size_t rest = n - done + tls_conn_out_pending(io->tls);
+		struct write_req *w = malloc(sizeof(*w) + rest);
+		require(w);
+		w->io = io;
+		memcpy(w->data, buf + done, n - done);
+		size_t len = n - done;
+		len += tls_conn_out_take(io->tls, w->data + len, rest - len);
+		b = uv_buf_init((char *)w->data, (unsigned)len);
+		r = uv_write(&w->req, (uv_stream_t *)&io->tcp, &b, 1, write_cb);
+		if (r < 0) {
+			free(w);
+			return r;
+		}
+	}
+	return 0;
+}
+
+static void drive_handshake(struct tlsio *io)
+{
+	int rc = tls_conn_handshake(io->tls);
+	int sent = send_cipher(io);
+
+	if (rc == TLS_EAGAIN && sent == 0)
+		return;
+	if (rc < 0 && rc != TLS_EAGAIN) {
+		end(io, TLSIO_END_HANDSHAKE, tls_conn_error(io->tls));
+		return;
+	}
+	if (sent < 0) {
+		end(io, TLSIO_END_HANDSHAKE, uv_strerror(sent));
+		return;
+	}
+	io->ready = true;
+	io->cb->handshaken(io);
+}
+
+static void read_plain(struct tlsio *io)
+{
+	uint8_t *buf = io->loop->scratch->plain;
+
+	while (!io->stopped) {
+		int n = tls_conn_read(io->tls, buf, sizeof(io->loop->scratch->plain));
+		if (n == TLS_EAGAIN)
+			break;
+		if (n == TLS_ECLOSED) {
+			end(io, TLSIO_END_EOF, "closed by the peer (close_notify)");
+			return;
+		}
+		if (n < 0) {
+			end(io, TLSIO_END_ERROR, tls_conn_error(io->tls));
+			return;
+		}
+		io->cb->data(io, buf, (size_t)n);
+	}
+	if (!io->stopped && send_cipher(io) < 0) /* e.g. a key update answered */
+		end(io, TLSIO_END_ERROR, "write failed");
+}
+
+static void alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+	struct tlsio *io = handle->data;
+
+	(void)suggested;
+	*buf = uv_buf_init((char *)io->loop->scratch->read, sizeof(io->loop->scratch->read));
+}
+
+static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+	struct tlsio *io = stream->data;
+
+	if (nread == 0 || io->stopped)
+		return;
+	if (nread < 0) {
+		end(io, TLSIO_END_EOF,
+		    nread == UV_EOF ? "closed by the peer" : uv_strerror((int)nread));
+		return;
+	}
+	/* Acknowledge at once: peers without TCP_NODELAY hold their next record
+	 * until our ACK arrives, and a delayed ACK costs up to 40 ms. */
+	uv_os_fd_t fd;
+	if (uv_fileno((uv_handle_t *)stream, &fd) == 0) {
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+	}
+	if (tls_conn_feed(io->tls, (const uint8_t *)buf->base, (size_t)nread) < 0) {
+		end(io, TLSIO_END_ERROR, "out of memory");
+		return;
+	}
+	if (!io->ready) {
+		drive_handshake(io);
+		if (!io->ready)
+			return;
+	}
+	read_plain(io);
+}
+
+int tlsio_start(struct tlsio *io, struct tls_conn *tls)
+{
+	io->tls = tls;
+	uv_tcp_nodelay(&io->tcp, 1);
+	int rc = uv_read_start((uv_stream_t *)&io->tcp, alloc_cb, read_cb);
+	if (rc < 0)
+		return rc;
+	drive_handshake(io);
+	return 0;
+}
+
+int tlsio_write(struct tlsio *io, const uint8_t *data, size_t len)
+{
+	if (io->stopped || !io->ready)
+		return -EPIPE;
+	if (tls_conn_write(io->tls, data, len) < 0)
+		return -EPROTO;
+	return send_cipher(io);
+}
+
+size_t tlsio_backlog(const struct tlsio *io)
+{
+	return io->tcp.write_queue_size;
+}
+
+void tlsio_stop(struct tlsio *io)
+{
+	bool was_ready = io->ready && !io->stopped;
+
+	io->stopped = true;
+	uv_read_stop((uv_stream_t *)&io->tcp);
+	if (!was_ready || !io->tls)
+		return;
+	tls_conn_shutdown(io->tls);
+	uint8_t *buf = io->loop->scratch->cipher;
+	size_t n = tls_conn_out_take(io->tls, buf, sizeof(io->loop->scratch->cipher));
+	uv_buf_t b = uv_buf_init((char *)buf, (unsigned)n);
+	if (n && io->tcp.write_queue_size == 0)
+		(void)uv_try_write((uv_stream_t *)&io->tcp, &b, 1);
+}
+
+void tlsio_close(struct tlsio *io, uv_close_cb close_cb)
+{
+	io->stopped = true;
+	uv_close((uv_handle_t *)&io->tcp, close_cb);
+}
+
+void tlsio_deinit(struct tlsio *io)
+{
+	tls_conn_free(io->tls);
+	io->tls = NULL;
+}

@@ -1,0 +1,69 @@
+/*
+ * TLS over a libuv TCP handle: the plumbing between lib/tls (which works on
+ * memory buffers) and a socket.  Ciphertext received is fed to the session;
+ * ciphertext produced is written with uv_try_write first and queued only
+ * for what the kernel does not take; plaintext comes out through a
+ * callback.  Used by the DoT upstream transport, and written for a TLS
+ * server session too: nothing here knows which side it is on.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct loop;
+struct tls_conn;
+struct tlsio;
+
+/** How a TLS stream ended (tlsio_callbacks.ended). */
+enum tlsio_end {
+	TLSIO_END_EOF,	     /**< the peer closed (FIN, close_notify or RST) */
+	TLSIO_END_HANDSHAKE, /**< the handshake or verification failed */
+	TLSIO_END_ERROR,     /**< a TLS or socket error after the handshake */
+};
+
+struct tlsio_callbacks {
+	/** The handshake completed (and the peer verified). */
+	void (*handshaken)(struct tlsio *io);
+	/** Decrypted bytes; @data is scratch, valid during the call only. */
+	void (*data)(struct tlsio *io, uint8_t *data, size_t len);
+	/** The stream ended; @why in words.  The owner closes @io. */
+	void (*ended)(struct tlsio *io, enum tlsio_end how, const char *why);
+};
+
+/** Embedded in its owner, which initialises tcp (uv_tcp_init) and closes
+ * it (uv_close) itself; tcp.data points at this struct. */
+struct tlsio {
+	uv_tcp_t tcp;
+	struct loop *loop;
+	struct tls_conn *tls; /**< owned once started; freed by tlsio_deinit() */
+	const struct tlsio_callbacks *cb;
+	bool ready;   /**< handshake complete */
+	bool stopped; /**< tlsio_stop() called: no more callbacks */
+};
+
+/** Prepare @io on @loop (the tcp handle is initialised too). */
+int tlsio_init(struct tlsio *io, struct loop *loop, const struct tlsio_callbacks *cb);
+
+/** The socket is connected (or accepted): take @tls, start reading, send
+ * the first handshake flight.  Returns 0 or a libuv error. */
+int tlsio_start(struct tlsio *io, struct tls_conn *tls);
+
+/** Encrypt @len bytes and send them.  Returns 0, or a negative error
+ * (ended is not called: the caller decides). */
+int tlsio_write(struct tlsio *io, const uint8_t *data, size_t len);
+
+/** Bytes queued in the kernel's stead (a peer not reading). */
+size_t tlsio_backlog(const struct tlsio *io);
+
+/** An orderly end: one try at sending close_notify, no queue.  It keeps
+ * the session resumable.  No callback comes after this. */
+void tlsio_stop(struct tlsio *io);
+
+/** Close the tcp handle (@close_cb gets it); free the TLS session in it. */
+void tlsio_close(struct tlsio *io, uv_close_cb close_cb);
+
+/** Free the TLS session; call from the close callback. */
+void tlsio_deinit(struct tlsio *io);

@@ -1,0 +1,334 @@
+/*
+ * A worker's life.  Everything per loop is created here and wired
+ * together: the query core gets its environment, the upstream layer its
+ * transports, the frontends the pool they feed.  Reload swaps the settings
+ * and the upstream set between two callbacks; drain and finish tear down in
+ * the order that lets every reply still leave.
+ */
+#include "daemon/worker.h"
+
+#include "daemon/dot.h"
+#include "daemon/listen_tcp.h"
+#include "daemon/listen_udp.h"
+#include "daemon/loop.h"
+#include "daemon/query.h"
+#include "daemon/settings.h"
+#include "daemon/stream.h"
+#include "daemon/transport.h"
+#include "daemon/upstream.h"
+#include "lib/cache.h"
+#include "lib/log.h"
+#include "lib/metrics.h"
+#include "lib/random.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { DRAIN_GRACE_MS = 500 };
+
+struct worker {
+	unsigned index; /* 0: the main thread's */
+	struct loop loop;
+	struct settings *settings;	/* held: the configuration in force */
+	struct transport_env tenv;	/* what transports see of the settings */
+	struct query_env qenv;		/* what the query core sees */
+	struct cache *cache;		/* owned; its budget may be 0 (no caching) */
+	struct query_pool *pool;	/* owned */
+	struct upstream_set *upstreams; /* owned */
+	struct udp_listener *udp[OPTIONS_MAX_LISTEN];
+	struct tcp_listener *tcp[OPTIONS_MAX_LISTEN];
+	unsigned n_listen;
+	struct stream_sessions sessions; /* every open TCP client */
+	uv_timer_t drain_timer;		 /* bounds the drain, then finishes */
+	bool finishing;			 /* finish() began: its handles are closing */
+	void (*on_finish)(void *arg);
+	void *on_finish_arg;
+	/* commands from other threads */
+	uv_async_t wake;
+	uv_mutex_t wake_lock; /* wake may be signalled only while open */
+	bool wake_open;
+	unsigned commands;	  /* WORKER_* bits, under wake_lock */
+	struct settings *pending; /* with WORKER_RELOAD, under wake_lock (held) */
+	uv_thread_t thread;
+};
+
+/* Every upstream is DoT for now; DoH and plain DNS will choose here. */
+static const struct transport_ops *transport_for(const struct options_upstream *spec)
+{
+	(void)spec;
+	return &dot_transport;
+}
+
+static bool busy(void *arg)
+{
+	struct worker *w = arg;
+
+	return w->pool && query_pool_inflight(w->pool) > 0;
+}
+
+static void finish(struct worker *w);
+
+static void drain_timer_cb(uv_timer_t *timer)
+{
+	finish(timer->data);
+}
+
+/* The last query in flight ended during a drain (called from inside its
+ * completion): finish on the next timer tick. */
+static void drained(void *arg)
+{
+	struct worker *w = arg;
+
+	if (!w->finishing)
+		uv_timer_start(&w->drain_timer, drain_timer_cb, 0, 0);
+}
+
+static void wake_cb(uv_async_t *wake);
+
+static void use_settings(struct worker *w, struct settings *s)
+{
+	w->settings = s;
+	w->tenv.cfg = &s->cfg;
+	w->tenv.tls = s->tls;
+	w->qenv.cfg = &s->cfg;
+	w->qenv.localzone = s->localzone;
+	w->loop.busy_poll_us = s->cfg.busy_poll_us;
+}
+
+struct worker *worker_new(unsigned index, struct settings *s, char *err, size_t errlen)
+{
+	struct worker *w = calloc(1, sizeof(*w));
+	const struct config *cfg = &s->cfg;
+
+	require(w);
+	w->index = index;
+	int rc = loop_init(&w->loop, cfg->busy_poll_us);
+	if (rc < 0) {
+		snprintf(err, errlen, "cannot create the event loop: %s", uv_strerror(rc));
+		free(w);
+		return NULL;
+	}
+	w->loop.busy = busy;
+	w->loop.busy_arg = w;
+	use_settings(w, settings_hold(s));
+	w->tenv.loop = &w->loop;
+	uint64_t seed = (uint64_t)random_u16() << 48 | (uint64_t)random_u16() << 32 |
+			(uint64_t)random_u16() << 16 | random_u16();
+	w->cache = cache_new(cfg->cache_bytes / cfg->workers, seed);
+	require(w->cache);
+	w->qenv.loop = &w->loop;
+	w->qenv.cache = w->cache;
+	w->qenv.drained = drained;
+	w->qenv.drained_arg = w;
+	w->pool = query_pool_new(&w->qenv, worker_share(cfg->max_inflight, cfg->workers));
+	w->upstreams = upstream_set_new(&w->tenv, transport_for, &query_upstream_hooks);
+	require(w->pool && w->upstreams);
+	w->qenv.upstreams = w->upstreams;
+	uv_timer_init(&w->loop.uv, &w->drain_timer);
+	w->drain_timer.data = w;
+	require(uv_mutex_init(&w->wake_lock) == 0);
+	uv_async_init(&w->loop.uv, &w->wake, wake_cb);
+	w->wake.data = w;
+	w->wake_open = true;
+	return w;
+}
+
+/* A default address whose family this host lacks (no IPv6 on loopback) is
+ * skipped with a warning; any other failure to listen is fatal. */
+static bool skippable(const struct config *cfg, int rc)
+{
+	return cfg->listen_is_default && (rc == UV_EADDRNOTAVAIL || rc == UV_EAFNOSUPPORT);
+}
+
+int worker_listen(struct worker *w, char *err, size_t errlen)
+{
+	const struct config *cfg = &w->settings->cfg;
+	bool share = cfg->workers > 1;
+
+	for (unsigned i = 0; i < cfg->n_listen; i++) {
+		const struct options_addr *addr = &cfg->listen[i];
+		struct tcp_listener *tcp = NULL;
+		int rc;
+		struct udp_listener *udp = listen_udp_start(w->pool, addr, share, &rc, err, errlen);
+		if (udp)
+			tcp =
+			    listen_tcp_start(w->pool, &w->sessions, addr, share, &rc, err, errlen);
+		if (udp && tcp) {
+			w->udp[w->n_listen] = udp;
+			w->tcp[w->n_listen++] = tcp;
+			if (w->index == 0) /* the others listen on the same */
+				log_info("listening on %s/udp, %s/tcp", addr->text, addr->text);
+			continue;
+		}
+		if (udp)
+			listen_udp_close(udp);
+		if (skippable(cfg, rc)) {
+			if (w->index == 0)
+				log_warn("%s; going on without it", err);
+			continue;
+		}
+		return -1;
+	}
+	if (w->n_listen == 0) {
+		snprintf(err, errlen, "no address to listen on");
+		return -1;
+	}
+	return 0;
+}
+
+struct loop *worker_loop(struct worker *w)
+{
+	return &w->loop;
+}
+
+void worker_on_finish(struct worker *w, void (*cb)(void *arg), void *arg)
+{
+	w->on_finish = cb;
+	w->on_finish_arg = arg;
+}
+
+/*
+ * Reload: the settings change as a whole.  The new upstream set takes over
+ * at once; the old set's connections close and the jobs on them move to the
+ * new set, so no query is dropped.  Sockets, the pool and the cache stay
+ * (main.c keeps their options as they were).
+ */
+static void reload(struct worker *w, struct settings *s)
+{
+	struct settings *old = w->settings;
+	struct upstream_set *old_set = w->upstreams;
+
+	use_settings(w, settings_hold(s));
+	w->upstreams = upstream_set_new(&w->tenv, transport_for, &query_upstream_hooks);
+	require(w->upstreams);
+	w->qenv.upstreams = w->upstreams;
+	upstream_set_retire(old_set, w->upstreams);
+	settings_drop(old);
+}
+
+static void start_drain(struct worker *w)
+{
+	w->qenv.draining = true;
+	/* UDP sockets stay open (receiving nothing) until the end: the replies
+	 * of queries in flight still go out through them. */
+	for (unsigned i = 0; i < w->n_listen; i++) {
+		listen_udp_stop(w->udp[i]);
+		if (w->tcp[i])
+			listen_tcp_close(w->tcp[i]);
+		w->tcp[i] = NULL;
+	}
+	unsigned inflight = query_pool_inflight(w->pool);
+	log_info("shutting down: %u queries in flight", inflight);
+	/* In-flight queries end by their deadline at the latest. */
+	uv_timer_start(&w->drain_timer, drain_timer_cb,
+		       inflight ? w->settings->cfg.timeout_ms + DRAIN_GRACE_MS : 0, 0);
+}
+
+/* Close everything; the loop returns once the handles are gone.  Queries
+ * still in flight fail first, while their clients' sockets are open. */
+static void finish(struct worker *w)
+{
+	if (w->finishing)
+		return;
+	w->finishing = true;
+	w->qenv.draining = true;
+	unsigned inflight = query_pool_inflight(w->pool);
+	if (inflight > 0)
+		log_warn("shutting down with %u queries unanswered", inflight);
+	uv_timer_stop(&w->drain_timer);
+	uv_close((uv_handle_t *)&w->drain_timer, NULL);
+	uv_mutex_lock(&w->wake_lock);
+	w->wake_open = false;
+	settings_drop(w->pending);
+	w->pending = NULL;
+	uv_close((uv_handle_t *)&w->wake, NULL);
+	uv_mutex_unlock(&w->wake_lock);
+	query_pool_free(w->pool, METRIC_servfail_shutdown);
+	w->pool = NULL;
+	stream_sessions_close_all(&w->sessions);
+	upstream_set_free(w->upstreams);
+	w->upstreams = w->qenv.upstreams = NULL;
+	for (unsigned i = 0; i < w->n_listen; i++) {
+		if (w->tcp[i])
+			listen_tcp_close(w->tcp[i]);
+		listen_udp_close(w->udp[i]);
+	}
+	w->n_listen = 0;
+	if (w->on_finish)
+		w->on_finish(w->on_finish_arg);
+	loop_close_handles(&w->loop);
+}
+
+void worker_command(struct worker *w, unsigned commands, struct settings *s)
+{
+	if (w->finishing)
+		return;
+	if ((commands & WORKER_NETWORK) && !w->qenv.draining)
+		upstream_set_reset(w->upstreams);
+	if ((commands & WORKER_RELOAD) && s && !w->qenv.draining)
+		reload(w, s);
+	if ((commands & (WORKER_DRAIN | WORKER_STOP)) && !w->qenv.draining)
+		start_drain(w);
+	if (commands & WORKER_STOP)
+		uv_timer_start(&w->drain_timer, drain_timer_cb, 0, 0);
+}
+
+static void wake_cb(uv_async_t *wake)
+{
+	struct worker *w = wake->data;
+
+	uv_mutex_lock(&w->wake_lock);
+	unsigned commands = w->commands;
+	struct settings *s = w->pending;
+	w->commands = 0;
+	w->pending = NULL;
+	uv_mutex_unlock(&w->wake_lock);
+	worker_command(w, commands, s);
+	settings_drop(s);
+}
+
+void worker_post(struct worker *w, unsigned commands, struct settings *s)
+{
+	uv_mutex_lock(&w->wake_lock);
+	if (w->wake_open) {
+		if ((commands & WORKER_RELOAD) && s) {
+			settings_drop(w->pending); /* an older reload not yet taken */
+			w->pending = settings_hold(s);
+		}
+		w->commands |= commands;
+		uv_async_send(&w->wake);
+	}
+	uv_mutex_unlock(&w->wake_lock);
+}
+
+void worker_run(struct worker *w)
+{
+	metrics_use_worker(w->index);
+	loop_run(&w->loop);
+}
+
+static void thread_main(void *arg)
+{
+	worker_run(arg);
+}
+
+int worker_spawn(struct worker *w)
+{
+	return uv_thread_create(&w->thread, thread_main, w);
+}
+
+void worker_join(struct worker *w)
+{
+	uv_thread_join(&w->thread);
+}
+
+void worker_free(struct worker *w)
+{
+	loop_deinit(&w->loop);
+	uv_mutex_destroy(&w->wake_lock);
+	cache_free(w->cache);
+	settings_drop(w->settings);
+	settings_drop(w->pending);
+	free(w);
+}
