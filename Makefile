@@ -2,7 +2,7 @@
 #   make            build build/dotproxy
 #   make check      unit tests, fuzz corpus replay, integration tests
 #   make fuzz       run each libFuzzer target for FUZZ_SECONDS (default 30)
-#   make lint       clang-format check, clang-tidy and cppcheck
+#   make lint       layering check, clang-format check, clang-tidy and cppcheck
 #   make run        run the proxy with its defaults (ARGS='...' to pass options)
 #   make demo       offline end-to-end demo (local unbound over TLS, dig through dotproxy)
 #   make install    PREFIX=/usr/local DESTDIR=
@@ -91,9 +91,12 @@ fuzz:
 check: all unit fuzz-replay integration
 
 # Static analysis with the checked-in configurations: formatting
-# (.clang-format), clang-tidy (.clang-tidy) and cppcheck; any finding fails.
+# (.clang-format), clang-tidy (.clang-tidy) and cppcheck, then our own
+# layering check (scripts/check-layers: no include cycle in daemon/, arrows
+# down daemon/LAYERS, lib/ pure, every header compiles alone); any finding fails.
 LINT_SRC := $(LIB_SRC) $(DAEMON_SRC)
 lint:
+	CC="$(CC)" CHECK_LAYERS_CFLAGS="$(PKG_CFLAGS) -Werror" scripts/check-layers
 	clang-format --dry-run -Werror $(LINT_SRC) $(wildcard lib/*.h daemon/*.h)
 	clang-tidy -quiet $(LINT_SRC) -- -std=gnu11 -D_GNU_SOURCE -I. $(PKG_CFLAGS)
 	cppcheck -q --error-exitcode=1 --enable=warning,performance,portability --std=c11 \
