@@ -124,8 +124,9 @@ def framing_seeds():
     t = "fuzz_framing"
     frame = lambda payload: struct.pack("!H", len(payload)) + payload
     stream = frame(b"\x12\x34query") + frame(b"") + frame(b"x" * 300) + frame(b"tail")
-    # control byte: low nibble = number of chunk sizes, bits 4-6 = stop after N frames,
-    # bit 7 = the callback scribbles over each frame.
+    # control byte: bits 0-2 = number of chunk sizes, bit 3 = hold mode (a second
+    # header byte follows), bits 4-6 = stop after N frames, bit 7 = the callback
+    # scribbles over each frame.
     write(t, "whole", b"\x00" + stream)
     write(t, "bytewise", b"\x01\x01" + stream)
     write(t, "uneven_chunks", b"\x04\x03\x00\x07\xff" + stream)
@@ -134,6 +135,18 @@ def framing_seeds():
     write(t, "scribble", b"\x83\x05\x40\x11" + stream)
     write(t, "partial_tail", b"\x01\x03" + stream + b"\x10")
     write(t, "zero_frames", b"\x01\x01" + b"\x00\x00" * 8)
+    # Hold mode, second header byte: low nibble = k - 1 (FRAMING_HOLD on every
+    # k-th frame), high nibble = chunks fed after a hold before resuming.
+    write(t, "hold_every_frame", b"\x08\x00" + stream)
+    write(t, "hold_bytewise", b"\x09\x21\x01" + stream)
+    write(t, "hold_feed_while_held", b"\x0b\xf0\x03\x00\x07" + stream)
+    # Chunks end exactly at frame ends: each hold leaves nothing to hold.
+    write(t, "hold_at_chunk_ends", b"\x0d\x10\x09\x02\xff\x2f\x06" + stream)
+    # The third frame, delivered by framing_resume(), stops.
+    write(t, "hold_then_stop", b"\x38\x00" + stream)
+    write(t, "hold_scribble_tail", b"\x8b\x12\x05\x40\x11" + stream + b"\x10")
+    small = b"".join(frame(bytes([i]) * (i % 5)) for i in range(40))
+    write(t, "hold_many_small", b"\x0a\x31\x03\x04" + small)
 
 
 def options_seeds():
