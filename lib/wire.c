@@ -514,3 +514,48 @@ const char *wire_rcode_to_text(unsigned rcode, char *buf, size_t cap)
 	snprintf(buf, cap, "RCODE%u", rcode);
 	return buf;
 }
+
+size_t wire_name_from_text(const char *text, uint8_t out[WIRE_MAX_NAME])
+{
+	size_t len = 0;
+
+	if (text[0] == '.' && text[1] == '\0') {
+		out[0] = 0;
+		return 1;
+	}
+	while (*text) {
+		size_t label = strcspn(text, ".");
+		if (label == 0 || label > 63 || len + 1 + label + 1 > WIRE_MAX_NAME)
+			return 0;
+		out[len++] = (uint8_t)label;
+		for (size_t i = 0; i < label; i++)
+			out[len++] = ascii_lower((uint8_t)text[i]);
+		text += label;
+		if (*text == '.')
+			text++;
+	}
+	if (len == 0)
+		return 0;
+	out[len++] = 0;
+	return len;
+}
+
+bool wire_name_in_zone(const uint8_t *name, size_t name_len, const uint8_t *zone, size_t zone_len)
+{
+	size_t pos = 0;
+
+	if (zone_len > name_len)
+		return false;
+	/* Walk the labels until the rest is as long as the zone. */
+	while (name_len - pos > zone_len) {
+		if (name[pos] == 0)
+			return false;
+		pos += 1u + name[pos];
+	}
+	if (name_len - pos != zone_len)
+		return false;
+	for (size_t i = 0; i < zone_len; i++)
+		if (ascii_lower(name[pos + i]) != zone[i])
+			return false;
+	return true;
+}

@@ -136,6 +136,19 @@ static inline void wire_set_id(uint8_t *msg, uint16_t id)
 	wire_write16(msg, id);
 }
 
+/** Write the text name @text ("home.arpa", "home.arpa." or "." for the
+ * root) in wire form, lower case, to @out (WIRE_MAX_NAME bytes).  Returns
+ * the length, root label included, or 0 for an empty label or a name or
+ * label too long.  No escapes: names with dots inside labels are not
+ * written this way. */
+size_t wire_name_from_text(const char *text, uint8_t out[WIRE_MAX_NAME]);
+
+/** Is the wire name @name (@name_len bytes, from wire_parse()) @zone or a
+ * name below it?  @zone in wire form, lower case (wire_name_from_text());
+ * @name is compared without regard to ASCII case, at label boundaries
+ * only ("xhome.arpa" is not below "home.arpa"). */
+bool wire_name_in_zone(const uint8_t *name, size_t name_len, const uint8_t *zone, size_t zone_len);
+
 /** Questions are equal when type, class and name match, the name compared
  * ASCII-case-insensitively (RFC 4343). */
 bool wire_question_equal(const struct wire_question *a, const struct wire_question *b);

@@ -1115,6 +1115,45 @@ static void type_and_rcode_text(void **state)
 	assert_string_equal(wire_rcode_to_text(15, buf, sizeof(buf)), "RCODE15");
 }
 
+/* Zone names from text, and names at or below them (forward zones). */
+static void name_from_text_and_zones(void **state)
+{
+	(void)state;
+	uint8_t zone[WIRE_MAX_NAME], name[WIRE_MAX_NAME];
+	char long_label[70];
+
+	assert_int_equal(wire_name_from_text("Home.ARPA", zone), 11);
+	assert_memory_equal(zone, "\x04home\x04" "arpa\x00", 11);
+	assert_int_equal(wire_name_from_text("home.arpa.", name), 11);
+	assert_memory_equal(zone, name, 11);
+	assert_int_equal(wire_name_from_text(".", zone), 1);
+	assert_int_equal(zone[0], 0);
+	assert_int_equal(wire_name_from_text("", zone), 0);
+	assert_int_equal(wire_name_from_text("a..b", zone), 0);
+	memset(long_label, 'a', 64);
+	long_label[64] = '\0';
+	assert_int_equal(wire_name_from_text(long_label, zone), 0);
+
+	size_t zl = wire_name_from_text("home.arpa", zone);
+	size_t nl = wire_name_from_text("printer.home.arpa", name);
+	assert_true(wire_name_in_zone(name, nl, zone, zl));
+	name[1] = 'P'; /* case does not matter in the name */
+	assert_true(wire_name_in_zone(name, nl, zone, zl));
+	assert_true(wire_name_in_zone(zone, zl, zone, zl)); /* the apex itself */
+	nl = wire_name_from_text("xhome.arpa", name);
+	assert_false(wire_name_in_zone(name, nl, zone, zl)); /* not at a label boundary */
+	nl = wire_name_from_text("arpa", name);
+	assert_false(wire_name_in_zone(name, nl, zone, zl));
+	nl = wire_name_from_text("home.arpa.example", name);
+	assert_false(wire_name_in_zone(name, nl, zone, zl));
+	zl = wire_name_from_text(".", zone);
+	assert_true(wire_name_in_zone(name, nl, zone, zl)); /* everything is below the root */
+	/* A label that looks like the zone's bytes at a non-boundary offset. */
+	zl = wire_name_from_text("b.c", zone);
+	nl = wire_name_from_text("x\001b.c", name); /* label "x\1b" then "c" */
+	assert_false(wire_name_in_zone(name, nl, zone, zl));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1149,6 +1188,7 @@ int main(void)
 		cmocka_unit_test(make_reply_capacity),
 		cmocka_unit_test(name_to_text),
 		cmocka_unit_test(type_and_rcode_text),
+		cmocka_unit_test(name_from_text_and_zones),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
