@@ -18,6 +18,8 @@ enum opt_id {
 	OPT_CONFIG,
 	OPT_LISTEN,
 	OPT_UPSTREAM,
+	OPT_FORWARD_ZONE,
+	OPT_MAX_UDP_SIZE,
 	OPT_CA_FILE,
 	OPT_TIMEOUT,
 	OPT_TCP_IDLE_TIMEOUT,
@@ -71,6 +73,11 @@ static const struct option_def table[] = {
 	  "SHA-256 of an acceptable SubjectPublicKeyInfo (RFC 7858 SPKI pin)\n"
 	  "default: 9.9.9.9@853#dns.quad9.net 1.1.1.1@853#cloudflare-dns.com\n"
 	  "         8.8.8.8@853#dns.google" },
+	{ OPT_FORWARD_ZONE, 0, false, "forward-zone", "ZONE=SPEC[,SPEC...]",
+	  "send queries for ZONE and every name below it to these upstreams\n"
+	  "(repeatable; the longest matching zone wins; '.' sets the default\n"
+	  "upstreams); SPEC is an --upstream spec or udp://IP[:PORT], plain DNS,\n"
+	  "allowed only here (e.g. home.arpa=udp://192.168.1.1)" },
 	{ OPT_CA_FILE, 0, false, "ca-file", "FILE",
 	  "PEM trust anchors for upstream certificates; default: the system store" },
 	{ OPT_TIMEOUT, 0, false, "timeout", "MSEC",
@@ -85,6 +92,9 @@ static const struct option_def table[] = {
 	  "queries in flight at once; beyond, SERVFAIL (default 8192)" },
 	{ OPT_MAX_TCP_CLIENTS, 0, false, "max-tcp-clients", "N",
 	  "TCP client connections at once; beyond, closed (default 1000)" },
+	{ OPT_MAX_UDP_SIZE, 0, false, "max-udp-size", "BYTES",
+	  "largest answer sent to a UDP client, whatever it advertises; longer\n"
+	  "ones are truncated (TC=1) (512-65535, default 1232)" },
 	{ OPT_MAX_TCP_PIPELINE, 0, false, "max-tcp-pipeline", "N",
 	  "queries in flight per TCP client before reading pauses (default 128)" },
 	{ OPT_POLICY, 0, false, "policy", "fastest|failover|round-robin",
@@ -150,6 +160,7 @@ struct parse_state {
 	enum source listen_from;   /* where the current listen list came from */
 	enum source upstream_from; /* where the current upstream list came from */
 	enum source allow_from;	   /* where the current allow list came from */
+	enum source zones_from;	   /* where the current forward zones came from */
 	bool exit_now;
 	char *err;
 	size_t errlen;
@@ -274,6 +285,44 @@ static int parse_pins(const char *spec, const char *pins, struct options_upstrea
 	return 0;
 }
 
+/* udp://IP[:PORT], [IPv6] bracketed when a port follows. */
+static int parse_plain_upstream(const char *spec, struct options_upstream *up, char *err,
+				size_t errlen)
+{
+	const char *rest = spec + strlen("udp://");
+	char addr[INET6_ADDRSTRLEN + 16];
+	const char *colon = strrchr(rest, ':');
+	bool bracketed = rest[0] == '[';
+	bool has_port =
+	    colon && (bracketed ? colon > strchr(rest, ']') : strchr(rest, ':') == colon);
+
+	memset(up, 0, sizeof(*up));
+	if (strlen(rest) + 8 >= sizeof(addr))
+		return fail(err, errlen, "bad upstream '%s': too long", spec);
+	if (has_port)
+		snprintf(addr, sizeof(addr), "%s", rest);
+	else if (strchr(rest, ':') && !bracketed)
+		snprintf(addr, sizeof(addr), "[%s]:%u", rest, OPTIONS_DEFAULT_PORT_PLAIN);
+	else
+		snprintf(addr, sizeof(addr), "%s:%u", rest, OPTIONS_DEFAULT_PORT_PLAIN);
+	if (options_parse_listen(addr, &up->addr, err, errlen) < 0)
+		return fail(err, errlen,
+			    "bad upstream '%s': expected udp://IP[:PORT] (IPv6 as udp://[::1]:53)",
+			    spec);
+	up->transport = OPTIONS_TRANSPORT_PLAIN;
+	up->port = ntohs(up->addr.sa.ss_family == AF_INET6
+			     ? ((struct sockaddr_in6 *)&up->addr.sa)->sin6_port
+			     : ((struct sockaddr_in *)&up->addr.sa)->sin_port);
+	if (up->addr.sa.ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&up->addr.sa)->sin6_addr, up->ip,
+			  sizeof(up->ip));
+	else
+		inet_ntop(AF_INET, &((struct sockaddr_in *)&up->addr.sa)->sin_addr, up->ip,
+			  sizeof(up->ip));
+	snprintf(up->label, sizeof(up->label), "udp://%s", up->addr.text);
+	return 0;
+}
+
 int options_parse_upstream(const char *full_spec, struct options_upstream *up, char *err,
 			   size_t errlen)
 {
@@ -283,6 +332,8 @@ int options_parse_upstream(const char *full_spec, struct options_upstream *up, c
 	size_t ip_len;
 	int rc;
 
+	if (strncmp(full_spec, "udp://", 6) == 0)
+		return parse_plain_upstream(full_spec, up, err, errlen);
 	memset(up, 0, sizeof(*up));
 	if (spec_len >= sizeof(spec))
 		return fail(err, errlen, "bad upstream '%s': too long", full_spec);
@@ -438,6 +489,7 @@ static void set_defaults(struct config *cfg)
 	cfg->session_resumption = true;
 	cfg->cache_bytes = 32u << 20;
 	cfg->udp_recv_buffer = 4u << 20;
+	cfg->max_udp_size = 1232;
 	cfg->cache_max_ttl = 86400;
 	cfg->prefetch = true;
 	acl_default(&cfg->allow);
@@ -469,6 +521,101 @@ static void print_help(FILE *out)
 }
 
 static int read_file(struct parse_state *st, const char *path);
+
+/* ZONE as given, into the canonical absolute lower-case form ("home.arpa."). */
+static int zone_name(const char *text, size_t len, char *out, size_t cap)
+{
+	char name[OPTIONS_MAX_AUTH_NAME + 2];
+
+	if (len == 1 && text[0] == '.') {
+		snprintf(out, cap, ".");
+		return 0;
+	}
+	if (len && text[len - 1] == '.')
+		len--;
+	if (len == 0 || len > OPTIONS_MAX_AUTH_NAME)
+		return -EINVAL;
+	for (size_t i = 0; i < len; i++)
+		name[i] = (char)tolower((unsigned char)text[i]);
+	name[len] = '\0';
+	if (!valid_hostname(name))
+		return -EINVAL;
+	snprintf(out, cap, "%s.", name);
+	return 0;
+}
+
+/* --forward-zone ZONE=SPEC[,SPEC...].  Zones from a stronger source (the
+ * command line) replace the weaker's list, as --upstream does; '.' sets the
+ * default upstreams. */
+static int parse_forward_zone(struct parse_state *st, const char *value)
+{
+	struct config *cfg = st->cfg;
+	const char *eq = strchr(value, '=');
+	char name[OPTIONS_MAX_AUTH_NAME + 2];
+
+	if (!eq || zone_name(value, (size_t)(eq - value), name, sizeof(name)) < 0)
+		return fail(st->err, st->errlen,
+			    "bad --forward-zone '%s': expected ZONE=SPEC[,SPEC...], ZONE a domain "
+			    "name such as home.arpa or '.'",
+			    value);
+	if (!eq[1])
+		return fail(st->err, st->errlen, "bad --forward-zone '%s': no upstream after '='",
+			    value);
+	if (st->zones_from != st->source) {
+		cfg->n_zones = 0;
+		st->zones_from = st->source;
+	}
+	bool is_default = strcmp(name, ".") == 0;
+	struct options_zone *zone = NULL;
+	for (unsigned i = 0; i < cfg->n_zones && !is_default; i++)
+		if (strcmp(cfg->zones[i].name, name) == 0)
+			return fail(st->err, st->errlen,
+				    "--forward-zone %s: zone %s is given twice (list all its "
+				    "upstreams in one, separated by commas)",
+				    value, name);
+	if (!is_default) {
+		if (cfg->n_zones == OPTIONS_MAX_ZONES)
+			return fail(st->err, st->errlen, "too many --forward-zone (at most %d)",
+				    OPTIONS_MAX_ZONES);
+		zone = &cfg->zones[cfg->n_zones];
+		memset(zone, 0, sizeof(*zone));
+		snprintf(zone->name, sizeof(zone->name), "%s", name);
+	}
+	struct options_upstream *list = is_default ? cfg->upstream : zone->upstream;
+	unsigned *n = is_default ? &cfg->n_upstream : &zone->n_upstream;
+	unsigned max = is_default ? OPTIONS_MAX_UPSTREAMS : OPTIONS_MAX_ZONE_UPSTREAMS;
+	*n = 0;
+	for (const char *spec = eq + 1; spec;) {
+		const char *comma = strchr(spec, ',');
+		size_t len = comma ? (size_t)(comma - spec) : strlen(spec);
+		char one[1024];
+		if (len == 0 || len >= sizeof(one))
+			return fail(st->err, st->errlen,
+				    "bad --forward-zone '%s': empty or overlong "
+				    "upstream spec",
+				    value);
+		if (*n == max)
+			return fail(st->err, st->errlen,
+				    "--forward-zone %s: at most %u upstreams per zone", value, max);
+		memcpy(one, spec, len);
+		one[len] = '\0';
+		if (options_parse_upstream(one, &list[*n], st->err, st->errlen))
+			return -EINVAL;
+		if (is_default && list[*n].transport == OPTIONS_TRANSPORT_PLAIN)
+			return fail(
+			    st->err, st->errlen,
+			    "--forward-zone %s: plain DNS for '.' would send every query in "
+			    "cleartext; name the zones that may go that way",
+			    value);
+		(*n)++;
+		spec = comma ? comma + 1 : NULL;
+	}
+	if (is_default)
+		st->upstream_from = st->source;
+	else
+		cfg->n_zones++;
+	return 0;
+}
 
 /* Apply one option from the current source; @value is NULL for flags. */
 static int apply(struct parse_state *st, const struct option_def *o, const char *value)
@@ -502,8 +649,20 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 		if (cfg->n_upstream == OPTIONS_MAX_UPSTREAMS)
 			return fail(err, errlen, "too many --upstream (at most %d)",
 				    OPTIONS_MAX_UPSTREAMS);
-		return options_parse_upstream(value, &cfg->upstream[cfg->n_upstream++], err,
-					      errlen);
+		if (options_parse_upstream(value, &cfg->upstream[cfg->n_upstream], err, errlen))
+			return -EINVAL;
+		if (cfg->upstream[cfg->n_upstream].transport == OPTIONS_TRANSPORT_PLAIN)
+			return fail(err, errlen,
+				    "--upstream %s: plain DNS would send every query in cleartext; "
+				    "it is allowed only for a zone you name, with "
+				    "--forward-zone ZONE=%s",
+				    value, value);
+		cfg->n_upstream++;
+		return 0;
+	case OPT_FORWARD_ZONE:
+		return parse_forward_zone(st, value);
+	case OPT_MAX_UDP_SIZE:
+		return parse_uint(o->name, value, 512, 65535, &cfg->max_udp_size, err, errlen);
 	case OPT_CA_FILE:
 		if (!value[0] || strlen(value) >= sizeof(cfg->ca_file))
 			return fail(err, errlen, "bad --ca-file '%s'", value);
@@ -796,6 +955,7 @@ int options_parse(int argc, char **argv, struct config *cfg, FILE *out, char *er
 		.listen_from = SRC_DEFAULT,
 		.upstream_from = SRC_DEFAULT,
 		.allow_from = SRC_DEFAULT,
+		.zones_from = SRC_DEFAULT,
 		.err = err,
 		.errlen = errlen,
 	};

@@ -21,6 +21,9 @@ enum {
 	OPTIONS_MAX_WORKERS = 64,
 	OPTIONS_MAX_AUTH_NAME = 253,
 	OPTIONS_DEFAULT_PORT_DOT = 853,
+	OPTIONS_DEFAULT_PORT_PLAIN = 53,
+	OPTIONS_MAX_ZONES = 16,		/**< --forward-zone */
+	OPTIONS_MAX_ZONE_UPSTREAMS = 8, /**< upstreams of one forward zone */
 	OPTIONS_MAX_PINS = 8,
 	OPTIONS_PIN_LEN = 32, /**< SHA-256 */
 };
@@ -52,8 +55,15 @@ struct options_addr {
 	char text[64]; /**< as given, normalised: "127.0.0.1:53", "[::1]:53" */
 };
 
-/** One upstream resolver, from IP[@PORT][#AUTH-NAME]. */
+/** How an upstream is reached. */
+enum options_transport {
+	OPTIONS_TRANSPORT_DOT = 0, /**< DNS over TLS (RFC 7858): IP[@PORT][#AUTH-NAME] */
+	OPTIONS_TRANSPORT_PLAIN,   /**< plain DNS, udp://IP[:PORT]: only in a --forward-zone */
+};
+
+/** One upstream resolver, from IP[@PORT][#AUTH-NAME] or udp://IP[:PORT]. */
 struct options_upstream {
+	enum options_transport transport;
 	struct options_addr addr;
 	char ip[INET6_ADDRSTRLEN]; /**< the IP as text, for IP verification */
 	uint16_t port;
@@ -64,6 +74,13 @@ struct options_upstream {
 		   OPTIONS_MAX_AUTH_NAME]; /**< the spec without pins, for logs */
 };
 
+/** A zone whose names go to upstreams of their own (--forward-zone). */
+struct options_zone {
+	char name[OPTIONS_MAX_AUTH_NAME + 2]; /**< lower case, absolute: "home.arpa.", "." */
+	struct options_upstream upstream[OPTIONS_MAX_ZONE_UPSTREAMS];
+	unsigned n_upstream;
+};
+
 /** The whole configuration.  Plain data: copy it freely. */
 struct config {
 	struct options_addr listen[OPTIONS_MAX_LISTEN];
@@ -71,8 +88,11 @@ struct config {
 	bool listen_is_default; /**< no --listen given: a missing IPv6 stack is not fatal */
 	struct options_upstream upstream[OPTIONS_MAX_UPSTREAMS];
 	unsigned n_upstream;
-	char ca_file[4096]; /**< empty: the system trust store */
-	int verbosity;	    /**< number of -v given */
+	struct options_zone zones[OPTIONS_MAX_ZONES]; /**< --forward-zone, other than "." */
+	unsigned n_zones;
+	unsigned max_udp_size; /**< cap on answers to UDP clients (--max-udp-size) */
+	char ca_file[4096];    /**< empty: the system trust store */
+	int verbosity;	       /**< number of -v given */
 	bool log_queries;
 	unsigned timeout_ms;	      /**< deadline of a client query */
 	unsigned tcp_idle_timeout_ms; /**< idle TCP clients are closed after this */
@@ -111,7 +131,8 @@ struct config {
 int options_parse(int argc, char **argv, struct config *cfg, FILE *out, char *err, size_t errlen);
 
 /** Parse one upstream spec IP[@PORT][#AUTH-NAME][^PIN]...  (PIN: base64 of the
- * SHA-256 of the certificate's SubjectPublicKeyInfo).  0 or -EINVAL with @err. */
+ * SHA-256 of the certificate's SubjectPublicKeyInfo), or udp://IP[:PORT] (plain
+ * DNS; the caller decides where that is allowed).  0 or -EINVAL with @err. */
 int options_parse_upstream(const char *spec, struct options_upstream *up, char *err, size_t errlen);
 
 /** Parse a listen address ADDR:PORT or [IPv6]:PORT.  0 or -EINVAL with @err. */
