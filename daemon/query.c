@@ -557,13 +557,28 @@ static void query_fail(struct query *q, int ede, int metric)
 
 /* -- new queries ------------------------------------------------------------------ */
 
+/* The upstreams for @q: the longest forward zone that holds its name, or
+ * the default set. */
+static struct upstream_set *route(const struct query_env *env, const struct wire_question *q)
+{
+	const struct query_zone *best = NULL;
+
+	for (unsigned i = 0; i < env->n_zones; i++) {
+		const struct query_zone *z = &env->zones[i];
+		if ((!best || z->name_len > best->name_len) &&
+		    wire_name_in_zone(q->name, q->name_len, z->name, z->name_len))
+			best = z;
+	}
+	return best ? best->upstreams : env->upstreams;
+}
+
 static void start_job(struct query *q)
 {
 	q->job.msg = q->msg;
 	q->job.len = q->len;
 	q->job.question = &q->info.q;
 	q->has_job = true;
-	upstream_job_start(q->pool->env->upstreams, &q->job);
+	upstream_job_start(route(q->pool->env, &q->info.q), &q->job);
 }
 
 /* Start a query for @info (parsed from @msg): joins an identical one in

@@ -31,7 +31,15 @@ struct query_env {
 	const struct config *cfg;
 	struct cache *cache;		/**< its budget may be 0 (no caching) */
 	struct localzone *localzone;	/**< local zones and the blocklist */
-	struct upstream_set *upstreams; /**< the current set */
+	struct upstream_set *upstreams; /**< the default set */
+	/** Forward zones: a query whose name is a zone's name or below it goes
+	 * to that zone's set (the longest zone wins), others to upstreams. */
+	struct query_zone {
+		const uint8_t *name; /**< wire form, lower case (the settings') */
+		size_t name_len;
+		struct upstream_set *upstreams;
+	} zones[OPTIONS_MAX_ZONES];
+	unsigned n_zones;
 	bool draining;			/**< shutting down: no new queries */
 	/** Called (from a completion) when the last query in flight ends
 	 * while draining. */

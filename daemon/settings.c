@@ -3,6 +3,7 @@
 #include "lib/localzone.h"
 #include "lib/log.h"
 #include "lib/tls.h"
+#include "lib/wire.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -54,6 +55,10 @@ struct settings *settings_load(int argc, char **argv, FILE *out, int *status, ch
 	if (!s->localzone) {
 		snprintf(err, errlen, "--block: %s", why);
 		goto fail_einval;
+	}
+	for (unsigned i = 0; i < s->cfg.n_zones; i++) {
+		s->zone_wire_len[i] = wire_name_from_text(s->cfg.zones[i].name, s->zone_wire[i]);
+		require(s->zone_wire_len[i]); /* lib/options checked the name */
 	}
 	s->refs = 1;
 	return s;

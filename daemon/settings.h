@@ -8,6 +8,7 @@
 #pragma once
 
 #include "lib/options.h"
+#include "lib/wire.h"
 
 #include <stdio.h>
 
@@ -18,6 +19,9 @@ struct settings {
 	struct config cfg;
 	struct tls_ctx *tls;	     /**< owned */
 	struct localzone *localzone; /**< owned */
+	/** The forward zones' names in wire form (cfg.zones[i].name). */
+	uint8_t zone_wire[OPTIONS_MAX_ZONES][WIRE_MAX_NAME];
+	size_t zone_wire_len[OPTIONS_MAX_ZONES];
 	unsigned refs;		     /**< atomic; freed at 0 */
 };
 

@@ -82,6 +82,7 @@ static uint32_t identity_of(const struct options_upstream *spec)
 }
 
 struct upstream_set *upstream_set_new(const struct transport_env *env,
+				      const struct options_upstream *specs, unsigned n,
 				      upstream_transport_for transport_for,
 				      const struct upstream_hooks *hooks)
 {
@@ -91,11 +92,11 @@ struct upstream_set *upstream_set_new(const struct transport_env *env,
 		return NULL;
 	set->env = env;
 	set->hooks = hooks;
-	set->n = env->cfg->n_upstream;
+	set->n = n < OPTIONS_MAX_UPSTREAMS ? n : OPTIONS_MAX_UPSTREAMS;
 	for (unsigned i = 0; i < set->n; i++) {
 		struct upstream *up = &set->ups[i];
 		up->set = set;
-		up->spec = &env->cfg->upstream[i];
+		up->spec = &specs[i];
 		up->ops = transport_for(up->spec);
 		up->peer = up->ops->peer_new(up->spec);
 		require(up->peer);

@@ -89,9 +89,11 @@ struct upstream_hooks {
 /** The transport for @spec. */
 typedef const struct transport_ops *(*upstream_transport_for)(const struct options_upstream *spec);
 
-/** The upstreams of @env->cfg, none connected yet.  @env and @hooks must
- * outlive the set.  NULL on allocation failure. */
+/** A set of the @n upstreams @specs (the default ones, or a forward zone's),
+ * none connected yet; the policy and limits come from @env->cfg.  @env,
+ * @specs and @hooks must outlive the set.  NULL on allocation failure. */
 struct upstream_set *upstream_set_new(const struct transport_env *env,
+				      const struct options_upstream *specs, unsigned n,
 				      upstream_transport_for transport_for,
 				      const struct upstream_hooks *hooks);
 

@@ -35,7 +35,9 @@ struct worker {
 	struct query_env qenv;		/* what the query core sees */
 	struct cache *cache;		/* owned; its budget may be 0 (no caching) */
 	struct query_pool *pool;	/* owned */
-	struct upstream_set *upstreams; /* owned */
+	struct upstream_set *upstreams; /* owned: the default set */
+	struct upstream_set *zone_sets[OPTIONS_MAX_ZONES]; /* owned: settings->cfg.zones[i]'s */
+	unsigned n_zone_sets;
 	struct udp_listener *udp[OPTIONS_MAX_LISTEN];
 	struct tcp_listener *tcp[OPTIONS_MAX_LISTEN];
 	unsigned n_listen;
@@ -86,6 +88,38 @@ static void drained(void *arg)
 
 static void wake_cb(uv_async_t *wake);
 
+/* The upstream sets of the settings in force: the default one and one per
+ * forward zone, and the query core's routes to them. */
+static void make_sets(struct worker *w)
+{
+	const struct settings *s = w->settings;
+	const struct config *cfg = &s->cfg;
+
+	w->upstreams = upstream_set_new(&w->tenv, cfg->upstream, cfg->n_upstream, transport_for,
+					&query_upstream_hooks);
+	require(w->upstreams);
+	w->qenv.upstreams = w->upstreams;
+	for (unsigned i = 0; i < cfg->n_zones; i++) {
+		w->zone_sets[i] =
+		    upstream_set_new(&w->tenv, cfg->zones[i].upstream, cfg->zones[i].n_upstream,
+				     transport_for, &query_upstream_hooks);
+		require(w->zone_sets[i]);
+		w->qenv.zones[i] = (struct query_zone){ .name = s->zone_wire[i],
+							.name_len = s->zone_wire_len[i],
+							.upstreams = w->zone_sets[i] };
+	}
+	w->n_zone_sets = w->qenv.n_zones = cfg->n_zones;
+}
+
+/* Every upstream set, for what applies to all of them. */
+static void for_each_set(struct worker *w, void (*fn)(struct upstream_set *set))
+{
+	if (w->upstreams)
+		fn(w->upstreams);
+	for (unsigned i = 0; i < w->n_zone_sets; i++)
+		fn(w->zone_sets[i]);
+}
+
 static void use_settings(struct worker *w, struct settings *s)
 {
 	w->settings = s;
@@ -122,9 +156,8 @@ struct worker *worker_new(unsigned index, struct settings *s, char *err, size_t 
 	w->qenv.drained = drained;
 	w->qenv.drained_arg = w;
 	w->pool = query_pool_new(&w->qenv, worker_share(cfg->max_inflight, cfg->workers));
-	w->upstreams = upstream_set_new(&w->tenv, transport_for, &query_upstream_hooks);
-	require(w->pool && w->upstreams);
-	w->qenv.upstreams = w->upstreams;
+	require(w->pool);
+	make_sets(w);
 	uv_timer_init(&w->loop.uv, &w->drain_timer);
 	w->drain_timer.data = w;
 	require(uv_mutex_init(&w->wake_lock) == 0);
@@ -197,13 +230,23 @@ void worker_on_finish(struct worker *w, void (*cb)(void *arg), void *arg)
 static void reload(struct worker *w, struct settings *s)
 {
 	struct settings *old = w->settings;
-	struct upstream_set *old_set = w->upstreams;
+	struct upstream_set *old_default = w->upstreams;
+	struct upstream_set *old_zones[OPTIONS_MAX_ZONES];
+	unsigned n_old = w->n_zone_sets;
 
+	memcpy(old_zones, w->zone_sets, n_old * sizeof(old_zones[0]));
 	use_settings(w, settings_hold(s));
-	w->upstreams = upstream_set_new(&w->tenv, transport_for, &query_upstream_hooks);
-	require(w->upstreams);
-	w->qenv.upstreams = w->upstreams;
-	upstream_set_retire(old_set, w->upstreams);
+	make_sets(w);
+	/* A zone's jobs move to the same zone's new set; those of a zone that is
+	 * gone, to the set their names are routed to now. */
+	for (unsigned i = 0; i < n_old; i++) {
+		struct upstream_set *next = w->upstreams;
+		for (unsigned j = 0; j < w->n_zone_sets; j++)
+			if (strcmp(old->cfg.zones[i].name, s->cfg.zones[j].name) == 0)
+				next = w->zone_sets[j];
+		upstream_set_retire(old_zones[i], next);
+	}
+	upstream_set_retire(old_default, w->upstreams);
 	settings_drop(old);
 }
 
@@ -247,8 +290,9 @@ static void finish(struct worker *w)
 	query_pool_free(w->pool, METRIC_servfail_shutdown);
 	w->pool = NULL;
 	stream_sessions_close_all(&w->sessions);
-	upstream_set_free(w->upstreams);
+	for_each_set(w, upstream_set_free);
 	w->upstreams = w->qenv.upstreams = NULL;
+	w->n_zone_sets = w->qenv.n_zones = 0;
 	for (unsigned i = 0; i < w->n_listen; i++) {
 		if (w->tcp[i])
 			listen_tcp_close(w->tcp[i]);
@@ -265,7 +309,7 @@ void worker_command(struct worker *w, unsigned commands, struct settings *s)
 	if (w->finishing)
 		return;
 	if ((commands & WORKER_NETWORK) && !w->qenv.draining)
-		upstream_set_reset(w->upstreams);
+		for_each_set(w, upstream_set_reset);
 	if ((commands & WORKER_RELOAD) && s && !w->qenv.draining)
 		reload(w, s);
 	if ((commands & (WORKER_DRAIN | WORKER_STOP)) && !w->qenv.draining)

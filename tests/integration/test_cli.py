@@ -9,13 +9,11 @@ import time
 import dns.rcode
 import pytest
 
-from dotproxy_proc import binary_path
+from dotproxy_proc import binary_path, run_binary
 from netutil import free_port
 
 
-def run(*args, timeout=10):
-    return subprocess.run([binary_path(), *args], capture_output=True, text=True,
-                          timeout=timeout)
+run = run_binary
 
 
 @pytest.mark.parametrize("args,needle", [
