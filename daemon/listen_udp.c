@@ -138,10 +138,16 @@ static void done(const struct frontend_client *c)
 	(void)c; /* a datagram holds no slot */
 }
 
+/* What the client advertised (512 without EDNS), but never more than
+ * --max-udp-size: larger datagrams fragment, and fragments get lost or
+ * forged (DNS Flag Day 2020). */
 static size_t max_reply(const struct frontend_client *c, const struct wire_info *query)
 {
-	(void)c;
-	return wire_udp_limit(query);
+	struct udp_listener *l = c->conn;
+	size_t limit = wire_udp_limit(query);
+	size_t cap = query_pool_env(l->pool)->cfg->max_udp_size;
+
+	return limit < cap ? limit : cap;
 }
 
 static void peer(const struct frontend_client *c, char *buf, size_t cap)

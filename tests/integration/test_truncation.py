@@ -33,10 +33,23 @@ def test_truncated_to_the_clients_edns_size(unbound, dotproxy):
 
 
 def test_whole_answer_when_the_client_can_take_it(unbound, dotproxy):
-    p = dotproxy([unbound])
+    p = dotproxy([unbound], extra_args=["--max-udp-size", "4096"])
     reply = p.udp(BIG, use_edns=0, payload=4096)
     assert not reply.flags & dns.flags.TC
     assert answer_count(reply) == 100
+
+
+def test_answers_capped_at_max_udp_size_whatever_the_client_advertises(unbound, dotproxy):
+    # The default cap is 1232 bytes (DNS Flag Day 2020): a client advertising
+    # 4096 still gets a truncated answer for one that would fragment.
+    p = dotproxy([unbound])
+    reply = p.udp(BIG, use_edns=0, payload=4096)
+    assert reply.flags & dns.flags.TC
+    assert len(reply.to_wire()) <= 1232
+    assert p.stats()["answers_truncated"] == 1
+    whole = p.tcp(BIG, use_edns=0)
+    assert len(whole.to_wire()) > 1232  # so the cap, not the answer, decided
+    assert answer_count(whole) == 100
 
 
 def test_small_answer_is_not_truncated_without_edns(unbound, dotproxy):
