@@ -123,7 +123,7 @@ static const struct option_def table[] = {
 	{ OPT_UDP_RECV_BUFFER, 0, false, "udp-recv-buffer", "BYTES",
 	  "receive buffer of each UDP listening socket (SO_RCVBUF, forced past\n"
 	  "net.core.rmem_max when run as root), so that bursts wait instead of\n"
-	  "being dropped; K, M or G suffix; 0 keeps the system default (default 4M)" },
+	  "being dropped; K, M or G suffix; 0 keeps the system default (default 8M)" },
 	{ OPT_CACHE_MIN_TTL, 0, false, "cache-min-ttl", "SECONDS",
 	  "cache answers at least this long (default 0)" },
 	{ OPT_CACHE_MAX_TTL, 0, false, "cache-max-ttl", "SECONDS",
@@ -488,7 +488,7 @@ static void set_defaults(struct config *cfg)
 	cfg->padding = true;
 	cfg->session_resumption = true;
 	cfg->cache_bytes = 32u << 20;
-	cfg->udp_recv_buffer = 4u << 20;
+	cfg->udp_recv_buffer = 8u << 20;
 	cfg->max_udp_size = 1232;
 	cfg->cache_max_ttl = 86400;
 	cfg->prefetch = true;
