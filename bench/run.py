@@ -43,6 +43,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
+import burst  # noqa: E402
 import latency_probe  # noqa: E402
 from netutil import free_port  # noqa: E402  (the integration tests' helpers)
 from pki import PKI  # noqa: E402  (the integration tests' throwaway CA)
@@ -64,6 +65,13 @@ LATENCY_RATE = 2000           # qps of the fixed-rate latency runs
 THROUGHPUT_CLIENTS = 10
 THROUGHPUT_OUTSTANDING = 200
 WARMUP_SECONDS = 0.5
+# --baseline: the row of the second dotproxy binary (an older commit).
+BASELINE = "dotproxy (baseline)"
+# --burst: BURST_COUNT UDP queries spread over BURST_WINDOW_MS (bench/burst.py)
+# to each of these proxies (those that run), once per round, after the rounds.
+BURST_COUNT = 20000
+BURST_WINDOW_MS = 40
+BURST_PEERS = ("dotproxy", BASELINE, "unbound")
 
 START = time.monotonic()
 CHILDREN = []                 # every Daemon we started, for the final cleanup
@@ -473,9 +481,14 @@ UPSTREAMS = {"unbound": UnboundUpstream, "dnsdist": DnsdistUpstream}
 # its usual size; a peer without a cache (has_cache False) is not run then.
 
 class Proxy:
-    name = "?"
+    name = "?"            # as the report shows it
     binary = None
     has_cache = True
+
+    @property
+    def slug(self):
+        """The name in file and directory names."""
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
 
     def __init__(self, workdir, upstream, ca_file, dotproxy=None, cache=False):
         self.upstream = upstream
@@ -483,14 +496,14 @@ class Proxy:
         self.dotproxy = dotproxy
         self.cache = cache
         self.port = free_port()
-        self.workdir = os.path.join(workdir, f"{self.name}-via-{upstream.name}")
+        self.workdir = os.path.join(workdir, f"{self.slug}-via-{upstream.name}")
         self.daemon = None
         self.unavailable = None
 
     def start(self):
         os.makedirs(self.workdir, exist_ok=True)
         try:
-            self.daemon = Daemon(self.name, self.argv(), self.workdir).start()
+            self.daemon = Daemon(self.slug, self.argv(), self.workdir).start()
             self.daemon.wait_ready(lambda: udp_query(self.port, "n0." + ZONE) == 0)
         except (RuntimeError, OSError) as e:
             self.unavailable = f"failed to start: {e}"
@@ -529,6 +542,13 @@ class Dotproxy(Proxy):
         return argv
 
 
+class DotproxyBaseline(Dotproxy):
+    """--baseline: another dotproxy binary (an older commit), run as one more
+    peer with exactly the arguments, upstream and measurements of the main
+    dotproxy row (Dotproxy.argv, given this binary instead)."""
+    name = BASELINE
+
+
 def dotproxy_has_cache(binary):
     """Whether this dotproxy has an answer cache (and so --cache-size)."""
     try:
@@ -539,25 +559,42 @@ def dotproxy_has_cache(binary):
     return b"--cache-size" in r.stdout
 
 
-def snapshot_dotproxy(binary, work):
-    """Copy the binary under test into the work directory.
+def snapshot_dotproxy(binary, work, dest_name="dotproxy"):
+    """Copy a dotproxy binary into the work directory (bin/DEST_NAME).
 
     The build tree may be rebuilt while the benchmark runs (a long run, other
     work in the same tree); every dotproxy of this run is the same file, and
-    the report names it by commit and hash.
+    the report names it by commit and hash. The commit is that of the git
+    tree the binary was found in (the baseline's is usually another
+    worktree), "?" outside one.
     """
     os.makedirs(os.path.join(work, "bin"), exist_ok=True)
-    dest = os.path.join(work, "bin", "dotproxy")
+    dest = os.path.join(work, "bin", dest_name)
     shutil.copy2(binary, dest)
     with open(dest, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()[:12]
     try:
-        r = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
+        r = subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(binary)),
+                            "describe", "--always", "--dirty"],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=10)
         rev = r.stdout.decode().strip() or "?"
     except (OSError, subprocess.TimeoutExpired):
         rev = "?"
     return dest, f"tree {rev}, binary sha256 {digest}"
+
+
+def snapshot_binaries(args, peer_names, work, ctx):
+    """Snapshot the dotproxy binaries of this run (dotproxy, and the
+    baseline when given): {peer name: the copy it runs}; their commit and
+    hash go to ctx["binary_id"]."""
+    binaries, ctx["binary_id"] = {}, {}
+    for name, attr, dest in (("dotproxy", "dotproxy", "dotproxy"),
+                             (BASELINE, "baseline", "dotproxy-baseline")):
+        if name in peer_names:
+            path, ctx["binary_id"][name] = snapshot_dotproxy(getattr(args, attr), work, dest)
+            setattr(args, attr, path)
+            binaries[name] = path
+    return binaries
 
 
 class Stubby(Proxy):
@@ -697,6 +734,8 @@ policy.add(policy.all(policy.TLS_FORWARD({{
 
 PEERS = {"dotproxy": Dotproxy, "stubby": Stubby, "unbound": UnboundForwarder,
          "dnsdist": DnsdistForwarder, "kresd": Kresd}
+# Not a --peers choice: present when --baseline is given, right after dotproxy.
+ALL_PEERS = dict(PEERS, **{BASELINE: DotproxyBaseline})
 
 
 # ----------------------------------------------------------------------------
@@ -807,6 +846,32 @@ def latency(port, queries_path, seconds, rate=LATENCY_RATE, pids=()):
     return r
 
 
+def run_bursts(ctx, names, queries, rounds, upstream):
+    """The burst table: per round (order rotated, like the main rounds), for
+    each proxy: the light warm-up load (its upstream connection open, as
+    before every measurement), then bench/burst.py. {name: [result, ...]}."""
+    out = {n: [] for n in names}
+    for rnd in range(rounds):
+        order = names[rnd % len(names):] + names[:rnd % len(names)] if names else []
+        log(f"burst {rnd + 1}/{rounds}: {BURST_COUNT} UDP queries in {BURST_WINDOW_MS} ms, "
+            f"order {', '.join(order)}")
+        for name in order:
+            p = ctx["main"][name]
+            if not p.daemon or not p.daemon.alive():
+                log(f"  {name} is no longer running: skipped")
+                continue
+            warmup(p.port, queries)
+            with CpuMeter([p.pid, upstream.daemon.pid]) as m:
+                r = burst.run("127.0.0.1", p.port, BURST_COUNT, BURST_WINDOW_MS)
+            r["round"], r["other_pct"] = rnd, m.other_pct
+            r["cpu_s"] = m.pid_cpu[p.pid]
+            out[name].append(r)
+            log(f"  {name}: " + burst.summary(r))
+            if not p.daemon.alive():
+                log(f"  {name} exited during the burst: {p.daemon.log_tail()}")
+    return out
+
+
 def warmup(port, queries_path):
     """A short, light load: (re)opens the proxy's upstream connection, so
     that a connection closed for idleness between rounds is not measured."""
@@ -846,6 +911,8 @@ def fmt(v, kind):
         return f"{v:.3f}" if v < 1 else fmt(v, "ms")
     if kind == "raw":
         return f"{v:.0f}"
+    if kind in ("pct1", "ratio"):
+        return f"{v:.1f}" if kind == "pct1" else f"{v:.2f}"
     if kind in ("cpu", "mib"):
         return f"{v:.2f}" if v < 10 else f"{v:.1f}"
     return str(v)
@@ -866,6 +933,93 @@ def proxy_row(name, rs, ref_rounds, ms_kind, *extra):
              cell([r.get("rss_mib") for r in rs], "mib")]
     cells += [cell([get(r, "lat", k) for r in rs], ms_kind) for k in ("p50_ms", "p99_ms", "avg_ms")]
     return "| " + " | ".join(cells + list(extra)) + " |"
+
+
+def baseline_line(proxies):
+    """dotproxy over the baseline, round by round (both measured in the same
+    round, so the ratio cancels what the round shared): one Markdown line,
+    or None without both rows."""
+    new = {r["round"]: r for r in proxies.get("dotproxy", [])}
+    old = {r["round"]: r for r in proxies.get(BASELINE, [])}
+    rounds = sorted(set(new) & set(old))
+    if not rounds:
+        return None
+
+    def ratio(*keys):
+        vals = []
+        for n in rounds:
+            a, b = get(new[n], *keys), get(old[n], *keys)
+            vals.append(a / b if a is not None and b else None)
+        return cell(vals, "ratio")
+
+    return ("dotproxy ÷ baseline, same round (median, min–max over rounds; below 1 is "
+            f"less): qps {ratio('thr', 'qps')}, CPU-s/100k {ratio('thr', 'cpu_per_100k')}, "
+            f"p50 {ratio('lat', 'p50_ms')}, p99 {ratio('lat', 'p99_ms')}, "
+            f"peak RSS {ratio('rss_mib')}.")
+
+
+def render_burst(ctx, bursts):
+    """The burst table (--burst), as Markdown lines."""
+    if not bursts:
+        return []
+    up = ctx["upstream"]
+    rs_all = [r for rs in bursts.values() for r in rs]
+    bpq = burst.bytes_per_query()
+    lines = [f"### Burst: {BURST_COUNT:,} UDP queries in {BURST_WINDOW_MS} ms", ""]
+    lines.append(
+        f"`bench/burst.py`: {BURST_COUNT:,} queries (n0 … n{BURST_COUNT - 1}, one ID each) "
+        f"spread evenly over {BURST_WINDOW_MS} ms from 4 UDP sockets "
+        f"({'/'.join(sorted({r['method'] for r in rs_all}))}; actual send time "
+        f"{cell([r['send_ms'] for r in rs_all], 'ms')} ms), then answers collected until "
+        f"2 s pass without one (10 s at most); once per round, after the other measurements "
+        f"of all rounds, each proxy "
+        f"forwarding to {up.name} over DoT with its cache off, after the same light warm-up "
+        f"load. Listener buffer: the receive buffer of the proxy's UDP socket(s) (`ss -ulmn` "
+        f"skmem rb; net.core.rmem_default is {burst.sysctl('net.core.rmem_default')}, "
+        f"rmem_max {burst.sysctl('net.core.rmem_max')}); on this kernel a queued query "
+        f"costs {bpq or '?'} bytes of it (its skb), so it holds about the number of queries "
+        f"shown. Drops: datagrams the kernel dropped at that socket during the burst (buffer "
+        f"full). Cells: median (min–max) over rounds.")
+    lines.append("")
+    lines.append("| proxy | answered % | NOERROR | SERVFAIL | listener buffer bytes (queries) "
+                 "| listener drops | last answer ms | proxy CPU-s |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for name, rs in bursts.items():
+        if not rs:
+            lines.append(f"| {name} | not run " + "| " * 6 + "|")
+            continue
+        rbs = sorted({x for r in rs for x in (r.get("listener_rcvbuf") or [])})
+        socks = max(len(r.get("listener_rcvbuf") or []) for r in rs)
+        rb = "/".join(str(x) for x in rbs) or "?"
+        if rbs and bpq:
+            rb += f" ({'/'.join(f'~{x // bpq:,}' for x in rbs)})"
+        if socks > 1:
+            rb += f", {socks} sockets"
+        lines.append(f"| {name} | {cell([r['answered_pct'] for r in rs], 'pct1')} | "
+                     f"{cell([r['noerror'] for r in rs], 'raw')} | "
+                     f"{cell([r['servfail'] for r in rs], 'raw')} | {rb} | "
+                     f"{cell([r['listener_drops'] for r in rs], 'raw')} | "
+                     f"{cell([r['last_answer_ms'] for r in rs], 'raw')} | "
+                     f"{cell([r.get('cpu_s') for r in rs], 'ms')} |")
+    lines.append("")
+    notes = []
+    other = [r.get("other_pct") for r in rs_all]
+    notes.append(f"other processes during the bursts {cell(other, 'pct')}% of the machine")
+    rate = [r.get("send_rate_qps") for r in rs_all]
+    notes.append(f"send rate {cell(rate, 'qps')} q/s")
+    own = [r.get("client_drops") for r in rs_all]
+    if any(own):
+        notes.append(f"answers dropped at the probe's own sockets {cell(own, 'raw')} "
+                     f"(the figures above are then too low)")
+    sn = [r.get("softnet_drops") for r in rs_all]
+    if any(sn):
+        notes.append(f"loopback backlog drops (softnet_stat) {cell(sn, 'raw')}")
+    other_rc = sorted({k for r in rs_all for k in r["rcodes"]} - {"NOERROR", "SERVFAIL"})
+    if other_rc:
+        notes.append("other RCODEs: " + ", ".join(other_rc))
+    lines.append("Burst details: " + "; ".join(notes) + ".")
+    lines.append("")
+    return lines
 
 
 def cell(values, kind):
@@ -898,7 +1052,9 @@ def command_line(args):
         return (f"make bench ROUNDS={args.rounds} BENCH_SECONDS={args.seconds:g}"
                 + (" BENCH_CACHE_HIT=1" if args.cache_hit else "")
                 + (f" BENCH_WORKERS={args.dotproxy_workers}"
-                   if args.dotproxy_workers > 1 else ""))
+                   if args.dotproxy_workers > 1 else "")
+                + (" BENCH_BURST=0" if not args.burst and not args.cache_hit else "")
+                + (f" (with --baseline {args.baseline_src})" if args.baseline_src else ""))
     return " ".join(["bench/run.py"] + sys.argv[1:])
 
 
@@ -910,6 +1066,20 @@ def get(run, *keys):
     return run
 
 
+def render_footer(ctx):
+    lines = []
+    unavailable = [f"{n}: {ctx['main'][n].unavailable}" for n in ctx["peer_names"]
+                   if ctx["main"][n].unavailable]
+    if unavailable:
+        lines.append("Unavailable: " + "; ".join(unavailable))
+        lines.append("")
+    lines.append(versions_line(ctx))
+    lines.append("")
+    lines.append(f"Load average when the run started: {' '.join(ctx['loadavg'])}"
+                 " (anything else running shares the same CPUs).")
+    return lines
+
+
 def render(args, ctx, results, elapsed):
     up = ctx["upstream"]
     limit_rounds = results["limit"]
@@ -917,9 +1087,13 @@ def render(args, ctx, results, elapsed):
     lines.append(f"## dotproxy benchmark ({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)")
     lines.append("")
     lines.append(f"Machine: {machine_line()}. Command: `{command_line(args)}` "
-                 f"({args.rounds} rounds, {args.seconds:g} s per measurement, "
-                 f"{elapsed / 60:.1f} min in all).")
+                 + (f"({args.rounds} rounds of bursts only, " if args.burst_only else
+                    f"({args.rounds} rounds, {args.seconds:g} s per measurement, ")
+                 + f"{elapsed / 60:.1f} min in all).")
     lines.append("")
+    if args.burst_only:
+        lines += render_burst(ctx, results.get("burst")) + render_footer(ctx)
+        return "\n".join(lines) + "\n"
     lines.append(f"Upstream: {up.name} over DoT on loopback, {ZONE_NAMES} names "
                  f"(TCP_NODELAY: {ctx['upstream_nodelay'][up.name]}). "
                  f"Throughput: `dnsperf -c {THROUGHPUT_CLIENTS} -q {THROUGHPUT_OUTSTANDING} "
@@ -945,6 +1119,9 @@ def render(args, ctx, results, elapsed):
         rs = results["proxies"].get(name, [])
         lines.append(proxy_row(name, rs, limit_rounds, "ms"))
     lines.append("")
+    bl = baseline_line(results["proxies"])
+    if bl:
+        lines += [bl, ""]
 
     # Sanity and diagnostics, one line per proxy.
     diag = []
@@ -1011,16 +1188,8 @@ def render(args, ctx, results, elapsed):
             lines.append(f"| {name} | " + " | ".join(row) + " |")
         lines.append("")
 
-    unavailable = [f"{n}: {ctx['main'][n].unavailable}" for n in ctx["peer_names"]
-                   if ctx["main"][n].unavailable]
-    if unavailable:
-        lines.append("Unavailable: " + "; ".join(unavailable))
-        lines.append("")
-    lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in ctx["versions"].items())
-                 + (f" (dotproxy: {ctx['dotproxy_id']})" if ctx.get("dotproxy_id") else ""))
-    lines.append("")
-    lines.append(f"Load average when the run started: {' '.join(ctx['loadavg'])}"
-                 " (anything else running shares the same CPUs).")
+    lines += render_burst(ctx, results.get("burst"))
+    lines += render_footer(ctx)
     lines.append("")
     lines.append(f"Bottleneck check (dnsperf -m dot -q {THROUGHPUT_OUTSTANDING} straight to each "
                  f"upstream, before the rounds): " + "; ".join(ctx["bottleneck"])
@@ -1028,8 +1197,15 @@ def render(args, ctx, results, elapsed):
     return "\n".join(lines) + "\n"
 
 
+def versions_line(ctx):
+    ids = "; ".join(f"{k}: {v}" for k, v in ctx.get("binary_id", {}).items())
+    return ("Versions: " + ", ".join(f"{k} {v}" for k, v in ctx["versions"].items())
+            + (f" ({ids})" if ids else ""))
+
+
 def peer_versions(args, peer_names):
     vers = {"dotproxy": ([args.dotproxy, "--version"], None),
+            BASELINE: ([args.baseline or "", "--version"], None),
             "stubby": (["stubby", "-V"], None), "unbound": (["unbound", "-V"], r"Version (\S+)"),
             "dnsdist": (["dnsdist", "--version"], r"dnsdist (\S+)"),
             "kresd": (["kresd", "--version"], r"version (\S+)")}
@@ -1115,9 +1291,9 @@ def main_cache_hit(args, peer_names):
     ca = pki.ca_file
     queries = os.path.join(work, "queries-hot.txt")
     write_query_file(queries, CACHE_NAMES)
-    if "dotproxy" in peer_names:
-        args.dotproxy, ctx["dotproxy_id"] = snapshot_dotproxy(args.dotproxy, work)
-        log(f"dotproxy under test: {ctx['dotproxy_id']}; its cache on (default --cache-size)")
+    binaries = snapshot_binaries(args, peer_names, work, ctx)
+    for name in binaries:
+        log(f"{name} under test: {ctx['binary_id'][name]}; its cache on (default --cache-size)")
 
     # One upstream. dnsdist by default (and for auto): it counts the queries
     # it answers, which is how a cache hit is told from a miss here.
@@ -1144,8 +1320,8 @@ def main_cache_hit(args, peer_names):
         log(f"  {up.name} cannot count its queries: upstream queries per answer not measured")
 
     for name in peer_names:
-        cls = PEERS[name]
-        p = cls(work, up, ca, dotproxy=args.dotproxy, cache=True)
+        cls = ALL_PEERS[name]
+        p = cls(work, up, ca, dotproxy=binaries.get(name), cache=True)
         if not cls.has_cache:
             p.unavailable = "has no cache"
         elif cls.binary and not which(cls.binary):
@@ -1211,6 +1387,7 @@ def main_cache_hit(args, peer_names):
     with open(os.path.join(work, "results.json"), "w") as f:
         json.dump({"args": vars(args), "machine": machine_line(), "upstream": up.name,
                    "cache_names": CACHE_NAMES, "ttl": CACHE_TTL, "versions": ctx["versions"],
+                   "binaries": ctx["binary_id"],
                    "warm": ctx["warm"],
                    "unavailable": {n: ctx["main"][n].unavailable for n in peer_names},
                    "results": results}, f, indent=1, default=str)
@@ -1281,6 +1458,9 @@ def render_cache_hit(args, ctx, results, elapsed):
         lines.append(proxy_row(name, rs, ref, "ms3", cell_ratio(
             [get(r, "thr", "upstream_per_answer") for r in rs])))
     lines.append("")
+    bl = baseline_line(results["proxies"])
+    if bl:
+        lines += [bl, ""]
 
     diag = []
     for name in ctx["peer_names"]:
@@ -1327,8 +1507,7 @@ def render_cache_hit(args, ctx, results, elapsed):
     lines.append("Details (throughput runs unless noted):")
     lines += diag
     lines.append("")
-    lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in ctx["versions"].items())
-                 + (f" (dotproxy: {ctx['dotproxy_id']})" if ctx.get("dotproxy_id") else ""))
+    lines.append(versions_line(ctx))
     lines.append("")
     lines.append(f"Load average when the run started: {' '.join(ctx['loadavg'])}"
                  " (anything else running shares the same CPUs).")
@@ -1364,6 +1543,17 @@ def main():
                     default=os.environ.get("BENCH_CACHE_HIT") == "1",
                     help="run the cache-hit variant instead (caches on and warmed; "
                          "its table is appended to WORKDIR/results.md)")
+    ap.add_argument("--baseline", metavar="PATH",
+                    help="a second dotproxy binary (e.g. the commit before a change), measured "
+                         f"as one more row, {BASELINE!r}, with the same arguments and rounds")
+    ap.add_argument("--burst", action=argparse.BooleanOptionalAction,
+                    default=os.environ.get("BENCH_BURST", "1") != "0",
+                    help=f"after the rounds, {BURST_COUNT:,} UDP queries in {BURST_WINDOW_MS:g} ms "
+                         f"to each of {', '.join(BURST_PEERS)} (those in --peers), once per "
+                         "round; the fraction answered and the listener's receive buffer and "
+                         "drops (default on, ~3 s per proxy and round; BENCH_BURST=0: off)")
+    ap.add_argument("--burst-only", action="store_true",
+                    help="only the burst table: no throughput or latency rounds")
     args = ap.parse_args()
     if args.rounds < 1 or args.seconds < 1:
         ap.error("--rounds and --seconds must be at least 1")
@@ -1378,6 +1568,22 @@ def main():
     if "dotproxy" in peer_names and not os.access(args.dotproxy, os.X_OK):
         log(f"{args.dotproxy} missing: run make first")
         return 1
+    args.baseline_src = args.baseline     # before snapshot_binaries() replaces it
+    if args.baseline:
+        args.baseline = os.path.abspath(args.baseline)
+        if not os.access(args.baseline, os.X_OK):
+            log(f"--baseline {args.baseline}: not an executable file")
+            return 1
+        # Right after dotproxy (the two rows side by side), else first.
+        at = peer_names.index("dotproxy") + 1 if "dotproxy" in peer_names else 0
+        peer_names.insert(at, BASELINE)
+    if args.burst_only:
+        if args.cache_hit:
+            ap.error("--burst-only and --cache-hit exclude each other")
+        args.burst = True
+        peer_names = [p for p in peer_names if p in BURST_PEERS]
+        if not peer_names:
+            ap.error(f"--burst-only: none of {', '.join(BURST_PEERS)} in --peers")
 
     ensure_packages(not args.no_install)
     if not which("dnsperf"):
@@ -1402,11 +1608,10 @@ def main():
     queries = os.path.join(work, "queries.txt")
     write_query_file(queries)
 
-    if "dotproxy" in peer_names:
-        args.dotproxy, ctx["dotproxy_id"] = snapshot_dotproxy(args.dotproxy, work)
-        log(f"dotproxy under test: {ctx['dotproxy_id']}"
-            + ("; its cache is turned off (--cache-size 0)"
-               if dotproxy_has_cache(args.dotproxy) else ""))
+    binaries = snapshot_binaries(args, peer_names, work, ctx)
+    for name, path in binaries.items():
+        log(f"{name} under test: {ctx['binary_id'][name]}"
+            + ("; its cache is turned off (--cache-size 0)" if dotproxy_has_cache(path) else ""))
 
     # --- Upstreams, and which one is not the bottleneck -----------------------
     upstreams = {}
@@ -1444,6 +1649,8 @@ def main():
     check_seconds = min(args.seconds, 3)
     single = {}
     for name, u in upstreams.items():
+        if args.burst_only:
+            break
         parts = []
         for clients in (1, THROUGHPUT_CLIENTS):
             log(f"bottleneck check: dnsperf -m dot -c {clients} straight to {name}")
@@ -1474,17 +1681,17 @@ def main():
         stop_all()
         return 1
     alt_up = next((u for u in upstreams.values() if u is not main_up), None)
-    do_nodelay = alt_up is not None and not args.no_nodelay
+    do_nodelay = alt_up is not None and not args.no_nodelay and not args.burst_only
     ctx["upstream"], ctx["alt_upstream"] = main_up, alt_up
 
     # --- Proxies ---------------------------------------------------------------
     ctx["versions"] = {"dnsperf": tool_version([which("dnsperf"), "-h"], r"Version (\S+)")}
     for name in peer_names:
-        cls = PEERS[name]
+        cls = ALL_PEERS[name]
         for role, up in (("main", main_up), ("alt", alt_up if do_nodelay else None)):
             if up is None:
                 continue
-            p = cls(work, up, ca, dotproxy=args.dotproxy)
+            p = cls(work, up, ca, dotproxy=binaries.get(name))
             if cls.binary and not which(cls.binary):
                 p.unavailable = f"{PACKAGES[cls.binary]} not installed"
             else:
@@ -1497,8 +1704,9 @@ def main():
 
     # --- Rounds ----------------------------------------------------------------
     live = [n for n in peer_names if not ctx["main"][n].unavailable]
-    results = {"limit": [], "proxies": {n: [] for n in live}, "nodelay": {n: [] for n in live}}
-    for rnd in range(args.rounds):
+    results = {"limit": [], "proxies": {n: [] for n in live}, "nodelay": {n: [] for n in live},
+               "burst": {}}
+    for rnd in range(0 if args.burst_only else args.rounds):
         # Alternate: every proxy once per round, the order rotated each round
         # so that no proxy always runs first (or right after the limit run).
         order = live[rnd % len(live):] + live[:rnd % len(live)] if live else []
@@ -1530,6 +1738,11 @@ def main():
         results["limit"].append({"round": rnd, "thr": thr, "lat": lat})
         log(f"  limit: {get(thr, 'qps') or 0:,.0f} qps, p50 {get(lat, 'p50_ms')} ms")
 
+    # --- Bursts, after the rounds (so they cannot disturb the table above) ----
+    if args.burst:
+        results["burst"] = run_bursts(ctx, [n for n in live if n in BURST_PEERS], queries,
+                                      args.rounds, main_up)
+
     elapsed = time.monotonic() - t0
     stop_all()
     text = render(args, ctx, results, elapsed + (t0 - START))
@@ -1538,7 +1751,7 @@ def main():
     with open(os.path.join(work, "results.json"), "w") as f:
         json.dump({"args": vars(args), "machine": machine_line(), "upstream": main_up.name,
                    "bottleneck": ctx["bottleneck"], "upstream_nodelay": ctx["upstream_nodelay"],
-"versions": ctx["versions"],
+"versions": ctx["versions"], "binaries": ctx["binary_id"],
                    "unavailable": {n: ctx["main"][n].unavailable for n in peer_names},
                    "results": results}, f, indent=1, default=str)
     sys.stdout.write(text)
