@@ -538,9 +538,11 @@ static int zone_name(const char *text, size_t len, char *out, size_t cap)
 	for (size_t i = 0; i < len; i++)
 		name[i] = (char)tolower((unsigned char)text[i]);
 	name[len] = '\0';
-	if (!valid_hostname(name))
+	if (!valid_hostname(name) || len + 2 > cap)
 		return -EINVAL;
-	snprintf(out, cap, "%s.", name);
+	memcpy(out, name, len);
+	out[len] = '.';
+	out[len + 1] = '\0';
 	return 0;
 }
 
