@@ -566,6 +566,9 @@ static bool on_answer(struct transport_conn *c, uint32_t key, void *job_arg, uin
 		if (b->conn && b->up != up && b->conn->last_answer_ns < b->sent_ns)
 			losers[n_losers++] = b->up;
 	}
+	/* The job is over here, whatever its owner does next: the other
+	 * attempts' keys go, so that a late answer is dropped as unmatched. */
+	upstream_job_cancel(job);
 	up->set->hooks->answered(job, msg, len, info);
 	for (unsigned i = 0; i < n_losers; i++)
 		lost_race(losers[i]);

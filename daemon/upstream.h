@@ -75,7 +75,8 @@ struct upstream_job {
 };
 
 /** How jobs end, reported to the owner.  Each job ends through exactly one
- * of these, or by upstream_job_cancel(). */
+ * of these, or by upstream_job_cancel(); when a hook runs, the job holds no
+ * attempt and no timer any more (cancelling it again is harmless). */
 struct upstream_hooks {
 	/** An answer that matches the job's question: @msg (parsed as @info)
 	 * may be modified during the call. */
