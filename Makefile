@@ -63,10 +63,16 @@ $(BUILD)/%.o: %.c | deps
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -c -o $@ $<
 
+# A unit test links libdotproxy.a, plus the daemon/ objects named as extra
+# prerequisites of its binary below (none for the lib/ tests).
 $(BUILD)/tests/test_%: tests/unit/test_%.c $(BUILD)/libdotproxy.a | deps
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes $(shell pkg-config --cflags cmocka) -o $@ $< \
-		$(BUILD)/libdotproxy.a $(LDFLAGS_ALL) $(PKG_LIBS) $(shell pkg-config --libs cmocka)
+		$(filter $(BUILD)/daemon/%.o,$^) $(BUILD)/libdotproxy.a $(LDFLAGS_ALL) $(PKG_LIBS) \
+		$(shell pkg-config --libs cmocka) -lm
+
+# The upstream layer alone, over a fake transport: no sockets, no TLS.
+$(BUILD)/tests/test_upstream: $(BUILD)/daemon/upstream.o $(BUILD)/daemon/loop.o
 
 # Installs what the build and the tests need, once per machine (apt-get as
 # root, else prints the command).  A stamp keeps later builds from asking again.
