@@ -24,6 +24,7 @@
 enum {
 	MAX_INFLIGHT_PER_CONN = 1024, /* with 4 connections, 4096 per upstream; a small ID table */
 	MIN_HANDSHAKE_MS = 100,
+	MAX_CONNECT_MS = 1000,
 };
 
 enum dot_state {
@@ -56,6 +57,7 @@ struct dot_conn {
 };
 
 static void close_conn(struct dot_conn *conn, enum transport_close_reason reason, const char *why);
+static void handshake_timer_cb(uv_timer_t *timer);
 
 static struct dot_conn *from_base(struct transport_conn *c)
 {
@@ -274,6 +276,24 @@ static const struct tlsio_callbacks tlsio_cbs = {
 	.ended = ended_cb,
 };
 
+/* Half the query deadline: a dead upstream leaves time to try the next. */
+static unsigned handshake_limit_ms(const struct config *cfg)
+{
+	unsigned limit = cfg->timeout_ms / 2;
+
+	return limit < MIN_HANDSHAKE_MS ? MIN_HANDSHAKE_MS : limit;
+}
+
+/* A TCP connect answers within a round trip, or is refused; one that does
+ * not complete in a second is being dropped (a firewall, a captive portal)
+ * and waiting longer only makes every query wait. */
+static unsigned connect_limit_ms(const struct config *cfg)
+{
+	unsigned limit = handshake_limit_ms(cfg);
+
+	return limit < MAX_CONNECT_MS ? limit : MAX_CONNECT_MS;
+}
+
 static void connect_cb(uv_connect_t *req, int status)
 {
 	struct dot_conn *conn = req->data;
@@ -296,24 +316,22 @@ static void connect_cb(uv_connect_t *req, int status)
 	}
 	tls_conn_set_pins(tls, (const uint8_t(*)[32])spec->pins, spec->n_pins);
 	conn->state = DOT_HANDSHAKING;
+	uv_timer_start(&conn->timer, handshake_timer_cb, handshake_limit_ms(conn->cfg), 0);
 	int rc = tlsio_start(&conn->io, tls);
 	if (rc < 0 && conn->state != DOT_CLOSED)
 		close_conn(conn, TRANSPORT_CLOSED_FAILED, uv_strerror(rc));
-}
-
-/* Half the query deadline: a dead upstream leaves time to try the next. */
-static unsigned handshake_limit_ms(const struct config *cfg)
-{
-	unsigned limit = cfg->timeout_ms / 2;
-
-	return limit < MIN_HANDSHAKE_MS ? MIN_HANDSHAKE_MS : limit;
 }
 
 static void handshake_timer_cb(uv_timer_t *timer)
 {
 	struct dot_conn *conn = timer->data;
 
-	if (conn->state == DOT_CONNECTING || conn->state == DOT_HANDSHAKING) {
+	if (conn->state == DOT_CONNECTING) {
+		metrics_inc(METRIC_upstream_connect_failures);
+		log_warn("upstream %s: cannot connect: no answer within %u ms", conn->spec->label,
+			 connect_limit_ms(conn->cfg));
+		close_conn(conn, TRANSPORT_CLOSED_FAILED, NULL);
+	} else if (conn->state == DOT_HANDSHAKING) {
 		metrics_inc(METRIC_upstream_connect_failures);
 		log_warn("upstream %s: no TLS session within %u ms", conn->spec->label,
 			 handshake_limit_ms(conn->cfg));
@@ -359,7 +377,7 @@ static struct transport_conn *open_conn(const struct transport_env *env,
 		uv_close((uv_handle_t *)&conn->timer, handle_closed_cb);
 		return NULL;
 	}
-	uv_timer_start(&conn->timer, handshake_timer_cb, handshake_limit_ms(env->cfg), 0);
+	uv_timer_start(&conn->timer, handshake_timer_cb, connect_limit_ms(env->cfg), 0);
 	log_debug("upstream %s: connecting", spec->label);
 	return &conn->base;
 }

@@ -20,14 +20,15 @@
 
 enum {
 	BACKOFF_FIRST_MS = 250,
-	BACKOFF_MAX_MS = 4000,
-	HEDGE_MIN_MS = 100,	/* below this, duplicates would be sent for nothing */
-	HEDGE_MAX_MS = 800,	/* a stalled upstream must cost well under a second */
-	HEDGE_UNKNOWN_MS = 400, /* before the first RTT sample */
-	SILENCE_MS = 1000,	/* nothing at all received this long: the connection is dead */
-	SILENCES_DOWN = 2,	/* silent connections in a row that mark an upstream down */
-	BUSY_INFLIGHT = 32,	/* jobs on a connection before another one opens */
-	SAMPLE_EVERY = 16,	/* fastest: one job in this many samples another upstream */
+	BACKOFF_DEMAND_MS = 1000, /* probe cadence while queries want a down upstream */
+	BACKOFF_IDLE_MS = 60000,  /* and while nothing wants it: once a minute */
+	HEDGE_MIN_MS = 100,	  /* below this, duplicates would be sent for nothing */
+	HEDGE_MAX_MS = 800,	  /* a stalled upstream must cost well under a second */
+	HEDGE_UNKNOWN_MS = 400,	  /* before the first RTT sample */
+	SILENCE_MS = 1000,	  /* nothing at all received this long: the connection is dead */
+	SILENCES_DOWN = 2,	  /* silent connections in a row that mark an upstream down */
+	BUSY_INFLIGHT = 32,	  /* jobs on a connection before another one opens */
+	SAMPLE_EVERY = 16,	  /* fastest: one job in this many samples another upstream */
 };
 
 /* What a job's timer checks next. */
@@ -45,7 +46,8 @@ struct upstream {
 	uint32_t identity;				  /* stable across reloads: from the spec */
 	struct transport_conn *conns[UPSTREAM_MAX_CONNS]; /* open connections */
 	unsigned n_conns;
-	bool down;		   /* skipped while another upstream is usable */
+	bool down;		   /* not used; probed in the background */
+	bool wanted;		   /* a job wanted it since the last probe began */
 	unsigned failures;	   /* consecutive failures; reset by an answer */
 	unsigned silences;	   /* consecutive silent connections */
 	uv_timer_t probe_timer;	   /* background re-probe while down */
@@ -141,12 +143,17 @@ static struct upstream_set *current(struct upstream_set *set)
 	return set;
 }
 
+/* When to probe a down upstream again: soon while queries want it, so that
+ * it is used within a second of coming back; once a minute while nothing
+ * does, so that a dead one costs nothing. */
 static unsigned backoff_ms(const struct upstream *up)
 {
 	unsigned shift = up->failures ? up->failures - 1 : 0;
 	unsigned ms = BACKOFF_FIRST_MS << (shift < 5 ? shift : 5);
 
-	return ms < BACKOFF_MAX_MS ? ms : BACKOFF_MAX_MS;
+	if (!up->wanted)
+		return BACKOFF_IDLE_MS;
+	return ms < BACKOFF_DEMAND_MS ? ms : BACKOFF_DEMAND_MS;
 }
 
 /* A connection attempt failed, or connections went silent: down, with a
@@ -156,6 +163,7 @@ static void mark_down(struct upstream *up, const char *why)
 	up->failures++;
 	up->down = true;
 	unsigned ms = backoff_ms(up);
+	up->wanted = false; /* a new wait: does anything want it before it ends? */
 	uv_timer_start(&up->probe_timer, probe_cb, ms, 0);
 	log_info("upstream %s is down (%s); probing again in %u ms (failure %u in a row)",
 		 up->spec->label, why, ms, up->failures);
@@ -209,6 +217,16 @@ static unsigned active_attempts(const struct upstream_job *job)
 	return n;
 }
 
+/* A job would use @up: while it is down, probe it at least every
+ * BACKOFF_DEMAND_MS, so that it is used within a second of coming back. */
+static void want(struct upstream *up)
+{
+	up->wanted = true;
+	if (up->down && uv_is_active((uv_handle_t *)&up->probe_timer) &&
+	    uv_timer_get_due_in(&up->probe_timer) > BACKOFF_DEMAND_MS)
+		uv_timer_start(&up->probe_timer, probe_cb, BACKOFF_DEMAND_MS, 0);
+}
+
 static bool attempted(const struct upstream_job *job, const struct upstream *up)
 {
 	for (unsigned i = 0; i < UPSTREAM_MAX_ACTIVE; i++)
@@ -250,8 +268,12 @@ static struct upstream *choose(struct upstream_set *set, const struct upstream_j
 	struct upstream *best = NULL;
 	unsigned n_usable = 0;
 
-	for (unsigned i = 0; i < set->n; i++)
-		n_usable += usable(&set->ups[i], job);
+	for (unsigned i = 0; i < set->n; i++) {
+		struct upstream *up = &set->ups[i];
+		n_usable += usable(up, job);
+		if (up->down && !tried(job, up))
+			want(up);
+	}
 	if (n_usable) {
 		enum options_policy policy = set->env->cfg->policy;
 		/* The nth usable upstream: in order, in turn, or (fastest) a random
@@ -278,17 +300,12 @@ static struct upstream *choose(struct upstream_set *set, const struct upstream_j
 		}
 		return best;
 	}
-	/* Every upstream left is down: probe the one whose backoff ends first,
-	 * now, rather than make this client wait for it. */
-	for (unsigned i = 0; i < set->n; i++) {
-		struct upstream *up = &set->ups[i];
-		if (tried(job, up) || attempted(job, up))
-			continue;
-		if (!best ||
-		    uv_timer_get_due_in(&up->probe_timer) < uv_timer_get_due_in(&best->probe_timer))
-			best = up;
-	}
-	return best;
+	/* Every upstream left is down: none is used, so that the job fails at
+	 * once (or is served stale) instead of waiting for a connection that
+	 * just failed -- or hangs, on a network that drops packets.  The
+	 * background probes find the way back; that jobs want these upstreams
+	 * keeps them frequent. */
+	return NULL;
 }
 
 /* The connection for a new job: the least busy one that takes jobs;
@@ -354,6 +371,7 @@ static bool send_to(struct upstream *up, struct upstream_job *job, bool free_sen
 		return false;
 	if (!free_send)
 		job->sends++;
+	want(up);
 	a->conn = c;
 	a->up = up;
 	a->key = key;

@@ -8,10 +8,10 @@
  *
  * Health: an upstream whose connection fails before it is ready (refused,
  * unreachable, TLS failure) or goes silent twice in a row is "down": no job
- * is sent to it while another is usable, and it is re-probed in the
- * background (a new connection) after an exponential backoff capped at 4 s.
- * When every upstream a job could use is down, that job probes one at
- * once.  An answer from an upstream makes it fully healthy again.
+ * is sent to it, and it is re-probed in the background (a new connection)
+ * after a backoff: 250 ms doubling up to 1 s while jobs want it, 60 s while
+ * nothing does.  When every upstream a job could use is down, the job fails
+ * at once.  An answer from an upstream makes it fully healthy again.
  *
  * Speed: each upstream keeps a smoothed RTT (RFC 6298 style).  A job whose
  * upstream has not answered within an adaptive delay (bounded below and

@@ -651,7 +651,38 @@ static void down_upstream_probed_after_250ms_and_ready_answer_heal_it(void **sta
 	assert_ptr_equal(holder(t), probe);
 }
 
-static void failed_probe_doubles_backoff_to_500ms(void **state)
+/* Every upstream down: a job fails at once and opens nothing (on a network
+ * that drops packets, a connection would only make it wait); the jobs that
+ * wanted the upstream keep its background probes frequent. */
+static void down_upstream_fails_jobs_at_once_and_demand_doubles_the_backoff(void **state)
+{
+	(void)state;
+	start_world("a", "failover", "2000");
+	struct tjob *t = job_new("example.com", TYPE_A);
+
+	job_start(t);
+	connect_fails(holder(t), t); /* failure 1: probe in 250 ms */
+	assert_int_equal(t->failed, 1);
+	assert_int_equal(t->metric, METRIC_servfail_no_upstream);
+	job_start(t);
+	assert_int_equal(t->failed, 1); /* at once */
+	assert_int_equal(n_conns, 1);	/* no connection for it */
+
+	run_for(300);
+	assert_int_equal(n_conns, 2); /* the probe */
+	struct fake_conn *probe = conns[1];
+	assert_int_equal(probe->n_sent, 0);
+	job_start(t); /* wanted while the probe is under way */
+	assert_int_equal(t->failed, 1);
+	drive_closed(probe, TRANSPORT_CLOSED_FAILED); /* failure 2 */
+	run_for(400);
+	assert_int_equal(n_conns, 2); /* not at 250 ms */
+	run_for(200);
+	assert_int_equal(n_conns, 3); /* at 500 ms */
+}
+
+/* Nothing wants a down upstream: it is probed once a minute, not more. */
+static void unwanted_down_upstream_is_probed_once_a_minute(void **state)
 {
 	(void)state;
 	start_world("a", "failover", "2000");
@@ -659,19 +690,12 @@ static void failed_probe_doubles_backoff_to_500ms(void **state)
 
 	job_start(t);
 	connect_fails(holder(t), t);
-	assert_int_equal(t->failed, 1);
-	assert_int_equal(t->metric, METRIC_servfail_no_upstream);
-	/* Every upstream is down: the next job probes one at once. */
-	job_start(t);
+	run_for(300);
 	assert_int_equal(n_conns, 2);
-	connect_fails(holder(t), t);
+	drive_closed(conns[1], TRANSPORT_CLOSED_FAILED); /* no job wanted it meanwhile */
+	run_for(1200);
+	assert_int_equal(n_conns, 2); /* with demand it would have come at 500 ms */
 	assert_int_equal(t->failed, 1);
-
-	run_for(350);
-	assert_int_equal(n_conns, 2); /* not at 250 ms */
-	run_for(200);
-	assert_int_equal(n_conns, 3);
-	assert_int_equal(conns[2]->n_sent, 0);
 }
 
 static void answer_resets_backoff_to_250ms(void **state)
@@ -680,16 +704,22 @@ static void answer_resets_backoff_to_250ms(void **state)
 	start_world("a", "failover", "2000");
 	struct tjob *t = job_new("example.com", TYPE_A);
 
-	for (unsigned i = 0; i < 2; i++) {
-		job_start(t);
-		connect_fails(holder(t), t);
-	}
-	/* Failure 2 (500 ms); the third connection answers, then the server
-	 * closes it, idle: routine. */
+	job_start(t);
+	connect_fails(holder(t), t); /* failure 1 */
+	run_for(300);
+	struct fake_conn *probe = conns[1];
+	job_start(t);				      /* wanted */
+	drive_closed(probe, TRANSPORT_CLOSED_FAILED); /* failure 2: 500 ms */
+	run_for(600);
+	assert_int_equal(n_conns, 3);
+	/* This probe works: the upstream is up, a job is answered on it, then
+	 * the server closes it, idle: routine. */
+	drive_ready(conns[2]);
 	struct fake_conn *c = start_ready(t);
+	assert_ptr_equal(c, conns[2]);
 	assert_true(answer(c, t));
 	server_closes(c, TRANSPORT_CLOSED_BY_SERVER);
-	/* The next failure is the first again. */
+	/* The next failure is the first again: 250 ms. */
 	job_start(t);
 	connect_fails(holder(t), t);
 	assert_int_equal(n_conns, 4);
@@ -994,7 +1024,8 @@ int main(void)
 		TEST(fastest_prefers_lowest_srtt_and_samples_others_one_in_16),
 		TEST(failed_connect_moves_job_to_next_upstream_and_marks_first_down),
 		TEST(down_upstream_probed_after_250ms_and_ready_answer_heal_it),
-		TEST(failed_probe_doubles_backoff_to_500ms),
+		TEST(down_upstream_fails_jobs_at_once_and_demand_doubles_the_backoff),
+		TEST(unwanted_down_upstream_is_probed_once_a_minute),
 		TEST(answer_resets_backoff_to_250ms),
 		TEST(hedge_after_400ms_without_sample_first_answer_wins),
 		TEST(hedge_after_100ms_minimum_original_answer_wins),
