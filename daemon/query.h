@@ -40,7 +40,7 @@ struct query_env {
 		struct upstream_set *upstreams;
 	} zones[OPTIONS_MAX_ZONES];
 	unsigned n_zones;
-	bool draining;			/**< shutting down: no new queries */
+	bool draining; /**< shutting down: no new queries */
 	/** Called (from a completion) when the last query in flight ends
 	 * while draining. */
 	void (*drained)(void *arg);

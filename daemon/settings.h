@@ -22,7 +22,7 @@ struct settings {
 	/** The forward zones' names in wire form (cfg.zones[i].name). */
 	uint8_t zone_wire[OPTIONS_MAX_ZONES][WIRE_MAX_NAME];
 	size_t zone_wire_len[OPTIONS_MAX_ZONES];
-	unsigned refs;		     /**< atomic; freed at 0 */
+	unsigned refs; /**< atomic; freed at 0 */
 };
 
 /**
