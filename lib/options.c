@@ -302,9 +302,9 @@ static int parse_plain_upstream(const char *spec, struct options_upstream *up, c
 	if (has_port)
 		snprintf(addr, sizeof(addr), "%s", rest);
 	else if (strchr(rest, ':') && !bracketed)
-		snprintf(addr, sizeof(addr), "[%s]:%u", rest, OPTIONS_DEFAULT_PORT_PLAIN);
+		snprintf(addr, sizeof(addr), "[%s]:%u", rest, (unsigned)OPTIONS_DEFAULT_PORT_PLAIN);
 	else
-		snprintf(addr, sizeof(addr), "%s:%u", rest, OPTIONS_DEFAULT_PORT_PLAIN);
+		snprintf(addr, sizeof(addr), "%s:%u", rest, (unsigned)OPTIONS_DEFAULT_PORT_PLAIN);
 	if (options_parse_listen(addr, &up->addr, err, errlen) < 0)
 		return fail(err, errlen,
 			    "bad upstream '%s': expected udp://IP[:PORT] (IPv6 as udp://[::1]:53)",
