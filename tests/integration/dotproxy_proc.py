@@ -34,12 +34,6 @@ def binary_path():
     return os.environ.get("DOTPROXY") or os.path.join(REPO_ROOT, "build", "dotproxy")
 
 
-def run_binary(*args, timeout=10):
-    """Run the binary to completion (--check-config, --help, bad arguments)."""
-    return subprocess.run([binary_path(), *[str(a) for a in args]], capture_output=True,
-                          text=True, timeout=timeout)
-
-
 def check_binary(path):
     """Raise FileNotFoundError with a helpful message unless `path` is runnable."""
     if not os.path.isfile(path):

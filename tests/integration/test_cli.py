@@ -9,11 +9,12 @@ import time
 import dns.rcode
 import pytest
 
-from dotproxy_proc import binary_path, run_binary
+from dotproxy_proc import binary_path, run_cli
 from netutil import free_port
 
 
-run = run_binary
+def run(*args, timeout=10):
+    return run_cli([str(a) for a in args], timeout=timeout)
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -9,7 +9,7 @@ import signal
 
 import dns.rcode
 
-from dotproxy_proc import run_binary, upstream_arg
+from dotproxy_proc import run_cli, upstream_arg
 
 
 def names_seen(up):
@@ -83,13 +83,13 @@ def test_zones_are_reloaded(fake_upstream, dotproxy, workdir):
 
 
 def test_plain_dns_only_inside_a_zone():
-    r = run_binary("--upstream", "udp://127.0.0.1:53", "--check-config")
+    r = run_cli(["--upstream", "udp://127.0.0.1:53", "--check-config"])
     assert r.returncode == 2
     assert "cleartext" in r.stderr and "--forward-zone" in r.stderr
-    r = run_binary("--forward-zone", ".=udp://127.0.0.1", "--check-config")
+    r = run_cli(["--forward-zone", ".=udp://127.0.0.1", "--check-config"])
     assert r.returncode == 2 and "cleartext" in r.stderr
-    r = run_binary("--forward-zone", "home.arpa=udp://127.0.0.1:5353",
-                            "--check-config")
+    r = run_cli(["--forward-zone", "home.arpa=udp://127.0.0.1:5353",
+                            "--check-config"])
     assert r.returncode == 0, r.stderr
 
 
@@ -99,9 +99,9 @@ def test_bad_forward_zones_are_configuration_errors():
                      ("home.arpa=", "no upstream"),
                      ("home.arpa=udp://printer", "udp://IP"),
                      ("home.arpa=127.0.0.1@99999", "port")]:
-        r = run_binary("--forward-zone", bad, "--check-config")
+        r = run_cli(["--forward-zone", bad, "--check-config"])
         assert r.returncode == 2, bad
         assert why in r.stderr, (bad, r.stderr)
-    r = run_binary("--forward-zone", "a.example=udp://127.0.0.1",
-                            "--forward-zone", "A.example.=udp://127.0.0.2", "--check-config")
+    r = run_cli(["--forward-zone", "a.example=udp://127.0.0.1",
+                            "--forward-zone", "A.example.=udp://127.0.0.2", "--check-config"])
     assert r.returncode == 2 and "given twice" in r.stderr
