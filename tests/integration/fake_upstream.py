@@ -26,8 +26,18 @@ a well-behaved server, see DEFAULT_BEHAVIOUR):
                    close; queries read after that are recorded, never
                    answered. K=0 closes as soon as the first query is read.
   close_mode       "notify": TLS close_notify then TCP FIN (a polite server);
+                   "fin": a bare TCP FIN after the answers already sent, no
+                   close_notify (a server that just close()s its socket);
                    "reset": TCP RST, no close_notify (a crashed one).
+                   After "notify" or "fin" the fake keeps reading (and
+                   dropping) what the peer still sends, until the peer
+                   closes or LINGER_SECONDS pass, so the close stays a FIN:
+                   a socket closed with unread bytes would send a RST.
   stall            read and record queries, never answer.
+  hold             read and record queries, answer none for now; set(hold=False)
+                   then answers every held query on its own connection (those
+                   whose connection closed meanwhile are dropped), so a test
+                   can keep queries in flight for exactly as long as it wants.
   stall_handshake  accept TCP, never speak TLS (ClientHello is ignored).
   wrong_id         answer with ID xor 0x5a5a, nothing else.
   wrong_question   answer with the right ID for "evil.<qname>", nothing else.
@@ -71,6 +81,8 @@ import dns.rrset
 
 log = logging.getLogger("fake_upstream")
 
+CLOSE_MODES = ("notify", "fin", "reset")
+
 DEFAULT_BEHAVIOUR = {
     "responder": None,
     "delay": 0,
@@ -78,6 +90,7 @@ DEFAULT_BEHAVIOUR = {
     "close_after": None,
     "close_mode": "notify",
     "stall": False,
+    "hold": False,
     "stall_handshake": False,
     "wrong_id": False,
     "wrong_question": False,
@@ -102,6 +115,9 @@ NEGATIVE_TTL = 60
 EDNS_PAYLOAD = 1232
 
 _KEEPALIVE_OPTION = 11  # RFC 7828 edns-tcp-keepalive
+
+# How long a connection we closed ("notify", "fin") keeps reading after its FIN.
+LINGER_SECONDS = 2.0
 
 
 def _first_label(name):
@@ -183,7 +199,9 @@ class _Conn(asyncio.Protocol):
         self.tasks = set()
         self.closed = False
         self.trickling = False
+        self.on_hold = []         # queries read under `hold`, to answer when it ends
         self.idle_handle = None
+        self.linger_handle = None  # closes a connection lingering after our FIN
 
     # -- asyncio.Protocol -------------------------------------------------
 
@@ -278,13 +296,14 @@ class _Conn(asyncio.Protocol):
         self._flush()
 
     def close(self, mode="notify"):
-        """Close per `mode`: "notify" (close_notify, then FIN) or "reset" (RST)."""
+        """Close per `mode`: "notify" (close_notify, then FIN), "fin" (FIN alone)
+        or "reset" (RST)."""
         if self.closed:
             return
         if mode == "reset":
             self.abort(reset=True)
             return
-        if self.handshaken:
+        if self.handshaken and mode != "fin":
             try:
                 self.tls.unwrap()  # sends close_notify...
             except ssl.SSLWantReadError:
@@ -294,7 +313,23 @@ class _Conn(asyncio.Protocol):
             self._flush()
         self.closed = True
         self._cancel_timers()
-        self.transport.close()  # FIN once the close_notify is written
+        self._linger()
+
+    def _linger(self):
+        """FIN once everything written is out, then read and drop what still
+        arrives until the peer closes too (or LINGER_SECONDS pass).
+
+        Closing the socket at once would leave the queries the peer sent
+        meanwhile unread, and a close with unread bytes is a TCP RST that also
+        throws away answers still in our send queue: "answer K, then FIN"
+        would now and then become "answer fewer, then RST".
+        """
+        try:
+            self.transport.write_eof()
+        except (OSError, NotImplementedError):  # the peer is already gone
+            self.transport.close()
+            return
+        self.linger_handle = self.srv._loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def abort(self, reset=False):
         """Drop the connection now; reset=True makes it a TCP RST, after what was sent."""
@@ -347,6 +382,9 @@ class _Conn(asyncio.Protocol):
         if self.idle_handle is not None:
             self.idle_handle.cancel()
             self.idle_handle = None
+        if self.linger_handle is not None:
+            self.linger_handle.cancel()
+            self.linger_handle = None
         for t in list(self.tasks):
             t.cancel()
 
@@ -372,6 +410,10 @@ class _Conn(asyncio.Protocol):
         n = self.nread
         self.nread += 1
         if b["stall"]:
+            return
+        if b["hold"]:
+            if msg is not None:
+                self.on_hold.append(msg)
             return
         if b["close_after"] is not None and n >= b["close_after"]:
             # Not answered. If nothing earlier is still on its way out, this
@@ -549,7 +591,7 @@ class FakeUpstream:
         task.add_done_callback(self._bg_tasks.discard)
 
     def drop_connections(self, mode="notify"):
-        """Close every open connection (per `mode`) but keep listening."""
+        """Close every open connection (per `mode`, one of CLOSE_MODES) but keep listening."""
         async def go():
             for c in list(self._conns):
                 c.close(mode)
@@ -558,14 +600,38 @@ class FakeUpstream:
     # -- behaviour ---------------------------------------------------------------
 
     def set(self, **behaviour):
-        """Change behaviour; applies to queries and connections from now on."""
+        """Change behaviour; applies to queries and connections from now on.
+
+        Ending `hold` (hold=False) also answers the queries held so far, per
+        the new behaviour, before returning.
+        """
         for k, v in behaviour.items():
             if k not in DEFAULT_BEHAVIOUR:
                 raise TypeError(f"unknown FakeUpstream behaviour {k!r}")
-            if k == "close_mode" and v not in ("notify", "reset"):
-                raise ValueError("close_mode must be 'notify' or 'reset'")
+            if k == "close_mode" and v not in CLOSE_MODES:
+                raise ValueError(f"close_mode must be one of {CLOSE_MODES}")
         with self._lock:
             self._behaviour.update(behaviour)
+        if "hold" in behaviour and not behaviour["hold"] and getattr(self, "_loop", None):
+            self._call(self._release_held())
+
+    async def _release_held(self):
+        b = self._snapshot()
+        for c in list(self._conns):
+            held, c.on_hold = c.on_hold, []
+            for msg in held:
+                if not c.closed:
+                    c._spawn(c._answer(msg, b))
+
+    @property
+    def held(self):
+        """How many queries `hold` is keeping unanswered on open connections."""
+        if self._loop is None:
+            return 0
+
+        async def count():
+            return sum(len(c.on_hold) for c in self._conns if not c.closed)
+        return self._call(count())
 
     def _snapshot(self):
         with self._lock:
