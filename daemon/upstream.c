@@ -171,6 +171,7 @@ static void mark_down(struct upstream *up, const char *why)
 
 static struct transport_conn *open_conn(struct upstream *up)
 {
+	require(up->n_conns < UPSTREAM_MAX_CONNS);
 	struct transport_conn *c = up->ops->open(up->set->env, up->spec, up->peer, &events, up);
 
 	if (c)
@@ -326,9 +327,10 @@ static struct transport_conn *pick_conn(struct upstream *up)
 		}
 	}
 	if (best &&
-	    (best_load < BUSY_INFLIGHT || up->n_conns >= up->set->env->cfg->max_connections ||
-	     up->n_conns == UPSTREAM_MAX_CONNS))
+	    (best_load < BUSY_INFLIGHT || up->n_conns >= up->set->env->cfg->max_connections))
 		return best;
+	if (up->n_conns == UPSTREAM_MAX_CONNS)
+		return best; /* the hard bound of conns[], even when every one is full */
 	struct transport_conn *c = open_conn(up);
 	if (!c) {
 		mark_down(up, "cannot connect");
