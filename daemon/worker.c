@@ -11,6 +11,7 @@
 #include "daemon/listen_tcp.h"
 #include "daemon/listen_udp.h"
 #include "daemon/loop.h"
+#include "daemon/plain.h"
 #include "daemon/query.h"
 #include "daemon/settings.h"
 #include "daemon/stream.h"
@@ -55,11 +56,11 @@ struct worker {
 	uv_thread_t thread;
 };
 
-/* Every upstream is DoT for now; DoH and plain DNS will choose here. */
+/* How each upstream spec is reached: udp:// (only ever in a forward zone)
+ * is plain DNS, everything else DoT. */
 static const struct transport_ops *transport_for(const struct options_upstream *spec)
 {
-	(void)spec;
-	return &dot_transport;
+	return spec->transport == OPTIONS_TRANSPORT_PLAIN ? &plain_transport : &dot_transport;
 }
 
 static bool busy(void *arg)
