@@ -1,8 +1,8 @@
 /*
  * The upstream transport interface: how the upstream layer (pool, policy,
  * health, hedging) talks to connections without knowing what carries them
- * (DoT today; DoH and plain DNS later, each a new file implementing these
- * ops).
+ * (DoT and plain DNS today, daemon/dot.c and daemon/plain.c; DoH later, a
+ * new file implementing these ops).
  *
  * Downward, ops: open a connection, send a job (the transport returns its
  * own key for it: the DNS ID for DoT, a stream ID for DoH), cancel a key,
