@@ -12,6 +12,7 @@ Quick reference:
     unbound         a running UnboundDoT with certs.good and the default records
     unbound_factory unbound_factory(records=..., extra_conf=..., tls=(cert, key))
     fake_upstream   fake_upstream(tls=(cert, key), **behaviour) -> started FakeUpstream
+    fake_plain      fake_plain(**behaviour) -> started FakePlain (plain DNS, UDP and TCP)
     dotproxy        dotproxy(upstreams=[...], extra_args=[...], listen=None, ...) -> DotProxy
 Query helpers (also importable from netutil): udp_query, tcp_query, dot_query.
 """
@@ -28,6 +29,7 @@ if HERE not in sys.path:  # whatever pytest's import mode, our modules import by
     sys.path.insert(0, HERE)
 
 from dotproxy_proc import AUTH_NAME, DotProxy, binary_path, check_binary, upstream_arg  # noqa: E402
+from fake_plain import FakePlain  # noqa: E402
 from fake_upstream import FakeUpstream  # noqa: E402
 from netutil import dot_query, free_port, tcp_query, udp_query  # noqa: E402
 from pki import PKI  # noqa: E402
@@ -158,6 +160,25 @@ def unbound_factory(request, workdir, certs):
 def unbound(unbound_factory):
     """A running private unbound serving DoT with certs.good."""
     return unbound_factory()
+
+
+@pytest.fixture
+def fake_plain():
+    """Factory: fake_plain(**behaviour) -> started FakePlain, stopped at teardown."""
+    started = []
+
+    def start(**kw):
+        f = FakePlain(**kw)
+        started.append(f)
+        return f.start()
+
+    yield start
+    errors = []
+    for f in started:
+        f.stop()
+        errors += [f"fake plain server :{f.port}: {e}" for e in f.errors]
+    if errors:
+        pytest.fail("the fake plain server itself failed:\n" + "\n".join(errors), pytrace=False)
 
 
 @pytest.fixture

@@ -22,8 +22,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from dotproxy_proc import run_binary
-from fake_plain import FakePlain
+from dotproxy_proc import run_cli
 from fake_upstream import ANSWER_A, BIG_COUNT, POISON_A
 from netutil import free_port, wait_udp_dns
 from procutil import wait_for
@@ -86,25 +85,6 @@ def unbound_plain(workdir):
     u.start()
     yield u
     u.stop()
-
-
-@pytest.fixture
-def fake_plain():
-    """Factory: fake_plain(**behaviour) -> started FakePlain, stopped at teardown."""
-    started = []
-
-    def start(**kw):
-        f = FakePlain(**kw)
-        started.append(f)
-        return f.start()
-
-    yield start
-    errors = []
-    for f in started:
-        f.stop()
-        errors += [f"fake plain server :{f.port}: {e}" for e in f.errors]
-    if errors:
-        pytest.fail("the fake plain server itself failed:\n" + "\n".join(errors), pytrace=False)
 
 
 # -- a real server ----------------------------------------------------------------------------
@@ -354,12 +334,12 @@ def test_sockets_are_closed_when_queries_end(unbound, fake_plain, dotproxy, stal
 # -- configuration --------------------------------------------------------------------------
 
 def test_plain_dns_as_a_default_upstream_exits_2_saying_why(workdir):
-    r = run_binary("--listen", f"127.0.0.1:{free_port()}", "--upstream", "udp://127.0.0.1:53")
+    r = run_cli(["--listen", f"127.0.0.1:{free_port()}", "--upstream", "udp://127.0.0.1:53"])
     assert r.returncode == 2
     assert "cleartext" in r.stderr and "--forward-zone" in r.stderr, r.stderr
     conf = workdir / "plain.conf"
     conf.write_text("upstream udp://192.0.2.1\n")
-    r = run_binary("--config", conf, "--check-config")
+    r = run_cli(["--config", str(conf), "--check-config"])
     assert r.returncode == 2 and "cleartext" in r.stderr, r.stderr
 
 
