@@ -8,6 +8,7 @@
 #include "lib/localzone.h"
 
 #include "lib/log.h"
+#include "lib/options.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -33,6 +34,7 @@ enum {
 	BLOCK_TTL = 60,
 	OUR_UDP_PAYLOAD = 1232, /* DNS flag day 2020, as in wire.c */
 	MAX_LABELS = 128,	/* 127 one-byte labels and the root fill 255 bytes */
+	ZONE_OFF = 255,		/* a zone's index in zone_defs when it is switched off */
 	PTR_TO_QNAME = 0xc000 | WIRE_HEADER_LEN, /* the question name, right after the header */
 };
 
@@ -215,7 +217,7 @@ static int set_add(struct nameset *s, const uint8_t *name, size_t len, uint32_t 
 	uint8_t *p = s->arena + s->used;
 	p[0] = (uint8_t)len;
 	memcpy(p + 1, name, len);
-	if (s->extra)
+	if (s->extra && extra)
 		memcpy(p + 1 + len, extra, s->extra);
 	place(s, hash, (uint32_t)s->used);
 	s->used += rec;
@@ -341,8 +343,11 @@ struct wire_name {
 };
 
 struct localzone {
-	struct nameset zones;		   /* zone apexes; extra byte: index in zone_defs */
+	struct nameset zones;		   /* zone apexes; extra byte: index in zone_defs,
+					    * or ZONE_OFF */
+	struct nameset forward;		   /* forward zones: no built-in zone at or below */
 	struct nameset blocked;		   /* blocklisted names */
+	struct localdata *data;		   /* owned; first in precedence */
 	struct wire_name ptr[N_ZONE_DEFS]; /* zone_defs[i].ptr in wire form */
 	enum localzone_block_action action;
 };
@@ -676,7 +681,11 @@ struct localzone *localzone_new(void)
 		return NULL;
 	lz->action = LOCALZONE_BLOCK_NXDOMAIN;
 	/* 256 slots: the ~110 built-in apexes at a load under one half. */
-	if (set_init(&lz->zones, 256, 1) || set_init(&lz->blocked, 16, 0))
+	if (set_init(&lz->zones, 256, 1) || set_init(&lz->blocked, 16, 0) ||
+	    set_init(&lz->forward, 16, 0))
+		goto fail;
+	lz->data = localdata_new();
+	if (!lz->data)
 		goto fail;
 	for (size_t i = 0; i < N_ZONE_DEFS; i++) {
 		const struct zone_def *z = &zone_defs[i];
@@ -724,7 +733,123 @@ void localzone_free(struct localzone *lz)
 		return;
 	set_deinit(&lz->zones);
 	set_deinit(&lz->blocked);
+	set_deinit(&lz->forward);
+	localdata_free(lz->data);
 	free(lz);
+}
+
+/* ---- forward zones, switches, configuration ------------------------------ */
+
+struct localdata *localzone_data(struct localzone *lz)
+{
+	return lz->data;
+}
+
+size_t localzone_data_count(const struct localzone *lz)
+{
+	return localdata_count(lz->data);
+}
+
+int localzone_forward_zone(struct localzone *lz, const char *zone, char *err, size_t errlen)
+{
+	uint8_t wire[WIRE_MAX_NAME];
+	size_t n = strlen(zone), len;
+
+	report(err, errlen, "%s", "");
+	if (n == 1 && zone[0] == '.')
+		return 0;
+	len = n ? text_to_wire(zone, n, wire, err, errlen) : 0;
+	if (!len) {
+		if (!n)
+			report(err, errlen, "empty zone name");
+		return -EINVAL;
+	}
+	int rc = set_add(&lz->forward, wire, len, name_hash(wire, len), NULL, 1 << 16);
+	if (rc < 0)
+		report(err, errlen, "%s",
+		       rc == -ENOMEM ? "out of memory" : "too many forward zones");
+	return rc < 0 ? rc : 0;
+}
+
+/* The built-in apexes, for an error message: "localhost, invalid, ...". */
+static void list_builtin(char *buf, size_t cap)
+{
+	size_t o = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < N_ZONE_DEFS && o < cap; i++) {
+		const struct zone_def *z = &zone_defs[i];
+		const char *sep = i ? ", " : "";
+		int k = z->last ? snprintf(buf + o, cap - o, "%s{%u..%u}.%s", sep, z->first,
+					   z->last, z->apex)
+				: snprintf(buf + o, cap - o, "%s%s", sep, z->apex);
+		if (k < 0)
+			break;
+		o += (size_t)k;
+	}
+}
+
+int localzone_disable_builtin(struct localzone *lz, const char *zone, char *err, size_t errlen)
+{
+	uint8_t wire[WIRE_MAX_NAME];
+	char why[160], list[1024];
+	size_t n = strlen(zone);
+	size_t len =
+	    n && strcmp(zone, ".") != 0 ? text_to_wire(zone, n, wire, why, sizeof(why)) : 0;
+	uint32_t ref = len ? set_find(&lz->zones, wire, len, name_hash(wire, len)) : 0;
+
+	if (!ref) {
+		list_builtin(list, sizeof(list));
+		report(err, errlen, "'%.*s' is not a built-in zone; they are: %s", 255, zone, list);
+		return -EINVAL;
+	}
+	lz->zones.arena[ref + 1 + len] = ZONE_OFF;
+	report(err, errlen, "%s", "");
+	return 0;
+}
+
+struct localzone *localzone_from_config(const struct config *cfg, char *err, size_t errlen)
+{
+	struct localzone *lz = localzone_new();
+	char why[1536];
+
+	if (!lz) {
+		report(err, errlen, "out of memory");
+		return NULL;
+	}
+	localzone_set_block_action(lz, (enum localzone_block_action)cfg->block_action);
+	for (unsigned i = 0; i < cfg->n_no_builtin; i++) {
+		if (localzone_disable_builtin(lz, cfg->no_builtin[i], why, sizeof(why))) {
+			report(err, errlen, "--no-builtin-zone %s: %s", cfg->no_builtin[i], why);
+			goto fail;
+		}
+	}
+	for (unsigned i = 0; i < cfg->n_zones; i++) {
+		if (localzone_forward_zone(lz, cfg->zones[i].name, why, sizeof(why))) {
+			report(err, errlen, "--forward-zone %s: %s", cfg->zones[i].name, why);
+			goto fail;
+		}
+	}
+	for (unsigned i = 0; i < cfg->n_local_data; i++) {
+		if (localdata_add_line(lz->data, cfg->local_data[i], why, sizeof(why))) {
+			report(err, errlen, "--local-data '%s': %s", cfg->local_data[i], why);
+			goto fail;
+		}
+	}
+	for (unsigned i = 0; i < cfg->n_hosts; i++) {
+		if (localdata_load_hosts(lz->data, cfg->hosts[i], why, sizeof(why))) {
+			report(err, errlen, "--hosts %s", why);
+			goto fail;
+		}
+	}
+	if (cfg->block_file[0] && localzone_load_blocklist(lz, cfg->block_file, why, sizeof(why))) {
+		report(err, errlen, "--block %s", why);
+		goto fail;
+	}
+	return lz;
+fail:
+	localzone_free(lz);
+	return NULL;
 }
 
 /* ---- replies ----------------------------------------------------------- */
@@ -864,8 +989,9 @@ static void answer_local(const struct localzone *lz, size_t zi, const struct wir
 	uint16_t t = info->q.qtype;
 	bool any = t == TYPE_ANY, apex = apex_off == 0;
 	bool ptr_node = ptr->len == nlen && memcmp(ptr->name, name, nlen) == 0;
-	bool exists =
-	    apex || z->kind != ZONE_EMPTY || (ptr->len && ancestor_or_self(name, nlen, ptr));
+	bool exists = apex || z->kind != ZONE_EMPTY ||
+		      (ptr->len && ancestor_or_self(name, nlen, ptr)) ||
+		      localdata_exists(lz->data, name, nlen);
 	unsigned an = 0, ns = 0;
 
 	begin(w, info, WIRE_FLAG_AA);
@@ -948,6 +1074,9 @@ enum localzone_verdict localzone_lookup(const struct localzone *lz, const struct
 	if (!info->has_question || wire_opcode(info->flags) != 0 ||
 	    info->q.qclass != WIRE_CLASS_IN || nlen > WIRE_MAX_NAME)
 		return LOCALZONE_FORWARD;
+	/* Local data owns its names, whatever zone they lie in. */
+	if (localdata_lookup(lz->data, info, out, cap, len) == LOCALDATA_ANSWER)
+		return LOCALZONE_DATA;
 	for (size_t i = 0; i < nlen; i++)
 		name[i] = lower(info->q.name[i]);
 	int n = label_offsets(name, nlen, offs);
@@ -967,20 +1096,32 @@ enum localzone_verdict localzone_lookup(const struct localzone *lz, const struct
 	}
 	/* From the top-level label down: a built-in zone found at any depth
 	 * wins over a blocked parent (blocking "arpa" must not turn private
-	 * reverse look-ups into blocked ones, nor break localhost). */
+	 * reverse look-ups into blocked ones, nor break localhost), unless a
+	 * forward zone covers the name: at or above the built-in zone it
+	 * drops the zone, below it it takes its own subtree. */
+	int zone_at = -1;
+	uint8_t zone = 0;
+	bool forwarded = false;
 	for (int i = n; i-- > 0;) {
 		const uint8_t *suffix = name + offs[i];
 		size_t slen = nlen - offs[i];
-		uint32_t ref = set_find(&lz->zones, suffix, slen, hashes[i]);
-		if (ref) {
-			struct writer w = { out, cap, 0, false };
-			answer_local(lz, lz->zones.arena[ref + 1 + slen], info, name, offs[i], &w,
-				     len);
-			return LOCALZONE_LOCAL;
+		uint32_t ref = zone_at < 0 ? set_find(&lz->zones, suffix, slen, hashes[i]) : 0;
+		if (ref && lz->zones.arena[ref + 1 + slen] != ZONE_OFF) {
+			zone_at = i;
+			zone = lz->zones.arena[ref + 1 + slen];
+			if (!lz->forward.count)
+				break;
 		}
+		if (lz->forward.count && set_find(&lz->forward, suffix, slen, hashes[i]))
+			forwarded = true;
 		if (!blocked && lz->blocked.count &&
 		    set_find(&lz->blocked, suffix, slen, hashes[i]))
 			blocked = true;
+	}
+	if (zone_at >= 0 && !forwarded) {
+		struct writer w = { out, cap, 0, false };
+		answer_local(lz, zone, info, name, offs[zone_at], &w, len);
+		return LOCALZONE_LOCAL;
 	}
 	if (!blocked)
 		return LOCALZONE_FORWARD;

@@ -1,30 +1,42 @@
 /*
- * Local policy: names answered here and never sent upstream.  Two sources:
- * built-in zones that only mean something on this host or this network
- * (localhost, private reverse zones, .local, ... per RFC 6761, RFC 6303 and
- * their successors), and an operator's blocklist of names, each blocking
- * itself and every name below it.  The decision runs on every query, so it
- * is a few hash look-ups; the reply is written into the caller's buffer.
+ * Local policy: names answered here and never sent upstream.  Three
+ * sources, in this order of precedence: the operator's local data
+ * (--local-data, --hosts: lib/localdata.h); built-in zones that only mean
+ * something on this host or this network (localhost, private reverse
+ * zones, .local, ... per RFC 6761, RFC 6303 and their successors), less
+ * those switched off or covered by a forward zone; and an operator's
+ * blocklist of names, each blocking itself and every name below it.  The
+ * decision runs on every query, so it is a few hash look-ups; the reply is
+ * written into the caller's buffer.
  *
- * A struct localzone is built once (localzone_new(), then any number of
- * localzone_load_blocklist()) and then only read: localzone_lookup() takes
- * it const and may run in several workers at once.  To reload, build a new
- * one and swap it in.
+ * A struct localzone is built once (localzone_from_config(), or
+ * localzone_new() then any number of localzone_load_blocklist(),
+ * localzone_forward_zone(), localzone_disable_builtin() and additions to
+ * localzone_data()) and then only read: localzone_lookup() takes it const
+ * and may run in several workers at once.  To reload, build a new one and
+ * swap it in.
  */
 #pragma once
 
+#include "lib/localdata.h"
 #include "lib/wire.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
 struct localzone;
+struct config;
 
 enum {
-	/** Every reply localzone_lookup() writes fits in this many bytes, so
-	 * a buffer this big never fails, and no reply ever needs truncation,
-	 * even for a UDP client without EDNS (RFC 1035 §4.2.1). */
+	/** Every reply localzone_lookup() writes for a built-in zone or the
+	 * blocklist fits in this many bytes, so a buffer this big never fails
+	 * for those, and they never need truncation, even for a UDP client
+	 * without EDNS (RFC 1035 §4.2.1). */
 	LOCALZONE_MAX_REPLY = 512,
+	/** Every reply, local data's (LOCALZONE_DATA) included, fits in this
+	 * many bytes.  Local data can pass a client's UDP limit: such a reply
+	 * is the caller's to truncate (TC=1) as it truncates upstream answers. */
+	LOCALZONE_MAX_DATA_REPLY = LOCALDATA_MAX_REPLY,
 	/** Most names one localzone holds from blocklists (memory cap). */
 	LOCALZONE_MAX_BLOCKED = 1 << 24,
 	/** Extended DNS Error "Blocked" (RFC 8914 §4.16), on blocked replies. */
@@ -47,6 +59,7 @@ enum localzone_verdict {
 	LOCALZONE_FORWARD = 0, /**< not ours: send it upstream */
 	LOCALZONE_LOCAL,       /**< in a built-in zone: answered here */
 	LOCALZONE_BLOCKED,     /**< the name or a parent is blocklisted: answered here */
+	LOCALZONE_DATA,	       /**< the name holds local data: answered here (AA=1) */
 };
 
 /**
@@ -58,6 +71,51 @@ struct localzone *localzone_new(void);
 
 /** Free @lz and everything it holds; NULL is allowed. */
 void localzone_free(struct localzone *lz);
+
+/**
+ * Everything @cfg asks of local policy, built at once, for start-up and
+ * each SIGHUP: the built-in zones less each --no-builtin-zone, every
+ * --forward-zone applied (localzone_forward_zone()), the --local-data lines
+ * then the --hosts files in the order given (so an explicit PTR wins over
+ * a hosts file's), the --block file and --block-action.  Returns the
+ * policy, owned by the caller, or NULL with one line in @err naming the
+ * option and the cause: "--hosts /etc/hosts:12: bad address '1.2.3'",
+ * "--local-data 'a.example CNAME b.example': a.example. has other records
+ * already: ...", "--no-builtin-zone foo.: not a built-in zone; they are
+ * ...", "--block /x: No such file or directory", "out of memory".
+ */
+struct localzone *localzone_from_config(const struct config *cfg, char *err, size_t errlen);
+
+/** The local data of @lz, owned by @lz, to add records to while it is
+ * being built (lib/localdata.h): they take precedence over built-in zones
+ * and the blocklist. */
+struct localdata *localzone_data(struct localzone *lz);
+
+/** Number of records of local data (localdata_count()). */
+size_t localzone_data_count(const struct localzone *lz);
+
+/**
+ * Let the names at and below @zone (text, trailing dot optional, any
+ * case) go to the upstreams of a forward zone: built-in zones at or below
+ * it no longer answer (its names are LOCALZONE_FORWARD), and when it lies
+ * inside a built-in zone only its own subtree is forwarded while the rest
+ * of that zone stays local, so the longest match wins.  Local data and
+ * the blocklist still apply to its names.  "." is the default route, not
+ * a zone that overrides anything: accepted, and changes nothing.  Returns
+ * 0, -EINVAL with the reason in @err for a bad name, or -ENOMEM.  Same
+ * threading rule as loading.
+ */
+int localzone_forward_zone(struct localzone *lz, const char *zone, char *err, size_t errlen);
+
+/**
+ * Switch off the built-in zone whose apex is @zone (text, trailing dot
+ * optional, any case; e.g. "home.arpa", "168.192.in-addr.arpa",
+ * "16.172.in-addr.arpa"): its names are no longer answered here (unless
+ * local data or the blocklist has them).  Returns 0, or -EINVAL when
+ * @zone is not the apex of a built-in zone, with the list of them in
+ * @err.  Same threading rule as loading.
+ */
+int localzone_disable_builtin(struct localzone *lz, const char *zone, char *err, size_t errlen);
 
 /**
  * Add the names of the blocklist file @path to @lz.  A name blocks itself
@@ -99,6 +157,10 @@ void localzone_set_block_action(struct localzone *lz, enum localzone_block_actio
  * Decide what to do with the query described by @info (from a successful
  * wire_parse() of the client's message).  Only standard queries (opcode 0)
  * of class IN are ever answered here; anything else is LOCALZONE_FORWARD.
+ * A name that holds local data is answered from it (LOCALZONE_DATA: see
+ * localdata_lookup() for that reply, which may be up to
+ * LOCALZONE_MAX_DATA_REPLY bytes); a built-in zone does not deny the empty
+ * non-terminals above local data (RFC 8020: NODATA, not NXDOMAIN).
  * Built-in zones take precedence over the blocklist: blocking "arpa" does
  * not change how 10.in-addr.arpa is answered.
  *
@@ -109,9 +171,10 @@ void localzone_set_block_action(struct localzone *lz, enum localzone_block_actio
  * zone the zone's SOA in the authority section so that clients cache them
  * (RFC 2308); an OPT only if the query had one (RFC 6891 §7), mirroring its
  * DO bit, carrying Extended DNS Error LOCALZONE_EDE_BLOCKED on blocked
- * replies.  When @cap is too small (it never is at LOCALZONE_MAX_REPLY),
- * the verdict is still returned, nothing past @cap is written and *@len is
- * 0: the query must then fail (SERVFAIL) or be dropped, never be forwarded.
+ * replies.  When @cap is too small (it never is at LOCALZONE_MAX_REPLY but
+ * for LOCALZONE_DATA, and never at LOCALZONE_MAX_DATA_REPLY), the verdict
+ * is still returned, nothing past @cap is written and *@len is 0: the
+ * query must then fail (SERVFAIL) or be dropped, never be forwarded.
  * For LOCALZONE_FORWARD, *@len is set to 0 and @out is untouched.
  */
 enum localzone_verdict localzone_lookup(const struct localzone *lz, const struct wire_info *info,

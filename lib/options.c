@@ -4,6 +4,7 @@
  */
 #include "lib/options.h"
 
+#include "lib/localdata.h"
 #include "lib/version.h"
 
 #include <arpa/inet.h>
@@ -42,6 +43,9 @@ enum opt_id {
 	OPT_NO_PREFETCH,
 	OPT_BLOCK,
 	OPT_BLOCK_ACTION,
+	OPT_LOCAL_DATA,
+	OPT_HOSTS,
+	OPT_NO_BUILTIN_ZONE,
 	OPT_ALLOW,
 	OPT_USER,
 	OPT_LOG_QUERIES,
@@ -138,6 +142,17 @@ static const struct option_def table[] = {
 	  "name per line, or hosts-file lines such as '0.0.0.0 name'" },
 	{ OPT_BLOCK_ACTION, 0, false, "block-action", "nxdomain|refused|null",
 	  "how blocked names are answered (default nxdomain; null: 0.0.0.0 / ::)" },
+	{ OPT_LOCAL_DATA, 0, false, "local-data", "'NAME [TTL] TYPE VALUE'",
+	  "answer NAME here (AA=1) with this record, in zone-file syntax: A,\n"
+	  "AAAA, CNAME, TXT (quoted: 'n.home.arpa TXT \"a b\"'), PTR, MX or SRV;\n"
+	  "TTL 3600 by default; other types of NAME get NODATA; wins over the\n"
+	  "built-in zones (repeatable, up to 256 lines of 511 bytes)" },
+	{ OPT_HOSTS, 0, false, "hosts", "FILE",
+	  "answer the names of hosts(5) FILE here: A or AAAA for every name\n"
+	  "and alias, PTR for every address; read again on SIGHUP (repeatable)" },
+	{ OPT_NO_BUILTIN_ZONE, 0, false, "no-builtin-zone", "ZONE",
+	  "stop answering the built-in zone ZONE here (e.g. home.arpa or\n"
+	  "168.192.in-addr.arpa): its queries are forwarded (repeatable)" },
 	{ OPT_ALLOW, 0, false, "allow", "CIDR",
 	  "answer clients from this prefix (repeatable); others get REFUSED\n"
 	  "default: 127.0.0.0/8 and ::1 only (an open resolver is an attack tool)" },
@@ -161,6 +176,9 @@ struct parse_state {
 	enum source upstream_from; /* where the current upstream list came from */
 	enum source allow_from;	   /* where the current allow list came from */
 	enum source zones_from;	   /* where the current forward zones came from */
+	enum source local_data_from;
+	enum source hosts_from;
+	enum source no_builtin_from;
 	bool exit_now;
 	char *err;
 	size_t errlen;
@@ -619,6 +637,61 @@ static int parse_forward_zone(struct parse_state *st, const char *value)
 	return 0;
 }
 
+/* Room for one more item of a list option --@name holding *@n of @max: a
+ * list from a stronger source (*@from) replaces the weaker's, as for
+ * --upstream.  0, or -EINVAL when full. */
+static int list_room(struct parse_state *st, enum source *from, unsigned *n, unsigned max,
+		     const char *name)
+{
+	if (*from != st->source) {
+		*n = 0;
+		*from = st->source;
+	}
+	if (*n == max)
+		return fail(st->err, st->errlen, "too many --%s (at most %u)", name, max);
+	return 0;
+}
+
+/* --local-data: checked now, so that a bad line fails --check-config and
+ * start-up naming it; stored as given. */
+static int parse_local_data(struct parse_state *st, const char *value)
+{
+	struct config *cfg = st->cfg;
+	char why[256];
+
+	if (list_room(st, &st->local_data_from, &cfg->n_local_data, OPTIONS_MAX_LOCAL_DATA,
+		      "local-data"))
+		return -EINVAL;
+	if (strlen(value) >= OPTIONS_LOCAL_DATA_LEN)
+		return fail(st->err, st->errlen,
+			    "bad --local-data '%.40s...': longer than %d bytes", value,
+			    OPTIONS_LOCAL_DATA_LEN - 1);
+	if (localdata_check_line(value, why, sizeof(why)))
+		return fail(st->err, st->errlen, "bad --local-data '%s': %s", value, why);
+	snprintf(cfg->local_data[cfg->n_local_data++], sizeof(cfg->local_data[0]), "%s", value);
+	return 0;
+}
+
+/* --no-builtin-zone ZONE, canonical; a repeated zone is kept once. */
+static int parse_no_builtin(struct parse_state *st, const char *value)
+{
+	struct config *cfg = st->cfg;
+	char name[OPTIONS_MAX_AUTH_NAME + 2];
+
+	if (list_room(st, &st->no_builtin_from, &cfg->n_no_builtin, OPTIONS_MAX_NO_BUILTIN,
+		      "no-builtin-zone"))
+		return -EINVAL;
+	if (zone_name(value, strlen(value), name, sizeof(name)) < 0 || strcmp(name, ".") == 0)
+		return fail(st->err, st->errlen,
+			    "bad --no-builtin-zone '%s': expected a zone name such as home.arpa",
+			    value);
+	for (unsigned i = 0; i < cfg->n_no_builtin; i++)
+		if (strcmp(cfg->no_builtin[i], name) == 0)
+			return 0;
+	snprintf(cfg->no_builtin[cfg->n_no_builtin++], sizeof(cfg->no_builtin[0]), "%s", name);
+	return 0;
+}
+
 /* Apply one option from the current source; @value is NULL for flags. */
 static int apply(struct parse_state *st, const struct option_def *o, const char *value)
 {
@@ -751,6 +824,17 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 				    "bad --block-action '%s': expected nxdomain, refused or null",
 				    value);
 		return 0;
+	case OPT_LOCAL_DATA:
+		return parse_local_data(st, value);
+	case OPT_HOSTS:
+		if (list_room(st, &st->hosts_from, &cfg->n_hosts, OPTIONS_MAX_HOSTS, o->name))
+			return -EINVAL;
+		if (!value[0] || strlen(value) >= sizeof(cfg->hosts[0]))
+			return fail(err, errlen, "bad --hosts '%s'", value);
+		snprintf(cfg->hosts[cfg->n_hosts++], sizeof(cfg->hosts[0]), "%s", value);
+		return 0;
+	case OPT_NO_BUILTIN_ZONE:
+		return parse_no_builtin(st, value);
 	case OPT_ALLOW:
 		if (st->allow_from != st->source) {
 			cfg->allow.n = 0;
@@ -817,6 +901,59 @@ static char *trim(char *s)
 	return s;
 }
 
+/* Options whose values may hold spaces, quotes and '#' (a TXT record), so
+ * the file may quote them whole. */
+static bool takes_quotes(enum opt_id id)
+{
+	return id == OPT_LOCAL_DATA || id == OPT_HOSTS || id == OPT_NO_BUILTIN_ZONE;
+}
+
+/* Does the config line @line set an option of takes_quotes()? */
+static bool quoted_value(const char *line)
+{
+	while (isspace((unsigned char)*line))
+		line++;
+	const struct option_def *o = find_long(line, strcspn(line, " \t\r\n\v\f"));
+	return o && takes_quotes(o->id);
+}
+
+/* Cut @line at its comment: a '#' at the start of a word (the one in
+ * "upstream 9.9.9.9@853#dns.quad9.net" is part of the value); with
+ * @quotes, not inside '...' or "..." (where \" does not close), as in
+ * local-data 'x.home.arpa TXT "#1"'. */
+static void strip_comment(char *line, bool quotes)
+{
+	char open = 0;
+
+	for (char *p = line; *p; p++) {
+		if (open) {
+			if (*p == '\\' && open == '"' && p[1])
+				p++;
+			else if (*p == open)
+				open = 0;
+		} else if (quotes && (*p == '"' || *p == '\'')) {
+			open = *p;
+		} else if (*p == '#' && (p == line || isspace((unsigned char)p[-1]))) {
+			*p = '\0';
+			return;
+		}
+	}
+}
+
+/* A value wholly in single or double quotes loses them, as in a shell:
+ * local-data "nas.home.arpa A 192.168.1.10".  (A value holding double
+ * quotes goes in single ones.) */
+static char *unquote(char *value)
+{
+	size_t n = strlen(value);
+
+	if (n >= 2 && (value[0] == '"' || value[0] == '\'') && value[n - 1] == value[0]) {
+		value[n - 1] = '\0';
+		return value + 1;
+	}
+	return value;
+}
+
 static int read_file(struct parse_state *st, const char *path)
 {
 	char line[8192];
@@ -835,14 +972,7 @@ static int read_file(struct parse_state *st, const char *path)
 			rc = fail(st->err, st->errlen, "%s:%u: line too long", path, lineno);
 			break;
 		}
-		/* '#' starts a comment at the start of a word only: the one in
-		 * "upstream 9.9.9.9@853#dns.quad9.net" is part of the value. */
-		for (char *p = line; *p; p++) {
-			if (*p == '#' && (p == line || isspace((unsigned char)p[-1]))) {
-				*p = '\0';
-				break;
-			}
-		}
+		strip_comment(line, quoted_value(line));
 		char *name = trim(line);
 		if (!*name)
 			continue;
@@ -853,6 +983,8 @@ static int read_file(struct parse_state *st, const char *path)
 			*value++ = '\0';
 		value = trim(value);
 		const struct option_def *o = find_long(name, strlen(name));
+		if (o && takes_quotes(o->id))
+			value = unquote(value);
 		if (o && o->id == OPT_CONFIG) {
 			rc = fail(st->err, st->errlen,
 				  "%s:%u: 'config' cannot be used in a config file", path, lineno);
@@ -873,7 +1005,7 @@ static int read_file(struct parse_state *st, const char *path)
 				  name);
 			break;
 		}
-		char reason[512];
+		char reason[1024];
 		char *outer_err = st->err;
 		size_t outer_len = st->errlen;
 		st->err = reason;
@@ -958,6 +1090,9 @@ int options_parse(int argc, char **argv, struct config *cfg, FILE *out, char *er
 		.upstream_from = SRC_DEFAULT,
 		.allow_from = SRC_DEFAULT,
 		.zones_from = SRC_DEFAULT,
+		.local_data_from = SRC_DEFAULT,
+		.hosts_from = SRC_DEFAULT,
+		.no_builtin_from = SRC_DEFAULT,
 		.err = err,
 		.errlen = errlen,
 	};

@@ -28,6 +28,16 @@ enum {
 	OPTIONS_PIN_LEN = 32, /**< SHA-256 */
 };
 
+/** Bounds of the local policy options (the config is copied by value:
+ * these make some 170 KiB of it). */
+enum {
+	OPTIONS_MAX_LOCAL_DATA = 256, /**< --local-data lines */
+	OPTIONS_LOCAL_DATA_LEN = 512, /**< bytes of one line, its NUL included */
+	OPTIONS_MAX_HOSTS = 8,	      /**< --hosts files */
+	OPTIONS_MAX_NO_BUILTIN = 32,  /**< --no-builtin-zone */
+	OPTIONS_MAX_PATH = 4096,      /**< a file name, its NUL included */
+};
+
 /** How an upstream is chosen for a query (--policy). */
 enum options_policy {
 	OPTIONS_POLICY_FASTEST,	    /**< lowest smoothed latency, others sampled now and then */
@@ -119,6 +129,17 @@ struct config {
 	struct acl allow;	 /**< clients that may ask (--allow); default loopback */
 	char user[64];		 /**< --user: drop root for this user after binding */
 	bool check_only;	 /**< --check-config */
+	/** --local-data lines as given, each accepted by localdata_check_line(). */
+	char local_data[OPTIONS_MAX_LOCAL_DATA][OPTIONS_LOCAL_DATA_LEN];
+	unsigned n_local_data;
+	/** --hosts files, in the order given; read when local policy is built
+	 * (localzone_from_config()), not here. */
+	char hosts[OPTIONS_MAX_HOSTS][OPTIONS_MAX_PATH];
+	unsigned n_hosts;
+	/** --no-builtin-zone, lower case and absolute ("home.arpa."); whether
+	 * each is a built-in zone is checked by localzone_from_config(). */
+	char no_builtin[OPTIONS_MAX_NO_BUILTIN][OPTIONS_MAX_AUTH_NAME + 2];
+	unsigned n_no_builtin;
 };
 
 /**

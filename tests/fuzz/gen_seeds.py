@@ -3,24 +3,18 @@
 
 The wire seeds are real DNS messages made with dnspython (queries, responses
 with compression, EDNS, truncation-sized answers) plus a few hand-made
-malformed ones that sit right at the parser's checks.  The framing and
-options seeds follow the input layouts documented in fuzz_framing.c and
-fuzz_options.c.  Re-running overwrites the files with the same content, so
-the committed corpus stays reproducible (hence want_shuffle=False: dnspython
-otherwise shuffles the records of each RRset).
+malformed ones that sit right at the parser's checks.  The framing, options
+and local data seeds follow the input layouts documented in fuzz_framing.c,
+fuzz_options.c and fuzz_localdata.c.  Re-running overwrites the files with
+the same content, so the committed corpus stays reproducible (hence
+want_shuffle=False: dnspython otherwise shuffles the records of each RRset).
+
+Usage: gen_seeds.py [wire] [framing] [options] [localdata]   (default: all;
+only the wire seeds need dnspython)
 """
 import os
 import struct
 import sys
-
-import dns.edns
-import dns.flags
-import dns.message
-import dns.name
-import dns.rcode
-import dns.rdataclass
-import dns.rdatatype
-import dns.rrset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -32,6 +26,7 @@ def write(target, name, data):
 
 
 def query(name, rdtype, edns=-1, payload=1232, want_dnssec=False, options=None, qid=0x1234):
+    import dns.message
     q = dns.message.make_query(name, rdtype, use_edns=edns, payload=payload,
                                want_dnssec=want_dnssec, options=options)
     q.id = qid
@@ -39,6 +34,11 @@ def query(name, rdtype, edns=-1, payload=1232, want_dnssec=False, options=None, 
 
 
 def wire_seeds():
+    import dns.edns
+    import dns.flags
+    import dns.message
+    import dns.rcode
+    import dns.rrset
     t = "fuzz_wire_parse"
     write(t, "query_a", query("www.example.com", "A").to_wire(want_shuffle=False))
     write(t, "query_aaaa_edns", query("example.org", "AAAA", edns=0, payload=4096).to_wire(want_shuffle=False))
@@ -165,12 +165,76 @@ def options_seeds():
     write(t, "with_config", b"--config\x00ignored\x00--timeout\x00100")
 
 
-def main():
-    wire_seeds()
-    framing_seeds()
-    options_seeds()
+def localdata_seeds():
+    # Each input is both a list of --local-data lines and a hosts file.
+    t = "fuzz_localdata"
+    os.makedirs(os.path.join(HERE, "corpus", t), exist_ok=True)
+    write(t, "every_type", b"nas.home.arpa A 192.168.1.10\n"
+          b"nas.home.arpa. 60 AAAA 2001:db8::10\n"
+          b"www.home.arpa 300 IN CNAME nas.home.arpa.\n"
+          b"10.1.168.192.in-addr.arpa PTR nas.home.arpa\n"
+          b"home.arpa MX 10 mail.home.arpa\n"
+          b"nomail.example MX 0 .\n"
+          b"_sip._tcp.home.arpa IN 60 SRV 1 5 5060 pbx.home.arpa\n"
+          b"t.home.arpa TXT \"v=spf1 -all\" \"two words\" \"\"\n")
+    write(t, "txt_escapes", b"a.example TXT \"quote \\\" backslash \\\\ byte \\065 \\255\"\n"
+          b"b.example TXT \"x\"\"y\"\n"
+          b"c.example TXT \"\\1\"\n"
+          b"d.example TXT \"open\n"
+          b"e.example TXT unquoted\n"
+          b"f.example TXT \"" + b"x" * 256 + b"\"\n")
+    write(t, "cname_chain_and_loop", b"c0.example CNAME c1.example\n" +
+          b"".join(b"c%d.example CNAME c%d.example\n" % (i, i + 1) for i in range(1, 10)) +
+          b"c10.example A 192.0.2.1\n"
+          b"loop1.example CNAME loop2.example\nloop2.example CNAME Loop1.Example.\n"
+          b"self.example CNAME self.example\n"
+          b"c5.example A 192.0.2.9\nc10.example CNAME c0.example\n")
+    write(t, "line_errors", b"x.example NS ns.example\nx.example FOO 1\nx.example A 1.2.3\n"
+          b"x.example AAAA 192.0.2.1\nx..example A 192.0.2.1\n*.example A 192.0.2.1\n"
+          b"x.example 2147483648 A 192.0.2.1\nx.example 1h A 192.0.2.1\nx.example CH TXT \"x\"\n"
+          b"x.example MX mail\nx.example SRV 1 2 3\nx.example A 192.0.2.1 192.0.2.2\n"
+          b". A 192.0.2.1\nx.example\n\n   \n")
+    write(t, "duplicates_ttls", b"d.example A 192.0.2.1\nD.EXAMPLE. A 192.0.2.1\n"
+          b"d.example 600 A 192.0.2.1\nd.example 900 A 192.0.2.2\n"
+          b"m.example MX 10 Mail.example\nm.example MX 10 mail.EXAMPLE.\n")
+    write(t, "etc_hosts", b"\xef\xbb\xbf# /etc/hosts\n127.0.0.1\tlocalhost\n"
+          b"127.0.1.1\tbox.home.arpa\tbox\n\n"
+          b"192.168.1.10  nas.home.arpa nas files # the NAS\r\n"
+          b"192.168.1.10 second.home.arpa\n2001:db8::10 nas.home.arpa\n"
+          b"::1 localhost ip6-localhost ip6-loopback\nff02::1 ip6-allnodes\n"
+          b"fe80::1%lo0 scoped\n127.0.0.30 thirty\n192.168.1.10 nas.home.arpa\n")
+    write(t, "hosts_errors", b"192.168.1.1 ok\n1.2.3 nas\n192.168.1.2\n"
+          b"192.168.1.3 bad!name\n")
+    write(t, "hosts_nul", b"192.168.1.1 a\n192.168.1.2 b\x00c\n")
+    write(t, "hosts_vs_local_data", b"nas.home.arpa CNAME box.home.arpa\n"
+          b"192.168.1.10 nas.home.arpa\n20.1.168.192.in-addr.arpa CNAME x.example\n"
+          b"192.168.1.20 twenty\n")
+    label = b"x" * 62
+    long = [b"%c%s.%s.%s.abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghij"
+            % (ord("a") + i, label, label, label) for i in range(10)]
+    write(t, "long_names", b"".join(b"%s CNAME %s\n" % (long[i], long[i + 1]) for i in range(9)) +
+          b"%s A 192.0.2.1\n" % long[9])
+    # Two strings of 250 bytes a record: the name's answer budget runs out.
+    write(t, "name_budget", b"".join(b"big.example TXT \"%0250d\" \"%0250d\"\n" % (i, i)
+                                      for i in range(34)))
+
+
+TARGETS = {
+    "wire": wire_seeds,
+    "framing": framing_seeds,
+    "options": options_seeds,
+    "localdata": localdata_seeds,
+}
+
+
+def main(argv):
+    for name in argv or list(TARGETS):
+        if name not in TARGETS:
+            print("unknown target %r (known: %s)" % (name, " ".join(TARGETS)), file=sys.stderr)
+            return 2
+        TARGETS[name]()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

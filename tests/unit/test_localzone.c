@@ -6,6 +6,8 @@
  */
 #include "lib/localzone.h"
 
+#include "lib/options.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <setjmp.h>
@@ -23,6 +25,7 @@
 enum {
 	T_A = 1,
 	T_NS = 2,
+	T_CNAME = 5,
 	T_SOA = 6,
 	T_PTR = 12,
 	T_MX = 15,
@@ -215,8 +218,9 @@ static enum localzone_verdict ask_full(const struct localzone *lz, const char *n
 	assert_true(r->info.flags & WIRE_FLAG_CD);
 	assert_false(r->info.flags & (WIRE_FLAG_TC | WIRE_FLAG_AD));
 	assert_int_equal(wire_opcode(r->info.flags), 0);
-	/* AA on built-in zone data only. */
-	assert_int_equal(!!(r->info.flags & WIRE_FLAG_AA), v == LOCALZONE_LOCAL);
+	/* AA on built-in zone data and local data only. */
+	assert_int_equal(!!(r->info.flags & WIRE_FLAG_AA),
+			 v == LOCALZONE_LOCAL || v == LOCALZONE_DATA);
 	r->rcode = r->info.flags & 0xf;
 
 	size_t off = r->info.question_end;
@@ -1139,6 +1143,368 @@ static void longest_replies_fit(void **state)
 	localzone_free(lz);
 }
 
+/* ---- local data, forward zones, switched-off zones ------------------------ */
+
+static void add_data(struct localzone *lz, const char *line)
+{
+	char err[256];
+
+	if (localdata_add_line(localzone_data(lz), line, err, sizeof(err)) != 0)
+		fail_msg("'%s' refused: %s", line, err);
+}
+
+static void add_hosts(struct localzone *lz, const char *text)
+{
+	char err[256];
+
+	if (localdata_load_hosts_text(localzone_data(lz), "hosts", text, strlen(text), err,
+				      sizeof(err)) != 0)
+		fail_msg("hosts refused: %s", err);
+}
+
+/* Answered from local data: NOERROR, @n_an records, no SOA. */
+static void expect_data(const struct localzone *lz, const char *name, unsigned type, unsigned n_an,
+			struct reply *r)
+{
+	if (ask(lz, name, type, r) != LOCALZONE_DATA)
+		fail_msg("%s type %u should be answered from local data", name, type);
+	assert_int_equal(r->rcode, WIRE_RCODE_NOERROR);
+	assert_int_equal(r->n_an, n_an);
+	assert_int_equal(r->n_ns, 0);
+}
+
+static void must(int rc, const char *err)
+{
+	if (rc != 0)
+		fail_msg("failed (%d): %s", rc, err);
+}
+
+/* Local data and hosts entries win over built-in zones, which still answer
+ * the rest of their names, and do not deny local data's parents. */
+static void local_data_over_builtin_zones(void **state)
+{
+	(void)state;
+	struct localzone *lz = localzone_new();
+	struct reply r;
+
+	assert_non_null(lz);
+	add_hosts(lz, "127.0.0.30 box.home.arpa box\n192.168.1.10 nas.home.arpa\n");
+	add_data(lz, "a.b.home.arpa TXT \"deep\"");
+	add_data(lz, "localhost A 127.0.0.2");
+	assert_int_equal(localzone_data_count(lz), 7);
+
+	/* The example: 127.0.0.30 lies in the loopback reverse zone. */
+	expect_data(lz, "30.0.0.127.in-addr.arpa.", T_PTR, 1, &r);
+	assert_int_equal(r.an[0].type, T_PTR);
+	assert_int_equal(r.an[0].ttl, 3600);
+	assert_true(name_equal(r.an[0].rdata, r.an[0].rdlen, "box.home.arpa."));
+	expect_data(lz, "30.0.0.127.IN-ADDR.arpa.", T_A, 0, &r);
+	/* The rest of the zone as before. */
+	assert_int_equal(ask(lz, "1.0.0.127.in-addr.arpa.", T_PTR, &r), LOCALZONE_LOCAL);
+	assert_true(name_equal(r.an[0].rdata, r.an[0].rdlen, "localhost."));
+	expect_nxdomain(lz, "31.0.0.127.in-addr.arpa.", "127.in-addr.arpa.");
+	expect_nodata(lz, "0.0.127.in-addr.arpa.", T_PTR, "127.in-addr.arpa.");
+
+	/* home.arpa: the hosts names, NODATA for their other types (not
+	 * forwarded); NXDOMAIN for the rest; the apex still the zone's. */
+	expect_data(lz, "nas.home.arpa.", T_A, 1, &r);
+	expect_data(lz, "NAS.Home.Arpa.", T_AAAA, 0, &r);
+	expect_data(lz, "box.home.arpa.", T_MX, 0, &r);
+	expect_nxdomain(lz, "printer.home.arpa.", "home.arpa.");
+	expect_nxdomain(lz, "x.nas.home.arpa.", "home.arpa.");
+	expect_apex(lz, "home.arpa.");
+	/* RFC 8020: b.home.arpa exists (a.b.home.arpa is below it): NODATA. */
+	expect_data(lz, "a.b.home.arpa.", T_TXT, 1, &r);
+	expect_nodata(lz, "b.home.arpa.", T_A, "home.arpa.");
+	expect_nodata(lz, "1.168.192.in-addr.arpa.", T_PTR, "168.192.in-addr.arpa.");
+	expect_data(lz, "10.1.168.192.in-addr.arpa.", T_PTR, 1, &r);
+	expect_nxdomain(lz, "2.168.192.in-addr.arpa.", "168.192.in-addr.arpa.");
+
+	/* localhost. itself is local data now; names below it are not. */
+	expect_data(lz, "localhost.", T_A, 1, &r);
+	assert_int_equal(r.an[0].rdata[3], 2);
+	expect_data(lz, "localhost.", T_AAAA, 0, &r);
+	assert_int_equal(ask(lz, "www.localhost.", T_A, &r), LOCALZONE_LOCAL);
+	assert_int_equal(r.an[0].rdata[3], 1);
+	/* The box name has no dot: an absolute single-label name. */
+	expect_data(lz, "box.", T_A, 1, &r);
+	expect_forward(lz, "box.example.", T_A);
+	localzone_free(lz);
+}
+
+static void local_data_over_blocklist(void **state)
+{
+	(void)state;
+	struct localzone *lz = localzone_new();
+	struct reply r;
+
+	assert_non_null(lz);
+	load_ok(lz, "example.com\n");
+	add_data(lz, "www.example.com CNAME cdn.example.com");
+	add_data(lz, "cdn.example.com A 192.0.2.7");
+	expect_data(lz, "www.example.com.", T_A, 2, &r);
+	assert_int_equal(r.an[0].type, T_CNAME);
+	assert_int_equal(r.an[1].type, T_A);
+	expect_blocked(lz, "x.example.com.");
+	expect_blocked(lz, "example.com.");
+	/* Local data under a blocked name, with the blocklist's answer for
+	 * the rest: and its EDE only on blocked replies (checked by ask). */
+	expect_data(lz, "cdn.example.com.", T_AAAA, 0, &r);
+	localzone_free(lz);
+}
+
+/* A forward zone at or above a built-in zone drops it. */
+static void forward_zone_drops_builtin(void **state)
+{
+	(void)state;
+	struct localzone *lz = localzone_new();
+	struct reply r;
+	char err[256], name[128];
+
+	assert_non_null(lz);
+	must(localzone_forward_zone(lz, "home.arpa.", err, sizeof(err)), err);
+	assert_string_equal(err, "");
+	expect_forward(lz, "nas.home.arpa.", T_A);
+	expect_forward(lz, "Printer.Home.Arpa.", T_AAAA);
+	expect_forward(lz, "home.arpa.", T_SOA);
+	/* Local data still answers inside it. */
+	add_data(lz, "nas.home.arpa A 192.168.1.10");
+	expect_data(lz, "nas.home.arpa.", T_A, 1, &r);
+	expect_forward(lz, "printer.home.arpa.", T_A);
+	/* Other built-in zones are untouched. */
+	expect_nxdomain(lz, "1.1.168.192.in-addr.arpa.", "168.192.in-addr.arpa.");
+	expect_nxdomain(lz, "printer.local.", "local.");
+	assert_int_equal(ask(lz, "localhost.", T_A, &r), LOCALZONE_LOCAL);
+
+	/* A zone above many: every reverse zone of IPv4, not those of IPv6. */
+	must(localzone_forward_zone(lz, "In-Addr.Arpa", err, sizeof(err)), err);
+	expect_forward(lz, "1.1.168.192.in-addr.arpa.", T_PTR);
+	expect_forward(lz, "168.192.in-addr.arpa.", T_SOA);
+	expect_forward(lz, "5.4.3.10.in-addr.arpa.", T_PTR);
+	expect_forward(lz, "1.0.0.127.in-addr.arpa.", T_PTR);
+	rev6("fd00::1", name, sizeof(name));
+	expect_nxdomain(lz, name, "d.f.ip6.arpa.");
+
+	/* "." is the default route: accepted, changes nothing. */
+	must(localzone_forward_zone(lz, ".", err, sizeof(err)), err);
+	assert_int_equal(ask(lz, "localhost.", T_A, &r), LOCALZONE_LOCAL);
+	assert_int_equal(localzone_forward_zone(lz, "a..b", err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "empty label"));
+	assert_int_equal(localzone_forward_zone(lz, "", err, sizeof(err)), -EINVAL);
+	localzone_free(lz);
+}
+
+/* A forward zone inside a built-in zone takes its own subtree; the rest of
+ * the built-in zone stays local: the longest match wins.  Reverse zones
+ * alike. */
+static void forward_zone_below_builtin(void **state)
+{
+	(void)state;
+	struct localzone *lz = localzone_new();
+	struct reply r;
+	char err[256], name[128];
+
+	assert_non_null(lz);
+	must(localzone_forward_zone(lz, "1.168.192.in-addr.arpa", err, sizeof(err)), err);
+	must(localzone_forward_zone(lz, "0.0.d.f.ip6.arpa", err, sizeof(err)), err);
+	must(localzone_forward_zone(lz, "lan.home.arpa", err, sizeof(err)), err);
+	expect_forward(lz, "5.1.168.192.in-addr.arpa.", T_PTR);
+	expect_forward(lz, "1.168.192.in-addr.arpa.", T_NS);
+	expect_nxdomain(lz, "5.2.168.192.in-addr.arpa.", "168.192.in-addr.arpa.");
+	expect_nxdomain(lz, "11.168.192.in-addr.arpa.", "168.192.in-addr.arpa.");
+	expect_apex(lz, "168.192.in-addr.arpa.");
+
+	rev6("fd00::1", name, sizeof(name));
+	expect_forward(lz, name, T_PTR);
+	rev6("fd01::1", name, sizeof(name));
+	expect_nxdomain(lz, name, "d.f.ip6.arpa.");
+	expect_apex(lz, "d.f.ip6.arpa.");
+
+	expect_forward(lz, "nas.lan.home.arpa.", T_A);
+	expect_forward(lz, "lan.home.arpa.", T_SOA);
+	expect_nxdomain(lz, "nas.home.arpa.", "home.arpa.");
+	expect_nxdomain(lz, "xlan.home.arpa.", "home.arpa.");
+	/* Local data and the blocklist still apply inside a forward zone. */
+	add_data(lz, "nas.lan.home.arpa A 192.168.1.10");
+	expect_data(lz, "nas.lan.home.arpa.", T_A, 1, &r);
+	load_ok(lz, "tracker.lan.home.arpa\n");
+	expect_blocked(lz, "x.tracker.lan.home.arpa.");
+	localzone_free(lz);
+}
+
+static void disable_builtin(void **state)
+{
+	(void)state;
+	struct localzone *lz = localzone_new();
+	struct reply r;
+	char err[1024];
+
+	assert_non_null(lz);
+	must(localzone_disable_builtin(lz, "Home.Arpa", err, sizeof(err)), err);
+	must(localzone_disable_builtin(lz, "home.arpa.", err, sizeof(err)), err); /* again: fine */
+	must(localzone_disable_builtin(lz, "16.172.in-addr.arpa.", err, sizeof(err)), err);
+	assert_string_equal(err, "");
+	expect_forward(lz, "router.home.arpa.", T_A);
+	expect_forward(lz, "home.arpa.", T_SOA);
+	expect_forward(lz, "1.1.16.172.in-addr.arpa.", T_PTR);
+	expect_nxdomain(lz, "1.1.17.172.in-addr.arpa.", "17.172.in-addr.arpa.");
+	expect_nxdomain(lz, "printer.local.", "local.");
+	/* What is switched off may still be local data or blocked. */
+	add_data(lz, "nas.home.arpa A 192.168.1.10");
+	expect_data(lz, "nas.home.arpa.", T_A, 1, &r);
+	load_ok(lz, "ads.home.arpa\n");
+	expect_blocked(lz, "x.ads.home.arpa.");
+
+	/* Only the apexes of built-in zones; the error lists them. */
+	static const char *const bad[] = {
+		"example.com", "172.in-addr.arpa", "x.home.arpa", "arpa", ".", "", "a..b"
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(localzone_disable_builtin(lz, bad[i], err, sizeof(err)), -EINVAL);
+		char want[64];
+		snprintf(want, sizeof(want), "'%s' is not a built-in zone; they are: localhost, ",
+			 bad[i]);
+		if (strncmp(err, want, strlen(want)) != 0)
+			fail_msg("'%s' does not start with '%s'", err, want);
+	}
+	assert_non_null(strstr(err, ", home.arpa, "));
+	assert_non_null(strstr(err, ", {16..31}.172.in-addr.arpa, "));
+	assert_non_null(strstr(err, ", {64..127}.100.in-addr.arpa, "));
+	assert_non_null(strstr(err, ", 8.b.d.0.1.0.0.2.ip6.arpa")); /* the last: nothing cut */
+	localzone_free(lz);
+}
+
+/* Local data replies may pass LOCALZONE_MAX_REPLY: reported as not fitting
+ * such a buffer, and fitting LOCALZONE_MAX_DATA_REPLY. */
+static void data_reply_capacity(void **state)
+{
+	(void)state;
+	struct localzone *lz = localzone_new();
+	struct msg q;
+	struct wire_info qi, ri;
+	static uint8_t out[LOCALZONE_MAX_DATA_REPLY + 16];
+	char line[512];
+	size_t len;
+
+	assert_non_null(lz);
+	for (int i = 0; i < 3; i++) {
+		snprintf(line, sizeof(line), "big.home.arpa TXT \"%0200d\"", i);
+		add_data(lz, line);
+	}
+	make_query(&q, "big.home.arpa.", T_TXT, WIRE_CLASS_IN, 0, true, false);
+	assert_int_equal(wire_parse(q.b, q.len, &qi), 0);
+	memset(out, 0xa5, sizeof(out));
+	len = 5;
+	assert_int_equal(localzone_lookup(lz, &qi, out, LOCALZONE_MAX_REPLY, &len), LOCALZONE_DATA);
+	assert_int_equal(len, 0);
+	for (size_t i = LOCALZONE_MAX_REPLY; i < sizeof(out); i++)
+		assert_int_equal(out[i], 0xa5);
+	assert_int_equal(localzone_lookup(lz, &qi, out, LOCALZONE_MAX_DATA_REPLY, &len),
+			 LOCALZONE_DATA);
+	assert_true(len > LOCALZONE_MAX_REPLY);
+	assert_int_equal(wire_parse(out, len, &ri), 0);
+	assert_int_equal(ri.ancount, 3);
+	assert_true(ri.flags & WIRE_FLAG_AA);
+	localzone_free(lz);
+}
+
+/* ---- the whole configuration ---------------------------------------------- */
+
+static struct config cfg; /* large: static */
+
+static void parse_config(const char *const *args)
+{
+	char *argv[32], err[512];
+	int argc = 0;
+	FILE *devnull = fopen("/dev/null", "w");
+
+	assert_non_null(devnull);
+	argv[argc++] = (char *)"dotproxy";
+	for (; *args; args++)
+		argv[argc++] = (char *)*args;
+	argv[argc] = NULL;
+	int rc = options_parse(argc, argv, &cfg, devnull, err, sizeof(err));
+	fclose(devnull);
+	if (rc != OPTIONS_RUN)
+		fail_msg("options refused: %s", err);
+}
+
+#define ARGS(...) ((const char *const[]){ __VA_ARGS__, NULL })
+
+static void from_config(void **state)
+{
+	(void)state;
+	char hosts[128], blocks[128], err[1024];
+	struct reply r;
+
+	write_file("# hosts\n127.0.0.30 box.home.arpa\n192.168.1.10\tnas.home.arpa nas\n", hosts,
+		   sizeof(hosts));
+	write_file("ads.example\n", blocks, sizeof(blocks));
+	parse_config(ARGS("--local-data", "txt.home.arpa 60 TXT \"a b\" \"c\"", "--local-data",
+			  "www.home.arpa CNAME nas.home.arpa", "--hosts", hosts,
+			  "--no-builtin-zone", "local", "--forward-zone",
+			  "10.in-addr.arpa=udp://10.0.0.1", "--block", blocks, "--block-action",
+			  "refused"));
+	struct localzone *lz = localzone_from_config(&cfg, err, sizeof(err));
+	if (!lz)
+		fail_msg("localzone_from_config: %s", err);
+	assert_int_equal(localzone_data_count(lz), 7);
+	expect_data(lz, "txt.home.arpa.", T_TXT, 1, &r);
+	assert_int_equal(r.an[0].ttl, 60);
+	assert_int_equal(r.an[0].rdlen, 6);
+	assert_memory_equal(r.an[0].rdata, "\3a b\1c", 6);
+	expect_data(lz, "www.home.arpa.", T_A, 2, &r);
+	expect_data(lz, "30.0.0.127.in-addr.arpa.", T_PTR, 1, &r);
+	expect_data(lz, "nas.", T_A, 1, &r);
+	expect_forward(lz, "printer.local.", T_A);
+	expect_forward(lz, "4.3.2.10.in-addr.arpa.", T_PTR);
+	expect_nxdomain(lz, "printer.home.arpa.", "home.arpa.");
+	assert_int_equal(ask(lz, "x.ads.example.", T_A, &r), LOCALZONE_BLOCKED);
+	assert_int_equal(r.rcode, WIRE_RCODE_REFUSED);
+	localzone_free(lz);
+
+	/* Errors name the option, and the file and line. */
+	char bad_hosts[128], want[256];
+	write_file("192.168.1.1 ok\n1.2.3 nas\n", bad_hosts, sizeof(bad_hosts));
+	parse_config(ARGS("--hosts", hosts, "--hosts", bad_hosts));
+	assert_null(localzone_from_config(&cfg, err, sizeof(err)));
+	snprintf(want, sizeof(want), "--hosts %s:2: bad address '1.2.3'", bad_hosts);
+	assert_string_equal(err, want);
+
+	parse_config(ARGS("--hosts", "/nonexistent/hosts"));
+	assert_null(localzone_from_config(&cfg, err, sizeof(err)));
+	assert_string_equal(err, "--hosts /nonexistent/hosts: No such file or directory");
+
+	parse_config(ARGS("--no-builtin-zone", "Example.COM"));
+	assert_null(localzone_from_config(&cfg, err, sizeof(err)));
+	assert_non_null(strstr(err, "--no-builtin-zone example.com.: 'example.com.' is not a "
+				    "built-in zone; they are: localhost, invalid, local, "));
+
+	parse_config(ARGS("--local-data", "a.example CNAME b.example", "--local-data",
+			  "a.example A 192.0.2.1"));
+	assert_null(localzone_from_config(&cfg, err, sizeof(err)));
+	assert_non_null(
+	    strstr(err, "--local-data 'a.example A 192.0.2.1': a.example. has a CNAME"));
+
+	/* A hosts name that local data made a CNAME. */
+	parse_config(ARGS("--local-data", "nas.home.arpa CNAME box.home.arpa", "--hosts", hosts));
+	assert_null(localzone_from_config(&cfg, err, sizeof(err)));
+	snprintf(want, sizeof(want), "--hosts %s:3: nas.home.arpa. has a CNAME already", hosts);
+	assert_non_null(strstr(err, want));
+
+	parse_config(ARGS("--block", "/nonexistent/list"));
+	assert_null(localzone_from_config(&cfg, err, sizeof(err)));
+	assert_string_equal(err, "--block /nonexistent/list: No such file or directory");
+
+	/* The defaults build the built-in zones alone. */
+	parse_config(ARGS("-v"));
+	lz = localzone_from_config(&cfg, err, sizeof(err));
+	assert_non_null(lz);
+	assert_int_equal(localzone_data_count(lz), 0);
+	expect_nxdomain(lz, "printer.local.", "local.");
+	localzone_free(lz);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1160,6 +1526,13 @@ int main(void)
 		cmocka_unit_test(builtin_wins_over_blocklist),
 		cmocka_unit_test(reply_capacity),
 		cmocka_unit_test(longest_replies_fit),
+		cmocka_unit_test(local_data_over_builtin_zones),
+		cmocka_unit_test(local_data_over_blocklist),
+		cmocka_unit_test(forward_zone_drops_builtin),
+		cmocka_unit_test(forward_zone_below_builtin),
+		cmocka_unit_test(disable_builtin),
+		cmocka_unit_test(data_reply_capacity),
+		cmocka_unit_test(from_config),
 	};
 
 	return cmocka_run_group_tests(tests, setup_dir, remove_dir);

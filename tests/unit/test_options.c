@@ -613,15 +613,191 @@ static void example_config(void **state)
 	assert_true(tried >= sizeof(names) / sizeof(names[0]));
 }
 
+/* --local-data: checked as parsed, stored as given, a list. */
+static void local_data_option(void **state)
+{
+	(void)state;
+	assert_int_equal(parse_args(ARGS(NULL)), OPTIONS_RUN);
+	assert_int_equal(cfg.n_local_data, 0);
+
+	assert_int_equal(
+	    parse_args(ARGS("--local-data", "nas.home.arpa A 192.168.1.10",
+			    "--local-data=nas.home.arpa. 60 AAAA 2001:db8::10", "--local-data",
+			    "txt.home.arpa TXT \"a b\" \"say \\\"hi\\\" #1\"", "--local-data",
+			    "x.example TXT \"k=v\"")),
+	    OPTIONS_RUN);
+	assert_int_equal(cfg.n_local_data, 4);
+	assert_string_equal(cfg.local_data[0], "nas.home.arpa A 192.168.1.10");
+	assert_string_equal(cfg.local_data[1], "nas.home.arpa. 60 AAAA 2001:db8::10");
+	assert_string_equal(cfg.local_data[2], "txt.home.arpa TXT \"a b\" \"say \\\"hi\\\" #1\"");
+	assert_string_equal(cfg.local_data[3], "x.example TXT \"k=v\"");
+
+	/* A bad line fails the parse, naming the line and the cause. */
+	static const struct {
+		const char *line, *cause;
+	} bad[] = {
+		{ "nas.home.arpa A 1.2.3", "bad address '1.2.3' for A" },
+		{ "nas.home.arpa FOO 1", "unknown type 'FOO'" },
+		{ "nas.home.arpa NS ns.example", "type 'NS' is not served" },
+		{ "t.home.arpa TXT unquoted", "TXT needs quoted strings" },
+		{ "t.home.arpa 4294967296 TXT \"x\"", "TTL '4294967296' out of range" },
+		{ "bad_name!.home.arpa A 192.0.2.1", "invalid character" },
+		{ "", "empty" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char want[256];
+		assert_int_equal(parse_args(ARGS("--local-data", bad[i].line)), -EINVAL);
+		snprintf(want, sizeof(want), "bad --local-data '%s': ", bad[i].line);
+		if (strncmp(err, want, strlen(want)) != 0)
+			fail_msg("'%s' does not start with '%s'", err, want);
+		assert_contains(err, bad[i].cause);
+	}
+
+	/* Bounds: 511 bytes a line, 256 lines. */
+	char line[600];
+	snprintf(line, sizeof(line), "t.example TXT \"%0200d\" \"%0200d\" \"%089d\"", 0, 0, 0);
+	assert_int_equal(strlen(line), 511);
+	assert_int_equal(parse_args(ARGS("--local-data", line)), OPTIONS_RUN);
+	snprintf(line, sizeof(line), "t.example TXT \"%0200d\" \"%0200d\" \"%090d\"", 0, 0, 0);
+	assert_int_equal(parse_args(ARGS("--local-data", line)), -EINVAL);
+	assert_contains(err, "longer than 511 bytes");
+
+	static char lines[OPTIONS_MAX_LOCAL_DATA + 1][32];
+	char *argv[2 * (OPTIONS_MAX_LOCAL_DATA + 1) + 2];
+	int argc = 0;
+	argv[argc++] = (char *)"dotproxy";
+	for (int i = 0; i <= OPTIONS_MAX_LOCAL_DATA; i++) {
+		snprintf(lines[i], sizeof(lines[i]), "h%d.example A 192.0.2.1", i);
+		argv[argc++] = (char *)"--local-data";
+		argv[argc++] = lines[i];
+	}
+	argv[argc] = NULL;
+	FILE *out = fopen("/dev/null", "w");
+	assert_int_equal(options_parse(argc - 2, argv, &cfg, out, err, sizeof(err)), OPTIONS_RUN);
+	assert_int_equal(cfg.n_local_data, OPTIONS_MAX_LOCAL_DATA);
+	assert_int_equal(options_parse(argc, argv, &cfg, out, err, sizeof(err)), -EINVAL);
+	fclose(out);
+	assert_contains(err, "too many --local-data (at most 256)");
+}
+
+/*
+ * The config file form: the same line without dashes, quoted whole or not.
+ * A TXT record's double quotes, spaces and '#' survive when the value is in
+ * single quotes or unquoted; '#' after a space outside quotes still starts
+ * a comment.
+ */
+static void local_data_config_file(void **state)
+{
+	(void)state;
+	char path[64];
+
+	write_config(
+	    path, sizeof(path),
+	    "local-data \"nas.home.arpa A 192.168.1.10\"\n"
+	    "local-data 'txt.home.arpa TXT \"hello world\" \"# not a comment\"' # comment\n"
+	    "  local-data   t2.home.arpa 60 TXT \"a  b\" \"c#d\"   # comment\n"
+	    "local-data t3.home.arpa TXT \"say \\\"hi\\\" # still text\"\n"
+	    "local-data 'single.home.arpa A 192.168.1.11'\n"
+	    "hosts \"/etc/my hosts\"\n"
+	    "hosts /etc/hosts # the system's\n"
+	    "no-builtin-zone \"home.arpa\"\n");
+	assert_int_equal(parse_args(ARGS("--config", path)), OPTIONS_RUN);
+	assert_int_equal(cfg.n_local_data, 5);
+	assert_string_equal(cfg.local_data[0], "nas.home.arpa A 192.168.1.10");
+	assert_string_equal(cfg.local_data[1],
+			    "txt.home.arpa TXT \"hello world\" \"# not a comment\"");
+	assert_string_equal(cfg.local_data[2], "t2.home.arpa 60 TXT \"a  b\" \"c#d\"");
+	assert_string_equal(cfg.local_data[3], "t3.home.arpa TXT \"say \\\"hi\\\" # still text\"");
+	assert_string_equal(cfg.local_data[4], "single.home.arpa A 192.168.1.11");
+	assert_int_equal(cfg.n_hosts, 2);
+	assert_string_equal(cfg.hosts[0], "/etc/my hosts");
+	assert_string_equal(cfg.hosts[1], "/etc/hosts");
+	assert_int_equal(cfg.n_no_builtin, 1);
+	assert_string_equal(cfg.no_builtin[0], "home.arpa.");
+
+	/* The command line's list replaces the file's, as for --upstream. */
+	assert_int_equal(parse_args(ARGS("--config", path, "--local-data", "x.example A 192.0.2.1",
+					 "--hosts", "/tmp/h")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.n_local_data, 1);
+	assert_string_equal(cfg.local_data[0], "x.example A 192.0.2.1");
+	assert_int_equal(cfg.n_hosts, 1);
+	assert_string_equal(cfg.hosts[0], "/tmp/h");
+	assert_int_equal(cfg.n_no_builtin, 1);
+	unlink(path);
+
+	/* A bad line names the file, the line and the cause. */
+	expect_file_error("# x\nlocal-data \"nas.home.arpa A 1.2.3\"\n", 2,
+			  "bad --local-data 'nas.home.arpa A 1.2.3': bad address '1.2.3' for A");
+	expect_file_error("local-data 't.home.arpa TXT unquoted'\n", 1, "TXT needs quoted strings");
+	expect_file_error("local-data\n", 1, "'local-data' needs a value");
+	/* Quotes that do not close leave the value as written: a bad name. */
+	expect_file_error("local-data \"nas.home.arpa A 192.168.1.10\n", 1, "bad name");
+	/* Other options keep their '#' rule: a comment after a space. */
+	write_config(path, sizeof(path), "ca-file \"/x\" # c\nblock '/y'\n");
+	assert_int_equal(parse_args(ARGS("--config", path)), OPTIONS_RUN);
+	assert_string_equal(cfg.ca_file, "\"/x\"");
+	assert_string_equal(cfg.block_file, "'/y'");
+	unlink(path);
+}
+
+static void hosts_and_builtin_options(void **state)
+{
+	(void)state;
+	assert_int_equal(
+	    parse_args(ARGS("--hosts", "/etc/hosts", "--hosts=/srv/lan.hosts", "--no-builtin-zone",
+			    "Home.Arpa", "--no-builtin-zone", "home.arpa.", "--no-builtin-zone",
+			    "168.192.in-addr.arpa")),
+	    OPTIONS_RUN);
+	assert_int_equal(cfg.n_hosts, 2);
+	assert_string_equal(cfg.hosts[0], "/etc/hosts");
+	assert_string_equal(cfg.hosts[1], "/srv/lan.hosts");
+	assert_int_equal(cfg.n_no_builtin, 2); /* the same zone twice is kept once */
+	assert_string_equal(cfg.no_builtin[0], "home.arpa.");
+	assert_string_equal(cfg.no_builtin[1], "168.192.in-addr.arpa.");
+
+	assert_int_equal(parse_args(ARGS("--hosts", "")), -EINVAL);
+	assert_contains(err, "bad --hosts ''");
+	assert_int_equal(parse_args(ARGS("--hosts", "1", "--hosts", "2", "--hosts", "3", "--hosts",
+					 "4", "--hosts", "5", "--hosts", "6", "--hosts", "7",
+					 "--hosts", "8", "--hosts", "9")),
+			 -EINVAL);
+	assert_contains(err, "too many --hosts (at most 8)");
+	static const char *const bad_zones[] = { ".", "", "a..b", "bad zone", "*.example" };
+	for (size_t i = 0; i < sizeof(bad_zones) / sizeof(bad_zones[0]); i++) {
+		assert_int_equal(parse_args(ARGS("--no-builtin-zone", bad_zones[i])), -EINVAL);
+		assert_contains(err, "bad --no-builtin-zone");
+	}
+	/* Whether a zone is built in is checked where the zones are: by
+	 * localzone_from_config(), at start-up and --check-config. */
+	assert_int_equal(parse_args(ARGS("--no-builtin-zone", "example.com")), OPTIONS_RUN);
+
+	int rc;
+	char *text = captured(ARGS("--help"), &rc);
+	assert_contains(text, "--local-data 'NAME [TTL] TYPE VALUE'");
+	assert_contains(text, "--hosts FILE");
+	assert_contains(text, "--no-builtin-zone ZONE");
+	free(text);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(defaults),	      cmocka_unit_test(upstream_forms),
-		cmocka_unit_test(upstream_rejects),   cmocka_unit_test(listen_forms),
-		cmocka_unit_test(equals_form),	      cmocka_unit_test(bad_arguments),
-		cmocka_unit_test(verbose_bundling),   cmocka_unit_test(help_and_version),
-		cmocka_unit_test(config_file),	      cmocka_unit_test(config_file_auth_name),
-		cmocka_unit_test(config_file_errors), cmocka_unit_test(example_config),
+		cmocka_unit_test(defaults),
+		cmocka_unit_test(upstream_forms),
+		cmocka_unit_test(upstream_rejects),
+		cmocka_unit_test(listen_forms),
+		cmocka_unit_test(equals_form),
+		cmocka_unit_test(bad_arguments),
+		cmocka_unit_test(verbose_bundling),
+		cmocka_unit_test(help_and_version),
+		cmocka_unit_test(config_file),
+		cmocka_unit_test(config_file_auth_name),
+		cmocka_unit_test(config_file_errors),
+		cmocka_unit_test(example_config),
+		cmocka_unit_test(local_data_option),
+		cmocka_unit_test(local_data_config_file),
+		cmocka_unit_test(hosts_and_builtin_options),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
