@@ -312,9 +312,10 @@ int main(int argc, char **argv)
 	const struct config *cfg = &proc.settings->cfg;
 	set_log_level(cfg);
 	if (cfg->check_only) {
-		printf("configuration OK: %u listen address(es), %u upstream(s), %zu blocked "
-		       "name(s)\n",
-		       cfg->n_listen, cfg->n_upstream,
+		printf("configuration OK: %u listen address(es), %u upstream(s), %u forward "
+		       "zone(s), %zu local name(s), %zu blocked name(s)\n",
+		       cfg->n_listen, cfg->n_upstream, cfg->n_zones,
+		       localzone_data_count(proc.settings->localzone),
 		       localzone_blocked_count(proc.settings->localzone));
 		settings_drop(proc.settings);
 		return EXIT_SUCCESS;

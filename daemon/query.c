@@ -675,15 +675,19 @@ static bool answer_from_cache(struct query_pool *pool, const struct frontend_cli
 	return true;
 }
 
-/* Locally served zones (localhost, private reverse zones, DDR...) and the
- * blocklist: answered here, never sent upstream.  True when answered. */
+/* Local data and hosts files, locally served zones (localhost, private
+ * reverse zones, DDR...) and the blocklist: answered here, never sent
+ * upstream.  True when answered. */
 static bool answer_locally(struct query_env *env, const struct frontend_client *client,
 			   const struct wire_info *info)
 {
-	uint8_t buf[LOCALZONE_MAX_REPLY];
+	_Static_assert(LOCALZONE_MAX_DATA_REPLY <= sizeof(env->loop->scratch->reply),
+		       "a local reply fits the reply buffer");
+	uint8_t *buf = env->loop->scratch->reply;
 	size_t len = 0;
 	uint64_t start_ns = env->cfg->log_queries ? uv_hrtime() : 0;
-	enum localzone_verdict v = localzone_lookup(env->localzone, info, buf, sizeof(buf), &len);
+	enum localzone_verdict v =
+	    localzone_lookup(env->localzone, info, buf, LOCALZONE_MAX_DATA_REPLY, &len);
 
 	if (v == LOCALZONE_FORWARD)
 		return false;
@@ -691,6 +695,12 @@ static bool answer_locally(struct query_env *env, const struct frontend_client *
 	if (len == 0) {
 		reply_now(client, info, WIRE_RCODE_SERVFAIL, WIRE_EDE_OTHER);
 		return true;
+	}
+	struct wire_info reply;
+	if (len > client->ops->max_reply(client, info) && wire_parse(buf, len, &reply) == 0) {
+		/* Only local data can outgrow a datagram (built-in replies fit 512). */
+		len = wire_truncate(buf, len, &reply, info->has_edns);
+		metrics_inc(METRIC_answers_truncated);
 	}
 	if (env->cfg->log_queries)
 		log_query(client, info, wire_rcode(buf),

@@ -19,23 +19,6 @@ static struct tls_ctx *make_tls(const struct config *cfg, char *err, size_t errl
 	return tls;
 }
 
-/* Local zones plus the blocklist of @cfg, or NULL with the reason in @err. */
-static struct localzone *make_localzone(const struct config *cfg, char *err, size_t errlen)
-{
-	struct localzone *lz = localzone_new();
-
-	if (!lz) {
-		snprintf(err, errlen, "out of memory");
-		return NULL;
-	}
-	localzone_set_block_action(lz, (enum localzone_block_action)cfg->block_action);
-	if (cfg->block_file[0] && localzone_load_blocklist(lz, cfg->block_file, err, errlen) < 0) {
-		localzone_free(lz);
-		return NULL;
-	}
-	return lz;
-}
-
 struct settings *settings_load(int argc, char **argv, FILE *out, int *status, char *err,
 			       size_t errlen)
 {
@@ -51,9 +34,10 @@ struct settings *settings_load(int argc, char **argv, FILE *out, int *status, ch
 		snprintf(err, errlen, "%s%s", s->cfg.ca_file[0] ? "--ca-file: " : "", why);
 		goto fail_einval;
 	}
-	s->localzone = make_localzone(&s->cfg, why, sizeof(why));
+	/* Built-in zones, forward zones, local data, hosts files, blocklist. */
+	s->localzone = localzone_from_config(&s->cfg, why, sizeof(why));
 	if (!s->localzone) {
-		snprintf(err, errlen, "--block: %s", why);
+		snprintf(err, errlen, "%s", why);
 		goto fail_einval;
 	}
 	for (unsigned i = 0; i < s->cfg.n_zones; i++) {
