@@ -284,14 +284,17 @@ static int start(const struct config *cfg)
 	log_upstreams(cfg);
 	for (unsigned i = 1; i < proc.n_workers; i++)
 		require(worker_spawn(proc.workers[i]) == 0);
+	/* The addresses bound, not those configured: a default [::1]:53 on a
+	 * host without IPv6 is skipped. */
+	unsigned bound = worker_listening(proc.workers[0]);
 	if (proc.n_workers > 1)
 		log_tagged("notice",
 			   "dotproxy %s ready: %u listen address(es), %u upstream(s), %u "
 			   "workers",
-			   DOTPROXY_VERSION, cfg->n_listen, cfg->n_upstream, proc.n_workers);
+			   DOTPROXY_VERSION, bound, cfg->n_upstream, proc.n_workers);
 	else
 		log_tagged("notice", "dotproxy %s ready: %u listen address(es), %u upstream(s)",
-			   DOTPROXY_VERSION, cfg->n_listen, cfg->n_upstream);
+			   DOTPROXY_VERSION, bound, cfg->n_upstream);
 	return 0;
 }
 

@@ -211,6 +211,11 @@ int worker_listen(struct worker *w, char *err, size_t errlen)
 	return 0;
 }
 
+unsigned worker_listening(const struct worker *w)
+{
+	return w->n_listen;
+}
+
 struct loop *worker_loop(struct worker *w)
 {
 	return &w->loop;

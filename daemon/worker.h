@@ -34,6 +34,9 @@ struct worker *worker_new(unsigned index, struct settings *s, char *err, size_t 
  * (a default address whose family the host lacks is skipped, logged). */
 int worker_listen(struct worker *w, char *err, size_t errlen);
 
+/** Listen addresses actually bound (a default one the host lacks is not). */
+unsigned worker_listening(const struct worker *w);
+
 /** The worker's loop (main.c adds its signal handles to worker 0's). */
 struct loop *worker_loop(struct worker *w);
 
