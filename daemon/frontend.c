@@ -1,3 +1,7 @@
+/*
+ * What every frontend needs alike: peer addresses as text for logs, and
+ * SO_REUSEPORT for listening sockets shared by workers.
+ */
 #include "daemon/frontend.h"
 
 #include <arpa/inet.h>

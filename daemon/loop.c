@@ -1,3 +1,8 @@
+/*
+ * The loop's services: flush hooks run by a uv_check after each round of
+ * I/O (a uv_idle keeps the loop from blocking while some wait), and the
+ * runner that busy-polls the epoll descriptor for a near upstream's answer.
+ */
 #include "daemon/loop.h"
 
 #include "lib/log.h"

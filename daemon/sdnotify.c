@@ -1,3 +1,6 @@
+/*
+ * sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET.
+ */
 #include "daemon/sdnotify.h"
 
 #include "lib/log.h"

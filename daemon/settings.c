@@ -1,3 +1,8 @@
+/*
+ * Settings: one parse of the command line and config file, and what is
+ * built from it once for every worker.  Everything that can fail about a
+ * configuration fails here, before any worker sees it.
+ */
 #include "daemon/settings.h"
 
 #include "lib/localzone.h"

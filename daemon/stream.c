@@ -1,3 +1,8 @@
+/*
+ * Stream sessions: framing with back-pressure (FRAMING_HOLD at the
+ * pipeline cap), replies in completion order, the idle timer, half-close,
+ * and a lifetime that outlasts the socket until the last query is done.
+ */
 #include "daemon/stream.h"
 
 #include "daemon/loop.h"

@@ -1,3 +1,8 @@
+/*
+ * TLS over a libuv TCP handle.  Reads feed lib/tls; the handshake is driven
+ * as ciphertext arrives; writes go out with uv_try_write and only the rest
+ * is copied into a write request, behind which everything later queues.
+ */
 #include "daemon/tlsio.h"
 
 #include "daemon/loop.h"
