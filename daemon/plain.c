@@ -467,6 +467,11 @@ static void on_response(struct xfer *x, uint8_t *msg, size_t len, bool over_tcp)
 				  conn->spec->label);
 			return;
 		}
+		/* An answer, if not the whole one: the server is there, and the
+		 * connection must not look silent while TCP fetches the rest. */
+		conn->base.ev->alive(&conn->base);
+		if (x->state == XFER_CLOSED)
+			return;
 		retry_over_tcp(x, msg, len);
 		return;
 	}

@@ -58,6 +58,10 @@ struct transport_events {
 	 * check may be followed by the right one). */
 	bool (*answer)(struct transport_conn *c, uint32_t key, void *job, uint8_t *msg, size_t len,
 		       const struct wire_info *info);
+	/** The server showed it is alive on @c without answering a job yet (a
+	 * truncated answer about to be asked again over TCP; later, an HTTP/2
+	 * PING): @c is not silent. */
+	void (*alive)(struct transport_conn *c);
 	/** @c closed.  Comes before the orphaned events of its jobs, so that a
 	 * failed upstream is known before they are sent again. */
 	void (*closed)(struct transport_conn *c, enum transport_close_reason reason);

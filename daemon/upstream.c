@@ -595,6 +595,14 @@ static bool on_answer(struct transport_conn *c, uint32_t key, void *job_arg, uin
 	return true;
 }
 
+static void on_alive(struct transport_conn *c)
+{
+	struct upstream *up = c->owner;
+
+	c->last_answer_ns = uv_hrtime();
+	up->silences = 0;
+}
+
 static void on_closed(struct transport_conn *c, enum transport_close_reason reason)
 {
 	struct upstream *up = c->owner;
@@ -648,6 +656,7 @@ static void on_orphaned(struct transport_conn *c, void *job_arg, bool maybe_proc
 static const struct transport_events events = {
 	.ready = on_ready,
 	.answer = on_answer,
+	.alive = on_alive,
 	.closed = on_closed,
 	.orphaned = on_orphaned,
 };
