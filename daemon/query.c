@@ -53,6 +53,7 @@ struct query_pool {
 	struct query *dl_head, *dl_tail; /* deadline order */
 	uv_timer_t timer;
 	bool timer_running;
+	uint64_t timer_due_ms;	/* when it fires, while running */
 	unsigned closing;	/* handles still closing in query_pool_free() */
 	struct query **leaders; /* queries that went upstream, by question hash */
 	size_t leaders_mask;
@@ -188,6 +189,7 @@ static void arm_timer(struct query_pool *pool)
 
 	uv_timer_start(&pool->timer, deadline_cb, due > now ? due - now : 0, 0);
 	pool->timer_running = true;
+	pool->timer_due_ms = due;
 }
 
 /* Insert @q in deadline order.  Deadlines are nearly always in arrival
@@ -209,8 +211,12 @@ static void deadline_insert(struct query_pool *pool, struct query *q)
 		after->dl_next = q;
 	else
 		pool->dl_head = q;
-	if (pool->dl_head == q)
-		arm_timer(pool); /* the earliest now: (re)arm for it */
+	/* The timer need not fire exactly at the head's deadline, only not
+	 * later: one armed for an earlier query still running (whose query has
+	 * gone) fires, finds nothing due, and re-arms.  Re-arming per query
+	 * costs a timer-heap update each time. */
+	if (pool->dl_head == q && (!pool->timer_running || pool->timer_due_ms > q->deadline_ms))
+		arm_timer(pool);
 }
 
 static void deadline_remove(struct query_pool *pool, struct query *q)
@@ -478,6 +484,7 @@ static void job_answered(struct upstream_job *job, uint8_t *msg, size_t len,
 	struct query_env *env = q->pool->env;
 	struct wire_info canon;
 
+	q->has_job = false; /* the upstream layer holds nothing of it any more */
 	/* Keepalive and padding were for our hop; what is left is what we cache
 	 * and what every client gets (adapted). */
 	len = wire_filter_opt(msg, len, info);
@@ -494,7 +501,10 @@ static void job_answered(struct upstream_job *job, uint8_t *msg, size_t len,
 
 static void job_failed(struct upstream_job *job, int ede, int metric)
 {
-	query_fail(of_job(job), ede, metric);
+	struct query *q = of_job(job);
+
+	q->has_job = false; /* the upstream layer holds nothing of it any more */
+	query_fail(q, ede, metric);
 }
 
 const struct upstream_hooks query_upstream_hooks = {
