@@ -662,7 +662,7 @@ static void local_data_option(void **state)
 	assert_int_equal(parse_args(ARGS("--local-data", line)), -EINVAL);
 	assert_contains(err, "longer than 511 bytes");
 
-	static char lines[OPTIONS_MAX_LOCAL_DATA + 1][32];
+	static char lines[OPTIONS_MAX_LOCAL_DATA + 1][48];
 	char *argv[2 * (OPTIONS_MAX_LOCAL_DATA + 1) + 2];
 	int argc = 0;
 	argv[argc++] = (char *)"dotproxy";
