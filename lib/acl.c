@@ -94,3 +94,26 @@ bool acl_allows(const struct acl *acl, const struct sockaddr *sa)
 	}
 	return false;
 }
+
+bool acl_loopback_only(const struct acl *acl)
+{
+	static const uint8_t v6_loopback[16] = { [15] = 1 };
+
+	for (unsigned i = 0; i < acl->n; i++) {
+		const struct acl_entry *e = &acl->entries[i];
+		bool loopback = e->family == AF_INET
+				    ? e->bits >= 8 && e->addr[0] == 127
+				    : e->bits == 128 && !memcmp(e->addr, v6_loopback, 16);
+		if (!loopback)
+			return false;
+	}
+	return true;
+}
+
+bool acl_is_loopback(const struct sockaddr *sa)
+{
+	struct acl lo;
+
+	acl_default(&lo);
+	return acl_allows(&lo, sa);
+}

@@ -31,6 +31,12 @@ int acl_parse(const char *text, struct acl_entry *e);
 /** The default list: 127.0.0.0/8 and ::1/128. */
 void acl_default(struct acl *acl);
 
+/** Is every prefix of @acl inside 127.0.0.0/8 or ::1 (the default list is)? */
+bool acl_loopback_only(const struct acl *acl);
+
+/** Is @sa a loopback address (127.0.0.0/8, ::1, or IPv4-mapped 127/8)? */
+bool acl_is_loopback(const struct sockaddr *sa);
+
 /** Does @acl allow a client at @sa (AF_INET or AF_INET6; an IPv4-mapped
  * IPv6 address counts as IPv4)? */
 bool acl_allows(const struct acl *acl, const struct sockaddr *sa);

@@ -5,6 +5,8 @@
  */
 #pragma once
 
+#include <stdbool.h>
+
 #include <stdarg.h>
 #include <stdnoreturn.h>
 
@@ -21,6 +23,14 @@ extern _Atomic enum log_level log_threshold; /* workers read it, worker 0 sets i
 
 /** Write one line at @level.  The format must not end in a newline. */
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/**
+ * When stderr is the journal ($JOURNAL_STREAM names its device and inode),
+ * write each line with an sd-daemon priority prefix ("<4>warning: ...")
+ * and no timestamp of our own, so that journalctl -p works and shows one
+ * time.  Returns whether it did.  Call once, before threads start.
+ */
+bool log_use_journal_if_stderr_is(void);
 
 /** Write one line tagged @tag instead of a level, whatever the threshold
  * (the query log: wanted by whoever turned it on, at any verbosity). */

@@ -353,6 +353,37 @@ static void other_family_refused(void **state)
 	assert_false(acl_allows(&acl, (const struct sockaddr *)&ss));
 }
 
+/* What the start-up warning about unreachable listeners rests on. */
+static void loopback_only_and_loopback_addresses(void **state)
+{
+	(void)state;
+	struct acl acl;
+	static const char *const lo[] = { "127.0.0.0/8", "::1", "127.0.0.53" };
+	static const char *const lan[] = { "127.0.0.0/8", "192.168.0.0/16" };
+
+	acl_default(&acl);
+	assert_true(acl_loopback_only(&acl));
+	acl_of(&acl, lo, 3);
+	assert_true(acl_loopback_only(&acl));
+	acl_of(&acl, lan, 2);
+	assert_false(acl_loopback_only(&acl));
+	acl_one(&acl, "126.0.0.0/7"); /* covers 127/8 and more */
+	assert_false(acl_loopback_only(&acl));
+	acl_one(&acl, "::/127"); /* ::1 and :: */
+	assert_false(acl_loopback_only(&acl));
+
+	struct sockaddr_storage ss = client("127.9.9.9");
+	assert_true(acl_is_loopback((struct sockaddr *)&ss));
+	ss = client("::1");
+	assert_true(acl_is_loopback((struct sockaddr *)&ss));
+	ss = client("0.0.0.0");
+	assert_false(acl_is_loopback((struct sockaddr *)&ss));
+	ss = client("::");
+	assert_false(acl_is_loopback((struct sockaddr *)&ss));
+	ss = client("192.168.1.1");
+	assert_false(acl_is_loopback((struct sockaddr *)&ss));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -366,6 +397,7 @@ int main(void)
 		cmocka_unit_test(zero_prefix_is_per_family),
 		cmocka_unit_test(several_entries_and_empty),
 		cmocka_unit_test(other_family_refused),
+		cmocka_unit_test(loopback_only_and_loopback_addresses),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
