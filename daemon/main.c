@@ -10,6 +10,7 @@
 #include "daemon/sdnotify.h"
 #include "daemon/settings.h"
 #include "daemon/worker.h"
+#include "lib/acl.h"
 #include "lib/localzone.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
@@ -244,6 +245,21 @@ static void abandon_workers(void)
 	}
 }
 
+/* Listening beyond loopback while only loopback clients may ask is most
+ * likely a missing --allow: say so once, rather than let LAN clients meet
+ * REFUSED without a word. */
+static void warn_unreachable_listeners(const struct config *cfg)
+{
+	if (!acl_loopback_only(&cfg->allow))
+		return;
+	for (unsigned i = 0; i < cfg->n_listen; i++)
+		if (!acl_is_loopback((const struct sockaddr *)&cfg->listen[i].sa))
+			log_warn("listening on %s, but only loopback clients are answered "
+				 "(others get REFUSED): name the clients with --allow, e.g. "
+				 "--allow 192.168.0.0/16",
+				 cfg->listen[i].text);
+}
+
 static void log_upstreams(const struct config *cfg)
 {
 	for (unsigned i = 0; i < cfg->n_upstream; i++)
@@ -281,6 +297,7 @@ static int start(const struct config *cfg)
 	proc.netwatch = netwatch_new(&worker_loop(proc.workers[0])->uv, network_changed, NULL);
 	if (cfg->user[0] && drop_privileges(cfg->user) < 0)
 		return EXIT_STARTUP;
+	warn_unreachable_listeners(cfg);
 	log_upstreams(cfg);
 	for (unsigned i = 1; i < proc.n_workers; i++)
 		require(worker_spawn(proc.workers[i]) == 0);
@@ -305,6 +322,7 @@ int main(int argc, char **argv)
 
 	proc.argc = argc;
 	proc.argv = argv;
+	log_use_journal_if_stderr_is();
 	proc.settings = settings_load(argc, argv, stdout, &status, err, sizeof(err));
 	if (!proc.settings) {
 		if (status == OPTIONS_EXIT)

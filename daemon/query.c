@@ -719,6 +719,30 @@ static bool answer_locally(struct query_env *env, const struct frontend_client *
 	return true;
 }
 
+/* A client outside --allow: the first one is logged at once, with its
+ * address; after that, one line a minute at most, with the count (a flood
+ * of refused queries must not become a flood of log lines).  For the
+ * whole process: workers share the budget. */
+static void log_refused(const struct query_env *env, const struct frontend_client *client)
+{
+	enum { EVERY_MS = 60000 };
+	static uint64_t next_ms, unlogged;
+	uint64_t now = uv_now(&env->loop->uv);
+	uint64_t due = __atomic_load_n(&next_ms, __ATOMIC_RELAXED);
+	char peer[80];
+
+	if (now < due || !__atomic_compare_exchange_n(&next_ms, &due, now + EVERY_MS, false,
+						      __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+		__atomic_add_fetch(&unlogged, 1, __ATOMIC_RELAXED);
+		return;
+	}
+	uint64_t more = __atomic_exchange_n(&unlogged, 0, __ATOMIC_RELAXED);
+	client->ops->peer(client, peer, sizeof(peer));
+	log_warn("refused a query from %s/%s: not in --allow (%llu more refused since the last "
+		 "such line; the counter refused_clients has them all)",
+		 peer, client->ops->name, (unsigned long long)more);
+}
+
 /* Everything but starting a query: true when @client got its reply (or
  * nothing, for a message not worth one) and is done. */
 static bool answer_at_once(struct query_pool *pool, const struct frontend_client *client,
@@ -737,6 +761,7 @@ static bool answer_at_once(struct query_pool *pool, const struct frontend_client
 	}
 	if (!client->ops->allowed(client)) {
 		metrics_inc(METRIC_refused_clients);
+		log_refused(env, client);
 		reply_now(client, info, WIRE_RCODE_REFUSED, WIRE_EDE_PROHIBITED);
 		return true;
 	}
