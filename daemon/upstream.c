@@ -48,6 +48,7 @@ struct upstream {
 	unsigned n_conns;
 	bool down;		   /* not used; probed in the background */
 	bool wanted;		   /* a job wanted it since the last probe began */
+	uint64_t last_answer_ns;   /* uv_hrtime() of its last well-formed answer, any connection */
 	unsigned failures;	   /* consecutive failures; reset by an answer */
 	unsigned silences;	   /* consecutive silent connections */
 	uv_timer_t probe_timer;	   /* background re-probe while down */
@@ -424,6 +425,7 @@ void upstream_job_start(struct upstream_set *set, struct upstream_job *job)
 	job->set = set;
 	job->n_tried = 0;
 	job->sends = 0;
+	job->silent_deaths = 0;
 	job->stage = SLOW_HEDGE;
 	job->source = NULL;
 	dispatch(set, job, false);
@@ -562,7 +564,7 @@ static bool on_answer(struct transport_conn *c, uint32_t key, void *job_arg, uin
 
 	/* Bytes alone prove nothing (a server can trickle an endless frame): a
 	 * connection is alive while well-formed answers arrive. */
-	c->last_answer_ns = uv_hrtime();
+	c->last_answer_ns = up->last_answer_ns = uv_hrtime();
 	up->silences = 0;
 	struct upstream_attempt *a = job ? find_attempt(job, c, true, key) : NULL;
 	if (!a || !wire_question_equal(&info->q, job->question)) {
@@ -623,6 +625,7 @@ static void on_orphaned(struct transport_conn *c, void *job_arg, bool maybe_proc
 	struct upstream *up = c->owner;
 	struct upstream_job *job = job_arg;
 	struct upstream_attempt *a = find_attempt(job, c, false, 0);
+	uint64_t sent_ns = a ? a->sent_ns : 0;
 
 	if (a)
 		a->conn = NULL;
@@ -634,11 +637,19 @@ static void on_orphaned(struct transport_conn *c, void *job_arg, bool maybe_proc
 		return;
 	}
 	/* The routine-close rule.  A connection that never became ready failed
-	 * the job; one that became ready, saw the job and died without answering
-	 * anything counts against it too (a query that crashes servers must not
-	 * loop).  Anything else -- the server answered on it before, never saw
-	 * the job, or we closed it -- costs the job nothing. */
-	bool counts = !c->retiring && (!c->ready || (maybe_processed && !c->answered));
+	 * the job.  One that became ready, saw the job and died without
+	 * answering anything counts against it too, so that a query that crashes
+	 * servers cannot loop -- but only the second time for the same job, and
+	 * only if the upstream has answered nothing on any connection since the
+	 * job went out: a reset makes the kernel drop what it had received and
+	 * we had not read yet, so a server that answered, then reset, can look
+	 * like one that died on the job.  Anything else -- the server answered
+	 * on it before, never saw the job, or we closed it -- costs nothing. */
+	bool died_silent = !c->retiring && c->ready && maybe_processed && !c->answered &&
+			   up->last_answer_ns < sent_ns;
+	if (died_silent && job->silent_deaths < UINT8_MAX)
+		job->silent_deaths++;
+	bool counts = !c->retiring && (!c->ready || (died_silent && job->silent_deaths > 1));
 	if (counts) {
 		mark_tried(job, up);
 	} else if (maybe_processed) {

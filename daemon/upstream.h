@@ -24,7 +24,8 @@
  * unanswered jobs go to a fresh connection without using their budget, as
  * often as needed until the job is cancelled (the query's deadline).  Only
  * a connection that fails without answering anything counts against the
- * jobs on it: those never go to that upstream again.
+ * jobs on it (a silent death: the second one, while the upstream answers
+ * nothing elsewhere): those never go to that upstream again.
  */
 #pragma once
 
@@ -68,10 +69,11 @@ struct upstream_job {
 	struct upstream_attempt attempts[UPSTREAM_MAX_ACTIVE];
 	uint32_t tried[OPTIONS_MAX_UPSTREAMS]; /**< identities of upstreams that failed it */
 	uint8_t n_tried;
-	uint8_t sends;	    /**< budgeted sends so far */
-	uint8_t stage;	    /**< what the timer checks next */
-	const char *source; /**< label of the upstream that answered or was last chosen */
-	uv_timer_t timer;   /**< hedging and silence checks; data: the job */
+	uint8_t sends;	       /**< budgeted sends so far */
+	uint8_t silent_deaths; /**< connections that died on it without answering anything */
+	uint8_t stage;	       /**< what the timer checks next */
+	const char *source;    /**< label of the upstream that answered or was last chosen */
+	uv_timer_t timer;      /**< hedging and silence checks; data: the job */
 };
 
 /** How jobs end, reported to the owner.  Each job ends through exactly one

@@ -829,12 +829,41 @@ static void death_without_answer_fails_job_on_only_upstream(void **state)
 	struct tjob *t = job_new("example.com", TYPE_A);
 
 	struct fake_conn *c = start_ready(t);
-	/* Ready, saw the job, died without answering anything. */
+	/* Ready, saw the job, died without answering anything: once may be a
+	 * reset that wiped answers unread, and costs nothing... */
 	server_closes(c, TRANSPORT_CLOSED_BY_SERVER);
+	assert_int_equal(t->failed, 0);
+	struct fake_conn *c2 = holder(t);
+	assert_ptr_not_equal(c2, c);
+	drive_ready(c2);
+	/* ...twice, with nothing answered meanwhile, counts against it. */
+	server_closes(c2, TRANSPORT_CLOSED_BY_SERVER);
 	assert_int_equal(t->failed, 1);
 	assert_int_equal(t->ede, WIRE_EDE_NETWORK_ERROR);
 	assert_int_equal(t->metric, METRIC_servfail_no_upstream);
-	assert_int_equal(n_conns, 1);
+	assert_int_equal(n_conns, 2);
+}
+
+/* A connection that dies silent while the upstream answers on another one
+ * costs the job nothing, however often: the upstream is alive. */
+static void silent_death_while_the_upstream_answers_elsewhere_is_free(void **state)
+{
+	(void)state;
+	start_world("a", "failover", "2000");
+	struct tjob *t = job_new("example.com", TYPE_A);
+	struct tjob *u = job_new("example.net", TYPE_A);
+
+	for (int i = 0; i < 5; i++) {
+		struct fake_conn *c = i == 0 ? start_ready(t) : holder(t);
+		if (i > 0)
+			drive_ready(c);
+		/* Another job answered after t went out (on a connection the
+		 * fake shares; what matters is the upstream's last answer). */
+		job_start(u);
+		assert_true(answer(holder(u), u));
+		server_closes(c, TRANSPORT_CLOSED_BY_SERVER);
+		assert_int_equal(t->failed, 0);
+	}
 }
 
 static void job_never_returns_to_upstream_that_died_on_it(void **state)
@@ -844,7 +873,11 @@ static void job_never_returns_to_upstream_that_died_on_it(void **state)
 	struct tjob *t = job_new("example.com", TYPE_A);
 
 	struct fake_conn *a0 = start_ready(t);
-	server_closes(a0, TRANSPORT_CLOSED_BY_SERVER);
+	server_closes(a0, TRANSPORT_CLOSED_BY_SERVER); /* once: resent to "a" */
+	struct fake_conn *a1 = holder(t);
+	assert_int_equal(which(a1), 'a');
+	drive_ready(a1);
+	server_closes(a1, TRANSPORT_CLOSED_BY_SERVER); /* twice: "a" failed it */
 	struct fake_conn *b0 = holder(t);
 	assert_int_equal(which(b0), 'b');
 	assert_int_equal(t->job.sends, 2);
@@ -986,7 +1019,10 @@ static void reload_resends_by_identity_not_position(void **state)
 	struct tjob *t = job_new("example.com", TYPE_A);
 
 	struct fake_conn *a0 = start_ready(t);
-	server_closes(a0, TRANSPORT_CLOSED_BY_SERVER); /* "a" failed t */
+	server_closes(a0, TRANSPORT_CLOSED_BY_SERVER);
+	struct fake_conn *a1 = holder(t);
+	drive_ready(a1);
+	server_closes(a1, TRANSPORT_CLOSED_BY_SERVER); /* "a" failed t */
 	struct fake_conn *b0 = holder(t);
 	assert_int_equal(which(b0), 'b');
 	drive_ready(b0);
@@ -1031,6 +1067,7 @@ int main(void)
 		TEST(hedge_after_100ms_minimum_original_answer_wins),
 		TEST(routine_close_resends_without_budget_every_time),
 		TEST(death_without_answer_fails_job_on_only_upstream),
+		TEST(silent_death_while_the_upstream_answers_elsewhere_is_free),
 		TEST(job_never_returns_to_upstream_that_died_on_it),
 		TEST(unwritten_job_costs_nothing_when_connection_closes),
 		TEST(silent_connection_closed_and_upstream_down_after_two),
