@@ -52,31 +52,6 @@ static void setup_once(void)
 	CHECK(fclose(f) == 0);
 }
 
-/* Dotted text to wire form, any bytes in labels (look-ups take what a
- * client could send); 0 when it is not a name. */
-static size_t to_wire(const char *s, size_t n, uint8_t *out)
-{
-	size_t o = 0, start = 0;
-
-	if (n && s[n - 1] == '.')
-		n--;
-	if (n == 0 || n + 2 > WIRE_MAX_NAME)
-		return 0;
-	for (size_t i = 0; i <= n; i++) {
-		if (i < n && s[i] != '.')
-			continue;
-		size_t l = i - start;
-		if (l == 0 || l > 63)
-			return 0;
-		out[o++] = (uint8_t)l;
-		memcpy(out + o, s + start, l);
-		o += l;
-		start = i + 1;
-	}
-	out[o++] = 0;
-	return o;
-}
-
 static void build_query(uint8_t *q, size_t *qlen, const uint8_t *name, size_t nlen, uint16_t type,
 			bool edns)
 {
@@ -135,7 +110,7 @@ static enum localzone_verdict lookup(const struct localzone *lz, const uint8_t *
 static void lookup_text(const struct localzone *lz, const char *text)
 {
 	uint8_t wire[WIRE_MAX_NAME];
-	size_t n = to_wire(text, strlen(text), wire);
+	size_t n = fuzz_name_to_wire(text, strlen(text), wire);
 	CHECK(n > 0);
 	lookup(lz, wire, n, 1, true);
 	lookup(lz, wire, n, 28, false);
@@ -167,7 +142,7 @@ static void check_lines(const struct localzone *lz, const uint8_t *data, size_t 
 		if (e == s)
 			continue;
 		uint8_t wire[WIRE_MAX_NAME];
-		size_t n = to_wire(s, (size_t)(e - s), wire);
+		size_t n = fuzz_name_to_wire(s, (size_t)(e - s), wire);
 		if (!n)
 			continue;
 		lookups++;
@@ -213,9 +188,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	/* The base list survives whatever the input did. */
 	uint8_t wire[WIRE_MAX_NAME];
-	size_t n = to_wire("x.base.example", 14, wire);
+	size_t n = fuzz_name_to_wire("x.base.example", 14, wire);
 	CHECK(lookup(lz, wire, n, 1, true) == LOCALZONE_BLOCKED);
-	n = to_wire("hosts.example", 13, wire);
+	n = fuzz_name_to_wire("hosts.example", 13, wire);
 	CHECK(lookup(lz, wire, n, 28, false) == LOCALZONE_BLOCKED);
 	lookup_text(lz, "www.localhost");
 	lookup_text(lz, "1.0.0.127.in-addr.arpa");

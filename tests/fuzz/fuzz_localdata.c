@@ -61,31 +61,6 @@ static bool one_line(const char *err, size_t cap)
 	return memchr(err, '\0', cap) != NULL && strchr(err, '\n') == NULL;
 }
 
-/* Dotted text to wire form, any bytes in labels (look-ups take what a
- * client could send); 0 when it is not a name. */
-static size_t to_wire(const char *s, size_t n, uint8_t *out)
-{
-	size_t o = 0, start = 0;
-
-	if (n && s[n - 1] == '.')
-		n--;
-	if (n == 0 || n + 2 > WIRE_MAX_NAME)
-		return 0;
-	for (size_t i = 0; i <= n; i++) {
-		if (i < n && s[i] != '.')
-			continue;
-		size_t l = i - start;
-		if (l == 0 || l > 63)
-			return 0;
-		out[o++] = (uint8_t)l;
-		memcpy(out + o, s + start, l);
-		o += l;
-		start = i + 1;
-	}
-	out[o++] = 0;
-	return o;
-}
-
 static void make_query(uint8_t *q, size_t *qlen, const uint8_t *name, size_t nlen, uint16_t type,
 		       bool edns)
 {
@@ -231,7 +206,7 @@ static void local_data_lines(struct localdata *ld, struct localzone *lz, const u
 		const char *w;
 		size_t wn;
 		uint8_t wire[WIRE_MAX_NAME];
-		if (!first_word(line, line + n, &w, &wn) || !(wn = to_wire(w, wn, wire)))
+		if (!first_word(line, line + n, &w, &wn) || !(wn = fuzz_name_to_wire(w, wn, wire)))
 			continue;
 		if (lookups++ >= MAX_LOOKUPS)
 			continue;
@@ -296,7 +271,8 @@ static void hosts_text(const uint8_t *data, size_t size)
 		bool v4 = inet_pton(AF_INET, addr, buf) == 1;
 		if (!v4 && inet_pton(AF_INET6, addr, buf) != 1)
 			continue;
-		if (!first_word(w + wn, stop, &name, &nn) || !(nn = to_wire(name, nn, wire)))
+		if (!first_word(w + wn, stop, &name, &nn) ||
+		    !(nn = fuzz_name_to_wire(name, nn, wire)))
 			continue;
 		lookups++;
 		CHECK(lookup(mem, NULL, wire, nn, v4 ? 1 : 28, lookups & 1));
