@@ -713,6 +713,9 @@ def test_user_drops_root(fake_upstream, dotproxy):
     pw = pwd.getpwnam("nobody")
     up = fake_upstream()
     p = dotproxy([up], extra_args=["--user", "nobody"])
+    # The port accepts as soon as it is bound, before the drop: wait for the
+    # ready line, which comes after it.
+    assert p.wait_log(r"notice: dotproxy .* ready"), p.log()
     st = proc_status(p.proc.pid)
     print(f"--user nobody: Uid {st['Uid']}, Gid {st['Gid']}, Groups '{st['Groups']}', "
           f"CapEff {st['CapEff']}, CapPrm {st['CapPrm']}, NoNewPrivs {st.get('NoNewPrivs')}")
