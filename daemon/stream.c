@@ -142,10 +142,8 @@ static int frame_cb(void *arg, uint8_t *msg, size_t len)
 
 static void feed(struct stream_session *s, uint8_t *data, size_t len, bool resume)
 {
-	s->in_feed = true;
 	int rc = resume ? framing_resume(&s->reader, frame_cb, s)
 			: framing_feed(&s->reader, data, len, frame_cb, s);
-	s->in_feed = false;
 	if (rc < 0)
 		stream_session_close(s);
 }
@@ -177,7 +175,7 @@ static void resume_cb(struct loop_flush *f)
 	struct stream_session *s =
 	    (struct stream_session *)((char *)f - offsetof(struct stream_session, resume));
 
-	if (s->in_feed || s->closing || env_of(s)->draining)
+	if (s->closing || env_of(s)->draining)
 		return;
 	if (framing_held(&s->reader) && !at_cap(s))
 		feed(s, NULL, 0, true);

@@ -68,7 +68,6 @@ struct stream_session {
 	bool closing;	   /**< close requested: replies go nowhere */
 	bool pipe_closed;  /**< the carrier's handles are closed */
 	bool timer_closed; /**< the idle timer is closed */
-	bool in_feed;	   /**< delivering frames: do not resume from inside */
 	bool allowed;	   /**< the peer is in --allow (checked once) */
 	char peer[64];	   /**< "192.0.2.1#41000", for logs */
 };

@@ -108,6 +108,5 @@ struct transport_conn {
 	uint64_t last_answer_ns; /**< uv_hrtime() of the last well-formed answer (0: none) */
 	bool ready;		 /**< the ready event came */
 	bool answered;		 /**< it answered at least one query: a later close is routine */
-	bool closed;		 /**< the closed event came */
 	bool retiring;		 /**< we closed it on purpose: its jobs are resent freely */
 };

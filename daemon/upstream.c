@@ -609,7 +609,6 @@ static void on_closed(struct transport_conn *c, enum transport_close_reason reas
 {
 	struct upstream *up = c->owner;
 
-	c->closed = true;
 	for (unsigned i = 0; i < up->n_conns; i++) {
 		if (up->conns[i] == c) {
 			up->conns[i] = up->conns[--up->n_conns];
