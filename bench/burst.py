@@ -45,21 +45,15 @@ import subprocess
 import sys
 import time
 
+import latency_probe
+from latency_probe import encode_name, kernel_rx_ns
+
 ZONE = "bench.example."
 ZONE_NAMES = 20000
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 CLIENT_RCVBUF = 64 << 20
 MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)
 RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
-
-
-def encode_name(name):
-    out = b""
-    for label in name.rstrip(".").split("."):
-        raw = label.encode("ascii")
-        out += bytes([len(raw)]) + raw
-    return out + b"\x00"
 
 
 # ----------------------------------------------------------------------------
@@ -212,7 +206,7 @@ def run(host, port, count=20000, window_ms=40.0, nsockets=4, silence=2.0, max_wa
             s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, CLIENT_RCVBUF)
         except OSError:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CLIENT_RCVBUF)
-        s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        s.setsockopt(socket.SOL_SOCKET, latency_probe.SO_TIMESTAMPNS, 1)
         s.setblocking(False)
         s.connect((host, port))
         socks.append(s)
@@ -297,13 +291,7 @@ def run(host, port, count=20000, window_ms=40.0, nsockets=4, silence=2.0, max_wa
                 except ConnectionRefusedError:
                     continue
                 last_rx = time.monotonic()
-                rx_ns = None
-                for level, ctype, cdata in anc:
-                    if level == socket.SOL_SOCKET and ctype == SO_TIMESTAMPNS and len(cdata) >= 16:
-                        sec, nsec = struct.unpack("qq", cdata[:16])
-                        rx_ns = sec * 1_000_000_000 + nsec
-                if rx_ns is None:
-                    rx_ns = time.time_ns()
+                rx_ns = kernel_rx_ns(anc)
                 if len(data) < 12:
                     unmatched += 1
                     continue

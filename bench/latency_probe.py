@@ -39,6 +39,16 @@ RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
 QTYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28}
 
 
+def kernel_rx_ns(ancdata):
+    """The kernel's receive time of a datagram (SO_TIMESTAMPNS), from the
+    ancillary data of recvmsg(); now, when the kernel gave none."""
+    for level, ctype, cdata in ancdata:
+        if level == socket.SOL_SOCKET and ctype == SCM_TIMESTAMPNS and len(cdata) >= 16:
+            sec, nsec = struct.unpack("qq", cdata[:16])
+            return sec * 1_000_000_000 + nsec
+    return time.time_ns()
+
+
 def encode_name(name):
     out = b""
     for label in name.rstrip(".").split("."):
@@ -121,13 +131,7 @@ def run(host, port, rate, seconds, questions, nsockets=4, timeout=2.0):
                 return
             except ConnectionRefusedError:
                 continue  # ICMP port unreachable from an earlier send
-            rx_ns = None
-            for level, ctype, cdata in anc:
-                if level == socket.SOL_SOCKET and ctype == SCM_TIMESTAMPNS and len(cdata) >= 16:
-                    sec, nsec = struct.unpack("qq", cdata[:16])
-                    rx_ns = sec * 1_000_000_000 + nsec
-            if rx_ns is None:
-                rx_ns = time.time_ns()
+            rx_ns = kernel_rx_ns(anc)
             if len(data) < 12:
                 unmatched += 1
                 continue
