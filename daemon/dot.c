@@ -255,19 +255,20 @@ static void ended_cb(struct tlsio *io, enum tlsio_end how, const char *why)
 	struct dot_conn *conn = from_io(io);
 
 	if (how == TLSIO_END_HANDSHAKE) {
+		char text[256];
 		metrics_inc(METRIC_upstream_tls_failures);
-		log_error("upstream %s: TLS failed: %s; nothing was sent to it", conn->spec->label,
-			  why);
-		close_conn(conn, TRANSPORT_CLOSED_FAILED, NULL);
+		snprintf(text, sizeof(text), "TLS failed: %s; nothing was sent to it", why);
+		close_conn(conn, TRANSPORT_CLOSED_FAILED, text);
 		return;
 	}
-	if (!conn->was_ready)
-		close_conn(conn, TRANSPORT_CLOSED_FAILED, why);
-	else
-		close_conn(conn,
-			   how == TLSIO_END_EOF ? TRANSPORT_CLOSED_BY_SERVER
-						: TRANSPORT_CLOSED_BROKEN,
-			   why);
+	if (!conn->was_ready) {
+		char text[160];
+		snprintf(text, sizeof(text), "connection failed: %s", why);
+		close_conn(conn, TRANSPORT_CLOSED_FAILED, text);
+		return;
+	}
+	close_conn(
+	    conn, how == TLSIO_END_EOF ? TRANSPORT_CLOSED_BY_SERVER : TRANSPORT_CLOSED_BROKEN, why);
 }
 
 static const struct tlsio_callbacks tlsio_cbs = {
@@ -302,9 +303,10 @@ static void connect_cb(uv_connect_t *req, int status)
 	if (conn->state == DOT_CLOSED)
 		return;
 	if (status < 0) {
+		char text[128];
 		metrics_inc(METRIC_upstream_connect_failures);
-		log_warn("upstream %s: cannot connect: %s", spec->label, uv_strerror(status));
-		close_conn(conn, TRANSPORT_CLOSED_FAILED, NULL);
+		snprintf(text, sizeof(text), "cannot connect: %s", uv_strerror(status));
+		close_conn(conn, TRANSPORT_CLOSED_FAILED, text);
 		return;
 	}
 	struct tls_conn *tls =
@@ -319,23 +321,24 @@ static void connect_cb(uv_connect_t *req, int status)
 	uv_timer_start(&conn->timer, handshake_timer_cb, handshake_limit_ms(conn->cfg), 0);
 	int rc = tlsio_start(&conn->io, tls);
 	if (rc < 0 && conn->state != DOT_CLOSED)
-		close_conn(conn, TRANSPORT_CLOSED_FAILED, uv_strerror(rc));
+		close_conn(conn, TRANSPORT_CLOSED_FAILED, "cannot start TLS");
 }
 
 static void handshake_timer_cb(uv_timer_t *timer)
 {
 	struct dot_conn *conn = timer->data;
+	char text[96];
 
 	if (conn->state == DOT_CONNECTING) {
 		metrics_inc(METRIC_upstream_connect_failures);
-		log_warn("upstream %s: cannot connect: no answer within %u ms", conn->spec->label,
+		snprintf(text, sizeof(text), "cannot connect: no answer within %u ms",
 			 connect_limit_ms(conn->cfg));
-		close_conn(conn, TRANSPORT_CLOSED_FAILED, NULL);
+		close_conn(conn, TRANSPORT_CLOSED_FAILED, text);
 	} else if (conn->state == DOT_HANDSHAKING) {
 		metrics_inc(METRIC_upstream_connect_failures);
-		log_warn("upstream %s: no TLS session within %u ms", conn->spec->label,
+		snprintf(text, sizeof(text), "no TLS session within %u ms",
 			 handshake_limit_ms(conn->cfg));
-		close_conn(conn, TRANSPORT_CLOSED_FAILED, NULL);
+		close_conn(conn, TRANSPORT_CLOSED_FAILED, text);
 	}
 }
 
@@ -371,7 +374,7 @@ static struct transport_conn *open_conn(const struct transport_env *env,
 				(const struct sockaddr *)&spec->addr.sa, connect_cb);
 	if (rc < 0) {
 		metrics_inc(METRIC_upstream_connect_failures);
-		log_warn("upstream %s: cannot connect: %s", spec->label, uv_strerror(rc));
+		log_info("upstream %s: cannot connect: %s", spec->label, uv_strerror(rc));
 		conn->state = DOT_CLOSED;
 		tlsio_close(&conn->io, handle_closed_cb);
 		uv_close((uv_handle_t *)&conn->timer, handle_closed_cb);
@@ -391,9 +394,11 @@ static void close_conn(struct dot_conn *conn, enum transport_close_reason reason
 
 	if (conn->state == DOT_CLOSED)
 		return;
+	/* At info level: the upstream layer says once, at warning level, that
+	 * the upstream is down and why (the first failure of an outage). */
 	if (why) {
 		if (!conn->was_ready)
-			log_warn("upstream %s: connection failed: %s", conn->spec->label, why);
+			log_info("upstream %s: %s", conn->spec->label, why);
 		else
 			log_info("upstream %s: connection closed: %s (%u queries in flight)",
 				 conn->spec->label, why, idmap_count(conn->ids));
@@ -406,7 +411,7 @@ static void close_conn(struct dot_conn *conn, enum transport_close_reason reason
 	uv_timer_stop(&conn->timer);
 	tlsio_close(&conn->io, handle_closed_cb);
 	uv_close((uv_handle_t *)&conn->timer, handle_closed_cb);
-	conn->base.ev->closed(&conn->base, reason);
+	conn->base.ev->closed(&conn->base, reason, why);
 	for (size_t off = 0; off + 2 + WIRE_HEADER_LEN <= conn->out_len;) {
 		size_t len = wire_read16(conn->out + off);
 		id = wire_read16(conn->out + off + 2);

@@ -231,9 +231,9 @@ static void timer_cb(uv_timer_t *timer)
 	}
 	if (conn->state == PLAIN_OPEN &&
 	    uv_now(&conn->loop->uv) - conn->first->sent_ms >= setup_limit_ms(conn->cfg)) {
-		log_warn("upstream %s: no answer within %u ms", conn->spec->label,
-			 setup_limit_ms(conn->cfg));
-		close_conn(conn, TRANSPORT_CLOSED_FAILED, NULL);
+		char text[64];
+		snprintf(text, sizeof(text), "no answer within %u ms", setup_limit_ms(conn->cfg));
+		close_conn(conn, TRANSPORT_CLOSED_FAILED, text);
 		return;
 	}
 	arm_timer(conn);
@@ -284,16 +284,13 @@ static void udp_failed(struct xfer *x, int err)
 	bool worked = conn->state == PLAIN_READY;
 
 	x->refused = err == UV_ECONNREFUSED;
-	if (x->refused)
-		log_warn("upstream %s: port unreachable (ICMP): no DNS server there%s",
-			 conn->spec->label, worked ? " any more" : "");
-	else
-		log_warn("upstream %s: %s", conn->spec->label, uv_strerror(err));
 	close_conn(conn,
 		   !worked	? TRANSPORT_CLOSED_FAILED
 		   : x->refused ? TRANSPORT_CLOSED_BY_SERVER
 				: TRANSPORT_CLOSED_BROKEN,
-		   NULL);
+		   !x->refused ? uv_strerror(err)
+		   : worked    ? "port unreachable (ICMP): no DNS server there any more"
+			       : "port unreachable (ICMP): no DNS server there");
 }
 
 /* TCP after a truncated answer failed: report the truncated answer, which
@@ -660,6 +657,8 @@ static void close_conn(struct plain_conn *conn, enum transport_close_reason reas
 
 	if (conn->state == PLAIN_CLOSED)
 		return;
+	/* At info level: the upstream layer says once, at warning level, that
+	 * the upstream is down and why. */
 	if (why)
 		log_info("upstream %s: closed: %s (%u queries in flight)", conn->spec->label, why,
 			 idmap_count(conn->ids));
@@ -673,7 +672,7 @@ static void close_conn(struct plain_conn *conn, enum transport_close_reason reas
 		*tail = x;
 		tail = &x->orphan_next;
 	}
-	conn->base.ev->closed(&conn->base, reason);
+	conn->base.ev->closed(&conn->base, reason, why);
 	for (struct xfer *x = orphans; x; x = x->orphan_next)
 		conn->base.ev->orphaned(&conn->base, x->job, x->written && !x->refused);
 }

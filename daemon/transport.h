@@ -62,9 +62,13 @@ struct transport_events {
 	 * truncated answer about to be asked again over TCP; later, an HTTP/2
 	 * PING): @c is not silent. */
 	void (*alive)(struct transport_conn *c);
-	/** @c closed.  Comes before the orphaned events of its jobs, so that a
-	 * failed upstream is known before they are sent again. */
-	void (*closed)(struct transport_conn *c, enum transport_close_reason reason);
+	/** @c closed; @why says why in words ("cannot connect: connection
+	 * refused"), or is NULL.  The transport logs it at info level only:
+	 * whether it is worth a warning (the first failure of an outage) is the
+	 * upstream layer's call.  Comes before the orphaned events of its jobs,
+	 * so that a failed upstream is known before they are sent again. */
+	void (*closed)(struct transport_conn *c, enum transport_close_reason reason,
+		       const char *why);
 	/** @job was on @c when it closed and has no answer.  @maybe_processed:
 	 * it was written, so the server may have seen it (false: never
 	 * written, or the server said it did not process it). */

@@ -15,6 +15,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,6 +55,12 @@ struct upstream {
 	uv_timer_t probe_timer;	   /* background re-probe while down */
 	double srtt_us, rttvar_us; /* smoothed answer time and its variation */
 	unsigned samples;	   /* RTT samples taken (0: unknown) */
+	/* The outage as the log tells it: a warning when it starts, a line a
+	 * minute while it lasts, one when it answers again. */
+	uint64_t down_since_ns; /* 0: no outage */
+	uint64_t told_ns;	/* the last line about it */
+	unsigned missed;	/* jobs that wanted it since that line */
+	char why[128];		/* its latest failure */
 };
 
 struct upstream_set {
@@ -67,6 +74,8 @@ struct upstream_set {
 	unsigned closing; /* timers still closing in upstream_set_free() */
 	struct upstream ups[OPTIONS_MAX_UPSTREAMS];
 };
+
+unsigned upstream_outage_log_ms = 60000;
 
 static const struct transport_events events;
 static void probe_cb(uv_timer_t *timer);
@@ -157,8 +166,25 @@ static unsigned backoff_ms(const struct upstream *up)
 	return ms < BACKOFF_DEMAND_MS ? ms : BACKOFF_DEMAND_MS;
 }
 
+/* While an outage lasts: one line a minute at most, not one per failure or
+ * per query. */
+static void tell_outage(struct upstream *up)
+{
+	uint64_t now = uv_hrtime();
+
+	if (!up->down_since_ns || now - up->told_ns < upstream_outage_log_ms * 1000000ull)
+		return;
+	log_warn("upstream %s is still down after %llu s: %s; %u queries wanted it in the last "
+		 "%llu s",
+		 up->spec->label, (unsigned long long)((now - up->down_since_ns) / 1000000000ull),
+		 up->why, up->missed, (unsigned long long)((now - up->told_ns) / 1000000000ull));
+	up->told_ns = now;
+	up->missed = 0;
+}
+
 /* A connection attempt failed, or connections went silent: down, with a
- * background probe after the backoff. */
+ * background probe after the backoff.  The first failure of an outage is a
+ * warning; later ones are details (info). */
 static void mark_down(struct upstream *up, const char *why)
 {
 	up->failures++;
@@ -166,8 +192,16 @@ static void mark_down(struct upstream *up, const char *why)
 	unsigned ms = backoff_ms(up);
 	up->wanted = false; /* a new wait: does anything want it before it ends? */
 	uv_timer_start(&up->probe_timer, probe_cb, ms, 0);
-	log_info("upstream %s is down (%s); probing again in %u ms (failure %u in a row)",
-		 up->spec->label, why, ms, up->failures);
+	snprintf(up->why, sizeof(up->why), "%s", why);
+	if (!up->down_since_ns) {
+		up->down_since_ns = up->told_ns = uv_hrtime();
+		up->missed = 0;
+		log_warn("upstream %s is down: %s", up->spec->label, why);
+	} else {
+		tell_outage(up);
+	}
+	log_info("upstream %s: failure %u in a row, probing again in %u ms: %s", up->spec->label,
+		 up->failures, ms, why);
 }
 
 static struct transport_conn *open_conn(struct upstream *up)
@@ -186,6 +220,7 @@ static void probe_cb(uv_timer_t *timer)
 
 	if (!up->down || up->set->next || up->set->stopping)
 		return; /* back already, or retired */
+	tell_outage(up);
 	if (up->n_conns) {
 		/* A connection attempt is under way (or an old one lingers): look
 		 * again later rather than stop probing for good. */
@@ -273,8 +308,10 @@ static struct upstream *choose(struct upstream_set *set, const struct upstream_j
 	for (unsigned i = 0; i < set->n; i++) {
 		struct upstream *up = &set->ups[i];
 		n_usable += usable(up, job);
-		if (up->down && !tried(job, up))
+		if (up->down && !tried(job, up)) {
 			want(up);
+			up->missed++;
+		}
 	}
 	if (n_usable) {
 		enum options_policy policy = set->env->cfg->policy;
@@ -514,8 +551,13 @@ static void slow_cb(uv_timer_t *timer)
 
 static void answered(struct upstream *up, double rtt_us)
 {
-	if (up->down || up->failures)
+	if (up->down_since_ns) {
+		log_tagged("notice", "upstream %s is up again after %.1f s down", up->spec->label,
+			   (double)(uv_hrtime() - up->down_since_ns) / 1e9);
+		up->down_since_ns = 0;
+	} else if (up->failures) {
 		log_info("upstream %s answers again", up->spec->label);
+	}
 	up->down = false;
 	up->failures = 0;
 	up->silences = 0;
@@ -605,7 +647,7 @@ static void on_alive(struct transport_conn *c)
 	up->silences = 0;
 }
 
-static void on_closed(struct transport_conn *c, enum transport_close_reason reason)
+static void on_closed(struct transport_conn *c, enum transport_close_reason reason, const char *why)
 {
 	struct upstream *up = c->owner;
 
@@ -616,7 +658,7 @@ static void on_closed(struct transport_conn *c, enum transport_close_reason reas
 		}
 	}
 	if (reason == TRANSPORT_CLOSED_FAILED && !c->retiring && !up->set->stopping)
-		mark_down(up, "connection failed");
+		mark_down(up, why ? why : "connection failed");
 }
 
 static void on_orphaned(struct transport_conn *c, void *job_arg, bool maybe_processed)

@@ -112,6 +112,10 @@ void upstream_set_retire(struct upstream_set *set, struct upstream_set *next);
  * are resent) and forget every upstream's health and latency. */
 void upstream_set_reset(struct upstream_set *set);
 
+/** How often a lasting outage is logged ("still down after N s"): once a
+ * minute.  A variable only so that the unit tests can shorten it. */
+extern unsigned upstream_outage_log_ms;
+
 /** Prepare @job's timer on @loop, once per slot. */
 void upstream_job_init(struct upstream_job *job, uv_loop_t *loop);
 

@@ -1,12 +1,14 @@
 """Logs people can read: sd-daemon priorities when stderr is the journal, a
-rate-limited line for refused clients, and a start-up warning for a listener
-that only loopback clients may use."""
+rate-limited line for refused clients, a start-up warning for a listener
+that only loopback clients may use, and one line per upstream state change."""
 
 import os
 import re
+import time
 
 import dns.rcode
 
+from dotproxy_proc import AUTH_NAME
 from netutil import free_port
 
 
@@ -58,3 +60,48 @@ def test_no_warning_with_allow_or_on_loopback(fake_upstream, dotproxy):
                  extra_args=["--allow", "192.168.0.0/16", "--allow", "127.0.0.0/8"])
     q = dotproxy([fake_upstream()])  # 127.0.0.1, the default --allow
     assert "only loopback clients" not in p.log() + q.log()
+
+
+# -- upstream outages: one line when it starts, one when it ends ------------------------
+
+def _warnings_about(log, lab):
+    return [line for line in log.splitlines()
+            if re.search(r"(warning|error): ", line) and lab in line]
+
+
+def test_a_refusing_upstream_is_one_warning_not_one_per_query_or_probe(dotproxy):
+    port = free_port()
+    lab = f"127.0.0.1@{port}#{AUTH_NAME}"
+    p = dotproxy([lab], extra_args=["--timeout", "1000"])
+    off = p.log_offset()
+    start = time.monotonic()
+    for i in range(200):  # 200 failing queries in about 5 s
+        assert p.udp(f"q{i}.example.", timeout=3).rcode() == dns.rcode.SERVFAIL
+        time.sleep(max(0.0, start + (i + 1) * 0.025 - time.monotonic()))
+    new = [line for line in p.log()[off:].splitlines() if line]
+    assert len(new) <= 20, new
+    warned = _warnings_about(p.log(), lab)
+    assert len(warned) == 1, warned
+    assert re.search(rf"warning: upstream {re.escape(lab)} is down: cannot connect: "
+                     r"connection refused", warned[0]), warned
+
+
+def test_an_upstream_that_comes_back_says_how_long_it_was_down(fake_upstream, dotproxy):
+    up = fake_upstream()
+    lab = f"127.0.0.1@{up.port}#{AUTH_NAME}"
+    p = dotproxy([up], extra_args=["--timeout", "1000"])
+    assert p.udp("before.example.").rcode() == dns.rcode.NOERROR
+    up.stop()
+    for i in range(10):
+        assert p.udp(f"down{i}.example.", timeout=3).rcode() == dns.rcode.SERVFAIL
+        time.sleep(0.1)
+    up.start()  # same port
+    deadline = time.monotonic() + 5
+    while p.udp("back.example.", timeout=3).rcode() != dns.rcode.NOERROR:
+        assert time.monotonic() < deadline, p.log()
+        time.sleep(0.1)
+    m = p.wait_log(rf"notice: upstream {re.escape(lab)} is up again after (\d+\.\d) s down")
+    assert m, p.log()
+    assert 0.9 <= float(m.group(1)) <= 8, m.group(0)
+    warned = _warnings_about(p.log(), lab)
+    assert len(warned) == 1 and " is down: " in warned[0], warned

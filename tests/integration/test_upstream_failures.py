@@ -146,7 +146,7 @@ def test_tls_failure_sends_nothing_and_says_why(fake_upstream, dotproxy, certs, 
     reply = p.udp("secret.example.", timeout=5)
     assert reply.rcode() == dns.rcode.SERVFAIL
     assert up.queries == [] and up.app_bytes == 0, "a query reached an unauthenticated server"
-    m = p.wait_log(r"error: upstream 127\.0\.0\.1@\d+#dns\.example\.test: TLS failed: .*")
+    m = p.wait_log(r"warning: upstream 127\.0\.0\.1@\d+#dns\.example\.test is down: TLS failed: .*")
     assert m and reason in m.group(0), p.log()
     assert p.stats()["upstream_tls_failures"] >= 1
 

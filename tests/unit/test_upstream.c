@@ -12,6 +12,7 @@
 
 #include "daemon/loop.h"
 #include "daemon/transport.h"
+#include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/options.h"
 #include "lib/wire.h"
@@ -26,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <cmocka.h>
@@ -172,7 +174,7 @@ static void shut(struct fake_conn *f, enum transport_close_reason reason)
 	if (f->closed)
 		return;
 	f->closed = true;
-	f->base.ev->closed(&f->base, reason);
+	f->base.ev->closed(&f->base, reason, NULL);
 	for (unsigned i = 0; i < f->n_sent; i++) {
 		struct sent *s = &f->sent[i];
 		if (s->done)
@@ -423,7 +425,7 @@ static void drive_closed(struct fake_conn *f, enum transport_close_reason reason
 {
 	uv_update_time(&loop.uv);
 	f->closed = true;
-	f->base.ev->closed(&f->base, reason);
+	f->base.ev->closed(&f->base, reason, NULL);
 }
 
 static void drive_orphaned(struct fake_conn *f, struct tjob *t, bool maybe_processed)
@@ -696,6 +698,70 @@ static void unwanted_down_upstream_is_probed_once_a_minute(void **state)
 	run_for(1200);
 	assert_int_equal(n_conns, 2); /* with demand it would have come at 500 ms */
 	assert_int_equal(t->failed, 1);
+}
+
+/* The log tells an outage in three lines, whatever the failures and jobs in
+ * between: down (why), still down (a line per interval, with the jobs that
+ * wanted it), up again (how long). */
+static void an_outage_is_logged_when_it_starts_lasts_and_ends(void **state)
+{
+	(void)state;
+	char text[4096];
+	FILE *tmp = tmpfile();
+	int saved = dup(STDERR_FILENO);
+
+	assert_non_null(tmp);
+	assert_true(saved >= 0);
+	fflush(stderr);
+	assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
+	enum log_level threshold = log_threshold;
+	log_threshold = LOG_LEVEL_WARN;
+	upstream_outage_log_ms = 1500;
+	start_world("a", "failover", "2000");
+	struct tjob *t = job_new("example.com", TYPE_A);
+
+	/* Probes at 250, 750 and 1750 ms (the backoff doubles while jobs want
+	 * it), each wanted by a job that fails at once; the one at 1750 ms is
+	 * the first 1.5 s after "down": it tells the two jobs before it. */
+	job_start(t);
+	connect_fails(holder(t), t);
+	for (int i = 0; i < 4; i++) {
+		unsigned before = n_conns;
+		while (n_conns == before)
+			run_for(50);
+		if (i == 3)
+			break; /* the probe at 2750 ms works */
+		job_start(t);
+		drive_closed(conns[n_conns - 1], TRANSPORT_CLOSED_FAILED);
+	}
+	drive_ready(conns[n_conns - 1]);
+	struct fake_conn *c = start_ready(t);
+	assert_true(answer(c, t));
+
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	log_threshold = threshold;
+	upstream_outage_log_ms = 60000;
+	rewind(tmp);
+	size_t n = fread(text, 1, sizeof(text) - 1, tmp);
+	text[n] = 0;
+	fclose(tmp);
+	const char *down =
+	    strstr(text, "warning: upstream 127.0.0.1@8531#a.test is down: connection failed\n");
+	const char *still =
+	    strstr(text, "warning: upstream 127.0.0.1@8531#a.test is still down after 1 s: "
+			 "connection failed; 2 queries wanted it in the last 1 s\n");
+	const char *up = strstr(text, "notice: upstream 127.0.0.1@8531#a.test is up again after ");
+	assert_non_null(down);
+	assert_non_null(still);
+	assert_non_null(up);
+	assert_true(down < still && still < up);
+	assert_null(strstr(strchr(still, '\n'), "still down")); /* once per interval */
+	unsigned lines = 0;
+	for (const char *p = text; *p; p++)
+		lines += *p == '\n';
+	assert_int_equal(lines, 3);
 }
 
 static void answer_resets_backoff_to_250ms(void **state)
@@ -1063,6 +1129,7 @@ int main(void)
 		TEST(down_upstream_fails_jobs_at_once_and_demand_doubles_the_backoff),
 		TEST(unwanted_down_upstream_is_probed_once_a_minute),
 		TEST(answer_resets_backoff_to_250ms),
+		TEST(an_outage_is_logged_when_it_starts_lasts_and_ends),
 		TEST(hedge_after_400ms_without_sample_first_answer_wins),
 		TEST(hedge_after_100ms_minimum_original_answer_wins),
 		TEST(routine_close_resends_without_budget_every_time),
