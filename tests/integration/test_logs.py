@@ -4,11 +4,14 @@ that only loopback clients may use, and one line per upstream state change."""
 
 import os
 import re
+import shutil
+import subprocess
 import time
 
 import dns.rcode
+import pytest
 
-from dotproxy_proc import AUTH_NAME
+from dotproxy_proc import AUTH_NAME, binary_path
 from netutil import free_port
 
 
@@ -105,3 +108,18 @@ def test_an_upstream_that_comes_back_says_how_long_it_was_down(fake_upstream, do
     assert 0.9 <= float(m.group(1)) <= 8, m.group(0)
     warned = _warnings_about(p.log(), lab)
     assert len(warned) == 1 and " is down: " in warned[0], warned
+
+
+def test_ready_line_counts_only_the_addresses_bound(workdir):
+    # A host without IPv6 on loopback: the default [::1]:53 cannot be bound
+    # and is skipped (not fatal for the default list); the ready line must
+    # count the one address actually served.  A network namespace of our
+    # own makes such a host, and frees port 53 for the default list.
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        pytest.skip("needs root, unshare(1) and ip(8) to make a host without IPv6")
+    script = ("ip link set lo up && sysctl -qw net.ipv6.conf.lo.disable_ipv6=1 && "
+              f"exec timeout -s INT 2 {binary_path()} --upstream 127.0.0.1@8853#dns.test")
+    out = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True,
+                         text=True, timeout=20, cwd=workdir)
+    assert "cannot listen on [::1]:53/udp" in out.stderr, out.stderr
+    assert re.search(r"ready: 1 listen address\(es\), 1 upstream\(s\)", out.stderr), out.stderr
