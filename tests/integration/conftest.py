@@ -31,9 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:  # whatever pytest's import mode, our modules import by name
     sys.path.insert(0, HERE)
 
-from doh_client import DoHClient  # noqa: E402
 from dotproxy_proc import AUTH_NAME, DotProxy, binary_path, check_binary, upstream_arg  # noqa: E402
-from fake_doh import FakeDoH  # noqa: E402
 from fake_plain import FakePlain  # noqa: E402
 from fake_upstream import FakeUpstream  # noqa: E402
 from netutil import dot_query, free_port, tcp_query, udp_query  # noqa: E402
@@ -219,6 +217,7 @@ def fake_doh(certs, pki):
     name alone (no IP address), e.g. a name other than the one a client expects;
     without it the fake serves certs.good (dns.example.test, 127.0.0.1, ::1).
     """
+    from fake_doh import FakeDoH  # python3-h2 is needed by the DoH tests alone
     started = []
 
     def start(*, tls=None, cert_name=None, start=True, **kw):
@@ -243,6 +242,7 @@ def doh_client(certs):
     """Factory: doh_client(server_or_port, **kw) -> DoHClient (see doh_client.py),
     trusting certs.ca_file and expecting dns.example.test unless told otherwise;
     closed at teardown."""
+    from doh_client import DoHClient
     clients = []
 
     def connect(server, **kw):

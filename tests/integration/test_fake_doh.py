@@ -15,10 +15,12 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-import h2wire
-from doh_client import ALPNError, DoHClient, b64url, make_doh_query
-from dotproxy_proc import AUTH_NAME
-from fake_upstream import ANSWER_A, ANSWER_AAAA, BIG_COUNT, POISON_A
+pytest.importorskip("h2", reason="python3-h2 not installed")
+
+import h2wire  # noqa: E402
+from doh_client import ALPNError, DoHClient, b64url, make_doh_query  # noqa: E402
+from dotproxy_proc import AUTH_NAME  # noqa: E402
+from fake_upstream import ANSWER_A, ANSWER_AAAA, BIG_COUNT, POISON_A  # noqa: E402
 
 REFUSED_STREAM = h2wire.REFUSED_STREAM
 
