@@ -13,6 +13,9 @@ Quick reference:
     unbound_factory unbound_factory(records=..., extra_conf=..., tls=(cert, key))
     fake_upstream   fake_upstream(tls=(cert, key), **behaviour) -> started FakeUpstream
     fake_plain      fake_plain(**behaviour) -> started FakePlain (plain DNS, UDP and TCP)
+    fake_doh        fake_doh(tls=(cert, key) | cert_name=NAME, alpn=..., **behaviour)
+                    -> started FakeDoH
+    doh_client      doh_client(server | port, **kw) -> DoHClient trusting certs.ca_file
     dotproxy        dotproxy(upstreams=[...], extra_args=[...], listen=None, ...) -> DotProxy
 Query helpers (also importable from netutil): udp_query, tcp_query, dot_query.
 """
@@ -203,6 +206,55 @@ def fake_upstream(certs):
         errors += [f"fake upstream :{f.port}: {e}" for e in f.errors]
     if errors:
         pytest.fail("the fake upstream itself failed:\n" + "\n".join(errors), pytrace=False)
+
+
+@pytest.fixture
+def fake_doh(certs, pki):
+    """Factory: fake_doh(tls=(cert, key), cert_name=None, host=..., port=..., alpn=("h2",),
+    start=True, **behaviour) -> FakeDoH (see fake_doh.py for the behaviours).
+
+    cert_name="x.test" serves a fresh certificate from the session CA for that
+    name alone (no IP address), e.g. a name other than the one a client expects;
+    without it the fake serves certs.good (dns.example.test, 127.0.0.1, ::1).
+    """
+    from fake_doh import FakeDoH  # python3-h2 is needed by the DoH tests alone
+    started = []
+
+    def start(*, tls=None, cert_name=None, start=True, **kw):
+        if tls is None and cert_name is not None:
+            tls = pki.leaf(f"doh-{cert_name}", dns_names=[cert_name])
+        cert, key = tls or certs.good
+        f = FakeDoH(cert, key, **kw)
+        started.append(f)
+        return f.start() if start else f
+
+    yield start
+    errors = []
+    for f in started:
+        f.stop()
+        errors += [f"fake DoH server :{f.port}: {e}" for e in f.errors]
+    if errors:
+        pytest.fail("the fake DoH server itself failed:\n" + "\n".join(errors), pytrace=False)
+
+
+@pytest.fixture
+def doh_client(certs):
+    """Factory: doh_client(server_or_port, **kw) -> DoHClient (see doh_client.py),
+    trusting certs.ca_file and expecting dns.example.test unless told otherwise;
+    closed at teardown."""
+    from doh_client import DoHClient
+    clients = []
+
+    def connect(server, **kw):
+        kw.setdefault("ca_file", certs.ca_file)
+        kw.setdefault("server_hostname", AUTH_NAME)
+        c = DoHClient(server if isinstance(server, int) else server.port, **kw)
+        clients.append(c)
+        return c
+
+    yield connect
+    for c in clients:
+        c.close()
 
 
 # -- the daemon under test ------------------------------------------------------------------

@@ -294,6 +294,16 @@ class DoTClient:
         """Read one frame and parse it as a DNS message."""
         return dns.message.from_wire(self.recv_frame())
 
+    def read_some(self):
+        """The application data available next (waiting up to the socket's
+        timeout, then socket.timeout); b"" once the stream ended (see
+        close_reason). For protocols without DNS framing (doh_client.py)."""
+        if not self.app and not self._more():
+            return b""
+        out = bytes(self.app)
+        self.app.clear()
+        return out
+
     def read_for(self, seconds):
         """Collect whatever application data arrives within `seconds`; never raises
         for timeout or end of stream (check close_reason)."""
