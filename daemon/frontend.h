@@ -41,6 +41,9 @@ struct frontend_ops {
 	void (*peer)(const struct frontend_client *c, char *buf, size_t cap);
 	/** Did the peer pass --allow? */
 	bool (*allowed)(const struct frontend_client *c);
+	/** Streams: the idle timeout to announce in edns-tcp-keepalive (RFC
+	 * 7828), in units of 100 ms.  NULL for datagrams, which announce none. */
+	uint16_t (*keepalive)(const struct frontend_client *c);
 };
 
 /** A client as the core sees it: copied into each query, so it must stay

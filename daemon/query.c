@@ -297,6 +297,9 @@ static void answer_client(struct query_env *env, const struct frontend_client *c
 		metrics_inc(METRIC_answers_truncated);
 	} else if (!client_info->has_edns) {
 		len = wire_strip_opt(msg, len, info); /* RFC 6891 §7: no OPT to a non-EDNS client */
+	} else if (client->ops->keepalive) {
+		len = wire_add_keepalive(msg, len, sizeof(env->loop->scratch->reply), info,
+					 client->ops->keepalive(client));
 	}
 	client->ops->reply(client, msg, len);
 }
@@ -711,6 +714,9 @@ static bool answer_locally(struct query_env *env, const struct frontend_client *
 		/* Only local data can outgrow a datagram (built-in replies fit 512). */
 		len = wire_truncate(buf, len, &reply, info->has_edns);
 		metrics_inc(METRIC_answers_truncated);
+	} else if (info->has_edns && client->ops->keepalive && wire_parse(buf, len, &reply) == 0) {
+		len = wire_add_keepalive(buf, len, sizeof(env->loop->scratch->reply), &reply,
+					 client->ops->keepalive(client));
 	}
 	if (env->cfg->log_queries)
 		log_query(client, info, wire_rcode(buf),

@@ -449,6 +449,19 @@ size_t wire_filter_opt(uint8_t *msg, size_t len, const struct wire_info *info)
 	return info->opt_start + OPT_MIN_LEN + kept;
 }
 
+size_t wire_add_keepalive(uint8_t *msg, size_t len, size_t cap, const struct wire_info *info,
+			  uint16_t timeout)
+{
+	if (!info->has_edns || info->opt_end != len || len + 6 > cap || len + 6 > 65535)
+		return len;
+	uint8_t *rdlen = msg + info->opt_start + OPT_MIN_LEN - 2;
+	wire_write16(rdlen, (uint16_t)(wire_read16(rdlen) + 6));
+	wire_write16(msg + len, WIRE_OPT_KEEPALIVE);
+	wire_write16(msg + len + 2, 2);
+	wire_write16(msg + len + 4, timeout);
+	return len + 6;
+}
+
 void wire_name_to_text(const uint8_t *name, size_t name_len, char *out, size_t cap)
 {
 	size_t o = 0, i = 0;

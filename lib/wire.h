@@ -207,6 +207,16 @@ size_t wire_make_upstream_query(const uint8_t *msg, const struct wire_info *info
 size_t wire_filter_opt(uint8_t *msg, size_t len, const struct wire_info *info);
 
 /**
+ * Add an edns-tcp-keepalive option with @timeout (units of 100 ms) to the
+ * OPT of the parsed message @msg (RFC 7828 §3.3.2: a server's idle timeout,
+ * for clients on a stream), which must be its last record, as after
+ * wire_filter_opt().  @cap is the room at @msg.  Returns the new length, or
+ * @len unchanged when there is no OPT, it is not last, or no room.
+ */
+size_t wire_add_keepalive(uint8_t *msg, size_t len, size_t cap, const struct wire_info *info,
+			  uint16_t timeout);
+
+/**
  * How long the parsed response @msg may be cached (RFC 2308), in seconds:
  * the smallest TTL of its records for a positive answer; for NXDOMAIN and
  * NODATA, the SOA's TTL capped by its MINIMUM field.  Returns 0 with

@@ -744,6 +744,43 @@ static void upstream_query_exact_cap(void **state)
 	assert_int_equal(failures, 0);
 }
 
+/* ---- wire_add_keepalive -------------------------------------------------- */
+
+static void add_keepalive(void **state)
+{
+	(void)state;
+	struct msg m;
+	struct wire_info info, after;
+	struct options o;
+
+	start(&m, WIRE_FLAG_QR | WIRE_FLAG_RA, 1, 0, 1, "example.");
+	put_a(&m, 300, 1);
+	size_t opt = put_opt(&m, 1232, 0);
+	put_option(&m, opt, WIRE_OPT_NSID, "ns1", 3);
+	assert_int_equal(parse(&m, &info), 0);
+	size_t len = wire_add_keepalive(m.b, m.len, sizeof(m.b), &info, 100);
+	assert_int_equal(len, m.len + 6);
+	assert_int_equal(wire_parse(m.b, len, &after), 0);
+	assert_int_equal(after.keepalive, 100);
+	read_options(m.b, len, &after, &o);
+	assert_int_equal(o.n, 2);
+	assert_int_equal(o.code[0], WIRE_OPT_NSID);
+	assert_int_equal(o.code[1], WIRE_OPT_KEEPALIVE);
+
+	/* No room, or a record after the OPT: unchanged. */
+	assert_int_equal(wire_add_keepalive(m.b, m.len, m.len + 5, &info, 100), m.len);
+	start(&m, WIRE_FLAG_QR, 0, 0, 2, "example.");
+	put_opt(&m, 1232, 0);
+	put_a(&m, 300, 3);
+	assert_int_equal(parse(&m, &info), 0);
+	assert_int_equal(wire_add_keepalive(m.b, m.len, sizeof(m.b), &info, 100), m.len);
+	/* No OPT at all. */
+	start(&m, WIRE_FLAG_QR, 1, 0, 0, "example.");
+	put_a(&m, 300, 1);
+	assert_int_equal(parse(&m, &info), 0);
+	assert_int_equal(wire_add_keepalive(m.b, m.len, sizeof(m.b), &info, 100), m.len);
+}
+
 /* ---- wire_filter_opt ---------------------------------------------------- */
 
 static void filter_opt(void **state)
@@ -977,6 +1014,7 @@ int main(void)
 		cmocka_unit_test(upstream_query_padding_sizes),
 		cmocka_unit_test(upstream_query_small_cap),
 		cmocka_unit_test(upstream_query_exact_cap),
+		cmocka_unit_test(add_keepalive),
 		cmocka_unit_test(filter_opt),
 		cmocka_unit_test(filter_opt_edge_cases),
 		cmocka_unit_test(upstream_query_ptr_owner_opt),
