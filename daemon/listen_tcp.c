@@ -142,6 +142,7 @@ static void pipe_release(void *pipe)
 
 static const struct stream_pipe_ops tcp_pipe = {
 	.name = "tcp",
+	.queries_metric = METRIC_queries_tcp,
 	.write = pipe_write,
 	.backlog = pipe_backlog,
 	.pause = pipe_pause,
@@ -156,9 +157,9 @@ static const struct stream_pipe_ops tcp_pipe = {
  * connections itself, silently.  The limit is read each time: it can be
  * changed under a running process (prlimit).
  */
-static bool room_for_client(struct tcp_listener *l)
+static bool room_for_client(struct query_pool *pool, uint64_t *warned_ms)
 {
-	struct query_env *env = query_pool_env(l->pool);
+	struct query_env *env = query_pool_env(pool);
 	const struct config *cfg = env->cfg;
 	struct rlimit rl;
 
@@ -172,13 +173,29 @@ static bool room_for_client(struct tcp_listener *l)
 	if (rl.rlim_cur > reserve && open <= rl.rlim_cur - reserve)
 		return true;
 	uint64_t now = uv_now(&env->loop->uv);
-	if (now - l->fd_warned_ms >= 1000 || l->fd_warned_ms == 0) {
-		l->fd_warned_ms = now;
+	if (now - *warned_ms >= 1000 || *warned_ms == 0) {
+		*warned_ms = now;
 		log_warn("TCP accept: too many open files for another client (descriptor limit "
 			 "%llu, %u clients): closing new connections",
 			 (unsigned long long)rl.rlim_cur, open - 1);
 	}
 	return false;
+}
+
+bool listen_tcp_admit(struct query_pool *pool, uint64_t *warned_ms)
+{
+	struct query_env *env = query_pool_env(pool);
+
+	if (!stream_sessions_reserve(env->cfg->max_tcp_clients)) {
+		metrics_inc(METRIC_tcp_refused);
+		return false;
+	}
+	if (env->draining || !room_for_client(pool, warned_ms)) {
+		stream_sessions_unreserve();
+		metrics_inc(METRIC_tcp_refused);
+		return false;
+	}
+	return true;
 }
 
 static void connection_cb(uv_stream_t *server, int status)
@@ -199,14 +216,7 @@ static void connection_cb(uv_stream_t *server, int status)
 		uv_close((uv_handle_t *)&c->tcp, free_cb);
 		return;
 	}
-	if (!stream_sessions_reserve(env->cfg->max_tcp_clients)) {
-		metrics_inc(METRIC_tcp_refused);
-		uv_close((uv_handle_t *)&c->tcp, free_cb);
-		return;
-	}
-	if (env->draining || !room_for_client(l)) {
-		stream_sessions_unreserve();
-		metrics_inc(METRIC_tcp_refused);
+	if (!listen_tcp_admit(l->pool, &l->fd_warned_ms)) {
 		uv_close((uv_handle_t *)&c->tcp, free_cb);
 		return;
 	}
@@ -221,42 +231,48 @@ static void connection_cb(uv_stream_t *server, int status)
 		stream_session_close(&c->session);
 }
 
+int listen_stream_socket(struct loop *loop, uv_tcp_t *tcp, const struct options_addr *addr,
+			 bool share, uv_connection_cb cb, const char *what, char *err,
+			 size_t errlen)
+{
+	/* With the address family given, the socket exists before the bind. */
+	int rc = uv_tcp_init_ex(&loop->uv, tcp, addr->sa.ss_family);
+
+	if (rc < 0) {
+		free(tcp);
+		snprintf(err, errlen, "cannot listen on %s/%s: %s", addr->text, what,
+			 uv_strerror(rc));
+		return rc;
+	}
+	tcp->data = tcp;
+	if (share)
+		rc = frontend_share_port((uv_handle_t *)tcp);
+	if (rc == 0)
+		rc = uv_tcp_bind(tcp, (const struct sockaddr *)&addr->sa,
+				 addr->sa.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
+	if (rc == 0)
+		rc = uv_listen((uv_stream_t *)tcp, 1024, cb);
+	if (rc < 0) {
+		snprintf(
+		    err, errlen, "cannot listen on %s/%s: %s%s", addr->text, what, uv_strerror(rc),
+		    rc == UV_EACCES ? " (ports below 1024 need root or CAP_NET_BIND_SERVICE)" : "");
+		uv_close((uv_handle_t *)tcp, free_cb);
+	}
+	return rc;
+}
+
 struct tcp_listener *listen_tcp_start(struct query_pool *pool, struct stream_sessions *sessions,
 				      const struct options_addr *addr, bool share, int *rcp,
 				      char *err, size_t errlen)
 {
-	struct query_env *env = query_pool_env(pool);
 	struct tcp_listener *l = calloc(1, sizeof(*l));
-	int rc;
 
 	require(l);
 	l->pool = pool;
 	l->sessions = sessions;
-	/* With the address family given, the socket exists before the bind. */
-	rc = uv_tcp_init_ex(&env->loop->uv, &l->tcp, addr->sa.ss_family);
-	if (rc < 0) {
-		free(l);
-		*rcp = rc;
-		snprintf(err, errlen, "cannot listen on %s/tcp: %s", addr->text, uv_strerror(rc));
-		return NULL;
-	}
-	l->tcp.data = l;
-	if (share)
-		rc = frontend_share_port((uv_handle_t *)&l->tcp);
-	if (rc == 0)
-		rc = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&addr->sa,
-				 addr->sa.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
-	if (rc == 0)
-		rc = uv_listen((uv_stream_t *)&l->tcp, 1024, connection_cb);
-	if (rc < 0) {
-		*rcp = rc;
-		snprintf(err, errlen, "cannot listen on %s/tcp: %s%s", addr->text, uv_strerror(rc),
-			 rc == UV_EACCES ? " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
-					 : "");
-		uv_close((uv_handle_t *)&l->tcp, free_cb);
-		return NULL;
-	}
-	return l;
+	*rcp = listen_stream_socket(query_pool_env(pool)->loop, &l->tcp, addr, share, connection_cb,
+				    "tcp", err, errlen);
+	return *rcp < 0 ? NULL : l;
 }
 
 void listen_tcp_close(struct tcp_listener *l)

@@ -10,7 +10,10 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
 
+struct loop;
 struct query_pool;
 struct stream_sessions;
 struct tcp_listener;
@@ -21,6 +24,22 @@ struct tcp_listener;
 struct tcp_listener *listen_tcp_start(struct query_pool *pool, struct stream_sessions *sessions,
 				      const struct options_addr *addr, bool share, int *rc,
 				      char *err, size_t errlen);
+
+/** May a client just accepted by a stream listener (TCP or TLS) feeding
+ * @pool be served?  True with its place in the client budget taken (the
+ * session gives it back); false, counted in tcp_refused, when the budget
+ * (--max-tcp-clients) or the descriptor limit leaves no room, or the worker
+ * is draining.  @warned_ms: the listener's, so that running out of
+ * descriptors is logged once a second at most. */
+bool listen_tcp_admit(struct query_pool *pool, uint64_t *warned_ms);
+
+/** Bind and listen on @addr with @tcp, the first member of a calloc()ed
+ * listener whose handle data is itself, accepting with @cb; @what ("tcp",
+ * "tls") names it in errors.  Returns 0, or the libuv error with the
+ * reason in @err, the listener then being freed. */
+int listen_stream_socket(struct loop *loop, uv_tcp_t *tcp, const struct options_addr *addr,
+			 bool share, uv_connection_cb cb, const char *what, char *err,
+			 size_t errlen);
 
 /** Stop accepting; memory is freed in the close callback. */
 void listen_tcp_close(struct tcp_listener *l);

@@ -15,6 +15,7 @@
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/options.h"
+#include "lib/tls.h"
 #include "lib/version.h"
 
 #include <errno.h>
@@ -72,14 +73,21 @@ static void tell_workers(unsigned commands, struct settings *s)
 		worker_post(proc.workers[i], commands, s);
 }
 
-static bool same_listen(const struct config *a, const struct config *b)
+static bool same_addrs(const struct options_addr *a, unsigned na, const struct options_addr *b,
+		       unsigned nb)
 {
-	if (a->n_listen != b->n_listen)
+	if (na != nb)
 		return false;
-	for (unsigned i = 0; i < a->n_listen; i++)
-		if (strcmp(a->listen[i].text, b->listen[i].text) != 0)
+	for (unsigned i = 0; i < na; i++)
+		if (strcmp(a[i].text, b[i].text) != 0)
 			return false;
 	return true;
+}
+
+static bool same_listen(const struct config *a, const struct config *b)
+{
+	return same_addrs(a->listen, a->n_listen, b->listen, b->n_listen) &&
+	       same_addrs(a->listen_tls, a->n_listen_tls, b->listen_tls, b->n_listen_tls);
 }
 
 /*
@@ -117,6 +125,12 @@ static void reload(void)
 	tell_workers(WORKER_RELOAD, s);
 	settings_drop(proc.settings);
 	proc.settings = s;
+	if (s->tls_server) {
+		/* After a renewal, the log says the new certificate is in use. */
+		char desc[512];
+		tls_server_ctx_describe(s->tls_server, desc, sizeof(desc));
+		log_tagged("notice", "SIGHUP: TLS listeners serve %s (%s)", desc, s->cfg.cert_file);
+	}
 	log_tagged("notice", "SIGHUP: configuration reloaded: %u upstream(s), policy %s",
 		   s->cfg.n_upstream,
 		   s->cfg.policy == OPTIONS_POLICY_FASTEST    ? "fastest"
@@ -299,6 +313,11 @@ static int start(const struct config *cfg)
 		return EXIT_STARTUP;
 	warn_unreachable_listeners(cfg);
 	log_upstreams(cfg);
+	if (proc.settings->tls_server) {
+		char desc[512];
+		tls_server_ctx_describe(proc.settings->tls_server, desc, sizeof(desc));
+		log_info("TLS listeners serve %s (%s)", desc, cfg->cert_file);
+	}
 	for (unsigned i = 1; i < proc.n_workers; i++)
 		require(worker_spawn(proc.workers[i]) == 0);
 	/* The addresses bound, not those configured: a default [::1]:53 on a

@@ -39,6 +39,12 @@ struct settings *settings_load(int argc, char **argv, FILE *out, int *status, ch
 		snprintf(err, errlen, "%s%s", s->cfg.ca_file[0] ? "--ca-file: " : "", why);
 		goto fail_einval;
 	}
+	if (s->cfg.n_listen_tls) {
+		s->tls_server = tls_server_ctx_new(s->cfg.cert_file, s->cfg.key_file,
+						   TLS_SERVER_DOT, err, errlen);
+		if (!s->tls_server)
+			goto fail_einval;
+	}
 	/* Built-in zones, forward zones, local data, hosts files, blocklist. */
 	s->localzone = localzone_from_config(&s->cfg, why, sizeof(why));
 	if (!s->localzone) {
@@ -55,6 +61,7 @@ fail_einval:
 	*status = -EINVAL;
 fail:
 	tls_ctx_free(s->tls);
+	tls_ctx_free(s->tls_server);
 	free(s);
 	return NULL;
 }
@@ -71,5 +78,6 @@ void settings_drop(struct settings *s)
 		return;
 	localzone_free(s->localzone);
 	tls_ctx_free(s->tls);
+	tls_ctx_free(s->tls_server);
 	free(s);
 }

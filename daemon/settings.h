@@ -17,7 +17,8 @@ struct localzone;
 
 struct settings {
 	struct config cfg;
-	struct tls_ctx *tls;	     /**< owned */
+	struct tls_ctx *tls;	     /**< owned: for upstreams */
+	struct tls_ctx *tls_server;  /**< owned: for --listen-tls; NULL without one */
 	struct localzone *localzone; /**< owned */
 	/** The forward zones' names in wire form (cfg.zones[i].name). */
 	uint8_t zone_wire[OPTIONS_MAX_ZONES][WIRE_MAX_NAME];

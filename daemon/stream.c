@@ -126,7 +126,7 @@ static int frame_cb(void *arg, uint8_t *msg, size_t len)
 	/* Only whole queries count as activity: a client trickling bytes that
 	 * never complete a frame is idle and gets closed. */
 	touch(s);
-	metrics_inc(METRIC_queries_tcp);
+	metrics_inc((enum metric)s->pipe_ops->queries_metric);
 	s->inflight++;
 	query_receive(s->pool, &client, msg, len);
 	if (s->closing)
@@ -229,6 +229,15 @@ static size_t max_reply(const struct frontend_client *c, const struct wire_info 
 	return WIRE_MAX_MSG;
 }
 
+/* The idle timeout this session applies, in units of 100 ms. */
+static uint16_t keepalive(const struct frontend_client *c)
+{
+	const struct stream_session *s = c->conn;
+	unsigned units = query_pool_env(s->pool)->cfg->tcp_idle_timeout_ms / 100;
+
+	return (uint16_t)(units < 65535 ? units : 65535);
+}
+
 static void peer(const struct frontend_client *c, char *buf, size_t cap)
 {
 	const struct stream_session *s = c->conn;
@@ -246,6 +255,7 @@ const struct frontend_ops stream_frontend_ops = {
 	.reply = reply,
 	.done = done,
 	.max_reply = max_reply,
+	.keepalive = keepalive,
 	.peer = peer,
 	.allowed = allowed,
 };

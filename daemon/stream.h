@@ -30,7 +30,8 @@ struct stream_session;
 
 /** What a carrier does for a session.  @pipe is the carrier's connection. */
 struct stream_pipe_ops {
-	const char *name; /**< "tcp": the frontend's name in logs */
+	const char *name;   /**< "tcp", "dot": the frontend's name in logs */
+	int queries_metric; /**< the counter of queries received (enum metric) */
 	/** Send one reply with its 2-byte prefix (@prefix).  Returns 0 or a
 	 * negative error (the session then closes). */
 	int (*write)(void *pipe, const uint8_t prefix[2], const uint8_t *msg, size_t len);

@@ -184,6 +184,18 @@ int tlsio_write(struct tlsio *io, const uint8_t *data, size_t len)
 	return send_cipher(io);
 }
 
+void tlsio_pause(struct tlsio *io)
+{
+	uv_read_stop((uv_stream_t *)&io->tcp);
+}
+
+int tlsio_resume(struct tlsio *io)
+{
+	if (io->stopped)
+		return -EPIPE;
+	return uv_read_start((uv_stream_t *)&io->tcp, alloc_cb, read_cb);
+}
+
 size_t tlsio_backlog(const struct tlsio *io)
 {
 	return io->tcp.write_queue_size;

@@ -3,8 +3,8 @@
  * memory buffers) and a socket.  Ciphertext received is fed to the session;
  * ciphertext produced is written with uv_try_write first and queued only
  * for what the kernel does not take; plaintext comes out through a
- * callback.  Used by the DoT upstream transport, and written for a TLS
- * server session too: nothing here knows which side it is on.
+ * callback.  Used by the DoT upstream transport and the DoT listener:
+ * nothing here knows which side it is on.
  */
 #pragma once
 
@@ -54,6 +54,12 @@ int tlsio_start(struct tlsio *io, struct tls_conn *tls);
 /** Encrypt @len bytes and send them.  Returns 0, or a negative error
  * (ended is not called: the caller decides). */
 int tlsio_write(struct tlsio *io, const uint8_t *data, size_t len);
+
+/** Stop reading from the socket (a stream session at its pipeline cap);
+ * tlsio_resume() reads again.  Plaintext already decrypted has been handed
+ * over: nothing waits inside. */
+void tlsio_pause(struct tlsio *io);
+int tlsio_resume(struct tlsio *io);
 
 /** Bytes queued in the kernel's stead (a peer not reading). */
 size_t tlsio_backlog(const struct tlsio *io);

@@ -9,6 +9,7 @@
 
 #include "daemon/dot.h"
 #include "daemon/listen_tcp.h"
+#include "daemon/listen_tls.h"
 #include "daemon/listen_udp.h"
 #include "daemon/loop.h"
 #include "daemon/plain.h"
@@ -42,6 +43,9 @@ struct worker {
 	struct udp_listener *udp[OPTIONS_MAX_LISTEN];
 	struct tcp_listener *tcp[OPTIONS_MAX_LISTEN];
 	unsigned n_listen;
+	struct tls_listener *dot[OPTIONS_MAX_LISTEN]; /* --listen-tls */
+	unsigned n_dot;
+	struct tls_ctx *tls_server;	 /* the settings' server context: new DoT clients get it */
 	struct stream_sessions sessions; /* every open TCP client */
 	uv_timer_t drain_timer;		 /* bounds the drain, then finishes */
 	bool finishing;			 /* finish() began: its handles are closing */
@@ -126,6 +130,7 @@ static void use_settings(struct worker *w, struct settings *s)
 	w->settings = s;
 	w->tenv.cfg = &s->cfg;
 	w->tenv.tls = s->tls;
+	w->tls_server = s->tls_server;
 	w->qenv.cfg = &s->cfg;
 	w->qenv.localzone = s->localzone;
 	w->loop.busy_poll_us = s->cfg.busy_poll_us;
@@ -208,6 +213,17 @@ int worker_listen(struct worker *w, char *err, size_t errlen)
 		snprintf(err, errlen, "no address to listen on");
 		return -1;
 	}
+	for (unsigned i = 0; i < cfg->n_listen_tls; i++) {
+		const struct options_addr *addr = &cfg->listen_tls[i];
+		int rc;
+		struct tls_listener *l = listen_tls_start(w->pool, &w->sessions, &w->tls_server,
+							  addr, share, &rc, err, errlen);
+		if (!l)
+			return -1;
+		w->dot[w->n_dot++] = l;
+		if (w->index == 0)
+			log_info("listening on %s/tls (DNS over TLS)", addr->text);
+	}
 	return 0;
 }
 
@@ -267,6 +283,9 @@ static void start_drain(struct worker *w)
 			listen_tcp_close(w->tcp[i]);
 		w->tcp[i] = NULL;
 	}
+	for (unsigned i = 0; i < w->n_dot; i++)
+		listen_tls_close(w->dot[i]);
+	w->n_dot = 0;
 	unsigned inflight = query_pool_inflight(w->pool);
 	log_info("shutting down: %u queries in flight", inflight);
 	/* In-flight queries end by their deadline at the latest. */
@@ -305,6 +324,9 @@ static void finish(struct worker *w)
 		listen_udp_close(w->udp[i]);
 	}
 	w->n_listen = 0;
+	for (unsigned i = 0; i < w->n_dot; i++)
+		listen_tls_close(w->dot[i]);
+	w->n_dot = 0;
 	if (w->on_finish)
 		w->on_finish(w->on_finish_arg);
 	loop_close_handles(&w->loop);

@@ -9,35 +9,40 @@
 #include <stdint.h>
 
 #define METRICS_LIST(X)                                                                            \
-	X(queries_udp)		 /* queries received over UDP */                                   \
-	X(queries_tcp)		 /* queries received over TCP */                                   \
-	X(answers_forwarded)	 /* upstream answers delivered to clients */                       \
-	X(answers_truncated)	 /* of those, truncated for UDP (TC=1) */                          \
-	X(local_answers)	 /* answered from a locally served zone (never forwarded) */       \
-	X(blocked)		 /* names on the blocklist, answered locally */                    \
-	X(cache_hits)		 /* answered from the cache */                                     \
-	X(cache_misses)		 /* not in the cache (or expired) */                               \
-	X(cache_stale_served)	 /* expired answers served because upstreams failed */             \
-	X(cache_prefetches)	 /* popular entries refreshed before they expired */               \
-	X(queries_collapsed)	 /* answered by an identical query already in flight */            \
-	X(ecs_stripped)		 /* queries whose Client Subnet option was removed */              \
-	X(servfail_timeout)	 /* SERVFAIL because the deadline passed */                        \
-	X(servfail_no_upstream)	 /* SERVFAIL because no upstream could be used */                  \
-	X(servfail_overload)	 /* SERVFAIL because the in-flight table was full */               \
-	X(servfail_shutdown)	 /* SERVFAIL (EDE 14) to TCP clients querying during shutdown */   \
-	X(refused_clients)	 /* queries from clients outside --allow: REFUSED */               \
-	X(formerr)		 /* malformed queries answered with FORMERR */                     \
-	X(notimp)		 /* queries with an opcode other than QUERY */                     \
-	X(dropped_malformed)	 /* client datagrams too short to answer */                        \
-	X(dropped_responses)	 /* messages with QR=1 sent to us by clients */                    \
-	X(udp_send_failed)	 /* replies the kernel would not take */                           \
-	X(tcp_accepted)		 /* TCP client connections accepted */                             \
-	X(tcp_refused)		 /* TCP clients closed at once: too many */                        \
-	X(tcp_idle_closed)	 /* TCP clients closed for idleness */                             \
-	X(upstream_connects)	 /* TCP connections opened to upstreams */                         \
-	X(upstream_handshakes)	 /* TLS handshakes completed */                                    \
-	X(upstream_resumed)	 /* of those, resumed sessions */                                  \
-	X(upstream_tls_failures) /* handshakes or verifications that failed */                     \
+	X(queries_udp)		  /* queries received over UDP */                                  \
+	X(queries_tcp)		  /* queries received over TCP */                                  \
+	X(queries_dot)		  /* queries received over TLS (--listen-tls) */                   \
+	X(answers_forwarded)	  /* upstream answers delivered to clients */                      \
+	X(answers_truncated)	  /* of those, truncated for UDP (TC=1) */                         \
+	X(local_answers)	  /* answered from a locally served zone (never forwarded) */      \
+	X(blocked)		  /* names on the blocklist, answered locally */                   \
+	X(cache_hits)		  /* answered from the cache */                                    \
+	X(cache_misses)		  /* not in the cache (or expired) */                              \
+	X(cache_stale_served)	  /* expired answers served because upstreams failed */            \
+	X(cache_prefetches)	  /* popular entries refreshed before they expired */              \
+	X(queries_collapsed)	  /* answered by an identical query already in flight */           \
+	X(ecs_stripped)		  /* queries whose Client Subnet option was removed */             \
+	X(servfail_timeout)	  /* SERVFAIL because the deadline passed */                       \
+	X(servfail_no_upstream)	  /* SERVFAIL because no upstream could be used */                 \
+	X(servfail_overload)	  /* SERVFAIL because the in-flight table was full */              \
+	X(servfail_shutdown)	  /* SERVFAIL (EDE 14) to TCP clients querying during shutdown */  \
+	X(refused_clients)	  /* queries from clients outside --allow: REFUSED */              \
+	X(formerr)		  /* malformed queries answered with FORMERR */                    \
+	X(notimp)		  /* queries with an opcode other than QUERY */                    \
+	X(dropped_malformed)	  /* client datagrams too short to answer */                       \
+	X(dropped_responses)	  /* messages with QR=1 sent to us by clients */                   \
+	X(udp_send_failed)	  /* replies the kernel would not take */                          \
+	X(tcp_accepted)		  /* TCP client connections accepted */                            \
+	X(tcp_refused)		  /* TCP clients closed at once: too many */                       \
+	X(tcp_idle_closed)	  /* TCP clients closed for idleness */                            \
+	X(dot_accepted)		  /* TLS client connections accepted (--listen-tls) */             \
+	X(dot_handshakes)	  /* of those, handshakes completed */                             \
+	X(dot_resumed)		  /* of those, resumed sessions */                                 \
+	X(dot_handshake_failures) /* TLS clients closed before a session: failed or too slow */    \
+	X(upstream_connects)	  /* TCP connections opened to upstreams */                        \
+	X(upstream_handshakes)	  /* TLS handshakes completed */                                   \
+	X(upstream_resumed)	  /* of those, resumed sessions */                                 \
+	X(upstream_tls_failures)  /* handshakes or verifications that failed */                    \
 	X(upstream_connect_failures) /* TCP connects that failed */                                \
 	X(upstream_closed)	     /* established connections closed by either side */           \
 	X(upstream_resent)	     /* queries resent after their connection closed */            \

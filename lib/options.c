@@ -18,6 +18,9 @@
 enum opt_id {
 	OPT_CONFIG,
 	OPT_LISTEN,
+	OPT_LISTEN_TLS,
+	OPT_CERT_FILE,
+	OPT_KEY_FILE,
 	OPT_UPSTREAM,
 	OPT_FORWARD_ZONE,
 	OPT_MAX_UDP_SIZE,
@@ -70,6 +73,14 @@ static const struct option_def table[] = {
 	{ OPT_LISTEN, 0, false, "listen", "ADDR:PORT",
 	  "listen for plain DNS on UDP and TCP (repeatable; IPv6 as [::1]:53)\n"
 	  "default: 127.0.0.1:53 and [::1]:53" },
+	{ OPT_LISTEN_TLS, 0, false, "listen-tls", "ADDR:PORT",
+	  "serve DNS over TLS (RFC 7858) on this address (repeatable; usually\n"
+	  "port 853); needs --cert-file and --key-file" },
+	{ OPT_CERT_FILE, 0, false, "cert-file", "FILE",
+	  "PEM certificate chain (leaf first) served by --listen-tls; read\n"
+	  "again on SIGHUP" },
+	{ OPT_KEY_FILE, 0, false, "key-file", "FILE",
+	  "PEM private key of --cert-file (not encrypted); read again on SIGHUP" },
 	{ OPT_UPSTREAM, 0, false, "upstream", "IP[@PORT][#AUTH-NAME][^PIN]...",
 	  "forward over TLS to this resolver (repeatable); port 853 by default;\n"
 	  "AUTH-NAME is sent as SNI and must match the certificate, without it\n"
@@ -172,7 +183,8 @@ struct parse_state {
 	struct config *cfg;
 	FILE *out;
 	enum source source;
-	enum source listen_from;   /* where the current listen list came from */
+	enum source listen_from; /* where the current listen list came from */
+	enum source listen_tls_from;
 	enum source upstream_from; /* where the current upstream list came from */
 	enum source allow_from;	   /* where the current allow list came from */
 	enum source zones_from;	   /* where the current forward zones came from */
@@ -716,6 +728,20 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 			return fail(err, errlen, "too many --listen (at most %d)",
 				    OPTIONS_MAX_LISTEN);
 		return options_parse_listen(value, &cfg->listen[cfg->n_listen++], err, errlen);
+	case OPT_LISTEN_TLS:
+		if (list_room(st, &st->listen_tls_from, &cfg->n_listen_tls, OPTIONS_MAX_LISTEN,
+			      o->name))
+			return -EINVAL;
+		return options_parse_listen(value, &cfg->listen_tls[cfg->n_listen_tls++], err,
+					    errlen);
+	case OPT_CERT_FILE:
+	case OPT_KEY_FILE: {
+		char *dst = o->id == OPT_CERT_FILE ? cfg->cert_file : cfg->key_file;
+		if (!value[0] || strlen(value) >= OPTIONS_MAX_PATH)
+			return fail(err, errlen, "bad --%s '%s'", o->name, value);
+		snprintf(dst, OPTIONS_MAX_PATH, "%s", value);
+		return 0;
+	}
 	case OPT_UPSTREAM:
 		if (st->upstream_from != st->source) {
 			cfg->n_upstream = 0;
@@ -1087,6 +1113,7 @@ int options_parse(int argc, char **argv, struct config *cfg, FILE *out, char *er
 		.out = out,
 		.source = SRC_CLI,
 		.listen_from = SRC_DEFAULT,
+		.listen_tls_from = SRC_DEFAULT,
 		.upstream_from = SRC_DEFAULT,
 		.allow_from = SRC_DEFAULT,
 		.zones_from = SRC_DEFAULT,
@@ -1107,5 +1134,8 @@ int options_parse(int argc, char **argv, struct config *cfg, FILE *out, char *er
 		return rc;
 	if (st.exit_now)
 		return OPTIONS_EXIT;
+	if (cfg->n_listen_tls && (!cfg->cert_file[0] || !cfg->key_file[0]))
+		return fail(err, errlen,
+			    "--listen-tls needs a certificate: give --cert-file and --key-file");
 	return OPTIONS_RUN;
 }

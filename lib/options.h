@@ -96,6 +96,10 @@ struct config {
 	struct options_addr listen[OPTIONS_MAX_LISTEN];
 	unsigned n_listen;
 	bool listen_is_default; /**< no --listen given: a missing IPv6 stack is not fatal */
+	struct options_addr listen_tls[OPTIONS_MAX_LISTEN]; /**< --listen-tls: DoT for clients */
+	unsigned n_listen_tls;
+	char cert_file[OPTIONS_MAX_PATH]; /**< --cert-file: the listeners' certificate chain */
+	char key_file[OPTIONS_MAX_PATH];  /**< --key-file: its private key */
 	struct options_upstream upstream[OPTIONS_MAX_UPSTREAMS];
 	unsigned n_upstream;
 	struct options_zone zones[OPTIONS_MAX_ZONES]; /**< --forward-zone, other than "." */

@@ -6,18 +6,38 @@
 #include "lib/tls.h"
 
 #include <errno.h>
-#include <stdbool.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+/* A session-ticket key of a server context (RFC 5077 layout: a name that
+ * says which key sealed a ticket, an AES-256 key, an HMAC-SHA256 key). */
+struct ticket_key {
+	unsigned char name[16];
+	unsigned char aes[32];
+	unsigned char hmac[32];
+};
 
 struct tls_ctx {
 	SSL_CTX *ssl_ctx;
 	bool opportunistic;
+	/* Server contexts only.  Workers share a context, hence the lock. */
+	bool server;
+	enum tls_server_alpn alpn;
+	pthread_mutex_t ticket_lock;
+	struct ticket_key ticket_keys[2]; /* [0] seals new tickets; [1] the one before */
+	unsigned n_ticket_keys;
+	time_t ticket_key_made; /* when [0] was made */
 };
 
 /* TLS 1.3 tickets are single-use and servers send two or more per full
@@ -33,6 +53,7 @@ struct tls_session {
 
 struct tls_conn {
 	SSL *ssl;
+	bool server; /* a listener's session: nothing of the peer to check */
 	bool opportunistic;
 	struct tls_session *resume; /* not owned */
 	uint8_t (*pins)[32];	    /* owned copy, or NULL */
@@ -176,11 +197,16 @@ void tls_ctx_free(struct tls_ctx *ctx)
 	if (!ctx)
 		return;
 	SSL_CTX_free(ctx->ssl_ctx);
+	if (ctx->server) {
+		pthread_mutex_destroy(&ctx->ticket_lock);
+		OPENSSL_cleanse(ctx->ticket_keys, sizeof(ctx->ticket_keys));
+	}
 	free(ctx);
 }
 
-struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *auth_name, const char *ip_text,
-			      struct tls_session *resume)
+/* A session of @ctx on two memory BIOs, side not chosen yet; NULL when out
+ * of memory. */
+static struct tls_conn *conn_new(struct tls_ctx *ctx)
 {
 	struct tls_conn *conn = calloc(1, sizeof(*conn));
 
@@ -190,13 +216,261 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *auth_name, const 
 	conn->ssl = SSL_new(ctx->ssl_ctx);
 	conn->in = BIO_new(BIO_s_mem());
 	conn->out = BIO_new(BIO_s_mem());
-	if (!conn->ssl || !conn->in || !conn->out)
-		goto fail;
+	if (!conn->ssl || !conn->in || !conn->out) {
+		BIO_free(conn->in);
+		BIO_free(conn->out);
+		SSL_free(conn->ssl);
+		free(conn);
+		return NULL;
+	}
 	/* An empty input BIO means "wait for more", not end of file. */
 	BIO_set_mem_eof_return(conn->in, -1);
 	SSL_set_bio(conn->ssl, conn->in, conn->out); /* ssl owns both from here */
-	SSL_set_connect_state(conn->ssl);
 	SSL_set_app_data(conn->ssl, conn);
+	return conn;
+}
+
+/* -- server contexts ------------------------------------------------------------ */
+
+static bool make_ticket_key(struct ticket_key *k)
+{
+	return RAND_bytes(k->name, sizeof(k->name)) == 1 &&
+	       RAND_bytes(k->aes, sizeof(k->aes)) == 1 && RAND_bytes(k->hmac, sizeof(k->hmac)) == 1;
+}
+
+/* Seal (enc) or open a session ticket.  A new key every
+ * TLS_TICKET_KEY_SECONDS, made when the first ticket after that is sealed
+ * or opened; the previous key still opens tickets, and a ticket it opened
+ * is replaced (return 2).  An unknown key name means a full handshake. */
+static int ticket_key_cb(SSL *ssl, unsigned char name[16], unsigned char *iv,
+			 EVP_CIPHER_CTX *cipher, EVP_MAC_CTX *mac, int enc)
+{
+	struct tls_ctx *ctx = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+	struct ticket_key key;
+	time_t now = time(NULL);
+	int ret = 1;
+
+	pthread_mutex_lock(&ctx->ticket_lock);
+	if (now - ctx->ticket_key_made >= TLS_TICKET_KEY_SECONDS || now < ctx->ticket_key_made) {
+		struct ticket_key fresh;
+		if (make_ticket_key(&fresh)) {
+			ctx->ticket_keys[1] = ctx->ticket_keys[0];
+			ctx->ticket_keys[0] = fresh;
+			ctx->n_ticket_keys = 2;
+			ctx->ticket_key_made = now;
+			OPENSSL_cleanse(&fresh, sizeof(fresh));
+		}
+	}
+	if (enc) {
+		key = ctx->ticket_keys[0];
+	} else {
+		unsigned i = 0;
+		while (i < ctx->n_ticket_keys && memcmp(ctx->ticket_keys[i].name, name, 16) != 0)
+			i++;
+		if (i == ctx->n_ticket_keys) {
+			pthread_mutex_unlock(&ctx->ticket_lock);
+			return 0;
+		}
+		key = ctx->ticket_keys[i];
+		ret = i == 0 ? 1 : 2;
+	}
+	pthread_mutex_unlock(&ctx->ticket_lock);
+
+	OSSL_PARAM params[] = {
+		OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, key.hmac, sizeof(key.hmac)),
+		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+		OSSL_PARAM_construct_end(),
+	};
+	if (enc) {
+		memcpy(name, key.name, sizeof(key.name));
+		if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1 ||
+		    EVP_EncryptInit_ex(cipher, EVP_aes_256_cbc(), NULL, key.aes, iv) != 1)
+			ret = -1;
+	} else if (EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), NULL, key.aes, iv) != 1) {
+		ret = -1;
+	}
+	if (ret > 0 && EVP_MAC_CTX_set_params(mac, params) != 1)
+		ret = -1;
+	OPENSSL_cleanse(&key, sizeof(key));
+	return ret;
+}
+
+/* ALPN: "dot" or "h2", whichever the context serves. */
+static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+			  const unsigned char *in, unsigned int inlen, void *arg)
+{
+	static const unsigned char dot[] = { 3, 'd', 'o', 't' };
+	static const unsigned char h2[] = { 2, 'h', '2' };
+	const struct tls_ctx *ctx = arg;
+	const unsigned char *want = ctx->alpn == TLS_SERVER_H2 ? h2 : dot;
+	unsigned char *chosen = NULL;
+
+	(void)ssl;
+	if (SSL_select_next_proto(&chosen, outlen, want, (unsigned)want[0] + 1, in, inlen) ==
+	    OPENSSL_NPN_NEGOTIATED) {
+		*out = chosen;
+		return SSL_TLSEXT_ERR_OK;
+	}
+	/* DoT (RFC 7858 predates ALPN "dot"): serve without ALPN.  DoH needs
+	 * HTTP/2: refuse with no_application_protocol rather than hang an
+	 * HTTP/1.1 client. */
+	return ctx->alpn == TLS_SERVER_H2 ? SSL_TLSEXT_ERR_ALERT_FATAL : SSL_TLSEXT_ERR_NOACK;
+}
+
+/* Can @path be read at all?  The system's words when not ("No such file or
+ * directory"), which OpenSSL's error codes would hide. */
+static bool readable(const char *what, const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+
+	if (!f) {
+		snprintf(err, errlen, "%s %s: %s", what, path, strerror(errno));
+		return false;
+	}
+	fclose(f);
+	return true;
+}
+
+/* Never ask for a passphrase (a daemon has no one to ask). */
+static int no_passphrase(char *buf, int size, int rwflag, void *arg)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	(void)arg;
+	return 0;
+}
+
+/* Load the private key and check it against the certificate loaded. */
+static bool use_key(SSL_CTX *ssl_ctx, const char *cert_file, const char *key_file, char *err,
+		    size_t errlen)
+{
+	FILE *f = fopen(key_file, "r");
+	EVP_PKEY *key = f ? PEM_read_PrivateKey(f, NULL, no_passphrase, NULL) : NULL;
+	bool ok = false;
+
+	if (f)
+		fclose(f);
+	ERR_clear_error();
+	if (!key)
+		snprintf(err, errlen,
+			 "--key-file %s: no PEM private key in it (an encrypted key cannot be "
+			 "used: no one can type its passphrase)",
+			 key_file);
+	else if (X509_check_private_key(SSL_CTX_get0_certificate(ssl_ctx), key) != 1)
+		snprintf(err, errlen, "--key-file %s is not the key of the certificate in %s",
+			 key_file, cert_file);
+	else if (SSL_CTX_use_PrivateKey(ssl_ctx, key) != 1)
+		openssl_error(err, errlen, "cannot use the private key");
+	else
+		ok = true;
+	ERR_clear_error();
+	EVP_PKEY_free(key);
+	return ok;
+}
+
+struct tls_ctx *tls_server_ctx_new(const char *cert_file, const char *key_file,
+				   enum tls_server_alpn alpn, char *err, size_t errlen)
+{
+	if (!readable("--cert-file", cert_file, err, errlen) ||
+	    !readable("--key-file", key_file, err, errlen))
+		return NULL;
+	struct tls_ctx *ctx = calloc(1, sizeof(*ctx));
+	if (!ctx) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	ctx->server = true;
+	ctx->alpn = alpn;
+	pthread_mutex_init(&ctx->ticket_lock, NULL);
+	ERR_clear_error();
+	ctx->ssl_ctx = SSL_CTX_new(TLS_server_method());
+	if (!ctx->ssl_ctx) {
+		openssl_error(err, errlen, "cannot create TLS context");
+		goto fail;
+	}
+	SSL_CTX_set_app_data(ctx->ssl_ctx, ctx);
+	SSL_CTX_set_min_proto_version(ctx->ssl_ctx, TLS1_2_VERSION);
+	SSL_CTX_set_mode(ctx->ssl_ctx, SSL_MODE_RELEASE_BUFFERS);
+	/* RFC 8310 §8.2 and RFC 7525: no renegotiation, no compression; the
+	 * server's cipher order.  Resumption by tickets only: no per-session
+	 * state kept here for a client to fill. */
+	SSL_CTX_set_options(ctx->ssl_ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+					      SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_session_cache_mode(ctx->ssl_ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_alpn_select_cb(ctx->ssl_ctx, alpn_select_cb, ctx);
+	if (SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx->ssl_ctx, ticket_key_cb) != 1) {
+		openssl_error(err, errlen, "cannot set up session tickets");
+		goto fail;
+	}
+	char what[4200];
+	if (SSL_CTX_use_certificate_chain_file(ctx->ssl_ctx, cert_file) != 1) {
+		snprintf(what, sizeof(what), "--cert-file %s: no usable PEM certificate chain",
+			 cert_file);
+		openssl_error(err, errlen, what);
+		goto fail;
+	}
+	if (!use_key(ctx->ssl_ctx, cert_file, key_file, err, errlen))
+		goto fail;
+	return ctx;
+fail:
+	tls_ctx_free(ctx);
+	return NULL;
+}
+
+void tls_server_ctx_describe(const struct tls_ctx *ctx, char *buf, size_t cap)
+{
+	X509 *cert = SSL_CTX_get0_certificate(ctx->ssl_ctx);
+	char cn[256] = "?", serial[80] = "?", until[32] = "?";
+
+	if (!cert) {
+		snprintf(buf, cap, "no certificate");
+		return;
+	}
+	X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn));
+	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+	char *hex = bn ? BN_bn2hex(bn) : NULL;
+	if (hex)
+		snprintf(serial, sizeof(serial), "%s", hex);
+	OPENSSL_free(hex);
+	BN_free(bn);
+	struct tm tm;
+	if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) == 1)
+		strftime(until, sizeof(until), "%Y-%m-%d", &tm);
+	ERR_clear_error();
+	snprintf(buf, cap, "CN=%s, serial %s, valid until %s", cn, serial, until);
+}
+
+struct tls_conn *tls_conn_new_server(struct tls_ctx *ctx)
+{
+	struct tls_conn *conn = conn_new(ctx);
+
+	if (!conn)
+		return NULL;
+	SSL_set_accept_state(conn->ssl);
+	conn->server = true;
+	return conn;
+}
+
+void tls_conn_alpn(const struct tls_conn *conn, char *buf, size_t cap)
+{
+	const unsigned char *p = NULL;
+	unsigned len = 0;
+
+	SSL_get0_alpn_selected(conn->ssl, &p, &len);
+	snprintf(buf, cap, "%.*s", (int)len, p ? (const char *)p : "");
+}
+
+/* -- sessions --------------------------------------------------------------------- */
+
+struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *auth_name, const char *ip_text,
+			      struct tls_session *resume)
+{
+	struct tls_conn *conn = conn_new(ctx);
+
+	if (!conn)
+		return NULL;
+	SSL_set_connect_state(conn->ssl);
 	conn->opportunistic = ctx->opportunistic;
 	conn->resume = resume;
 	if (resume) {
@@ -216,12 +490,6 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *auth_name, const 
 			goto fail_ssl;
 	}
 	return conn;
-fail:
-	BIO_free(conn->in);
-	BIO_free(conn->out);
-	SSL_free(conn->ssl);
-	free(conn);
-	return NULL;
 fail_ssl:
 	tls_conn_free(conn);
 	return NULL;
@@ -288,6 +556,8 @@ static int check_authentication(struct tls_conn *conn)
 	char why[200];
 	long verify = SSL_get_verify_result(conn->ssl);
 
+	if (conn->server)
+		return 0;
 	if (verify != X509_V_OK) {
 		/* Only reachable in the opportunistic profile: strict aborted already. */
 		snprintf(conn->auth_failure, sizeof(conn->auth_failure),

@@ -1,11 +1,13 @@
 /*
- * TLS for upstream connections, without I/O (RFC 7858, RFC 8310 strict
- * profile).  A tls_ctx holds the trust anchors and policy shared by every
- * connection; a tls_conn is one client-side session over memory buffers:
- * the caller feeds it ciphertext received from the network, takes the
- * ciphertext it produces and sends it, and reads and writes plaintext.
- * Nothing here ever touches a socket, so handshakes, verification failures
- * and closes can be exercised entirely in memory.
+ * TLS without I/O: client sessions towards upstreams (RFC 7858, RFC 8310
+ * strict profile) and server sessions for the DoT and DoH listeners.  A
+ * tls_ctx holds what every connection of one kind shares (trust anchors
+ * and policy, or the certificate, key and ticket keys); a tls_conn is one
+ * session over memory buffers: the caller feeds it ciphertext received
+ * from the network, takes the ciphertext it produces and sends it, and
+ * reads and writes plaintext.  Nothing here ever touches a socket, so
+ * handshakes, verification failures and closes can be exercised entirely
+ * in memory.
  */
 #pragma once
 
@@ -30,6 +32,39 @@ struct tls_session;
  */
 struct tls_ctx *tls_ctx_new(const char *ca_file, char *err, size_t errlen);
 void tls_ctx_free(struct tls_ctx *ctx);
+
+/** Which application protocol a server context accepts (ALPN). */
+enum tls_server_alpn {
+	TLS_SERVER_DOT, /**< "dot" when offered; a client offering none is served too */
+	TLS_SERVER_H2,	/**< "h2" only: anything else gets the no_application_protocol alert */
+};
+
+/** How often a server context makes a new session-ticket key.  Tickets
+ * under the one before are still accepted (and replaced by a new ticket),
+ * so a ticket resumes for one to two periods at most. */
+enum { TLS_TICKET_KEY_SECONDS = 3600 };
+
+/**
+ * A server context: the certificate chain in @cert_file (PEM, leaf first)
+ * and its private key in @key_file, which must match; TLS 1.2 minimum,
+ * no renegotiation or compression; session tickets whose keys rotate every
+ * TLS_TICKET_KEY_SECONDS.  NULL with the reason in @err (naming the file,
+ * and the system's words for a file that cannot be read).  Safe to share
+ * between threads.
+ */
+struct tls_ctx *tls_server_ctx_new(const char *cert_file, const char *key_file,
+				   enum tls_server_alpn alpn, char *err, size_t errlen);
+
+/** One line about the server certificate of @ctx ("CN=dns.example, serial
+ * 1A2B, until 2027-03-01"), for the log. */
+void tls_server_ctx_describe(const struct tls_ctx *ctx, char *buf, size_t cap);
+
+/** A server session of @ctx, waiting for the client's hello.  NULL on
+ * allocation failure. */
+struct tls_conn *tls_conn_new_server(struct tls_ctx *ctx);
+
+/** The application protocol agreed on ("dot", "h2"), or "" for none. */
+void tls_conn_alpn(const struct tls_conn *conn, char *buf, size_t cap);
 
 /** RFC 8310 opportunistic profile for every connection of @ctx: a failed
  * verification (chain, name, IP or pin) no longer aborts the handshake;

@@ -846,10 +846,148 @@ static void system_store_rejects_test_ca(void **state)
 	tls_ctx_free(ctx);
 }
 
+/* ---- our server side --------------------------------------------------- */
+
+/* PEM files of @cert and @key in /tmp; the paths go to @cert_path and
+ * @key_path (64 bytes each), unlinked by the caller. */
+static void write_pair(X509 *cert, EVP_PKEY *key, char *cert_path, char *key_path)
+{
+	snprintf(cert_path, 64, "/tmp/dotproxy-cert-XXXXXX");
+	snprintf(key_path, 64, "/tmp/dotproxy-key-XXXXXX");
+	FILE *c = fdopen(mkstemp(cert_path), "w");
+	FILE *k = fdopen(mkstemp(key_path), "w");
+	assert_non_null(c);
+	assert_non_null(k);
+	assert_int_equal(PEM_write_X509(c, cert), 1);
+	assert_int_equal(PEM_write_PrivateKey(k, key, NULL, NULL, 0, NULL, NULL), 1);
+	fclose(c);
+	fclose(k);
+}
+
+/* Carry bytes both ways between our client and our server until neither
+ * has anything to say; the handshake results of both. */
+static void pump_ours(struct tls_conn *c, struct tls_conn *srv, int *crc, int *src)
+{
+	uint8_t buf[16384];
+	size_t n;
+
+	*crc = *src = TLS_EAGAIN;
+	for (int round = 0; round < PUMP_ROUNDS; round++) {
+		if (*crc == TLS_EAGAIN)
+			*crc = tls_conn_handshake(c);
+		while ((n = tls_conn_out_take(c, buf, sizeof(buf))) > 0)
+			assert_int_equal(tls_conn_feed(srv, buf, n), 0);
+		if (*src == TLS_EAGAIN)
+			*src = tls_conn_handshake(srv);
+		while ((n = tls_conn_out_take(srv, buf, sizeof(buf))) > 0)
+			assert_int_equal(tls_conn_feed(c, buf, n), 0);
+		if (*crc != TLS_EAGAIN && *src != TLS_EAGAIN)
+			return;
+	}
+}
+
+static void server_ctx_handshake_alpn_and_resumption(void **state)
+{
+	(void)state;
+	char cert[64], key[64], err[512] = "", alpn[16];
+	write_pair(pki.server, pki.server_key, cert, key);
+	struct tls_ctx *sctx = tls_server_ctx_new(cert, key, TLS_SERVER_DOT, err, sizeof(err));
+	if (!sctx)
+		fail_msg("tls_server_ctx_new: %s", err);
+	tls_server_ctx_describe(sctx, err, sizeof(err));
+	assert_contains(err, "CN=dns.test, serial ");
+	struct tls_ctx *cctx = test_ctx();
+	struct tls_session *slot = tls_session_new();
+
+	for (int i = 0; i < 2; i++) {
+		struct tls_conn *c = tls_conn_new(cctx, "dns.test", NULL, slot);
+		struct tls_conn *srv = tls_conn_new_server(sctx);
+		int crc, src;
+		pump_ours(c, srv, &crc, &src);
+		assert_int_equal(crc, 0);
+		assert_int_equal(src, 0);
+		tls_conn_alpn(srv, alpn, sizeof(alpn));
+		assert_string_equal(alpn, "dot");
+		/* Data both ways (TLS 1.3 tickets ride along with it). */
+		uint8_t got[8];
+		assert_int_equal(tls_conn_write(c, (const uint8_t *)"ping", 4), 0);
+		int crc2, src2;
+		pump_ours(c, srv, &crc2, &src2);
+		assert_int_equal(tls_conn_read(srv, got, sizeof(got)), 4);
+		assert_int_equal(tls_conn_write(srv, (const uint8_t *)"pong", 4), 0);
+		pump_ours(c, srv, &crc2, &src2);
+		assert_int_equal(tls_conn_read(c, got, sizeof(got)), 4);
+		assert_memory_equal(got, "pong", 4);
+		assert_int_equal(tls_conn_resumed(srv), i == 1); /* the ticket of the first */
+		tls_conn_shutdown(c);
+		tls_conn_free(c);
+		tls_conn_free(srv);
+	}
+	tls_session_free(slot);
+	tls_ctx_free(cctx);
+	tls_ctx_free(sctx);
+	unlink(cert);
+	unlink(key);
+}
+
+/* An h2-only context refuses a client that offers only "dot". */
+static void server_ctx_h2_only_refuses_other_alpn(void **state)
+{
+	(void)state;
+	char cert[64], key[64], err[512] = "";
+	write_pair(pki.server, pki.server_key, cert, key);
+	struct tls_ctx *sctx = tls_server_ctx_new(cert, key, TLS_SERVER_H2, err, sizeof(err));
+	assert_non_null(sctx);
+	struct tls_ctx *cctx = test_ctx();
+	struct tls_conn *c = tls_conn_new(cctx, "dns.test", NULL, NULL); /* offers "dot" */
+	struct tls_conn *srv = tls_conn_new_server(sctx);
+	int crc, src;
+	pump_ours(c, srv, &crc, &src);
+	assert_int_equal(src, TLS_EPROTO);
+	assert_int_equal(crc, TLS_EPROTO);
+	assert_contains(tls_conn_error(c), "no application protocol");
+	tls_conn_free(c);
+	tls_conn_free(srv);
+	tls_ctx_free(cctx);
+	tls_ctx_free(sctx);
+	unlink(cert);
+	unlink(key);
+}
+
+static void server_ctx_errors_name_the_cause(void **state)
+{
+	(void)state;
+	char cert[64], key[64], other_cert[64], other_key[64], err[512] = "";
+	write_pair(pki.server, pki.server_key, cert, key);
+	write_pair(pki.ca, pki.ca_key, other_cert, other_key);
+
+	assert_null(
+	    tls_server_ctx_new("/nonexistent/cert.pem", key, TLS_SERVER_DOT, err, sizeof(err)));
+	assert_string_equal(err, "--cert-file /nonexistent/cert.pem: No such file or directory");
+	assert_null(tls_server_ctx_new(cert, other_key, TLS_SERVER_DOT, err, sizeof(err)));
+	char want[256];
+	snprintf(want, sizeof(want), "--key-file %s is not the key of the certificate in %s",
+		 other_key, cert);
+	assert_string_equal(err, want);
+	/* A key file that holds a certificate, not a key. */
+	assert_null(tls_server_ctx_new(cert, other_cert, TLS_SERVER_DOT, err, sizeof(err)));
+	assert_contains(err, "no PEM private key in it");
+	/* A certificate file that holds a key. */
+	assert_null(tls_server_ctx_new(key, key, TLS_SERVER_DOT, err, sizeof(err)));
+	assert_contains(err, "no usable PEM certificate chain");
+	unlink(cert);
+	unlink(key);
+	unlink(other_cert);
+	unlink(other_key);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(handshake_by_name),
+		cmocka_unit_test(server_ctx_handshake_alpn_and_resumption),
+		cmocka_unit_test(server_ctx_h2_only_refuses_other_alpn),
+		cmocka_unit_test(server_ctx_errors_name_the_cause),
 		cmocka_unit_test(handshake_by_ip),
 		cmocka_unit_test(handshake_tls12),
 		cmocka_unit_test(hostname_mismatch),

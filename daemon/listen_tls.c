@@ -1,0 +1,262 @@
+/*
+ * DoT listener.  A client is admitted like a TCP one (listen_tcp_admit:
+ * the client budget and the descriptor reserve), then has HANDSHAKE_MS to
+ * complete its TLS handshake -- a connection that never does costs a
+ * descriptor for that long, not for the idle timeout -- and only then
+ * becomes a stream session, whose idle timer covers the wait for the first
+ * query.  Replies are framed into one buffer so that each leaves as one
+ * TLS record.
+ */
+#include "daemon/listen_tls.h"
+
+#include "daemon/frontend.h"
+#include "daemon/listen_tcp.h"
+#include "daemon/query.h"
+#include "daemon/stream.h"
+#include "daemon/tlsio.h"
+#include "lib/log.h"
+#include "lib/metrics.h"
+#include "lib/tls.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { HANDSHAKE_MS = 5000 };
+
+struct tls_listener {
+	uv_tcp_t tcp;
+	struct query_pool *pool;
+	struct stream_sessions *sessions;
+	struct tls_ctx *const *ctx;
+	uint64_t fd_warned_ms;
+};
+
+struct tls_client {
+	struct tlsio io; /* first: the tcp handle's memory */
+	uv_timer_t timer;
+	struct stream_session session;
+	struct stream_sessions *sessions;
+	struct query_pool *pool;
+	bool started;	  /* the handshake is done: the session runs */
+	bool closing;	  /* handles closing */
+	unsigned handles; /* open: the tcp handle and the timer */
+};
+
+/* A reply with its 2-byte prefix, in one piece so that it is one TLS
+ * record.  Writes are synchronous (tlsio encrypts at once): one per thread. */
+static _Thread_local uint8_t frame[2 + 65535];
+
+static const struct stream_pipe_ops tls_pipe;
+
+/* Both handles' data point at the client (the tcp handle's at c->io, its
+ * first member). */
+static void client_handle_closed(uv_handle_t *handle)
+{
+	struct tls_client *c = handle->data;
+
+	if (--c->handles)
+		return;
+	if (c->started) {
+		stream_session_closed(&c->session); /* releases it through pipe_release */
+		return;
+	}
+	tlsio_deinit(&c->io);
+	free(c);
+}
+
+static void close_handles(struct tls_client *c)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	uv_timer_stop(&c->timer);
+	c->timer.data = c;
+	uv_close((uv_handle_t *)&c->timer, client_handle_closed);
+	tlsio_close(&c->io, client_handle_closed);
+}
+
+/* Before the session: a handshake that failed or took too long.  The
+ * client's place in the budget goes back here (later, the session's). */
+static void drop_unstarted(struct tls_client *c, const char *why)
+{
+	metrics_inc(METRIC_dot_handshake_failures);
+	log_debug("DoT client: no session: %s", why);
+	stream_sessions_unreserve();
+	close_handles(c);
+}
+
+static void handshake_timer_cb(uv_timer_t *timer)
+{
+	struct tls_client *c = timer->data;
+
+	if (!c->started)
+		drop_unstarted(c, "handshake not done in time");
+}
+
+static struct tls_client *from_io(struct tlsio *io)
+{
+	return (struct tls_client *)((char *)io - offsetof(struct tls_client, io));
+}
+
+static void handshaken_cb(struct tlsio *io)
+{
+	struct tls_client *c = from_io(io);
+	struct sockaddr_storage ss;
+	int len = sizeof(ss);
+
+	uv_timer_stop(&c->timer);
+	metrics_inc(METRIC_dot_handshakes);
+	if (tls_conn_resumed(io->tls))
+		metrics_inc(METRIC_dot_resumed);
+	bool known = uv_tcp_getpeername(&io->tcp, (struct sockaddr *)&ss, &len) == 0;
+	c->started = true;
+	stream_session_init(&c->session, c->sessions, c->pool, &tls_pipe, c,
+			    known ? (struct sockaddr *)&ss : NULL);
+}
+
+static void data_cb(struct tlsio *io, uint8_t *data, size_t len)
+{
+	struct tls_client *c = from_io(io);
+
+	if (c->started)
+		stream_session_data(&c->session, data, len);
+}
+
+static void ended_cb(struct tlsio *io, enum tlsio_end how, const char *why)
+{
+	struct tls_client *c = from_io(io);
+
+	if (!c->started)
+		drop_unstarted(c, why);
+	else if (how == TLSIO_END_EOF)
+		stream_session_eof(&c->session);
+	else
+		stream_session_close(&c->session);
+}
+
+static const struct tlsio_callbacks tlsio_cbs = {
+	.handshaken = handshaken_cb,
+	.data = data_cb,
+	.ended = ended_cb,
+};
+
+/* -- the carrier of a stream session ---------------------------------------------- */
+
+static int pipe_write(void *pipe, const uint8_t prefix[2], const uint8_t *msg, size_t len)
+{
+	struct tls_client *c = pipe;
+
+	memcpy(frame, prefix, 2);
+	memcpy(frame + 2, msg, len);
+	return tlsio_write(&c->io, frame, len + 2);
+}
+
+static size_t pipe_backlog(const void *pipe)
+{
+	return tlsio_backlog(&((const struct tls_client *)pipe)->io);
+}
+
+static void pipe_pause(void *pipe)
+{
+	tlsio_pause(&((struct tls_client *)pipe)->io);
+}
+
+static int pipe_resume(void *pipe)
+{
+	return tlsio_resume(&((struct tls_client *)pipe)->io);
+}
+
+static void pipe_close(void *pipe)
+{
+	struct tls_client *c = pipe;
+
+	tlsio_stop(&c->io); /* close_notify, once, if the socket takes it */
+	close_handles(c);
+}
+
+static void pipe_release(void *pipe)
+{
+	struct tls_client *c = pipe;
+
+	tlsio_deinit(&c->io);
+	free(c);
+}
+
+static const struct stream_pipe_ops tls_pipe = {
+	.name = "dot",
+	.queries_metric = METRIC_queries_dot,
+	.write = pipe_write,
+	.backlog = pipe_backlog,
+	.pause = pipe_pause,
+	.resume = pipe_resume,
+	.close = pipe_close,
+	.release = pipe_release,
+};
+
+/* -- accepting ------------------------------------------------------------------- */
+
+static void free_cb(uv_handle_t *handle)
+{
+	free(handle->data);
+}
+
+static void connection_cb(uv_stream_t *server, int status)
+{
+	struct tls_listener *l = server->data;
+	struct query_env *env = query_pool_env(l->pool);
+
+	if (status < 0) {
+		log_warn("DoT accept failed: %s", uv_strerror(status));
+		return;
+	}
+	struct tls_client *c = calloc(1, sizeof(*c));
+	require(c);
+	c->sessions = l->sessions;
+	c->pool = l->pool;
+	require(tlsio_init(&c->io, env->loop, &tlsio_cbs) == 0); /* io.tcp.data: &c->io == c */
+	if (uv_accept(server, (uv_stream_t *)&c->io.tcp) < 0 ||
+	    !listen_tcp_admit(l->pool, &l->fd_warned_ms)) {
+		c->io.tcp.data = c;
+		uv_close((uv_handle_t *)&c->io.tcp, free_cb);
+		return;
+	}
+	metrics_inc(METRIC_dot_accepted);
+	/* NULL after a reload that took the certificate away (the listener
+	 * stays until a restart): nothing to serve with. */
+	struct tls_conn *tls = *l->ctx ? tls_conn_new_server(*l->ctx) : NULL;
+	c->handles = 2;
+	uv_timer_init(&env->loop->uv, &c->timer);
+	c->timer.data = c;
+	if (!tls) {
+		drop_unstarted(c, *l->ctx ? "out of memory" : "no certificate configured");
+		return;
+	}
+	unsigned limit = env->cfg->tcp_idle_timeout_ms < HANDSHAKE_MS
+			     ? env->cfg->tcp_idle_timeout_ms
+			     : HANDSHAKE_MS;
+	uv_timer_start(&c->timer, handshake_timer_cb, limit, 0);
+	int rc = tlsio_start(&c->io, tls);
+	if (rc < 0 && !c->closing)
+		drop_unstarted(c, uv_strerror(rc));
+}
+
+struct tls_listener *listen_tls_start(struct query_pool *pool, struct stream_sessions *sessions,
+				      struct tls_ctx *const *ctx, const struct options_addr *addr,
+				      bool share, int *rcp, char *err, size_t errlen)
+{
+	struct tls_listener *l = calloc(1, sizeof(*l));
+
+	require(l);
+	l->pool = pool;
+	l->sessions = sessions;
+	l->ctx = ctx;
+	*rcp = listen_stream_socket(query_pool_env(pool)->loop, &l->tcp, addr, share, connection_cb,
+				    "tls", err, errlen);
+	return *rcp < 0 ? NULL : l;
+}
+
+void listen_tls_close(struct tls_listener *l)
+{
+	uv_close((uv_handle_t *)&l->tcp, free_cb);
+}

@@ -1,0 +1,316 @@
+"""The DoT listener (--listen-tls, RFC 7858): real clients (kdig, dig, Python's
+ssl) against the real binary, with certificates from the test CA.
+
+Covers: answers over TLS (local data and forwarded), pipelining with
+answers in completion order and clients with the same DNS IDs kept apart,
+ALPN "dot" and no ALPN, TLS 1.2 minimum, session resumption, the
+certificate read again on SIGHUP (new connections get it, open ones keep
+theirs, a bad pair changes nothing), start-up errors, handshakes that never
+finish, --allow, and many clients at once."""
+
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+
+import dns.edns
+import dns.query
+import dns.message
+import dns.rcode
+import pytest
+
+from dotproxy_proc import AUTH_NAME, run_cli
+from netutil import DoTClient, ede_codes, free_port, make_query
+
+LAN_NAME = "dns.lan.test"
+LOCAL = ["--local-data", f"www.{LAN_NAME} A 192.0.2.7"]
+
+
+def a_records(reply):
+    return sorted(rr.to_text() for rrset in reply.answer for rr in rrset)
+
+
+@pytest.fixture
+def lan_cert(pki):
+    return pki.leaf("lan", dns_names=[LAN_NAME], ip_addresses=["127.0.0.1", "::1"])
+
+
+@pytest.fixture
+def dot_proxy(dotproxy, fake_upstream, lan_cert):
+    """dotproxy with a DoT listener; returns (proc, tls port, fake upstream)."""
+    def start(extra=(), upstream=None, cert=None, **kw):
+        up = upstream or fake_upstream()
+        port = free_port()
+        cert_file, key_file = cert or lan_cert
+        p = dotproxy([up], extra_args=["--listen-tls", f"127.0.0.1:{port}",
+                                       "--cert-file", cert_file, "--key-file", key_file,
+                                       *LOCAL, *extra], **kw)
+        return p, port, up
+    return start
+
+
+def client_ctx(ca_file, *, alpn=("dot",), max_version=None, min_version=None):
+    ctx = ssl.create_default_context(cafile=ca_file)
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    if max_version:
+        ctx.maximum_version = max_version
+    if min_version:
+        ctx.minimum_version = min_version
+    return ctx
+
+
+def connect(port, pki, **kw):
+    return DoTClient(port, ca_file=pki.ca_file, server_hostname=LAN_NAME,
+                     context=client_ctx(pki.ca_file, **kw))
+
+
+# -- answers -----------------------------------------------------------------------------
+
+@pytest.mark.skipif(not shutil.which("kdig"), reason="kdig (knot-dnsutils) not installed")
+def test_kdig_gets_local_and_forwarded_answers_with_the_name_verified(dot_proxy, pki):
+    p, port, up = dot_proxy()
+    for name, want in ((f"www.{LAN_NAME}", "192.0.2.7"), ("www.example.", "192.0.2.1")):
+        out = subprocess.run(["kdig", "@127.0.0.1", "-p", str(port), f"+tls-ca={pki.ca_file}",
+                              f"+tls-hostname={LAN_NAME}", "+short", name, "A"],
+                             capture_output=True, text=True, timeout=10)
+        assert out.stdout.split() == [want], out
+    assert [q.question[0].name.to_text() for q in up.queries] == ["www.example."]
+    s = p.stats()
+    assert s["queries_dot"] == 2 and s["dot_handshakes"] == 2
+
+
+@pytest.mark.skipif(not shutil.which("dig"), reason="dig (bind9-dnsutils) not installed")
+def test_dig_tls_is_answered(dot_proxy):
+    p, port, _ = dot_proxy()
+    out = subprocess.run(["dig", "@127.0.0.1", "-p", str(port), "+tls", "+short",
+                          f"www.{LAN_NAME}"], capture_output=True, text=True, timeout=10)
+    assert out.stdout.split() == ["192.0.2.7"], out
+
+
+def test_pipelined_queries_come_back_in_completion_order(dot_proxy, fake_upstream, pki):
+    slow = fake_upstream(delay=0.3)
+    p, port, _ = dot_proxy(upstream=slow)
+    with connect(port, pki) as c:
+        c.send(make_query("slow.example.", id=1), make_query(f"www.{LAN_NAME}", id=2))
+        first, second = c.recv(), c.recv()
+    assert (first.id, second.id) == (2, 1)  # the local answer did not wait
+    assert a_records(first) == ["192.0.2.7"] and a_records(second) == ["192.0.2.1"]
+
+
+def test_clients_with_the_same_ids_get_their_own_answers(dot_proxy, pki):
+    p, port, up = dot_proxy()
+    clients = [connect(port, pki) for _ in range(20)]
+    try:
+        for i, c in enumerate(clients):
+            c.send(*[make_query(f"c{i}-q{j}.example.", id=j) for j in range(5)])
+        for i, c in enumerate(clients):
+            got = {}
+            for _ in range(5):
+                r = c.recv()
+                got[r.id] = r.question[0].name.to_text()
+            assert got == {j: f"c{i}-q{j}.example." for j in range(5)}
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_edns_tcp_keepalive_is_answered(dot_proxy, pki):
+    p, port, _ = dot_proxy(extra=["--tcp-idle-timeout", "7000"])
+    q = make_query(f"www.{LAN_NAME}", use_edns=0,
+                   options=[dns.edns.GenericOption(dns.edns.OptionType.KEEPALIVE, b"")])
+    with connect(port, pki) as c:
+        c.send(q)
+        r = c.recv()
+    opts = [o for o in r.options if o.otype == dns.edns.OptionType.KEEPALIVE]
+    assert opts and int.from_bytes(opts[0].to_wire(), "big") == 70  # units of 100 ms
+
+
+# -- TLS ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("alpn,selected", [(("dot",), "dot"), ((), None), (("h2",), None)])
+def test_alpn_dot_and_no_alpn_are_both_served(dot_proxy, pki, alpn, selected):
+    p, port, _ = dot_proxy()
+    with connect(port, pki, alpn=alpn) as c:
+        assert c.tls.selected_alpn_protocol() == selected
+        c.send(make_query(f"www.{LAN_NAME}"))
+        assert a_records(c.recv()) == ["192.0.2.7"]
+
+
+def test_tls12_is_the_minimum(dot_proxy, pki):
+    p, port, _ = dot_proxy()
+    with connect(port, pki, max_version=ssl.TLSVersion.TLSv1_2) as c:
+        assert c.tls.version() == "TLSv1.2"
+        c.send(make_query(f"www.{LAN_NAME}"))
+        assert a_records(c.recv()) == ["192.0.2.7"]
+    ctx = client_ctx(pki.ca_file, max_version=ssl.TLSVersion.TLSv1_1)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1
+    try:
+        ctx.set_ciphers("ALL:@SECLEVEL=0")
+    except ssl.SSLError:
+        pass
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        DoTClient(port, ca_file=pki.ca_file, server_hostname=LAN_NAME, context=ctx)
+    assert p.stats()["dot_handshake_failures"] >= 1
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_returning_clients_resume_their_session(dot_proxy, pki, version):
+    p, port, _ = dot_proxy()
+    ctx = client_ctx(pki.ca_file, max_version=version)
+    first = DoTClient(port, ca_file=pki.ca_file, server_hostname=LAN_NAME, context=ctx)
+    first.send(make_query(f"www.{LAN_NAME}"))
+    first.recv()  # TLS 1.3 tickets come after the handshake: read them
+    session = first.session
+    first.close()
+    assert session is not None and session.has_ticket
+    again = DoTClient(port, ca_file=pki.ca_file, server_hostname=LAN_NAME, context=ctx,
+                      session=session)
+    assert again.session_reused
+    again.send(make_query(f"www.{LAN_NAME}"))
+    assert a_records(again.recv()) == ["192.0.2.7"]
+    again.close()
+    s = p.stats()
+    assert s["dot_handshakes"] == 2 and s["dot_resumed"] == 1
+
+
+def serial_of(client):
+    from cryptography import x509
+    return x509.load_der_x509_certificate(client.peer_certificate()).serial_number
+
+
+def test_sighup_serves_a_new_certificate_to_new_connections(dot_proxy, pki, workdir):
+    from cryptography import x509
+    cert, key = workdir / "cert.pem", workdir / "key.pem"
+    first = pki.leaf("reload-1", dns_names=[LAN_NAME])
+    shutil.copy(first[0], cert)
+    shutil.copy(first[1], key)
+    p, port, _ = dot_proxy(cert=(str(cert), str(key)))
+    old = connect(port, pki)
+    serial1 = serial_of(old)
+
+    second = pki.leaf("reload-2", dns_names=[LAN_NAME])
+    shutil.copy(second[0], cert)
+    shutil.copy(second[1], key)
+    off = p.log_offset()
+    p.send_signal(signal.SIGHUP)
+    assert p.wait_log(r"configuration reloaded", since=off)
+    want = x509.load_pem_x509_certificate(open(second[0], "rb").read()).serial_number
+    assert p.wait_log(rf"notice: SIGHUP: TLS listeners serve CN={LAN_NAME}, serial "
+                      rf"{want:X}, valid until", since=off), p.log()
+    new = connect(port, pki)
+    serial2 = serial_of(new)
+    assert serial2 == want != serial1
+    for c in (old, new):  # the open connection keeps its session and is served
+        c.send(make_query(f"www.{LAN_NAME}"))
+        assert a_records(c.recv()) == ["192.0.2.7"]
+
+    # A key that is not the certificate's: the reload is refused, said why,
+    # and the pair in use stays.
+    third = pki.leaf("reload-3", dns_names=[LAN_NAME])
+    shutil.copy(third[0], cert)
+    off = p.log_offset()
+    p.send_signal(signal.SIGHUP)
+    m = p.wait_log(r"SIGHUP: configuration unchanged: .*is not the key of the certificate",
+                   since=off)
+    assert m, p.log()
+    newest = connect(port, pki)
+    assert serial_of(newest) == want
+    for c in (old, new, newest):
+        c.close()
+
+
+def test_a_key_that_does_not_match_is_a_configuration_error(pki, lan_cert):
+    other = pki.leaf("other", dns_names=[LAN_NAME])
+    r = run_cli(["--listen-tls", f"127.0.0.1:{free_port()}", "--cert-file", lan_cert[0],
+                 "--key-file", other[1], "--check-config"])
+    assert r.returncode == 2
+    assert f"--key-file {other[1]} is not the key of the certificate in {lan_cert[0]}" in r.stderr
+
+
+def test_a_missing_certificate_file_says_so(lan_cert, workdir):
+    missing = str(workdir / "nope.pem")
+    r = run_cli(["--listen-tls", f"127.0.0.1:{free_port()}", "--cert-file", missing,
+                 "--key-file", lan_cert[1], "--check-config"])
+    assert r.returncode == 2
+    assert f"--cert-file {missing}: No such file or directory" in r.stderr
+
+
+def test_listen_tls_without_a_certificate_is_a_configuration_error():
+    r = run_cli(["--listen-tls", f"127.0.0.1:{free_port()}", "--check-config"])
+    assert r.returncode == 2 and "--cert-file and --key-file" in r.stderr
+
+
+# -- limits ----------------------------------------------------------------------------
+
+@pytest.mark.time_limit(30)
+def test_handshakes_that_never_finish_are_closed_and_cost_others_nothing(dot_proxy, pki):
+    p, port, _ = dot_proxy()
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+    try:
+        start = time.monotonic()
+        with connect(port, pki) as c:
+            c.send(make_query(f"www.{LAN_NAME}"))
+            assert a_records(c.recv()) == ["192.0.2.7"]
+        assert time.monotonic() - start < 1.0
+        for s in idle:
+            s.settimeout(10 - (time.monotonic() - start))
+            assert s.recv(1) == b""  # closed by the server within 10 s
+        elapsed = time.monotonic() - start
+        assert 4.0 <= elapsed < 10.0, elapsed
+    finally:
+        for s in idle:
+            s.close()
+    assert p.stats()["dot_handshake_failures"] >= 50
+
+
+def test_a_client_outside_allow_gets_refused_with_ede_18(dot_proxy, pki):
+    p, port, up = dot_proxy(extra=["--allow", "10.0.0.0/8"])
+    with connect(port, pki) as c:
+        c.send(make_query("www.example.", use_edns=0))
+        r = c.recv()
+    assert r.rcode() == dns.rcode.REFUSED and ede_codes(r) == [18]
+    assert up.queries == []
+
+
+@pytest.mark.time_limit(60)
+def test_a_thousand_clients_at_once(dot_proxy, pki):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2500:
+        pytest.skip(f"descriptor limit {hard} is too low for 1,000 clients")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2500), hard))
+    try:
+        p, port, up = dot_proxy(extra=["--max-tcp-clients", "1100"])
+        clients = []
+        try:
+            for i in range(1000):
+                clients.append(connect(port, pki))
+            for i, c in enumerate(clients):
+                c.send(make_query(f"www.{LAN_NAME}", id=i % 7))
+            for i, c in enumerate(clients):
+                r = c.recv()
+                assert r.id == i % 7 and a_records(r) == ["192.0.2.7"], i
+        finally:
+            for c in clients:
+                c.close()
+        s = p.stats()
+        assert s["dot_handshakes"] == 1000 and s["queries_dot"] == 1000
+        assert s["tcp_refused"] == 0
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_plain_tcp_clients_get_the_keepalive_too(dotproxy, fake_upstream):
+    p = dotproxy([fake_upstream()], extra_args=["--tcp-idle-timeout", "3000"])
+    q = make_query("www.example.", use_edns=0,
+                   options=[dns.edns.GenericOption(dns.edns.OptionType.KEEPALIVE, b"")])
+    r = dns.query.tcp(q, "127.0.0.1", port=p.port, timeout=3)
+    opts = [o for o in r.options if o.otype == dns.edns.OptionType.KEEPALIVE]
+    assert opts and int.from_bytes(opts[0].to_wire(), "big") == 30
+    u = dns.query.udp(q, "127.0.0.1", port=p.port, timeout=3)  # never over UDP
+    assert not [o for o in u.options if o.otype == dns.edns.OptionType.KEEPALIVE]
