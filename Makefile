@@ -73,6 +73,8 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(BUILD)/libdotproxy.a | deps
 
 # The upstream layer alone, over a fake transport: no sockets, no TLS.
 $(BUILD)/tests/test_upstream: $(BUILD)/daemon/upstream.o $(BUILD)/daemon/loop.o
+# Socket activation: real sockets, no loop.
+$(BUILD)/tests/test_sdlisten: $(BUILD)/daemon/sdlisten.o
 
 # Installs what the build and the tests need, once per machine (apt-get as
 # root, else prints the command).  A stamp keeps later builds from asking again.

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 enum {
 	FD_RESERVE = 32, /* descriptors kept for listeners, upstreams, logs, libuv */
@@ -221,26 +222,44 @@ static void connection_cb(uv_stream_t *server, int status)
 		stream_session_close(&c->session);
 }
 
-struct tcp_listener *listen_tcp_start(struct query_pool *pool, struct stream_sessions *sessions,
-				      const struct options_addr *addr, bool share, int *rcp,
-				      char *err, size_t errlen)
+static void describe_failure(int rc, int *rcp, const char *where, char *err, size_t errlen)
+{
+	*rcp = rc;
+	snprintf(err, errlen, "cannot listen on %s/tcp: %s%s", where, uv_strerror(rc),
+		 rc == UV_EACCES ? " (ports below 1024 need root or CAP_NET_BIND_SERVICE)" : "");
+}
+
+/* A listener around an initialised handle (with or without a socket). */
+static struct tcp_listener *listener_new(struct query_pool *pool, struct stream_sessions *sessions,
+					 int family, int *rc)
 {
 	struct query_env *env = query_pool_env(pool);
 	struct tcp_listener *l = calloc(1, sizeof(*l));
-	int rc;
 
 	require(l);
 	l->pool = pool;
 	l->sessions = sessions;
 	/* With the address family given, the socket exists before the bind. */
-	rc = uv_tcp_init_ex(&env->loop->uv, &l->tcp, addr->sa.ss_family);
-	if (rc < 0) {
+	*rc = uv_tcp_init_ex(&env->loop->uv, &l->tcp, (unsigned)family);
+	if (*rc < 0) {
 		free(l);
-		*rcp = rc;
-		snprintf(err, errlen, "cannot listen on %s/tcp: %s", addr->text, uv_strerror(rc));
 		return NULL;
 	}
 	l->tcp.data = l;
+	return l;
+}
+
+struct tcp_listener *listen_tcp_start(struct query_pool *pool, struct stream_sessions *sessions,
+				      const struct options_addr *addr, bool share, int *rcp,
+				      char *err, size_t errlen)
+{
+	int rc;
+	struct tcp_listener *l = listener_new(pool, sessions, addr->sa.ss_family, &rc);
+
+	if (!l) {
+		describe_failure(rc, rcp, addr->text, err, errlen);
+		return NULL;
+	}
 	if (share)
 		rc = frontend_share_port((uv_handle_t *)&l->tcp);
 	if (rc == 0)
@@ -249,10 +268,33 @@ struct tcp_listener *listen_tcp_start(struct query_pool *pool, struct stream_ses
 	if (rc == 0)
 		rc = uv_listen((uv_stream_t *)&l->tcp, 1024, connection_cb);
 	if (rc < 0) {
-		*rcp = rc;
-		snprintf(err, errlen, "cannot listen on %s/tcp: %s%s", addr->text, uv_strerror(rc),
-			 rc == UV_EACCES ? " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
-					 : "");
+		describe_failure(rc, rcp, addr->text, err, errlen);
+		uv_close((uv_handle_t *)&l->tcp, free_cb);
+		return NULL;
+	}
+	return l;
+}
+
+struct tcp_listener *listen_tcp_open(struct query_pool *pool, struct stream_sessions *sessions,
+				     int fd, const char *where, int *rcp, char *err, size_t errlen)
+{
+	int rc;
+	struct tcp_listener *l = listener_new(pool, sessions, AF_UNSPEC, &rc);
+
+	if (!l) {
+		close(fd);
+		describe_failure(rc, rcp, where, err, errlen);
+		return NULL;
+	}
+	rc = uv_tcp_open(&l->tcp, fd);
+	if (rc < 0)
+		close(fd); /* not the handle's yet */
+	else
+		/* listen(2) again on a listening socket only sets the backlog,
+		 * the same as on the sockets dotproxy binds itself. */
+		rc = uv_listen((uv_stream_t *)&l->tcp, 1024, connection_cb);
+	if (rc < 0) {
+		describe_failure(rc, rcp, where, err, errlen);
 		uv_close((uv_handle_t *)&l->tcp, free_cb);
 		return NULL;
 	}
