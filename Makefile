@@ -105,8 +105,9 @@ build/.deps-ok: scripts/ensure-deps
 unit: $(UNIT_BIN)
 	@for t in $(UNIT_BIN); do echo "== $$t"; $$t || exit 1; done
 
+# -rs: the reason of every skipped test is printed (a missing tool, for one).
 integration: $(BUILD)/dotproxy
-	DOTPROXY=$(CURDIR)/$(BUILD)/dotproxy $(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
+	DOTPROXY=$(CURDIR)/$(BUILD)/dotproxy $(PYTHON) -m pytest -q -rs tests/integration $(PYTEST_ARGS)
 
 fuzz-replay:
 	tests/fuzz/run.sh replay
