@@ -5,14 +5,27 @@
 #   make lint       layering check, clang-format check, clang-tidy and cppcheck
 #   make run        run the proxy with its defaults (ARGS='...' to pass options)
 #   make demo       offline end-to-end demo (local unbound over TLS, dig through dotproxy)
-#   make install    PREFIX=/usr/local DESTDIR=
+#   make install    the programs, man pages, systemd units, sysusers.d file and
+#                   an example config (paths below; DESTDIR= for staging)
+#   make uninstall  remove them again (the config only if unchanged)
 #   make SANITIZE=1 ASan+UBSan build in build/sanitize/
+#   make ENSURE_DEPS=0 ...   skip scripts/ensure-deps (package builds)
 
 PREFIX ?= /usr/local
 DESTDIR ?=
 SBINDIR ?= $(PREFIX)/sbin
 MANDIR ?= $(PREFIX)/share/man
+# /etc whatever the prefix: the unit and the docs name /etc/dotproxy/dotproxy.conf.
+SYSCONFDIR ?= /etc
+# systemd looks in /usr/local/lib/systemd/system and /usr/local/lib/sysusers.d
+# too; Debian's own are /lib/systemd/system and /usr/lib/sysusers.d.
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 PYTHON ?= /usr/bin/python3
+
+# What `make` builds and `make install` puts in SBINDIR: build/NAME, each with
+# its manual page doc/NAME.8.
+PROGRAMS := dotproxy
 PYTEST_ARGS ?=
 
 PKGS := libuv openssl
@@ -49,8 +62,8 @@ DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all check unit integration fuzz-replay fuzz lint run demo install clean deps
-all: $(BUILD)/dotproxy
+.PHONY: all check unit integration fuzz-replay fuzz lint run demo install uninstall clean deps
+all: $(PROGRAMS:%=$(BUILD)/%)
 
 $(BUILD)/dotproxy: $(DAEMON_OBJ) $(BUILD)/libdotproxy.a
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS)
@@ -73,10 +86,18 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(BUILD)/libdotproxy.a | deps
 
 # The upstream layer alone, over a fake transport: no sockets, no TLS.
 $(BUILD)/tests/test_upstream: $(BUILD)/daemon/upstream.o $(BUILD)/daemon/loop.o
+# Socket activation: real sockets, no loop.
+$(BUILD)/tests/test_sdlisten: $(BUILD)/daemon/sdlisten.o
 
 # Installs what the build and the tests need, once per machine (apt-get as
 # root, else prints the command).  A stamp keeps later builds from asking again.
+# ENSURE_DEPS=0 skips it: a package build declares its build dependencies
+# (debian/control) and must not install anything.
+ifeq ($(ENSURE_DEPS),0)
+deps:
+else
 deps: build/.deps-ok
+endif
 build/.deps-ok: scripts/ensure-deps
 	@scripts/ensure-deps
 	@mkdir -p build && touch $@
@@ -84,8 +105,9 @@ build/.deps-ok: scripts/ensure-deps
 unit: $(UNIT_BIN)
 	@for t in $(UNIT_BIN); do echo "== $$t"; $$t || exit 1; done
 
+# -rs: the reason of every skipped test is printed (a missing tool, for one).
 integration: $(BUILD)/dotproxy
-	DOTPROXY=$(CURDIR)/$(BUILD)/dotproxy $(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
+	DOTPROXY=$(CURDIR)/$(BUILD)/dotproxy $(PYTHON) -m pytest -q -rs tests/integration $(PYTEST_ARGS)
 
 fuzz-replay:
 	tests/fuzz/run.sh replay
@@ -114,10 +136,39 @@ run: $(BUILD)/dotproxy
 demo: $(BUILD)/dotproxy
 	$(PYTHON) tests/integration/demo.py $(CURDIR)/$(BUILD)/dotproxy
 
-install: $(BUILD)/dotproxy
-	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8
-	install -m 755 $(BUILD)/dotproxy $(DESTDIR)$(SBINDIR)/dotproxy
-	install -m 644 doc/dotproxy.8 $(DESTDIR)$(MANDIR)/man8/dotproxy.8
+# The units and the example config name /usr/local/sbin and /etc/dotproxy:
+# installed copies name SBINDIR and SYSCONFDIR instead.
+SUBST_PATHS = sed -e 's|/usr/local/sbin/|$(SBINDIR)/|g' -e 's|/etc/dotproxy/|$(SYSCONFDIR)/dotproxy/|g'
+CONF := $(DESTDIR)$(SYSCONFDIR)/dotproxy/dotproxy.conf
+
+# The configuration is installed only where there is none: an edited one is
+# never overwritten (`make uninstall` keeps it too).
+install: $(PROGRAMS:%=$(BUILD)/%)
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(SYSCONFDIR)/dotproxy
+	install -m 755 $(PROGRAMS:%=$(BUILD)/%) $(DESTDIR)$(SBINDIR)/
+	install -m 644 $(PROGRAMS:%=doc/%.8) $(DESTDIR)$(MANDIR)/man8/
+	$(SUBST_PATHS) contrib/dotproxy.service >$(DESTDIR)$(UNITDIR)/dotproxy.service
+	$(SUBST_PATHS) contrib/dotproxy.socket >$(DESTDIR)$(UNITDIR)/dotproxy.socket
+	chmod 644 $(DESTDIR)$(UNITDIR)/dotproxy.service $(DESTDIR)$(UNITDIR)/dotproxy.socket
+	install -m 644 contrib/dotproxy.sysusers $(DESTDIR)$(SYSUSERSDIR)/dotproxy.conf
+	@if [ -e $(CONF) ]; then \
+		echo "$(CONF) exists: kept (the example is contrib/dotproxy.conf)"; \
+	else \
+		echo "$(SUBST_PATHS) contrib/dotproxy.conf >$(CONF)"; \
+		$(SUBST_PATHS) contrib/dotproxy.conf >$(CONF) && chmod 644 $(CONF); \
+	fi
+
+uninstall:
+	rm -f $(PROGRAMS:%=$(DESTDIR)$(SBINDIR)/%) $(PROGRAMS:%=$(DESTDIR)$(MANDIR)/man8/%.8) \
+		$(DESTDIR)$(UNITDIR)/dotproxy.service $(DESTDIR)$(UNITDIR)/dotproxy.socket \
+		$(DESTDIR)$(SYSUSERSDIR)/dotproxy.conf
+	@if [ -e $(CONF) ] && ! $(SUBST_PATHS) contrib/dotproxy.conf | cmp -s - $(CONF); then \
+		echo "$(CONF) was changed: kept"; \
+	else \
+		echo "rm -f $(CONF)"; rm -f $(CONF); \
+		rmdir $(DESTDIR)$(SYSCONFDIR)/dotproxy 2>/dev/null || true; \
+	fi
 
 clean:
 	rm -rf build

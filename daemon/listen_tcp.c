@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 enum {
 	FD_RESERVE = 32, /* descriptors kept for listeners, upstreams, logs, libuv */
@@ -273,6 +274,40 @@ struct tcp_listener *listen_tcp_start(struct query_pool *pool, struct stream_ses
 	*rcp = listen_stream_socket(query_pool_env(pool)->loop, &l->tcp, addr, share, connection_cb,
 				    "tcp", err, errlen);
 	return *rcp < 0 ? NULL : l;
+}
+
+struct tcp_listener *listen_tcp_open(struct query_pool *pool, struct stream_sessions *sessions,
+				     int fd, const char *where, int *rcp, char *err, size_t errlen)
+{
+	struct tcp_listener *l = calloc(1, sizeof(*l));
+	int rc;
+
+	require(l);
+	l->pool = pool;
+	l->sessions = sessions;
+	rc = uv_tcp_init(&query_pool_env(pool)->loop->uv, &l->tcp);
+	if (rc < 0) {
+		free(l);
+		close(fd);
+		goto fail;
+	}
+	l->tcp.data = l;
+	rc = uv_tcp_open(&l->tcp, fd);
+	if (rc < 0)
+		close(fd); /* not the handle's yet */
+	else
+		/* listen(2) again on a listening socket only sets the backlog,
+		 * the same as on the sockets dotproxy binds itself. */
+		rc = uv_listen((uv_stream_t *)&l->tcp, 1024, connection_cb);
+	if (rc < 0)
+		uv_close((uv_handle_t *)&l->tcp, free_cb);
+fail:
+	if (rc < 0) {
+		*rcp = rc;
+		snprintf(err, errlen, "cannot listen on %s/tcp: %s", where, uv_strerror(rc));
+		return NULL;
+	}
+	return l;
 }
 
 void listen_tcp_close(struct tcp_listener *l)

@@ -40,6 +40,12 @@ bool listen_tcp_admit(struct query_pool *pool, uint64_t *warned_ms);
 int listen_stream_socket(struct loop *loop, uv_tcp_t *tcp, const struct options_addr *addr,
 			 bool share, uv_connection_cb cb, const char *what, char *err,
 			 size_t errlen);
+/** Accept on @fd, a listening stream socket handed over by systemd (one
+ * worker's dup(); the listener owns it from now on, and closes it on
+ * failure too); @where is its address, for logs.  NULL on failure, as
+ * above. */
+struct tcp_listener *listen_tcp_open(struct query_pool *pool, struct stream_sessions *sessions,
+				     int fd, const char *where, int *rc, char *err, size_t errlen);
 
 /** Stop accepting; memory is freed in the close callback. */
 void listen_tcp_close(struct tcp_listener *l);

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 enum {
 	RECV_BATCH = 16,   /* datagrams per recvmmsg */
@@ -50,14 +51,17 @@ struct udp_listener {
 	struct loop_flush flush;
 };
 
-/* Close callback: the handle is the first member of the listener. */
-static void free_cb(uv_handle_t *handle)
+static void listener_free(struct udp_listener *l)
 {
-	struct udp_listener *l = (struct udp_listener *)handle;
-
 	free(l->recv_buf);
 	free(l->send_buf);
 	free(l);
+}
+
+/* Close callback: the handle is the first member of the listener. */
+static void free_cb(uv_handle_t *handle)
+{
+	listener_free((struct udp_listener *)handle);
 }
 
 static socklen_t peer_len(const struct sockaddr *peer)
@@ -201,8 +205,11 @@ static void recv_cb(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf, const str
 /* Size the receive buffer: a burst arriving while the loop is busy waits
  * there instead of being dropped by the kernel.  As root, SO_RCVBUFFORCE
  * passes net.core.rmem_max; otherwise the kernel caps SO_RCVBUF at it,
- * which is logged once (the operator may raise the sysctl). */
-static void size_receive_buffer(struct udp_listener *l, size_t bytes, const char *where)
+ * which is logged once (the operator may raise the sysctl).  A socket
+ * handed over by systemd keeps a larger buffer its socket unit gave it
+ * (ReceiveBuffer=): @raise_only. */
+static void size_receive_buffer(struct udp_listener *l, size_t bytes, bool raise_only,
+				const char *where)
 {
 	static bool warned;
 	uv_os_fd_t fd;
@@ -212,22 +219,24 @@ static void size_receive_buffer(struct udp_listener *l, size_t bytes, const char
 
 	if (bytes == 0 || uv_fileno((uv_handle_t *)&l->udp, &fd) != 0)
 		return;
+	if (raise_only && getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &len) == 0 && got / 2 >= want)
+		return;
+	len = sizeof(got);
 	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof(want)) < 0)
 		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof(want));
 	/* Linux reports twice what was set (it counts its bookkeeping too). */
 	if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &len) == 0 && got / 2 < want &&
 	    !__atomic_exchange_n(&warned, true, __ATOMIC_RELAXED))
 		log_warn("%s/udp: receive buffer is %d bytes, not the %d of --udp-recv-buffer "
-			 "(raise net.core.rmem_max, or run as root)",
-			 where, got / 2, want);
+			 "(raise net.core.rmem_max, run as root%s)",
+			 where, got / 2, want,
+			 raise_only ? ", or set ReceiveBuffer= in the socket unit" : "");
 }
 
-struct udp_listener *listen_udp_start(struct query_pool *pool, const struct options_addr *addr,
-				      bool share, int *rcp, char *err, size_t errlen)
+static struct udp_listener *listener_new(struct query_pool *pool)
 {
 	struct query_env *env = query_pool_env(pool);
 	struct udp_listener *l = calloc(1, sizeof(*l));
-	int rc;
 
 	require(l);
 	l->pool = pool;
@@ -236,33 +245,83 @@ struct udp_listener *listen_udp_start(struct query_pool *pool, const struct opti
 	l->recv_buf = malloc((size_t)RECV_BATCH * DGRAM_MAX);
 	l->send_buf = malloc((size_t)SEND_BATCH * SEND_SLOT);
 	require(l->recv_buf && l->send_buf);
-	rc = uv_udp_init_ex(&env->loop->uv, &l->udp, addr->sa.ss_family | UV_UDP_RECVMMSG);
+	return l;
+}
+
+/* The socket is there (bound or handed over): size it and receive.  On
+ * failure the handle is closed and the listener freed with it. */
+static int start(struct udp_listener *l, bool handed, const char *where)
+{
+	size_receive_buffer(l, query_pool_env(l->pool)->cfg->udp_recv_buffer, handed, where);
+	int rc = uv_udp_recv_start(&l->udp, alloc_cb, recv_cb);
 	if (rc < 0)
-		goto fail;
+		uv_close((uv_handle_t *)&l->udp, free_cb);
+	return rc;
+}
+
+static void describe_failure(int rc, int *rcp, const char *where, char *err, size_t errlen)
+{
+	*rcp = rc;
+	snprintf(err, errlen, "cannot listen on %s/udp: %s%s", where, uv_strerror(rc),
+		 rc == UV_EACCES ? " (ports below 1024 need root or CAP_NET_BIND_SERVICE)" : "");
+}
+
+struct udp_listener *listen_udp_start(struct query_pool *pool, const struct options_addr *addr,
+				      bool share, int *rcp, char *err, size_t errlen)
+{
+	struct query_env *env = query_pool_env(pool);
+	struct udp_listener *l = listener_new(pool);
+	int rc = uv_udp_init_ex(&env->loop->uv, &l->udp, addr->sa.ss_family | UV_UDP_RECVMMSG);
+
+	if (rc < 0) {
+		listener_free(l);
+		describe_failure(rc, rcp, addr->text, err, errlen);
+		return NULL;
+	}
 	l->udp.data = l;
 	if (share)
 		rc = frontend_share_port((uv_handle_t *)&l->udp);
 	if (rc == 0)
 		rc = uv_udp_bind(&l->udp, (const struct sockaddr *)&addr->sa,
 				 addr->sa.ss_family == AF_INET6 ? UV_UDP_IPV6ONLY : 0);
-	if (rc == 0) {
-		size_receive_buffer(l, env->cfg->udp_recv_buffer, addr->text);
-		rc = uv_udp_recv_start(&l->udp, alloc_cb, recv_cb);
-	}
-	if (rc < 0) {
+	if (rc < 0)
 		uv_close((uv_handle_t *)&l->udp, free_cb);
-		goto fail_closed;
+	else
+		rc = start(l, false, addr->text);
+	if (rc < 0) {
+		describe_failure(rc, rcp, addr->text, err, errlen);
+		return NULL;
 	}
 	return l;
-fail:
-	free(l->recv_buf);
-	free(l->send_buf);
-	free(l);
-fail_closed:
-	*rcp = rc;
-	snprintf(err, errlen, "cannot listen on %s/udp: %s%s", addr->text, uv_strerror(rc),
-		 rc == UV_EACCES ? " (ports below 1024 need root or CAP_NET_BIND_SERVICE)" : "");
-	return NULL;
+}
+
+struct udp_listener *listen_udp_open(struct query_pool *pool, int fd, const char *where, int *rcp,
+				     char *err, size_t errlen)
+{
+	struct query_env *env = query_pool_env(pool);
+	struct udp_listener *l = listener_new(pool);
+	/* AF_UNSPEC: no socket of libuv's own, the handed one comes next. */
+	int rc = uv_udp_init_ex(&env->loop->uv, &l->udp, AF_UNSPEC | UV_UDP_RECVMMSG);
+
+	if (rc < 0) {
+		listener_free(l);
+		close(fd);
+		describe_failure(rc, rcp, where, err, errlen);
+		return NULL;
+	}
+	l->udp.data = l;
+	rc = uv_udp_open(&l->udp, fd);
+	if (rc < 0) {
+		close(fd); /* not the handle's yet */
+		uv_close((uv_handle_t *)&l->udp, free_cb);
+	} else {
+		rc = start(l, true, where);
+	}
+	if (rc < 0) {
+		describe_failure(rc, rcp, where, err, errlen);
+		return NULL;
+	}
+	return l;
 }
 
 void listen_udp_stop(struct udp_listener *l)

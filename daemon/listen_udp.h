@@ -21,6 +21,13 @@ struct udp_listener;
 struct udp_listener *listen_udp_start(struct query_pool *pool, const struct options_addr *addr,
 				      bool share, int *rc, char *err, size_t errlen);
 
+/** Receive on @fd, a bound datagram socket handed over by systemd (one
+ * worker's dup(); the listener owns it from now on, and closes it on
+ * failure too); @where is its address, for logs.  Its receive buffer is
+ * raised to --udp-recv-buffer, never lowered.  NULL on failure, as above. */
+struct udp_listener *listen_udp_open(struct query_pool *pool, int fd, const char *where, int *rc,
+				     char *err, size_t errlen);
+
 /** Stop receiving; replies can still be sent until listen_udp_close(). */
 void listen_udp_stop(struct udp_listener *l);
 

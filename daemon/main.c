@@ -3,10 +3,12 @@
  * Everything per loop is a worker's (worker.c); this file only creates the
  * workers, drives them (reload, drain, network change) and waits for them.
  * Exit status: 0 after SIGTERM/SIGINT, 1 when start-up fails, 2 for a bad
- * argument or configuration.
+ * argument or configuration (sockets handed over by systemd that dotproxy
+ * cannot use included: a restart cannot fix those either).
  */
 #include "daemon/loop.h"
 #include "daemon/netwatch.h"
+#include "daemon/sdlisten.h"
 #include "daemon/sdnotify.h"
 #include "daemon/settings.h"
 #include "daemon/worker.h"
@@ -45,6 +47,7 @@ static struct {
 	int argc;		   /* the command line, read again on SIGHUP */
 	char **argv;
 	bool draining;
+	struct sdlisten handed; /* sockets from systemd: used instead of --listen */
 	uv_signal_t sig_term, sig_int, sig_usr1, sig_hup;
 	struct netwatch *netwatch;
 } proc;
@@ -111,7 +114,9 @@ static void reload(void)
 		return;
 	}
 	const struct config *old = &proc.settings->cfg;
-	if (!same_listen(old, &s->cfg) || s->cfg.max_inflight != old->max_inflight ||
+	/* Handed sockets stay whatever the file says: nothing is bound again. */
+	bool listen_changed = proc.handed.n == 0 && !same_listen(old, &s->cfg);
+	if (listen_changed || s->cfg.max_inflight != old->max_inflight ||
 	    s->cfg.cache_bytes != old->cache_bytes || s->cfg.workers != old->workers ||
 	    s->cfg.udp_recv_buffer != old->udp_recv_buffer)
 		log_warn("SIGHUP: listen addresses, --workers, --max-inflight, --cache-size and "
@@ -261,17 +266,40 @@ static void abandon_workers(void)
 
 /* Listening beyond loopback while only loopback clients may ask is most
  * likely a missing --allow: say so once, rather than let LAN clients meet
- * REFUSED without a word. */
-static void warn_unreachable_listeners(const struct config *cfg)
+ * REFUSED without a word.  A UDP socket on a wildcard address answers from
+ * whichever address the routing picks, which need not be the one the
+ * client asked (a resolver at 127.0.0.53 answered from 127.0.0.1 drops the
+ * answer): say that too. */
+static void warn_listener(const struct config *cfg, const struct sockaddr *sa, const char *text,
+			  bool udp)
 {
-	if (!acl_loopback_only(&cfg->allow))
+	if (acl_loopback_only(&cfg->allow) && !acl_is_loopback(sa))
+		log_warn("listening on %s, but only loopback clients are answered "
+			 "(others get REFUSED): name the clients with --allow, e.g. "
+			 "--allow 192.168.0.0/16",
+			 text);
+	if (udp && sdlisten_is_wildcard(sa))
+		log_warn("listening on %s/udp, a wildcard address: answers leave from the "
+			 "address the routing table picks, which clients that asked another "
+			 "address of this host ignore; listen on each address instead",
+			 text);
+}
+
+static void warn_listeners(const struct config *cfg)
+{
+	for (unsigned i = 0; i < proc.handed.n; i++) {
+		const struct sdlisten_socket *s = &proc.handed.sock[i];
+		warn_listener(cfg, (const struct sockaddr *)&s->addr, s->text, !s->stream);
+	}
+	if (proc.handed.n > 0) {
+		if (!cfg->listen_is_default)
+			log_warn("--listen ignored: using the %u socket(s) systemd handed over",
+				 proc.handed.n);
 		return;
+	}
 	for (unsigned i = 0; i < cfg->n_listen; i++)
-		if (!acl_is_loopback((const struct sockaddr *)&cfg->listen[i].sa))
-			log_warn("listening on %s, but only loopback clients are answered "
-				 "(others get REFUSED): name the clients with --allow, e.g. "
-				 "--allow 192.168.0.0/16",
-				 cfg->listen[i].text);
+		warn_listener(cfg, (const struct sockaddr *)&cfg->listen[i].sa, cfg->listen[i].text,
+			      true);
 }
 
 static void log_upstreams(const struct config *cfg)
@@ -303,15 +331,17 @@ static int start(const struct config *cfg)
 		}
 	}
 	for (unsigned i = 0; i < proc.n_workers; i++) {
-		if (worker_listen(proc.workers[i], err, sizeof(err)) < 0) {
+		if (worker_listen(proc.workers[i], &proc.handed, err, sizeof(err)) < 0) {
 			fprintf(stderr, "dotproxy: %s\n", err);
 			return EXIT_STARTUP;
 		}
 	}
+	/* Every worker holds its own descriptor of each handed socket now. */
+	sdlisten_close(&proc.handed);
 	proc.netwatch = netwatch_new(&worker_loop(proc.workers[0])->uv, network_changed, NULL);
 	if (cfg->user[0] && drop_privileges(cfg->user) < 0)
 		return EXIT_STARTUP;
-	warn_unreachable_listeners(cfg);
+	warn_listeners(cfg);
 	log_upstreams(cfg);
 	if (proc.settings->tls_server) {
 		char desc[512];
@@ -322,15 +352,17 @@ static int start(const struct config *cfg)
 		require(worker_spawn(proc.workers[i]) == 0);
 	/* The addresses bound, not those configured: a default [::1]:53 on a
 	 * host without IPv6 is skipped. */
-	unsigned bound = worker_listening(proc.workers[0]);
-	if (proc.n_workers > 1)
-		log_tagged("notice",
-			   "dotproxy %s ready: %u listen address(es), %u upstream(s), %u "
-			   "workers",
-			   DOTPROXY_VERSION, bound, cfg->n_upstream, proc.n_workers);
+	char listening[64], workers[32] = "";
+	if (proc.handed.n > 0)
+		snprintf(listening, sizeof(listening), "%u socket(s) from systemd (%u udp, %u tcp)",
+			 proc.handed.n, proc.handed.n - proc.handed.n_stream, proc.handed.n_stream);
 	else
-		log_tagged("notice", "dotproxy %s ready: %u listen address(es), %u upstream(s)",
-			   DOTPROXY_VERSION, bound, cfg->n_upstream);
+		snprintf(listening, sizeof(listening), "%u listen address(es)",
+			 worker_listening(proc.workers[0]));
+	if (proc.n_workers > 1)
+		snprintf(workers, sizeof(workers), ", %u workers", proc.n_workers);
+	log_tagged("notice", "dotproxy %s ready: %s, %u upstream(s)%s", DOTPROXY_VERSION, listening,
+		   cfg->n_upstream, workers);
 	return 0;
 }
 
@@ -360,9 +392,16 @@ int main(int argc, char **argv)
 		settings_drop(proc.settings);
 		return EXIT_SUCCESS;
 	}
+	/* Before any thread: this unsets LISTEN_PID and friends. */
+	if (sdlisten_take(&proc.handed, err, sizeof(err)) < 0) {
+		fprintf(stderr, "dotproxy: socket activation: %s\n", err);
+		settings_drop(proc.settings);
+		return EXIT_USAGE;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
 	int rc = start(cfg);
+	sdlisten_close(&proc.handed); /* if start() failed before it did */
 	if (rc) {
 		abandon_workers(); /* worker 0 closes the signal handles, if any */
 	} else {

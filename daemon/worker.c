@@ -14,6 +14,7 @@
 #include "daemon/loop.h"
 #include "daemon/plain.h"
 #include "daemon/query.h"
+#include "daemon/sdlisten.h"
 #include "daemon/settings.h"
 #include "daemon/stream.h"
 #include "daemon/transport.h"
@@ -23,6 +24,8 @@
 #include "lib/metrics.h"
 #include "lib/random.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,8 +44,9 @@ struct worker {
 	struct upstream_set *zone_sets[OPTIONS_MAX_ZONES]; /* owned: settings->cfg.zones[i]'s */
 	unsigned n_zone_sets;
 	struct udp_listener *udp[OPTIONS_MAX_LISTEN];
-	struct tcp_listener *tcp[OPTIONS_MAX_LISTEN];
-	unsigned n_listen;
+	unsigned n_udp;
+	struct tcp_listener *tcp[OPTIONS_MAX_LISTEN]; /* NULL once closed (drain) */
+	unsigned n_tcp;
 	struct tls_listener *dot[OPTIONS_MAX_LISTEN]; /* --listen-tls */
 	unsigned n_dot;
 	struct tls_ctx *tls_server;	 /* the settings' server context: new DoT clients get it */
@@ -180,7 +184,9 @@ static bool skippable(const struct config *cfg, int rc)
 	return cfg->listen_is_default && (rc == UV_EADDRNOTAVAIL || rc == UV_EAFNOSUPPORT);
 }
 
-int worker_listen(struct worker *w, char *err, size_t errlen)
+/* Bind every --listen address, with SO_REUSEPORT when other workers bind
+ * them too. */
+static int bind_listen(struct worker *w, char *err, size_t errlen)
 {
 	const struct config *cfg = &w->settings->cfg;
 	bool share = cfg->workers > 1;
@@ -194,8 +200,8 @@ int worker_listen(struct worker *w, char *err, size_t errlen)
 			tcp =
 			    listen_tcp_start(w->pool, &w->sessions, addr, share, &rc, err, errlen);
 		if (udp && tcp) {
-			w->udp[w->n_listen] = udp;
-			w->tcp[w->n_listen++] = tcp;
+			w->udp[w->n_udp++] = udp;
+			w->tcp[w->n_tcp++] = tcp;
 			if (w->index == 0) /* the others listen on the same */
 				log_info("listening on %s/udp, %s/tcp", addr->text, addr->text);
 			continue;
@@ -209,15 +215,23 @@ int worker_listen(struct worker *w, char *err, size_t errlen)
 		}
 		return -1;
 	}
-	if (w->n_listen == 0) {
+	if (w->n_udp == 0) {
 		snprintf(err, errlen, "no address to listen on");
 		return -1;
 	}
+	return 0;
+}
+
+/* --listen-tls: bound here, socket activation or not. */
+static int bind_tls(struct worker *w, char *err, size_t errlen)
+{
+	const struct config *cfg = &w->settings->cfg;
+
 	for (unsigned i = 0; i < cfg->n_listen_tls; i++) {
 		const struct options_addr *addr = &cfg->listen_tls[i];
 		int rc;
 		struct tls_listener *l = listen_tls_start(w->pool, &w->sessions, &w->tls_server,
-							  addr, share, &rc, err, errlen);
+							  addr, cfg->workers > 1, &rc, err, errlen);
 		if (!l)
 			return -1;
 		w->dot[w->n_dot++] = l;
@@ -227,9 +241,50 @@ int worker_listen(struct worker *w, char *err, size_t errlen)
 	return 0;
 }
 
+/* Use the sockets systemd handed over, each through a descriptor of this
+ * worker's own: every worker waits on every socket, and the kernel gives
+ * each datagram and connection to one of them (SO_REUSEPORT cannot apply
+ * to sockets bound before dotproxy started). */
+static int open_handed(struct worker *w, const struct sdlisten *handed, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < handed->n; i++) {
+		const struct sdlisten_socket *s = &handed->sock[i];
+		int rc, fd = fcntl(s->fd, F_DUPFD_CLOEXEC, 3);
+		if (fd < 0) {
+			snprintf(err, errlen, "cannot listen on %s/%s: %s", s->text,
+				 s->stream ? "tcp" : "udp", strerror(errno));
+			return -1;
+		}
+		if (s->stream) {
+			struct tcp_listener *tcp =
+			    listen_tcp_open(w->pool, &w->sessions, fd, s->text, &rc, err, errlen);
+			if (!tcp)
+				return -1;
+			w->tcp[w->n_tcp++] = tcp;
+		} else {
+			struct udp_listener *udp =
+			    listen_udp_open(w->pool, fd, s->text, &rc, err, errlen);
+			if (!udp)
+				return -1;
+			w->udp[w->n_udp++] = udp;
+		}
+		if (w->index == 0)
+			log_info("listening on %s/%s (socket from systemd)", s->text,
+				 s->stream ? "tcp" : "udp");
+	}
+	return 0;
+}
+
+int worker_listen(struct worker *w, const struct sdlisten *handed, char *err, size_t errlen)
+{
+	int rc = handed && handed->n > 0 ? open_handed(w, handed, err, errlen)
+					 : bind_listen(w, err, errlen);
+	return rc < 0 ? rc : bind_tls(w, err, errlen);
+}
+
 unsigned worker_listening(const struct worker *w)
 {
-	return w->n_listen;
+	return w->n_udp;
 }
 
 struct loop *worker_loop(struct worker *w)
@@ -277,8 +332,9 @@ static void start_drain(struct worker *w)
 	w->qenv.draining = true;
 	/* UDP sockets stay open (receiving nothing) until the end: the replies
 	 * of queries in flight still go out through them. */
-	for (unsigned i = 0; i < w->n_listen; i++) {
+	for (unsigned i = 0; i < w->n_udp; i++)
 		listen_udp_stop(w->udp[i]);
+	for (unsigned i = 0; i < w->n_tcp; i++) {
 		if (w->tcp[i])
 			listen_tcp_close(w->tcp[i]);
 		w->tcp[i] = NULL;
@@ -318,12 +374,12 @@ static void finish(struct worker *w)
 	for_each_set(w, upstream_set_free);
 	w->upstreams = w->qenv.upstreams = NULL;
 	w->n_zone_sets = w->qenv.n_zones = 0;
-	for (unsigned i = 0; i < w->n_listen; i++) {
+	for (unsigned i = 0; i < w->n_tcp; i++)
 		if (w->tcp[i])
 			listen_tcp_close(w->tcp[i]);
+	for (unsigned i = 0; i < w->n_udp; i++)
 		listen_udp_close(w->udp[i]);
-	}
-	w->n_listen = 0;
+	w->n_udp = w->n_tcp = 0;
 	for (unsigned i = 0; i < w->n_dot; i++)
 		listen_tls_close(w->dot[i]);
 	w->n_dot = 0;

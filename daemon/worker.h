@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct sdlisten;
 struct settings;
 struct worker;
 struct loop;
@@ -30,11 +31,15 @@ enum worker_command {
  * share of the limits; not listening yet.  NULL with @err set on failure. */
 struct worker *worker_new(unsigned index, struct settings *s, char *err, size_t errlen);
 
-/** Bind every --listen address.  Returns 0, or -1 with the reason in @err
- * (a default address whose family the host lacks is skipped, logged). */
-int worker_listen(struct worker *w, char *err, size_t errlen);
+/** Listen on the sockets systemd handed over, if @handed has any (each
+ * through a dup() of the worker's own, so all workers share each socket;
+ * the --listen addresses are not used), else bind every --listen address.
+ * Returns 0, or -1 with the reason in @err (a default address whose family
+ * the host lacks is skipped, logged). */
+int worker_listen(struct worker *w, const struct sdlisten *handed, char *err, size_t errlen);
 
-/** Listen addresses actually bound (a default one the host lacks is not). */
+/** Listen addresses actually bound (a default one the host lacks is not);
+ * with handed sockets, the UDP ones. */
 unsigned worker_listening(const struct worker *w);
 
 /** The worker's loop (main.c adds its signal handles to worker 0's). */
