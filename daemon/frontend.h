@@ -44,6 +44,9 @@ struct frontend_ops {
 	/** Streams: the idle timeout to announce in edns-tcp-keepalive (RFC
 	 * 7828), in units of 100 ms.  NULL for datagrams, which announce none. */
 	uint16_t (*keepalive)(const struct frontend_client *c);
+	/** Does @c's transport encrypt (DoT, DoH)?  Then answers to queries
+	 * that carry EDNS padding are padded too (RFC 8467).  NULL: no. */
+	bool (*encrypted)(const struct frontend_client *c);
 };
 
 /** A client as the core sees it: copied into each query, so it must stay

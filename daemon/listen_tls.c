@@ -186,6 +186,7 @@ static void pipe_release(void *pipe)
 static const struct stream_pipe_ops tls_pipe = {
 	.name = "dot",
 	.queries_metric = METRIC_queries_dot,
+	.encrypted = true,
 	.write = pipe_write,
 	.backlog = pipe_backlog,
 	.pause = pipe_pause,

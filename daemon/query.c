@@ -271,6 +271,20 @@ static void log_query(const struct frontend_client *client, const struct wire_in
 		   wire_rcode_to_text(rcode, rcode_buf, sizeof(rcode_buf)), source, ms);
 }
 
+/* The options a stream client's answer gains (its OPT, parsed as @info,
+ * the last record): the idle timeout (RFC 7828), then, on an encrypted
+ * transport and when the query was padded, padding (RFC 8467). */
+static size_t add_stream_options(const struct frontend_client *client,
+				 const struct wire_info *query, uint8_t *msg, size_t len,
+				 size_t cap, const struct wire_info *info)
+{
+	if (client->ops->keepalive)
+		len = wire_add_keepalive(msg, len, cap, info, client->ops->keepalive(client));
+	if (query->has_padding && client->ops->encrypted && client->ops->encrypted(client))
+		len = wire_pad_reply(msg, len, cap, info, WIRE_PAD_REPLY_BLOCK);
+	return len;
+}
+
 /*
  * Answer one client from the canonical response @src (parsed as @info: an
  * upstream answer with our hop's options removed, or a cache entry): copied,
@@ -297,9 +311,9 @@ static void answer_client(struct query_env *env, const struct frontend_client *c
 		metrics_inc(METRIC_answers_truncated);
 	} else if (!client_info->has_edns) {
 		len = wire_strip_opt(msg, len, info); /* RFC 6891 §7: no OPT to a non-EDNS client */
-	} else if (client->ops->keepalive) {
-		len = wire_add_keepalive(msg, len, sizeof(env->loop->scratch->reply), info,
-					 client->ops->keepalive(client));
+	} else {
+		len = add_stream_options(client, client_info, msg, len,
+					 sizeof(env->loop->scratch->reply), info);
 	}
 	client->ops->reply(client, msg, len);
 }
@@ -714,9 +728,10 @@ static bool answer_locally(struct query_env *env, const struct frontend_client *
 		/* Only local data can outgrow a datagram (built-in replies fit 512). */
 		len = wire_truncate(buf, len, &reply, info->has_edns);
 		metrics_inc(METRIC_answers_truncated);
-	} else if (info->has_edns && client->ops->keepalive && wire_parse(buf, len, &reply) == 0) {
-		len = wire_add_keepalive(buf, len, sizeof(env->loop->scratch->reply), &reply,
-					 client->ops->keepalive(client));
+	} else if (info->has_edns && (client->ops->keepalive || client->ops->encrypted) &&
+		   wire_parse(buf, len, &reply) == 0) {
+		len = add_stream_options(client, info, buf, len, sizeof(env->loop->scratch->reply),
+					 &reply);
 	}
 	if (env->cfg->log_queries)
 		log_query(client, info, wire_rcode(buf),

@@ -229,6 +229,11 @@ static size_t max_reply(const struct frontend_client *c, const struct wire_info 
 	return WIRE_MAX_MSG;
 }
 
+static bool encrypted(const struct frontend_client *c)
+{
+	return ((const struct stream_session *)c->conn)->pipe_ops->encrypted;
+}
+
 /* The idle timeout this session applies, in units of 100 ms. */
 static uint16_t keepalive(const struct frontend_client *c)
 {
@@ -256,6 +261,7 @@ const struct frontend_ops stream_frontend_ops = {
 	.done = done,
 	.max_reply = max_reply,
 	.keepalive = keepalive,
+	.encrypted = encrypted,
 	.peer = peer,
 	.allowed = allowed,
 };

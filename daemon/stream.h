@@ -32,6 +32,7 @@ struct stream_session;
 struct stream_pipe_ops {
 	const char *name;   /**< "tcp", "dot": the frontend's name in logs */
 	int queries_metric; /**< the counter of queries received (enum metric) */
+	bool encrypted;	    /**< TLS: answers to padded queries are padded */
 	/** Send one reply with its 2-byte prefix (@prefix).  Returns 0 or a
 	 * negative error (the session then closes). */
 	int (*write)(void *pipe, const uint8_t prefix[2], const uint8_t *msg, size_t len);

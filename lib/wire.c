@@ -104,6 +104,8 @@ static int read_rr(const uint8_t *msg, size_t len, size_t *pos, bool additional,
 			info->keepalive = wire_read16(fixed + RR_FIXED_LEN + o + 4);
 		else if (code == WIRE_OPT_ECS)
 			info->has_ecs = true;
+		else if (code == WIRE_OPT_PADDING)
+			info->has_padding = true;
 		o += 4u + olen;
 	}
 	info->edns_udp_size = wire_read16(fixed + 2);
@@ -460,6 +462,25 @@ size_t wire_add_keepalive(uint8_t *msg, size_t len, size_t cap, const struct wir
 	wire_write16(msg + len + 2, 2);
 	wire_write16(msg + len + 4, timeout);
 	return len + 6;
+}
+
+size_t wire_pad_reply(uint8_t *msg, size_t len, size_t cap, const struct wire_info *info,
+		      size_t block)
+{
+	if (!info->has_edns || info->opt_start + OPT_MIN_LEN > len || block == 0)
+		return len;
+	uint8_t *rdlen = msg + info->opt_start + OPT_MIN_LEN - 2;
+	if (info->opt_start + OPT_MIN_LEN + wire_read16(rdlen) != len)
+		return len; /* the OPT is not the last record */
+	size_t pad = (block - (len + 4) % block) % block;
+	size_t total = len + 4 + pad;
+	if (total > cap || total > 65535 || wire_read16(rdlen) + 4 + pad > 65535)
+		return len;
+	wire_write16(rdlen, (uint16_t)(wire_read16(rdlen) + 4 + pad));
+	wire_write16(msg + len, WIRE_OPT_PADDING);
+	wire_write16(msg + len + 2, (uint16_t)pad);
+	memset(msg + len + 4, 0, pad);
+	return total;
 }
 
 void wire_name_to_text(const uint8_t *name, size_t name_len, char *out, size_t cap)

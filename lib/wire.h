@@ -17,7 +17,8 @@ enum {
 	WIRE_UDP_DEFAULT = 512, /**< RFC 1035 §4.2.1 limit for clients without EDNS */
 	WIRE_TYPE_OPT = 41,
 	WIRE_CLASS_IN = 1,
-	WIRE_PAD_BLOCK = 128, /**< RFC 8467 §4.1: queries padded to a multiple of this */
+	WIRE_PAD_BLOCK = 128,	    /**< RFC 8467 §4.1: queries padded to a multiple of this */
+	WIRE_PAD_REPLY_BLOCK = 468, /**< RFC 8467 §4.1: and responses to a multiple of this */
 };
 
 /** EDNS option codes we act on. */
@@ -97,6 +98,7 @@ struct wire_info {
 	int32_t keepalive;	   /**< edns-tcp-keepalive timeout in units of 100 ms
 				      *   (RFC 7828), -1 when absent or empty */
 	bool has_ecs;		   /**< the OPT carries an EDNS Client Subnet option */
+	bool has_padding;	   /**< the OPT carries a Padding option (RFC 7830) */
 };
 
 /**
@@ -215,6 +217,16 @@ size_t wire_filter_opt(uint8_t *msg, size_t len, const struct wire_info *info);
  */
 size_t wire_add_keepalive(uint8_t *msg, size_t len, size_t cap, const struct wire_info *info,
 			  uint16_t timeout);
+
+/**
+ * Pad the parsed message @msg with an EDNS Padding option (RFC 7830) to a
+ * multiple of @block bytes (RFC 8467: 468 for responses).  Its OPT must be
+ * the last record; it may have grown since @info was parsed (its RDLENGTH
+ * is read again).  @cap is the room at @msg.  Returns the new length, or
+ * @len unchanged when there is no OPT, it is not last, or no room.
+ */
+size_t wire_pad_reply(uint8_t *msg, size_t len, size_t cap, const struct wire_info *info,
+		      size_t block);
 
 /**
  * How long the parsed response @msg may be cached (RFC 2308), in seconds:

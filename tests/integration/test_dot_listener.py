@@ -314,3 +314,24 @@ def test_plain_tcp_clients_get_the_keepalive_too(dotproxy, fake_upstream):
     assert opts and int.from_bytes(opts[0].to_wire(), "big") == 30
     u = dns.query.udp(q, "127.0.0.1", port=p.port, timeout=3)  # never over UDP
     assert not [o for o in u.options if o.otype == dns.edns.OptionType.KEEPALIVE]
+
+
+def test_answers_to_padded_queries_are_padded_to_468_bytes(dot_proxy, pki):
+    p, port, _ = dot_proxy()
+    with connect(port, pki) as c:
+        for name in (f"www.{LAN_NAME}", "www.example.", "big1.example."):  # local, forwarded
+            c.send(make_query(name, use_edns=0, pad=128))
+            wire = c.recv_frame()
+            r = dns.message.from_wire(wire)
+            assert len(wire) % 468 == 0, (name, len(wire))
+            assert any(o.otype == dns.edns.OptionType.PADDING for o in r.options), name
+        c.send(make_query("www.example.", use_edns=0))  # not padded: not padded
+        r = c.recv()
+        assert not any(o.otype == dns.edns.OptionType.PADDING for o in r.options)
+
+
+def test_plain_tcp_answers_are_never_padded(dotproxy, fake_upstream):
+    p = dotproxy([fake_upstream()])
+    r = dns.query.tcp(make_query("www.example.", use_edns=0, pad=128), "127.0.0.1",
+                      port=p.port, timeout=3)
+    assert not any(o.otype == dns.edns.OptionType.PADDING for o in r.options)

@@ -781,6 +781,36 @@ static void add_keepalive(void **state)
 	assert_int_equal(wire_add_keepalive(m.b, m.len, sizeof(m.b), &info, 100), m.len);
 }
 
+/* ---- wire_pad_reply ------------------------------------------------------ */
+
+static void pad_reply(void **state)
+{
+	(void)state;
+	struct msg m;
+	struct wire_info info, after;
+
+	start(&m, WIRE_FLAG_QR | WIRE_FLAG_RA, 1, 0, 1, "example.");
+	put_a(&m, 300, 1);
+	put_opt(&m, 1232, 0);
+	assert_int_equal(parse(&m, &info), 0);
+	/* After a keepalive was added (the OPT grew since it was parsed). */
+	size_t len = wire_add_keepalive(m.b, m.len, sizeof(m.b), &info, 100);
+	len = wire_pad_reply(m.b, len, sizeof(m.b), &info, WIRE_PAD_REPLY_BLOCK);
+	assert_int_equal(len, WIRE_PAD_REPLY_BLOCK);
+	assert_int_equal(wire_parse(m.b, len, &after), 0);
+	assert_true(after.has_padding);
+	assert_int_equal(after.keepalive, 100);
+	/* No room for another option: unchanged. */
+	assert_int_equal(wire_pad_reply(m.b, len, len + 3, &after, WIRE_PAD_REPLY_BLOCK), len);
+	/* A record after the OPT: unchanged. */
+	start(&m, WIRE_FLAG_QR, 0, 0, 2, "example.");
+	put_opt(&m, 1232, 0);
+	put_a(&m, 300, 3);
+	assert_int_equal(parse(&m, &info), 0);
+	assert_int_equal(wire_pad_reply(m.b, m.len, sizeof(m.b), &info, WIRE_PAD_REPLY_BLOCK),
+			 m.len);
+}
+
 /* ---- wire_filter_opt ---------------------------------------------------- */
 
 static void filter_opt(void **state)
@@ -1015,6 +1045,7 @@ int main(void)
 		cmocka_unit_test(upstream_query_small_cap),
 		cmocka_unit_test(upstream_query_exact_cap),
 		cmocka_unit_test(add_keepalive),
+		cmocka_unit_test(pad_reply),
 		cmocka_unit_test(filter_opt),
 		cmocka_unit_test(filter_opt_edge_cases),
 		cmocka_unit_test(upstream_query_ptr_owner_opt),
