@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 enum opt_id {
 	OPT_CONFIG,
@@ -253,6 +254,54 @@ static bool valid_hostname(const char *name)
 		}
 	}
 	return true;
+}
+
+/* The address bytes of @a (4 or 16 of them, by family). */
+static const uint8_t *addr_bytes(const struct options_addr *a, size_t *len)
+{
+	if (a->sa.ss_family == AF_INET6) {
+		*len = 16;
+		return ((const struct sockaddr_in6 *)&a->sa)->sin6_addr.s6_addr;
+	}
+	*len = 4;
+	return (const uint8_t *)&((const struct sockaddr_in *)&a->sa)->sin_addr;
+}
+
+static uint16_t addr_port(const struct options_addr *a)
+{
+	return ntohs(a->sa.ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)&a->sa)->sin6_port
+						 : ((const struct sockaddr_in *)&a->sa)->sin_port);
+}
+
+/* Same family, address and port, however each was written ("::1" and
+ * "0::1", "53" and "0053"). */
+static bool same_addr(const struct options_addr *a, const struct options_addr *b)
+{
+	size_t la, lb;
+	const uint8_t *ba = addr_bytes(a, &la), *bb = addr_bytes(b, &lb);
+
+	return a->sa.ss_family == b->sa.ss_family && addr_port(a) == addr_port(b) && la == lb &&
+	       memcmp(ba, bb, la) == 0;
+}
+
+/* 0.0.0.0 or :: */
+static bool is_wildcard(const struct options_addr *a)
+{
+	size_t len;
+	const uint8_t *b = addr_bytes(a, &len);
+
+	for (size_t i = 0; i < len; i++)
+		if (b[i])
+			return false;
+	return true;
+}
+
+/* The same server reached the same way: transport, address, port and auth
+ * name (case-insensitive); pins do not make it another one. */
+static bool same_upstream(const struct options_upstream *a, const struct options_upstream *b)
+{
+	return a->transport == b->transport && same_addr(&a->addr, &b->addr) &&
+	       strcasecmp(a->auth_name, b->auth_name) == 0;
 }
 
 /* Decode standard base64 (with '=' padding) into exactly @len bytes. */
@@ -540,6 +589,27 @@ static void print_help(FILE *out)
 
 static int read_file(struct parse_state *st, const char *path);
 
+/* Is @list[@n] (just parsed from @value) already among @list[0..@n)?  A
+ * server listed twice gets twice the connections and counts twice in every
+ * policy (failover's order, round-robin's turns): almost always a typo for
+ * another server.  0, or -EINVAL naming both. */
+static int check_duplicate_upstream(struct parse_state *st, const struct options_upstream *list,
+				    unsigned n, const char *what, const char *value)
+{
+	for (unsigned i = 0; i < n; i++) {
+		if (!same_upstream(&list[i], &list[n]))
+			continue;
+		bool plain = list[n].transport == OPTIONS_TRANSPORT_PLAIN;
+		bool pins = list[i].n_pins || list[n].n_pins;
+		return fail(st->err, st->errlen,
+			    "%s %s: the same upstream as %s, given before (same address, port%s): "
+			    "give each upstream once%s",
+			    what, value, list[i].label, plain ? "" : " and auth name",
+			    pins ? ", with all its pins" : "");
+	}
+	return 0;
+}
+
 /* ZONE as given, into the canonical absolute lower-case form ("home.arpa."). */
 static int zone_name(const char *text, size_t len, char *out, size_t cap)
 {
@@ -627,6 +697,8 @@ static int parse_forward_zone(struct parse_state *st, const char *value)
 			    "--forward-zone %s: plain DNS for '.' would send every query in "
 			    "cleartext; name the zones that may go that way",
 			    value);
+		if (check_duplicate_upstream(st, list, *n, "--forward-zone", value) < 0)
+			return -EINVAL;
 		(*n)++;
 		spec = comma ? comma + 1 : NULL;
 	}
@@ -692,6 +764,60 @@ static int parse_no_builtin(struct parse_state *st, const char *value)
 	return 0;
 }
 
+/* --listen: one more address of the list, which must not bind what another
+ * of the list binds already (start-up would fail against itself). */
+static int parse_listen_option(struct parse_state *st, const char *value)
+{
+	struct config *cfg = st->cfg;
+	struct options_addr addr = { .sa_len = 0 };
+
+	if (st->listen_from != st->source) {
+		cfg->n_listen = 0; /* a list from a stronger source replaces the weaker */
+		cfg->listen_is_default = false;
+		st->listen_from = st->source;
+	}
+	if (cfg->n_listen == OPTIONS_MAX_LISTEN)
+		return fail(st->err, st->errlen, "too many --listen (at most %d)",
+			    OPTIONS_MAX_LISTEN);
+	if (options_parse_listen(value, &addr, st->err, st->errlen) < 0)
+		return -EINVAL;
+	if (addr.sa.ss_family == AF_INET6 &&
+	    IN6_IS_ADDR_V4MAPPED(&((struct sockaddr_in6 *)&addr.sa)->sin6_addr)) {
+		char v4[INET_ADDRSTRLEN];
+		inet_ntop(AF_INET, ((struct sockaddr_in6 *)&addr.sa)->sin6_addr.s6_addr + 12, v4,
+			  sizeof(v4));
+		return fail(st->err, st->errlen,
+			    "bad listen address '%s': an IPv4-mapped address cannot be bound "
+			    "(IPv6 sockets here are IPv6-only): write %s:%u",
+			    value, v4, addr_port(&addr));
+	}
+	for (unsigned i = 0; i < cfg->n_listen; i++) {
+		const struct options_addr *other = &cfg->listen[i];
+		if (same_addr(&addr, other))
+			return fail(st->err, st->errlen,
+				    "--listen %s: the same address as %s, given before: give each "
+				    "listen address once",
+				    value, other->text);
+		if (addr.sa.ss_family != other->sa.ss_family ||
+		    addr_port(&addr) != addr_port(other) ||
+		    is_wildcard(&addr) == is_wildcard(other))
+			continue;
+		const char *family = addr.sa.ss_family == AF_INET ? "IPv4" : "IPv6";
+		if (is_wildcard(other))
+			return fail(
+			    st->err, st->errlen,
+			    "--listen %s: %s, given before, already listens on every %s "
+			    "address at port %u: give either the wildcard or single addresses",
+			    value, other->text, family, addr_port(&addr));
+		return fail(st->err, st->errlen,
+			    "--listen %s listens on every %s address at port %u, %s (given before) "
+			    "included: give either the wildcard or single addresses",
+			    value, family, addr_port(&addr), other->text);
+	}
+	cfg->listen[cfg->n_listen++] = addr;
+	return 0;
+}
+
 /* Apply one option from the current source; @value is NULL for flags. */
 static int apply(struct parse_state *st, const struct option_def *o, const char *value)
 {
@@ -707,15 +833,7 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 	case OPT_CONFIG:
 		return read_file(st, value);
 	case OPT_LISTEN:
-		if (st->listen_from != st->source) {
-			cfg->n_listen = 0; /* a list from a stronger source replaces the weaker */
-			cfg->listen_is_default = false;
-			st->listen_from = st->source;
-		}
-		if (cfg->n_listen == OPTIONS_MAX_LISTEN)
-			return fail(err, errlen, "too many --listen (at most %d)",
-				    OPTIONS_MAX_LISTEN);
-		return options_parse_listen(value, &cfg->listen[cfg->n_listen++], err, errlen);
+		return parse_listen_option(st, value);
 	case OPT_UPSTREAM:
 		if (st->upstream_from != st->source) {
 			cfg->n_upstream = 0;
@@ -732,6 +850,9 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 				    "it is allowed only for a zone you name, with "
 				    "--forward-zone ZONE=%s",
 				    value, value);
+		if (check_duplicate_upstream(st, cfg->upstream, cfg->n_upstream, "--upstream",
+					     value) < 0)
+			return -EINVAL;
 		cfg->n_upstream++;
 		return 0;
 	case OPT_FORWARD_ZONE:

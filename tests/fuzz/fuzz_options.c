@@ -57,6 +57,10 @@ static void check_config(const struct config *cfg)
 		CHECK(a->sa.ss_family == AF_INET || a->sa.ss_family == AF_INET6);
 		CHECK(a->sa_len == (a->sa.ss_family == AF_INET ? sizeof(struct sockaddr_in)
 							       : sizeof(struct sockaddr_in6)));
+		/* Each address once: start-up would fail against itself. */
+		for (unsigned j = 0; j < i; j++)
+			CHECK(cfg->listen[j].sa_len != a->sa_len ||
+			      memcmp(&cfg->listen[j].sa, &a->sa, a->sa_len) != 0);
 	}
 	for (unsigned i = 0; i < cfg->n_upstream; i++) {
 		const struct options_upstream *u = &cfg->upstream[i];

@@ -349,9 +349,11 @@ static void bad_arguments(void **state)
 	/* Too many list entries. */
 	const char *args[2 * OPTIONS_MAX_UPSTREAMS + 3];
 	unsigned n = 0;
+	static char ips[OPTIONS_MAX_UPSTREAMS + 1][16];
 	for (unsigned i = 0; i <= OPTIONS_MAX_UPSTREAMS; i++) {
+		snprintf(ips[i], sizeof(ips[i]), "192.0.2.%u", i + 1);
 		args[n++] = "--upstream";
-		args[n++] = "1.2.3.4";
+		args[n++] = ips[i];
 	}
 	args[n] = NULL;
 	assert_int_equal(parse_args(args), -EINVAL);
@@ -780,6 +782,107 @@ static void hosts_and_builtin_options(void **state)
 	free(text);
 }
 
+/*
+ * The same listen address twice, however it is written, would make
+ * start-up fail against itself, and so would a wildcard next to a single
+ * address of its family and port: both are refused at parse time, naming
+ * the two.  A list on the command line replaces the file's, so the same
+ * address in both places is not a duplicate.
+ */
+static void listen_duplicates(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *first, *second, *mention;
+	} bad[] = {
+		{ "127.0.0.1:53", "127.0.0.1:53", "the same address as 127.0.0.1:53" },
+		{ "127.0.0.1:53", "127.0.0.1:0053", "the same address as 127.0.0.1:53" },
+		{ "[::1]:53", "[0:0::1]:53", "the same address as [::1]:53" },
+		{ "0.0.0.0:53", "127.0.0.1:53", "0.0.0.0:53, given before, already listens" },
+		{ "[::1]:5353", "[::]:5353", "every IPv6 address at port 5353, [::1]:5353" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(
+		    parse_args(ARGS("--listen", bad[i].first, "--listen", bad[i].second)), -EINVAL);
+		assert_contains(err, "--listen ");
+		assert_contains(err, bad[i].second);
+		assert_contains(err, bad[i].mention);
+	}
+	/* Not the same: another port, another family, a wildcard of the other
+	 * family (the IPv6 sockets are IPv6-only). */
+	assert_int_equal(parse_args(ARGS("--listen", "127.0.0.1:53", "--listen", "127.0.0.1:54",
+					 "--listen", "[::]:53", "--listen", "0.0.0.0:55")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.n_listen, 4);
+
+	/* An IPv4-mapped address cannot be bound; the error says what to write. */
+	assert_int_equal(parse_args(ARGS("--listen", "[::ffff:127.0.0.1]:5353")), -EINVAL);
+	assert_contains(err, "write 127.0.0.1:5353");
+
+	/* The file's list and the command line's are not one list. */
+	char path[64];
+	write_config(path, sizeof(path), "listen 127.0.0.1:5300\nlisten [::1]:5300\n");
+	assert_int_equal(parse_args(ARGS("--config", path, "--listen", "127.0.0.1:5300")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.n_listen, 1);
+	unlink(path);
+	expect_file_error("listen 127.0.0.1:5300\n# x\nlisten 127.0.0.1:05300\n", 3,
+			  "the same address as 127.0.0.1:5300");
+}
+
+/* The same upstream twice (address, port and auth name, however written)
+ * is refused in the default list and within one forward zone; the same
+ * server in two zones, or in a zone and the default list, is fine. */
+static void upstream_duplicates(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *first, *second;
+	} same[] = {
+		{ "1.2.3.4", "1.2.3.4@853" },
+		{ "1.2.3.4#dns.example", "1.2.3.4@853#DNS.example" },
+		{ "2001:db8::1@853", "2001:0db8:0::1" },
+		{ "1.2.3.4#dns.example^47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+		  "1.2.3.4#dns.example" },
+	};
+	for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+		assert_int_equal(
+		    parse_args(ARGS("--upstream", same[i].first, "--upstream", same[i].second)),
+		    -EINVAL);
+		assert_contains(err, "--upstream ");
+		assert_contains(err, same[i].second);
+		assert_contains(err, "the same upstream as");
+		char zone[256];
+		snprintf(zone, sizeof(zone), "corp.example=%s,%s", same[i].first, same[i].second);
+		assert_int_equal(parse_args(ARGS("--forward-zone", zone)), -EINVAL);
+		assert_contains(err, "--forward-zone corp.example=");
+		assert_contains(err, "the same upstream as");
+	}
+	assert_int_equal(parse_args(ARGS("--upstream", "1.2.3.4", "--upstream", "1.2.3.4#x.example",
+					 "--upstream", "1.2.3.4@8853", "--upstream", "1.2.3.5")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.n_upstream, 4);
+	assert_int_equal(
+	    parse_args(ARGS("--upstream", "1.2.3.4", "--forward-zone", "a.example=1.2.3.4",
+			    "--forward-zone", "b.example=1.2.3.4,udp://1.2.3.4:853")),
+	    OPTIONS_RUN);
+	assert_int_equal(cfg.n_zones, 2);
+	/* '.' and --upstream make one list. */
+	assert_int_equal(parse_args(ARGS("--forward-zone", ".=1.2.3.4", "--upstream", "1.2.3.4")),
+			 -EINVAL);
+	assert_contains(err, "the same upstream as 1.2.3.4@853");
+
+	/* In a file: named with its line; against the command line: replaced. */
+	expect_file_error("upstream 9.9.9.9#dns.quad9.net\nupstream 9.9.9.9@853#dns.quad9.net\n", 2,
+			  "the same upstream as 9.9.9.9@853#dns.quad9.net");
+	char path[64];
+	write_config(path, sizeof(path), "upstream 9.9.9.9#dns.quad9.net\n");
+	assert_int_equal(parse_args(ARGS("--config", path, "--upstream", "9.9.9.9#dns.quad9.net")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.n_upstream, 1);
+	unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -798,6 +901,8 @@ int main(void)
 		cmocka_unit_test(local_data_option),
 		cmocka_unit_test(local_data_config_file),
 		cmocka_unit_test(hosts_and_builtin_options),
+		cmocka_unit_test(listen_duplicates),
+		cmocka_unit_test(upstream_duplicates),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,85 @@
+"""--check-config finds the mistakes: duplicates, contradictions, a '#' that
+would cut a value, and errors that name their cause (issue 11, point 5).
+
+Each case runs the real binary once, as an administrator would before a
+restart, and reads its exit status and its one line on stderr.
+"""
+
+import pytest
+
+from dotproxy_proc import run_cli
+
+
+def check(*args, conf=None):
+    """dotproxy [--config conf] args... --check-config"""
+    argv = (["--config", str(conf)] if conf else []) + [str(a) for a in args]
+    return run_cli(argv + ["--check-config"], timeout=10)
+
+
+def error_line(r):
+    """The one line of a configuration error (exit status 2)."""
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("dotproxy: ")
+    return lines[0]
+
+
+# -- duplicates ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("first,second,mention", [
+    ("127.0.0.1:5353", "127.0.0.1:5353", "the same address as 127.0.0.1:5353"),
+    ("127.0.0.1:5353", "127.0.0.1:05353", "the same address as 127.0.0.1:5353"),
+    ("[::1]:5353", "[0::1]:5353", "the same address as [::1]:5353"),
+    ("0.0.0.0:5353", "127.0.0.1:5353", "0.0.0.0:5353, given before, already listens"),
+    ("[::1]:5353", "[::]:5353", "every IPv6 address at port 5353, [::1]:5353"),
+])
+def test_the_same_listen_address_twice_is_an_error(first, second, mention):
+    line = error_line(check("--listen", first, "--listen", second))
+    assert f"--listen {second}" in line and mention in line
+
+
+def test_a_duplicate_line_in_the_file_names_the_line_but_the_command_line_is_apart(tmp_path):
+    conf = tmp_path / "dotproxy.conf"
+    conf.write_text("listen 127.0.0.1:5353\nlisten [::1]:5353\nlisten 127.0.0.1:5353\n"
+                    "upstream 127.0.0.1@853#dns.example.test\n")
+    line = error_line(check(conf=conf))
+    assert f"{conf}:3: --listen 127.0.0.1:5353: the same address as 127.0.0.1:5353" in line
+    # A list on the command line replaces the file's: the same address or
+    # upstream in both places is not given twice.
+    conf.write_text("listen 127.0.0.1:5353\nlisten [::1]:5353\n"
+                    "upstream 127.0.0.1@853#dns.example.test\n")
+    r = check("--listen", "127.0.0.1:5353", "--upstream", "127.0.0.1@853#dns.example.test",
+              conf=conf)
+    assert r.returncode == 0, r.stderr
+    assert "configuration OK: 1 listen address(es), 1 upstream(s)" in r.stdout
+
+
+def test_an_ipv4_mapped_listen_address_says_what_to_write():
+    line = error_line(check("--listen", "[::ffff:127.0.0.1]:5353"))
+    assert "write 127.0.0.1:5353" in line
+
+
+@pytest.mark.parametrize("args,mention", [
+    (["--upstream", "9.9.9.9#dns.quad9.net", "--upstream", "9.9.9.9@853#DNS.quad9.net"],
+     "--upstream 9.9.9.9@853#DNS.quad9.net: the same upstream as 9.9.9.9@853#dns.quad9.net"),
+    (["--upstream", "2620:fe::fe", "--upstream", "2620:00fe:0::fe@853"],
+     "the same upstream as 2620:fe::fe@853"),
+    (["--forward-zone", "corp.example=10.0.0.1,10.0.0.2,10.0.0.1@853"],
+     "--forward-zone corp.example=10.0.0.1,10.0.0.2,10.0.0.1@853: the same upstream as "
+     "10.0.0.1@853"),
+    (["--forward-zone", "lan=udp://192.168.1.1,udp://192.168.1.1:53"],
+     "the same upstream as udp://192.168.1.1:53"),
+])
+def test_the_same_upstream_twice_is_an_error(args, mention):
+    assert mention in error_line(check(*args))
+
+
+def test_the_same_upstream_in_another_zone_is_not_a_duplicate():
+    zones = ["--forward-zone", "corp.example=10.0.0.1@853#dns.example",
+             "--forward-zone", "lab.corp.example=10.0.0.1@853#dns.example,udp://10.0.0.1:853"]
+    r = check("--upstream", "10.0.0.1@853#dns.example", *zones)
+    assert r.returncode == 0, r.stderr
+    line = error_line(check("--upstream", "10.0.0.1@853#dns.example",
+                            "--upstream", "10.0.0.1#dns.example", *zones))
+    assert "the same upstream as 10.0.0.1@853#dns.example" in line
