@@ -114,6 +114,8 @@ static void reload(void)
 	s->cfg.workers = old->workers;
 	s->cfg.udp_recv_buffer = old->udp_recv_buffer;
 	set_log_level(&s->cfg);
+	for (unsigned i = 0; i < s->cfg.n_warnings; i++)
+		log_warn("SIGHUP: %s", s->cfg.warnings[i]);
 	tell_workers(WORKER_RELOAD, s);
 	settings_drop(proc.settings);
 	proc.settings = s;
@@ -333,6 +335,8 @@ int main(int argc, char **argv)
 	const struct config *cfg = &proc.settings->cfg;
 	set_log_level(cfg);
 	if (cfg->check_only) {
+		for (unsigned i = 0; i < cfg->n_warnings; i++)
+			fprintf(stderr, "dotproxy: warning: %s\n", cfg->warnings[i]);
 		printf("configuration OK: %u listen address(es), %u upstream(s), %u forward "
 		       "zone(s), %zu local name(s), %zu blocked name(s)\n",
 		       cfg->n_listen, cfg->n_upstream, cfg->n_zones,
@@ -341,6 +345,8 @@ int main(int argc, char **argv)
 		settings_drop(proc.settings);
 		return EXIT_SUCCESS;
 	}
+	for (unsigned i = 0; i < cfg->n_warnings; i++)
+		log_warn("%s", cfg->warnings[i]);
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
 	int rc = start(cfg);

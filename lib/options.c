@@ -183,6 +183,14 @@ struct parse_state {
 	bool exit_now;
 	char *err;
 	size_t errlen;
+	const char *file; /* the config file being read, NULL: the command line */
+	unsigned line;	  /* and its line */
+	/* Where each option was last set, for messages about two of them. */
+	struct {
+		bool given;
+		const char *file; /* NULL: the command line */
+		unsigned line;
+	} set[OPT_VERSION + 1];
 };
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -829,6 +837,9 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 		return fail(err, errlen, "option --%s needs a value (%s)", o->name, o->arg);
 	if (!value)
 		value = ""; /* flags: never read, but no case below need check for NULL */
+	st->set[o->id].given = true;
+	st->set[o->id].file = st->file;
+	st->set[o->id].line = st->line;
 	switch (o->id) {
 	case OPT_CONFIG:
 		return read_file(st, value);
@@ -1087,8 +1098,10 @@ static int read_file(struct parse_state *st, const char *path)
 		return fail(st->err, st->errlen, "cannot read config file %s: %s", path,
 			    strerror(errno));
 	st->source = SRC_FILE;
+	st->file = path;
 	while (fgets(line, sizeof(line), f)) {
 		lineno++;
+		st->line = lineno;
 		if (!strchr(line, '\n') && !feof(f)) {
 			rc = fail(st->err, st->errlen, "%s:%u: line too long", path, lineno);
 			break;
@@ -1143,6 +1156,8 @@ static int read_file(struct parse_state *st, const char *path)
 		rc = fail(st->err, st->errlen, "cannot read config file %s", path);
 	fclose(f);
 	st->source = saved;
+	st->file = NULL;
+	st->line = 0;
 	return rc;
 }
 
@@ -1201,6 +1216,94 @@ static int parse_argv(struct parse_state *st, int argc, char **argv, bool config
 	return 0;
 }
 
+static const char *name_of(enum opt_id id)
+{
+	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+		if (table[i].id == id)
+			return table[i].name;
+	return "?";
+}
+
+/* Where option @id got its value, for a message: "FILE:LINE", "command line"
+ * or "default". */
+static const char *origin(const struct parse_state *st, enum opt_id id, char *buf, size_t cap)
+{
+	if (!st->set[id].given)
+		return "default";
+	if (!st->set[id].file)
+		return "command line";
+	snprintf(buf, cap, "%s:%u", st->set[id].file, st->set[id].line);
+	return buf;
+}
+
+static void warn(struct config *cfg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void warn(struct config *cfg, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (cfg->n_warnings == OPTIONS_MAX_WARNINGS)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(cfg->warnings[cfg->n_warnings++], OPTIONS_WARNING_LEN, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * What no single value shows.  Two values that cannot both hold are an
+ * error: dotproxy would have to pick one behind the user's back.  An
+ * option that does nothing because another turned its feature off is a
+ * warning: turning the cache or the blocklist off for a while (say
+ * --cache-size 0 on the command line) should not mean editing the rest of
+ * the file.
+ */
+static int check_whole(struct parse_state *st)
+{
+	struct config *cfg = st->cfg;
+	char a[OPTIONS_MAX_PATH + 16], b[OPTIONS_MAX_PATH + 16];
+	static const char *const actions[] = { "nxdomain", "refused", "null" };
+
+	if (cfg->cache_min_ttl > cfg->cache_max_ttl)
+		return fail(st->err, st->errlen,
+			    "--cache-min-ttl %u (%s) is above --cache-max-ttl %u (%s): the "
+			    "minimum cannot be above the maximum",
+			    cfg->cache_min_ttl, origin(st, OPT_CACHE_MIN_TTL, a, sizeof(a)),
+			    cfg->cache_max_ttl, origin(st, OPT_CACHE_MAX_TTL, b, sizeof(b)));
+	if (cfg->cache_bytes == 0) {
+		if (cfg->serve_stale)
+			warn(cfg,
+			     "--serve-stale %u (%s) does nothing with --cache-size 0 (%s): no "
+			     "answer is kept to serve",
+			     cfg->serve_stale, origin(st, OPT_SERVE_STALE, a, sizeof(a)),
+			     origin(st, OPT_CACHE_SIZE, b, sizeof(b)));
+		static const enum opt_id ttls[] = { OPT_CACHE_MIN_TTL, OPT_CACHE_MAX_TTL };
+		for (size_t i = 0; i < sizeof(ttls) / sizeof(ttls[0]); i++)
+			if (st->set[ttls[i]].given)
+				warn(cfg, "--%s (%s) does nothing with --cache-size 0 (%s)",
+				     name_of(ttls[i]), origin(st, ttls[i], a, sizeof(a)),
+				     origin(st, OPT_CACHE_SIZE, b, sizeof(b)));
+	}
+	if (st->set[OPT_BLOCK_ACTION].given && !cfg->block_file[0])
+		warn(cfg, "--block-action %s (%s) does nothing without --block",
+		     actions[cfg->block_action], origin(st, OPT_BLOCK_ACTION, a, sizeof(a)));
+	if (cfg->profile == OPTIONS_PROFILE_OPPORTUNISTIC) {
+		const struct options_upstream *pinned = NULL;
+		for (unsigned i = 0; i < cfg->n_upstream && !pinned; i++)
+			if (cfg->upstream[i].n_pins)
+				pinned = &cfg->upstream[i];
+		for (unsigned z = 0; z < cfg->n_zones && !pinned; z++)
+			for (unsigned i = 0; i < cfg->zones[z].n_upstream && !pinned; i++)
+				if (cfg->zones[z].upstream[i].n_pins)
+					pinned = &cfg->zones[z].upstream[i];
+		if (pinned)
+			warn(cfg,
+			     "upstream %s has pins, but with --profile opportunistic (%s) a key "
+			     "that matches none is only logged: the upstream is used anyway",
+			     pinned->label, origin(st, OPT_PROFILE, a, sizeof(a)));
+	}
+	return 0;
+}
+
 int options_parse(int argc, char **argv, struct config *cfg, FILE *out, char *err, size_t errlen)
 {
 	struct parse_state st = {
@@ -1228,5 +1331,8 @@ int options_parse(int argc, char **argv, struct config *cfg, FILE *out, char *er
 		return rc;
 	if (st.exit_now)
 		return OPTIONS_EXIT;
+	rc = check_whole(&st);
+	if (rc)
+		return rc;
 	return OPTIONS_RUN;
 }

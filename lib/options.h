@@ -38,6 +38,12 @@ enum {
 	OPTIONS_MAX_PATH = 4096,      /**< a file name, its NUL included */
 };
 
+/** Warnings kept with a config (struct config.warnings). */
+enum {
+	OPTIONS_MAX_WARNINGS = 8,
+	OPTIONS_WARNING_LEN = 384, /**< bytes of one, its NUL included */
+};
+
 /** How an upstream is chosen for a query (--policy). */
 enum options_policy {
 	OPTIONS_POLICY_FASTEST,	    /**< lowest smoothed latency, others sampled now and then */
@@ -140,6 +146,11 @@ struct config {
 	 * each is a built-in zone is checked by localzone_from_config(). */
 	char no_builtin[OPTIONS_MAX_NO_BUILTIN][OPTIONS_MAX_AUTH_NAME + 2];
 	unsigned n_no_builtin;
+	/** What was accepted but does nothing, one line each naming the options
+	 * and where each was set (no "warning:" prefix, no newline): the caller
+	 * shows them (--check-config) or logs them (start-up, SIGHUP). */
+	char warnings[OPTIONS_MAX_WARNINGS][OPTIONS_WARNING_LEN];
+	unsigned n_warnings;
 };
 
 /**
@@ -148,6 +159,12 @@ struct config {
  * command line replaces the file's list).  Prints --help/--version output
  * to @out.  Returns OPTIONS_RUN, OPTIONS_EXIT, or -EINVAL with a one-line
  * reason naming the bad argument (or file and line) in @err.
+ *
+ * Besides each value, the whole is checked: the same listen address or
+ * upstream twice and values that contradict each other (--cache-min-ttl
+ * above --cache-max-ttl) are errors; an option that does nothing because
+ * another turned its feature off (--serve-stale with --cache-size 0,
+ * --block-action without --block) is a warning in @cfg->warnings.
  */
 int options_parse(int argc, char **argv, struct config *cfg, FILE *out, char *err, size_t errlen);
 

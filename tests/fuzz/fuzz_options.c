@@ -76,6 +76,12 @@ static void check_config(const struct config *cfg)
 			      (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.');
 	}
 	CHECK(terminated(cfg->ca_file, sizeof(cfg->ca_file)));
+	CHECK(cfg->n_warnings <= OPTIONS_MAX_WARNINGS);
+	for (unsigned i = 0; i < cfg->n_warnings; i++) {
+		CHECK(terminated(cfg->warnings[i], sizeof(cfg->warnings[i])));
+		CHECK(cfg->warnings[i][0] && !strchr(cfg->warnings[i], '\n'));
+	}
+	CHECK(cfg->cache_min_ttl <= cfg->cache_max_ttl);
 	CHECK(cfg->timeout_ms >= 10);
 	CHECK(cfg->max_inflight >= 1 && cfg->max_tcp_clients >= 1 && cfg->max_tcp_pipeline >= 1);
 }

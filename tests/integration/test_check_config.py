@@ -5,6 +5,9 @@ Each case runs the real binary once, as an administrator would before a
 restart, and reads its exit status and its one line on stderr.
 """
 
+import re
+import signal
+
 import pytest
 
 from dotproxy_proc import run_cli
@@ -83,3 +86,49 @@ def test_the_same_upstream_in_another_zone_is_not_a_duplicate():
     line = error_line(check("--upstream", "10.0.0.1@853#dns.example",
                             "--upstream", "10.0.0.1#dns.example", *zones))
     assert "the same upstream as 10.0.0.1@853#dns.example" in line
+
+
+# -- contradictions -----------------------------------------------------------------------------
+
+def test_cache_min_ttl_above_cache_max_ttl_is_an_error_naming_both(tmp_path):
+    line = error_line(check("--cache-min-ttl", "3600", "--cache-max-ttl", "60"))
+    assert ("--cache-min-ttl 3600 (command line) is above --cache-max-ttl 60 (command line)"
+            in line)
+    conf = tmp_path / "dotproxy.conf"
+    conf.write_text("# caching\ncache-min-ttl 100000\n")
+    line = error_line(check(conf=conf))
+    assert f"--cache-min-ttl 100000 ({conf}:2) is above --cache-max-ttl 86400 (default)" in line
+
+
+@pytest.mark.parametrize("args,warning", [
+    (["--serve-stale", "86400", "--cache-size", "0"],
+     "--serve-stale 86400 (command line) does nothing with --cache-size 0 (command line)"),
+    (["--cache-size", "0", "--cache-min-ttl", "60"],
+     "--cache-min-ttl (command line) does nothing with --cache-size 0 (command line)"),
+    (["--block-action", "null"],
+     "--block-action null (command line) does nothing without --block"),
+    (["--profile", "opportunistic",
+      "--upstream", "127.0.0.1#dns.example.test^47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="],
+     "upstream 127.0.0.1@853#dns.example.test has pins, but with --profile opportunistic"),
+])
+def test_an_option_without_effect_is_a_warning(args, warning):
+    r = check(*args)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == [r.stderr.strip()]  # one line
+    assert r.stderr.startswith("dotproxy: warning: " + warning), r.stderr
+    assert r.stdout.startswith("configuration OK")
+
+
+def test_warnings_are_logged_at_start_up_and_on_sighup(unbound, dotproxy, workdir):
+    conf = workdir / "dotproxy.conf"
+    conf.write_text("block-action refused\n")
+    p = dotproxy([unbound], extra_args=["--config", conf])
+    assert p.wait_log(rf"warning: --block-action refused \({conf}:1\) does nothing without "
+                      r"--block"), p.log()
+    mark = p.log_offset()
+    conf.write_text("cache-size 0\nserve-stale 60\n")
+    p.send_signal(signal.SIGHUP)
+    assert p.wait_log(r"configuration reloaded", since=mark), p.log_since(mark)
+    assert re.search(rf"warning: SIGHUP: --serve-stale 60 \({conf}:2\) does nothing with "
+                     rf"--cache-size 0 \({conf}:1\)", p.log_since(mark)), p.log_since(mark)
+    assert "block-action" not in p.log_since(mark)

@@ -883,6 +883,79 @@ static void upstream_duplicates(void **state)
 	unlink(path);
 }
 
+/* Two values that cannot both hold are an error naming both and where
+ * each was set; an option without effect is a warning kept with the config. */
+static void contradictions(void **state)
+{
+	(void)state;
+	char path[64], want[256];
+
+	assert_int_equal(parse_args(ARGS("--cache-min-ttl", "3600", "--cache-max-ttl", "60")),
+			 -EINVAL);
+	assert_string_equal(err, "--cache-min-ttl 3600 (command line) is above --cache-max-ttl 60 "
+				 "(command line): the minimum cannot be above the maximum");
+	assert_int_equal(parse_args(ARGS("--cache-min-ttl", "100000")), -EINVAL);
+	assert_contains(err, "above --cache-max-ttl 86400 (default)");
+	write_config(path, sizeof(path), "# ttl\n\ncache-min-ttl 600\n");
+	assert_int_equal(parse_args(ARGS("--config", path, "--cache-max-ttl", "60")), -EINVAL);
+	snprintf(want, sizeof(want),
+		 "--cache-min-ttl 600 (%s:3) is above --cache-max-ttl 60 (command line)", path);
+	assert_contains(err, want);
+	/* The command line's value wins, and then they agree. */
+	assert_int_equal(parse_args(ARGS("--config", path, "--cache-min-ttl", "60")), OPTIONS_RUN);
+	unlink(path);
+	assert_int_equal(parse_args(ARGS("--cache-min-ttl", "60", "--cache-max-ttl", "60")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.n_warnings, 0);
+
+	/* No warning for the defaults, nor for what works. */
+	assert_int_equal(parse_args(ARGS(NULL)), OPTIONS_RUN);
+	assert_int_equal(cfg.n_warnings, 0);
+	assert_int_equal(parse_args(ARGS("--serve-stale", "60", "--block", "/x", "--block-action",
+					 "null", "--cache-min-ttl", "5")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.n_warnings, 0);
+	assert_int_equal(parse_args(ARGS("--cache-size", "0", "--serve-stale", "0")), OPTIONS_RUN);
+	assert_int_equal(cfg.n_warnings, 0);
+
+	assert_int_equal(parse_args(ARGS("--serve-stale", "86400", "--cache-size", "0")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.n_warnings, 1);
+	assert_string_equal(cfg.warnings[0], "--serve-stale 86400 (command line) does nothing with "
+					     "--cache-size 0 (command line): no answer is kept "
+					     "to serve");
+	assert_int_equal(parse_args(ARGS("--cache-size", "0", "--cache-max-ttl", "300")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.n_warnings, 1);
+	assert_contains(cfg.warnings[0], "--cache-max-ttl (command line) does nothing with "
+					 "--cache-size 0");
+	assert_int_equal(parse_args(ARGS("--block-action", "refused")), OPTIONS_RUN);
+	assert_int_equal(cfg.n_warnings, 1);
+	assert_string_equal(cfg.warnings[0],
+			    "--block-action refused (command line) does nothing without --block");
+	assert_int_equal(
+	    parse_args(
+		ARGS("--profile", "opportunistic", "--forward-zone",
+		     "a.example=1.2.3.4#x.example^47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=")),
+	    OPTIONS_RUN);
+	assert_int_equal(cfg.n_warnings, 1);
+	assert_contains(cfg.warnings[0], "upstream 1.2.3.4@853#x.example has pins, but with "
+					 "--profile opportunistic");
+
+	/* Several at once, each on its own line; the file is named. */
+	write_config(path, sizeof(path), "cache-size 0\nserve-stale 10\nblock-action null\n");
+	assert_int_equal(parse_args(ARGS("--config", path)), OPTIONS_RUN);
+	assert_int_equal(cfg.n_warnings, 2);
+	snprintf(want, sizeof(want),
+		 "--serve-stale 10 (%s:2) does nothing with --cache-size 0 (%s:1)", path, path);
+	assert_contains(cfg.warnings[0], want);
+	snprintf(want, sizeof(want), "--block-action null (%s:3)", path);
+	assert_contains(cfg.warnings[1], want);
+	for (unsigned i = 0; i < cfg.n_warnings; i++)
+		assert_null(strchr(cfg.warnings[i], '\n'));
+	unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -903,6 +976,7 @@ int main(void)
 		cmocka_unit_test(hosts_and_builtin_options),
 		cmocka_unit_test(listen_duplicates),
 		cmocka_unit_test(upstream_duplicates),
+		cmocka_unit_test(contradictions),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
