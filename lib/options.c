@@ -1052,8 +1052,9 @@ static bool quoted_value(const char *line)
 /* Cut @line at its comment: a '#' at the start of a word (the one in
  * "upstream 9.9.9.9@853#dns.quad9.net" is part of the value); with
  * @quotes, not inside '...' or "..." (where \" does not close), as in
- * local-data 'x.home.arpa TXT "#1"'. */
-static void strip_comment(char *line, bool quotes)
+ * local-data 'x.home.arpa TXT "#1"'.  Returns the comment's text after the
+ * '#', or NULL if there is none. */
+static const char *strip_comment(char *line, bool quotes)
 {
 	char open = 0;
 
@@ -1067,9 +1068,47 @@ static void strip_comment(char *line, bool quotes)
 			open = *p;
 		} else if (*p == '#' && (p == line || isspace((unsigned char)p[-1]))) {
 			*p = '\0';
-			return;
+			return p + 1;
 		}
 	}
+	return NULL;
+}
+
+/*
+ * "upstream 127.0.0.1@8853 #dns.example": the comment rule drops the auth
+ * name, and the upstream would be verified by its IP instead, without a
+ * word.  A comment right after an upstream spec that has no auth name yet,
+ * starting with a host name of two labels or more glued to its '#', is
+ * refused, saying both ways to write what was meant.  "# dns.example" and
+ * "#primary" stay comments.
+ */
+static int check_cut_auth_name(struct parse_state *st, const struct option_def *o,
+			       const char *value, const char *comment)
+{
+	char word[OPTIONS_MAX_AUTH_NAME + 1];
+	size_t len = comment ? strcspn(comment, " \t\r\n\v\f") : 0;
+
+	if ((o->id != OPT_UPSTREAM && o->id != OPT_FORWARD_ZONE) || len == 0 || len >= sizeof(word))
+		return 0;
+	memcpy(word, comment, len);
+	word[len] = '\0';
+	const char *comma = strrchr(value, ',');
+	const char *spec = comma		       ? comma + 1
+			   : o->id == OPT_FORWARD_ZONE ? strchr(value, '=')
+						       : value;
+	if (!spec)
+		return 0;
+	if (*spec == '=')
+		spec++;
+	if (strchr(spec, '#') || strncmp(spec, "udp://", 6) == 0 || !strchr(word, '.') ||
+	    !valid_hostname(word))
+		return 0;
+	/* The name goes before the pins: IP@PORT#NAME^PIN. */
+	size_t head = (size_t)(spec - value) + strcspn(spec, "^");
+	return fail(st->err, st->errlen,
+		    "%s %s #%s: a '#' after white space starts a comment, which would drop the "
+		    "auth name %s: write %.*s#%s%s (no space before '#'), or '# %s' for a comment",
+		    o->name, value, word, word, (int)head, value, word, value + head, word);
 }
 
 /* A value wholly in single or double quotes loses them, as in a shell:
@@ -1106,7 +1145,7 @@ static int read_file(struct parse_state *st, const char *path)
 			rc = fail(st->err, st->errlen, "%s:%u: line too long", path, lineno);
 			break;
 		}
-		strip_comment(line, quoted_value(line));
+		const char *comment = strip_comment(line, quoted_value(line));
 		char *name = trim(line);
 		if (!*name)
 			continue;
@@ -1144,7 +1183,9 @@ static int read_file(struct parse_state *st, const char *path)
 		size_t outer_len = st->errlen;
 		st->err = reason;
 		st->errlen = sizeof(reason);
-		rc = apply(st, o, o->arg ? value : NULL);
+		rc = check_cut_auth_name(st, o, value, comment);
+		if (!rc)
+			rc = apply(st, o, o->arg ? value : NULL);
 		st->err = outer_err;
 		st->errlen = outer_len;
 		if (rc) {

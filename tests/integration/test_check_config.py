@@ -132,3 +132,37 @@ def test_warnings_are_logged_at_start_up_and_on_sighup(unbound, dotproxy, workdi
     assert re.search(rf"warning: SIGHUP: --serve-stale 60 \({conf}:2\) does nothing with "
                      rf"--cache-size 0 \({conf}:1\)", p.log_since(mark)), p.log_since(mark)
     assert "block-action" not in p.log_since(mark)
+
+
+# -- a '#' that would cut a value ---------------------------------------------------------------
+
+@pytest.mark.parametrize("line,fix", [
+    ("upstream 127.0.0.1@8853 #dns.example", "write 127.0.0.1@8853#dns.example (no space"),
+    ("forward-zone corp.example=10.0.0.1 #dns.corp.example",
+     "write corp.example=10.0.0.1#dns.corp.example (no space"),
+])
+def test_a_space_before_the_auth_name_is_refused_not_silently_dropped(tmp_path, line, fix):
+    conf = tmp_path / "dotproxy.conf"
+    conf.write_text("# upstreams\n" + line + "\n")
+    err = error_line(check(conf=conf))
+    assert f"{conf}:2: " in err
+    assert "starts a comment, which would drop the auth name" in err and fix in err
+    assert "or '# dns." in err
+
+
+def test_a_comment_after_a_value_is_still_a_comment(unbound, dotproxy, workdir):
+    conf = workdir / "dotproxy.conf"
+    conf.write_text(f"upstream 127.0.0.1@{unbound.port} #dns.example.test\n")
+    assert "would drop the auth name dns.example.test" in error_line(check(conf=conf))
+    # With a space after the '#', or on a spec that has its name, a comment.
+    conf.write_text(f"upstream 127.0.0.1@{unbound.port} # dns.example.test, no name: IP checked\n"
+                    f"upstream 127.0.0.1@{unbound.port}#dns.example.test #secondary.example\n"
+                    "timeout 2000 #two.seconds\n")
+    r = check(conf=conf)
+    assert r.returncode == 0, r.stderr
+    assert "2 upstream(s)" in r.stdout
+    # The first line's comment really is one: that upstream is verified by IP.
+    p = dotproxy([], extra_args=["--config", conf], verbose=1)
+    assert p.wait_log(rf"upstream 127\.0\.0\.1@{unbound.port} \(certificate must carry the IP\)")
+    assert p.wait_log(rf"upstream 127\.0\.0\.1@{unbound.port}#dns\.example\.test "
+                      r"\(certificate must match the name\)")

@@ -488,6 +488,8 @@ static void config_file(void **state)
 	unlink(path);
 }
 
+static void expect_file_error(const char *text, unsigned line, const char *mention);
+
 /*
  * The upstream syntax IP[@PORT][#AUTH-NAME] uses '#', which is also the
  * config file's comment character.  The help text says the file takes "the
@@ -508,6 +510,40 @@ static void config_file_auth_name(void **state)
 	assert_int_equal(cfg.n_upstream, 2);
 	assert_string_equal(cfg.upstream[0].auth_name, "dns.example");
 	assert_string_equal(cfg.upstream[1].auth_name, "dns.quad9.net");
+
+	/* A space before the '#' would make the name a comment and the
+	 * upstream verified by its IP: refused, with both ways to write it. */
+	expect_file_error("upstream 127.0.0.1@8853 #dns.example\n", 1,
+			  "upstream 127.0.0.1@8853 #dns.example: a '#' after white space starts a "
+			  "comment, which would drop the auth name dns.example: write "
+			  "127.0.0.1@8853#dns.example (no space before '#'), or '# dns.example' "
+			  "for a comment");
+	expect_file_error(
+	    "# x\nupstream 1.2.3.4^47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\t"
+	    "#dns.example # more\n",
+	    2, "write 1.2.3.4#dns.example^47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU= ");
+	expect_file_error("forward-zone corp.example=10.0.0.1,10.0.0.2 #dns.corp.example\n", 1,
+			  "write corp.example=10.0.0.1,10.0.0.2#dns.corp.example (no space");
+	expect_file_error("forward-zone corp.example=10.0.0.1 #dns.corp.example\n", 1,
+			  "write corp.example=10.0.0.1#dns.corp.example (no space");
+
+	/* Comments that cannot be a lost name stay comments: a space after the
+	 * '#', one word without a dot, an upstream that has its name already,
+	 * plain DNS (no name), another option. */
+	write_config(path, sizeof(path),
+		     "upstream 1.2.3.4@8853 # dns.example\n"
+		     "upstream 1.2.3.5 #primary\n"
+		     "upstream 1.2.3.6#dns.example #backup.example\n"
+		     "forward-zone lan=udp://192.168.1.1 #router.lan\n"
+		     "listen 127.0.0.1:5353 #lan.example\n");
+	rc = parse_args(ARGS("--config", path));
+	unlink(path);
+	assert_int_equal(rc, OPTIONS_RUN);
+	assert_int_equal(cfg.n_upstream, 3);
+	assert_string_equal(cfg.upstream[0].auth_name, "");
+	assert_string_equal(cfg.upstream[1].auth_name, "");
+	assert_string_equal(cfg.upstream[2].auth_name, "dns.example");
+	assert_int_equal(cfg.n_listen, 1);
 }
 
 /* Parse a config made of @text and expect -EINVAL with "PATH:LINE: ..." */
