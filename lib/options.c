@@ -398,6 +398,63 @@ static int parse_plain_upstream(const char *spec, struct options_upstream *up, c
 	return 0;
 }
 
+/* Is @text a port number, 1-65535? */
+static bool is_port(const char *text, size_t len)
+{
+	char buf[8];
+	uint16_t port;
+
+	if (len == 0 || len >= sizeof(buf))
+		return false;
+	memcpy(buf, text, len);
+	buf[len] = '\0';
+	return parse_port(buf, &port) == 0;
+}
+
+/*
+ * The IP part of an upstream spec, @ip, written as elsewhere: 9.9.9.9:853
+ * (dnsdist, stubby), [2620:fe::fe]:853 or [2620:fe::fe].  If so, write into
+ * @fix the same in our notation, followed by @rest (the spec after @ip), and
+ * return true.
+ */
+static bool suggest_upstream(const char *ip, const char *rest, char *fix, size_t cap)
+{
+	char addr[INET6_ADDRSTRLEN + 1];
+	uint8_t bytes[16];
+	const char *port = NULL;
+	size_t addr_len, port_len = 0;
+
+	if (ip[0] == '[') {
+		const char *close = strchr(ip, ']');
+		if (!close)
+			return false;
+		addr_len = (size_t)(close - ip - 1);
+		if (close[1] == ':') {
+			port = close + 2;
+			port_len = strlen(port);
+		} else if (close[1]) {
+			return false;
+		}
+		ip++;
+	} else {
+		const char *colon = strchr(ip, ':');
+		if (!colon || strchr(colon + 1, ':'))
+			return false;
+		addr_len = (size_t)(colon - ip);
+		port = colon + 1;
+		port_len = strlen(port);
+	}
+	if (addr_len == 0 || addr_len >= sizeof(addr) || (port && !is_port(port, port_len)))
+		return false;
+	memcpy(addr, ip, addr_len);
+	addr[addr_len] = '\0';
+	if (inet_pton(AF_INET, addr, bytes) != 1 && inet_pton(AF_INET6, addr, bytes) != 1)
+		return false;
+	snprintf(fix, cap, "%s%s%.*s%s", addr, port ? "@" : "", (int)port_len, port ? port : "",
+		 rest);
+	return true;
+}
+
 int options_parse_upstream(const char *full_spec, struct options_upstream *up, char *err,
 			   size_t errlen)
 {
@@ -444,10 +501,18 @@ int options_parse_upstream(const char *full_spec, struct options_upstream *up, c
 				    hash + 1);
 		snprintf(up->auth_name, sizeof(up->auth_name), "%s", hash + 1);
 	}
-	if (!make_addr(ip, up->port, &up->addr))
+	if (!make_addr(ip, up->port, &up->addr)) {
+		char fix[1024];
+		if (suggest_upstream(ip, full_spec + ip_len, fix, sizeof(fix)))
+			return fail(err, errlen, "bad upstream '%s': %s: write %s", full_spec,
+				    ip[0] == '[' ? "an IPv6 upstream is written without brackets, "
+						   "the port after '@'"
+						 : "the port follows '@', as in unbound",
+				    fix);
 		return fail(err, errlen,
 			    "bad upstream '%s': '%s' is not an IP address (names are not resolved)",
 			    spec, ip);
+	}
 	memcpy(up->ip, ip, ip_len + 1); /* inet_pton accepted it: it fits */
 	snprintf(up->label, sizeof(up->label), "%s@%u%s%s", ip, up->port,
 		 up->auth_name[0] ? "#" : "", up->auth_name);
@@ -471,6 +536,19 @@ int options_parse_listen(const char *spec, struct options_addr *addr, char *err,
 		colon = close + 1;
 	} else {
 		colon = strrchr(spec, ':');
+		const char *at = strchr(spec, '@');
+		if (at && at - spec < (ptrdiff_t)sizeof(ip) && is_port(at + 1, strlen(at + 1))) {
+			/* IP@PORT, an upstream's notation. */
+			struct options_addr probe;
+			memcpy(ip, spec, (size_t)(at - spec));
+			ip[at - spec] = '\0';
+			if (make_addr(ip, 53, &probe))
+				return fail(err, errlen,
+					    "bad listen address '%s': the port follows ':' here: "
+					    "write %s%s%s:%s",
+					    spec, probe.sa.ss_family == AF_INET6 ? "[" : "", ip,
+					    probe.sa.ss_family == AF_INET6 ? "]" : "", at + 1);
+		}
 		if (!colon || strchr(spec, ':') != colon)
 			return fail(err, errlen,
 				    "bad listen address '%s': expected ADDR:PORT or [IPv6]:PORT",
@@ -1194,7 +1272,8 @@ static int read_file(struct parse_state *st, const char *path)
 		}
 	}
 	if (!rc && ferror(f))
-		rc = fail(st->err, st->errlen, "cannot read config file %s", path);
+		rc = fail(st->err, st->errlen, "cannot read config file %s: %s", path,
+			  strerror(errno));
 	fclose(f);
 	st->source = saved;
 	st->file = NULL;

@@ -5,8 +5,11 @@ Each case runs the real binary once, as an administrator would before a
 restart, and reads its exit status and its one line on stderr.
 """
 
+import os
 import re
+import shutil
 import signal
+import tempfile
 
 import pytest
 
@@ -166,3 +169,72 @@ def test_a_comment_after_a_value_is_still_a_comment(unbound, dotproxy, workdir):
     assert p.wait_log(rf"upstream 127\.0\.0\.1@{unbound.port} \(certificate must carry the IP\)")
     assert p.wait_log(rf"upstream 127\.0\.0\.1@{unbound.port}#dns\.example\.test "
                       r"\(certificate must match the name\)")
+
+
+# -- errors that name the cause -----------------------------------------------------------------
+
+def test_a_missing_ca_file_says_no_such_file():
+    line = error_line(check("--ca-file", "/nonexistent/ca.pem"))
+    assert line == ("dotproxy: --ca-file: cannot read trust anchors from /nonexistent/ca.pem: "
+                    "No such file or directory")
+
+
+def test_a_ca_file_that_is_a_directory_says_so(tmp_path):
+    line = error_line(check("--ca-file", tmp_path))
+    assert line.endswith(f"cannot read trust anchors from {tmp_path}: Is a directory")
+
+
+def test_a_ca_file_without_certificates_says_so_without_an_openssl_code(tmp_path):
+    pem = tmp_path / "ca.pem"
+    pem.write_text("not a certificate\n")
+    line = error_line(check("--ca-file", pem))
+    assert f"cannot load trust anchors from {pem}: no certificate or crl found" in line
+    assert "error:" not in line
+
+
+def _as_nobody():
+    """preexec_fn: run the child as nobody, for whom a 0600 root file is unreadable."""
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+NOBODY = 65534
+
+
+def test_an_unreadable_ca_file_says_permission_denied(certs):
+    # Root reads everything, so as root the check runs as nobody, on a
+    # root-only copy of a good CA file in a directory anyone may enter
+    # (pytest's own tmp_path is not: its parents are 0700).
+    with tempfile.TemporaryDirectory(prefix="dotproxy-ca-") as shared:
+        os.chmod(shared, 0o755)
+        pem = os.path.join(shared, "ca.pem")
+        shutil.copy(certs.ca_file, pem)
+        os.chmod(pem, 0o600)
+        if os.geteuid() == 0:
+            kw = {"preexec_fn": _as_nobody}
+        else:
+            os.chmod(pem, 0)
+            kw = {}
+        r = run_cli(["--ca-file", pem, "--check-config"], timeout=10, **kw)
+        line = error_line(r)
+        assert line == (f"dotproxy: --ca-file: cannot read trust anchors from {pem}: "
+                        "Permission denied")
+        # Readable, the same file is fine: it was the permission, not the content.
+        os.chmod(pem, 0o644)
+        r = run_cli(["--ca-file", pem, "--check-config"], timeout=10, **kw)
+        assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("option,value,fix", [
+    ("--upstream", "9.9.9.9:853", "the port follows '@', as in unbound: write 9.9.9.9@853"),
+    ("--upstream", "9.9.9.9:853#dns.quad9.net", "write 9.9.9.9@853#dns.quad9.net"),
+    ("--upstream", "[2620:fe::fe]:853",
+     "an IPv6 upstream is written without brackets, the port after '@': write 2620:fe::fe@853"),
+    ("--upstream", "[2620:fe::fe]@853#dns.quad9.net", "write 2620:fe::fe@853#dns.quad9.net"),
+    ("--listen", "127.0.0.1@5353", "the port follows ':' here: write 127.0.0.1:5353"),
+    ("--listen", "::1@5353", "write [::1]:5353"),
+])
+def test_another_tools_notation_gets_the_right_one(option, value, fix):
+    line = error_line(check(option, value))
+    assert value in line and line.endswith(fix), line

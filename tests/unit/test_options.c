@@ -992,6 +992,43 @@ static void contradictions(void **state)
 	unlink(path);
 }
 
+/* Another tool's notation gets an error that says how to write it here. */
+static void other_notations(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *option, *value, *fix;
+	} cases[] = {
+		{ "--upstream", "9.9.9.9:853",
+		  "the port follows '@', as in unbound: write 9.9.9.9@853" },
+		{ "--upstream", "9.9.9.9:853#dns.quad9.net", "write 9.9.9.9@853#dns.quad9.net" },
+		{ "--upstream", "[2620:fe::fe]:853",
+		  "an IPv6 upstream is written without brackets, the port after '@': write "
+		  "2620:fe::fe@853" },
+		{ "--upstream", "[2620:fe::fe]@853#dns.quad9.net",
+		  "write 2620:fe::fe@853#dns.quad9.net" },
+		{ "--upstream", "[2620:fe::fe]", "write 2620:fe::fe" },
+		{ "--upstream", "[::1]:8853#x.example^47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+		  "write ::1@8853#x.example^47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=" },
+		{ "--forward-zone", "corp.example=10.0.0.1:853", "write 10.0.0.1@853" },
+		{ "--listen", "127.0.0.1@5353", "the port follows ':' here: write 127.0.0.1:5353" },
+		{ "--listen", "::1@5353", "write [::1]:5353" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *spec = strchr(cases[i].value, '=');
+		assert_int_equal(parse_args(ARGS(cases[i].option, cases[i].value)), -EINVAL);
+		assert_contains(err, spec ? spec + 1 : cases[i].value);
+		assert_contains(err, cases[i].fix);
+	}
+	/* No suggestion where there is nothing right to suggest. */
+	static const char *const plain[] = { "9.9.9.9:99999", "dns.quad9.net:853", "[x]:853",
+					     "1.2.3.4:5:6" };
+	for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) {
+		assert_int_equal(parse_args(ARGS("--upstream", plain[i])), -EINVAL);
+		assert_contains(err, "is not an IP address");
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1013,6 +1050,7 @@ int main(void)
 		cmocka_unit_test(listen_duplicates),
 		cmocka_unit_test(upstream_duplicates),
 		cmocka_unit_test(contradictions),
+		cmocka_unit_test(other_notations),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
