@@ -337,6 +337,8 @@ int main(int argc, char **argv)
 	if (cfg->check_only) {
 		for (unsigned i = 0; i < cfg->n_warnings; i++)
 			fprintf(stderr, "dotproxy: warning: %s\n", cfg->warnings[i]);
+		if (cfg->cli_verbosity)
+			options_print(cfg, stdout);
 		printf("configuration OK: %u listen address(es), %u upstream(s), %u forward "
 		       "zone(s), %zu local name(s), %zu blocked name(s)\n",
 		       cfg->n_listen, cfg->n_upstream, cfg->n_zones,

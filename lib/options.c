@@ -1069,6 +1069,8 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 		return 0;
 	case OPT_VERBOSE:
 		cfg->verbosity++;
+		if (st->source == SRC_CLI)
+			cfg->cli_verbosity++;
 		return 0;
 	case OPT_CHECK_CONFIG:
 		cfg->check_only = true;
@@ -1455,4 +1457,264 @@ int options_parse(int argc, char **argv, struct config *cfg, FILE *out, char *er
 	if (rc)
 		return rc;
 	return OPTIONS_RUN;
+}
+
+/* Standard base64 with padding, of @len bytes, into @out (4 * ceil(len / 3)
+ * + 1 bytes). */
+static void base64_encode(const uint8_t *in, size_t len, char *out)
+{
+	static const char alphabet[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t i, n = 0;
+
+	for (i = 0; i + 2 < len; i += 3) {
+		uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+		out[n++] = alphabet[v >> 18 & 63];
+		out[n++] = alphabet[v >> 12 & 63];
+		out[n++] = alphabet[v >> 6 & 63];
+		out[n++] = alphabet[v & 63];
+	}
+	if (i < len) {
+		uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < len ? (uint32_t)in[i + 1] << 8 : 0);
+		out[n++] = alphabet[v >> 18 & 63];
+		out[n++] = alphabet[v >> 12 & 63];
+		out[n++] = i + 1 < len ? alphabet[v >> 6 & 63] : '=';
+		out[n++] = '=';
+	}
+	out[n] = '\0';
+}
+
+/* An upstream as written in a spec: its label and its pins. */
+static void print_upstream(FILE *out, const struct options_upstream *up)
+{
+	char pin[4 * ((OPTIONS_PIN_LEN + 2) / 3) + 1];
+
+	fputs(up->label, out);
+	for (unsigned i = 0; i < up->n_pins; i++) {
+		base64_encode(up->pins[i], OPTIONS_PIN_LEN, pin);
+		fprintf(out, "^%s", pin);
+	}
+}
+
+/* A byte count with the largest suffix that keeps it exact. */
+static void print_size(FILE *out, const char *name, size_t bytes)
+{
+	static const char suffix[] = "GMK";
+
+	for (unsigned i = 0; i < 3 && bytes; i++) {
+		size_t unit = (size_t)1 << (10 * (3 - i));
+		if (bytes % unit == 0) {
+			fprintf(out, "%s %zu%c\n", name, bytes / unit, suffix[i]);
+			return;
+		}
+	}
+	fprintf(out, "%s %zu\n", name, bytes);
+}
+
+/* A file name, quoted where the file syntax allows it (options of
+ * takes_quotes()) and the name needs it. */
+static void print_path(FILE *out, const char *name, const char *path, bool quotable)
+{
+	bool plain = !strpbrk(path, " \t#'\"");
+
+	if (plain || !quotable)
+		fprintf(out, "%s %s\n", name, path);
+	else
+		fprintf(out, "%s %c%s%c\n", name, strchr(path, '\'') ? '"' : '\'', path,
+			strchr(path, '\'') ? '"' : '\'');
+}
+
+/* A value, as a comment when another option makes it unused (so that the
+ * listing read back does not warn about what it did not set); a value set
+ * although unused stays, and warns again. */
+static void print_uint_used(FILE *out, const char *name, unsigned value, bool used, const char *why)
+{
+	if (used)
+		fprintf(out, "%s %u\n", name, value);
+	else
+		fprintf(out, "# %s %u (unused: %s)\n", name, value, why);
+}
+
+static void print_unset(FILE *out, const char *name, const char *meaning)
+{
+	fprintf(out, "# %s not set%s%s\n", name, meaning ? ": " : "", meaning ? meaning : "");
+}
+
+void options_print(const struct config *cfg, FILE *out)
+{
+	static const char *const policies[] = { "fastest", "failover", "round-robin" };
+	static const char *const profiles[] = { "strict", "opportunistic" };
+	static const char *const actions[] = { "nxdomain", "refused", "null" };
+
+	for (size_t t = 0; t < sizeof(table) / sizeof(table[0]); t++) {
+		const struct option_def *o = &table[t];
+		const char *name = o->name;
+		switch (o->id) {
+		case OPT_CONFIG:
+		case OPT_CHECK_CONFIG:
+		case OPT_HELP:
+		case OPT_VERSION:
+			break; /* the command line's business */
+		case OPT_LISTEN:
+			for (unsigned i = 0; i < cfg->n_listen; i++)
+				fprintf(out, "%s %s\n", name, cfg->listen[i].text);
+			break;
+		case OPT_UPSTREAM:
+			for (unsigned i = 0; i < cfg->n_upstream; i++) {
+				fprintf(out, "%s ", name);
+				print_upstream(out, &cfg->upstream[i]);
+				fputc('\n', out);
+			}
+			break;
+		case OPT_FORWARD_ZONE:
+			if (!cfg->n_zones)
+				print_unset(out, name, NULL);
+			for (unsigned z = 0; z < cfg->n_zones; z++) {
+				fprintf(out, "%s %s=", name, cfg->zones[z].name);
+				for (unsigned i = 0; i < cfg->zones[z].n_upstream; i++) {
+					if (i)
+						fputc(',', out);
+					print_upstream(out, &cfg->zones[z].upstream[i]);
+				}
+				fputc('\n', out);
+			}
+			break;
+		case OPT_MAX_UDP_SIZE:
+			fprintf(out, "%s %u\n", name, cfg->max_udp_size);
+			break;
+		case OPT_CA_FILE:
+			if (cfg->ca_file[0])
+				print_path(out, name, cfg->ca_file, false);
+			else
+				print_unset(out, name, "the system trust store");
+			break;
+		case OPT_TIMEOUT:
+			fprintf(out, "%s %u\n", name, cfg->timeout_ms);
+			break;
+		case OPT_TCP_IDLE_TIMEOUT:
+			fprintf(out, "%s %u\n", name, cfg->tcp_idle_timeout_ms);
+			break;
+		case OPT_MAX_INFLIGHT:
+			fprintf(out, "%s %u\n", name, cfg->max_inflight);
+			break;
+		case OPT_MAX_TCP_CLIENTS:
+			fprintf(out, "%s %u\n", name, cfg->max_tcp_clients);
+			break;
+		case OPT_MAX_TCP_PIPELINE:
+			fprintf(out, "%s %u\n", name, cfg->max_tcp_pipeline);
+			break;
+		case OPT_IDLE_TIMEOUT:
+			fprintf(out, "%s %u\n", name, cfg->idle_timeout_ms);
+			break;
+		case OPT_BUSY_POLL:
+			fprintf(out, "%s %u\n", name, cfg->busy_poll_us);
+			break;
+		case OPT_WORKERS:
+			fprintf(out, "%s %u\n", name, cfg->workers);
+			break;
+		case OPT_MAX_CONNECTIONS:
+			fprintf(out, "%s %u\n", name, cfg->max_connections);
+			break;
+		case OPT_POLICY:
+			fprintf(out, "%s %s\n", name, policies[cfg->policy]);
+			break;
+		case OPT_PROFILE:
+			fprintf(out, "%s %s\n", name, profiles[cfg->profile]);
+			break;
+		case OPT_NO_PADDING:
+			if (cfg->padding)
+				print_unset(out, name, "queries are padded");
+			else
+				fprintf(out, "%s\n", name);
+			break;
+		case OPT_NO_SESSION_RESUMPTION:
+			if (cfg->session_resumption)
+				print_unset(out, name, "TLS sessions are resumed");
+			else
+				fprintf(out, "%s\n", name);
+			break;
+		case OPT_CACHE_SIZE:
+			print_size(out, name, cfg->cache_bytes);
+			break;
+		case OPT_UDP_RECV_BUFFER:
+			print_size(out, name, cfg->udp_recv_buffer);
+			break;
+		case OPT_CACHE_MIN_TTL:
+			print_uint_used(out, name, cfg->cache_min_ttl, cfg->cache_bytes > 0,
+					"cache-size 0");
+			break;
+		case OPT_CACHE_MAX_TTL:
+			print_uint_used(out, name, cfg->cache_max_ttl, cfg->cache_bytes > 0,
+					"cache-size 0");
+			break;
+		case OPT_SERVE_STALE:
+			print_uint_used(out, name, cfg->serve_stale,
+					cfg->cache_bytes > 0 || cfg->serve_stale, "cache-size 0");
+			break;
+		case OPT_NO_PREFETCH:
+			if (cfg->prefetch)
+				print_unset(out, name, "popular entries are prefetched");
+			else
+				fprintf(out, "%s\n", name);
+			break;
+		case OPT_BLOCK:
+			if (cfg->block_file[0])
+				print_path(out, name, cfg->block_file, false);
+			else
+				print_unset(out, name, NULL);
+			break;
+		case OPT_BLOCK_ACTION:
+			fprintf(out, "%s%s %s%s\n", cfg->block_file[0] ? "" : "# ", name,
+				actions[cfg->block_action],
+				cfg->block_file[0] ? "" : " (unused: no block file)");
+			break;
+		case OPT_LOCAL_DATA:
+			if (!cfg->n_local_data)
+				print_unset(out, name, NULL);
+			/* Single quotes keep a TXT record's double quotes and '#'. */
+			for (unsigned i = 0; i < cfg->n_local_data; i++)
+				fprintf(out,
+					strchr(cfg->local_data[i], '\'') ? "%s %s\n" : "%s '%s'\n",
+					name, cfg->local_data[i]);
+			break;
+		case OPT_HOSTS:
+			if (!cfg->n_hosts)
+				print_unset(out, name, NULL);
+			for (unsigned i = 0; i < cfg->n_hosts; i++)
+				print_path(out, name, cfg->hosts[i], true);
+			break;
+		case OPT_NO_BUILTIN_ZONE:
+			if (!cfg->n_no_builtin)
+				print_unset(out, name, NULL);
+			for (unsigned i = 0; i < cfg->n_no_builtin; i++)
+				fprintf(out, "%s %s\n", name, cfg->no_builtin[i]);
+			break;
+		case OPT_ALLOW:
+			for (unsigned i = 0; i < cfg->allow.n; i++) {
+				const struct acl_entry *e = &cfg->allow.entries[i];
+				char text[INET6_ADDRSTRLEN];
+				inet_ntop(e->family, e->addr, text, sizeof(text));
+				fprintf(out, "%s %s/%u\n", name, text, (unsigned)e->bits);
+			}
+			break;
+		case OPT_USER:
+			if (cfg->user[0])
+				fprintf(out, "%s %s\n", name, cfg->user);
+			else
+				print_unset(out, name, "the user dotproxy was started as");
+			break;
+		case OPT_LOG_QUERIES:
+			if (cfg->log_queries)
+				fprintf(out, "%s\n", name);
+			else
+				print_unset(out, name, NULL);
+			break;
+		case OPT_VERBOSE:
+			for (int i = cfg->cli_verbosity; i < cfg->verbosity; i++)
+				fprintf(out, "%s\n", name);
+			if (cfg->verbosity == cfg->cli_verbosity)
+				print_unset(out, name, "errors and warnings only");
+			break;
+		}
+	}
 }

@@ -109,6 +109,7 @@ struct config {
 	unsigned max_udp_size; /**< cap on answers to UDP clients (--max-udp-size) */
 	char ca_file[4096];    /**< empty: the system trust store */
 	int verbosity;	       /**< number of -v given */
+	int cli_verbosity;     /**< of those, on the command line (--check-config -v) */
 	bool log_queries;
 	unsigned timeout_ms;	      /**< deadline of a client query */
 	unsigned tcp_idle_timeout_ms; /**< idle TCP clients are closed after this */
@@ -167,6 +168,16 @@ struct config {
  * --block-action without --block) is a warning in @cfg->warnings.
  */
 int options_parse(int argc, char **argv, struct config *cfg, FILE *out, char *err, size_t errlen);
+
+/**
+ * Write every setting of @cfg to @out, one "name value" line each in the
+ * config file's syntax, in --help's order: a list one line per item, a
+ * flag by its name when it is in effect, and an unset option as a comment
+ * ("# ca-file not set: the system trust store").  Read back with --config,
+ * the lines give the same settings, but for the -v of the command line
+ * (cli_verbosity), which is left out: it asked for this listing.
+ */
+void options_print(const struct config *cfg, FILE *out);
 
 /** Parse one upstream spec IP[@PORT][#AUTH-NAME][^PIN]...  (PIN: base64 of the
  * SHA-256 of the certificate's SubjectPublicKeyInfo), or udp://IP[:PORT] (plain

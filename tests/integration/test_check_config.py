@@ -238,3 +238,45 @@ def test_an_unreadable_ca_file_says_permission_denied(certs):
 def test_another_tools_notation_gets_the_right_one(option, value, fix):
     line = error_line(check(option, value))
     assert value in line and line.endswith(fix), line
+
+
+# -- --check-config -v: every effective setting -------------------------------------------------
+
+def test_check_config_v_prints_every_setting_that_reads_back_the_same(tmp_path, certs):
+    conf = tmp_path / "dotproxy.conf"
+    conf.write_text("listen 127.0.0.1:5353\n"
+                    "upstream 127.0.0.1@8853#dns.example.test\n"
+                    "forward-zone lan=udp://192.168.1.1\n"
+                    "cache-size 64M\n"
+                    "local-data 'nas.home.arpa TXT \"backups #nightly\"'\n"
+                    "verbose\n")
+    r = check("-v", "--ca-file", certs.ca_file, "--timeout", "1500", conf=conf)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[-1].startswith("configuration OK: 1 listen address(es), 1 upstream(s)")
+    settings = lines[:-1]
+    for want in ["listen 127.0.0.1:5353", "upstream 127.0.0.1@8853#dns.example.test",
+                 "forward-zone lan.=udp://192.168.1.1:53", f"ca-file {certs.ca_file}",
+                 "timeout 1500", "cache-size 64M", "policy fastest", "allow 127.0.0.0/8",
+                 "local-data 'nas.home.arpa TXT \"backups #nightly\"'", "verbose",
+                 "# user not set: the user dotproxy was started as"]:
+        assert want in settings, r.stdout
+    # One line per setting, each an option of the file or a comment.
+    names = {ln.split()[0] for ln in settings if not ln.startswith("#")}
+    assert {"workers", "max-inflight", "udp-recv-buffer", "serve-stale", "max-udp-size",
+            "busy-poll"} <= names
+    # Pasted back into a file, it is the same configuration.
+    again = tmp_path / "again.conf"
+    again.write_text("\n".join(settings) + "\n")
+    r2 = check("-v", conf=again)
+    assert r2.returncode == 0, r2.stderr
+    assert r2.stdout == r.stdout and r2.stderr == ""
+
+
+def test_without_v_on_the_command_line_only_the_summary(tmp_path):
+    conf = tmp_path / "dotproxy.conf"
+    conf.write_text("verbose\n")  # the daemon's verbosity, not a request for a listing
+    r = check(conf=conf)
+    assert r.returncode == 0 and r.stdout.startswith("configuration OK"), r
+    assert len(r.stdout.splitlines()) == 1
+    assert "listen 127.0.0.1:53" in check("-v", conf=conf).stdout

@@ -29,12 +29,12 @@ static char err[512];
 /* options_parse() on a NULL-terminated argument list (argv[0] added). */
 static int parse_args_out(FILE *out, const char *const *args)
 {
-	char *argv[64];
+	char *argv[128];
 	int argc = 0;
 
 	argv[argc++] = (char *)"dotproxy";
 	for (; *args; args++) {
-		assert_true(argc < 63);
+		assert_true(argc < 127);
 		argv[argc++] = (char *)*args;
 	}
 	argv[argc] = NULL;
@@ -1029,6 +1029,173 @@ static void other_notations(void **state)
 	}
 }
 
+/* options_print() of the current cfg, in memory (caller frees). */
+static char *printed(void)
+{
+	char *text = NULL;
+	size_t size = 0;
+	FILE *out = open_memstream(&text, &size);
+
+	assert_non_null(out);
+	options_print(&cfg, out);
+	assert_int_equal(fclose(out), 0);
+	return text;
+}
+
+static void assert_line(const char *text, const char *line)
+{
+	size_t n = strlen(line);
+
+	for (const char *p = text; p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+		if (strncmp(p, line, n) == 0 && (p[n] == '\n' || p[n] == '\0'))
+			return;
+	fail_msg("no line '%s' in:\n%s", line, text);
+}
+
+/*
+ * --check-config -v: every setting in the file's syntax.  Read back with
+ * --config, the listing gives the same listing: nothing is lost, quoted
+ * wrong or warned about that was not there.
+ */
+static void print_settings(void **state)
+{
+	(void)state;
+	char path[64];
+
+	assert_int_equal(parse_args(ARGS(NULL)), OPTIONS_RUN);
+	char *text = printed();
+	assert_line(text, "listen 127.0.0.1:53");
+	assert_line(text, "listen [::1]:53");
+	assert_line(text, "upstream 9.9.9.9@853#dns.quad9.net");
+	assert_line(text, "# ca-file not set: the system trust store");
+	assert_line(text, "timeout 4000");
+	assert_line(text, "cache-size 32M");
+	assert_line(text, "udp-recv-buffer 8M");
+	assert_line(text, "# no-padding not set: queries are padded");
+	assert_line(text, "# block-action nxdomain (unused: no block file)");
+	assert_line(text, "allow 127.0.0.0/8");
+	assert_line(text, "allow ::1/128");
+	assert_line(text, "# verbose not set: errors and warnings only");
+	/* Every option of the file appears, set or as a comment. */
+	static const char *const all[] = {
+		"listen",
+		"upstream",
+		"forward-zone",
+		"ca-file",
+		"timeout",
+		"tcp-idle-timeout",
+		"workers",
+		"max-inflight",
+		"max-tcp-clients",
+		"max-udp-size",
+		"max-tcp-pipeline",
+		"policy",
+		"profile",
+		"idle-timeout",
+		"busy-poll",
+		"max-connections",
+		"no-padding",
+		"no-session-resumption",
+		"cache-size",
+		"udp-recv-buffer",
+		"cache-min-ttl",
+		"cache-max-ttl",
+		"serve-stale",
+		"no-prefetch",
+		"block",
+		"block-action",
+		"local-data",
+		"hosts",
+		"no-builtin-zone",
+		"allow",
+		"user",
+		"log-queries",
+		"verbose",
+	};
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+		char line[64];
+		snprintf(line, sizeof(line), "\n%s ", all[i]);
+		char comment[64];
+		snprintf(comment, sizeof(comment), "\n# %s ", all[i]);
+		char flag[64];
+		snprintf(flag, sizeof(flag), "\n%s\n", all[i]);
+		if (!strstr(text, line) && !strstr(text, comment) && !strstr(text, flag) &&
+		    strncmp(text, line + 1, strlen(line + 1)) != 0)
+			fail_msg("no line for '%s' in:\n%s", all[i], text);
+	}
+	assert_null(strstr(text, "check-config"));
+	assert_null(strstr(text, "\nconfig"));
+	free(text);
+
+	/* Everything away from its default, and back through a file. */
+	write_config(path, sizeof(path), "verbose\n");
+	assert_int_equal(
+	    parse_args(ARGS(
+		"--config", path, "-v", "--listen", "127.0.0.1:5300", "--listen", "[::1]:05300",
+		"--upstream",
+		"1.2.3.4@8853#dns.example^47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+		"--upstream", "2001:db8::1", "--forward-zone",
+		"Corp.Example=10.0.0.1#dns.corp.example,udp://[fd00::1]:5353", "--forward-zone",
+		"lan=udp://192.168.1.1", "--ca-file", "/etc/ssl/ca.pem", "--timeout", "1500",
+		"--tcp-idle-timeout", "2000", "--workers", "2", "--max-inflight", "99",
+		"--max-tcp-clients", "98", "--max-udp-size", "1400", "--max-tcp-pipeline", "97",
+		"--policy", "round-robin", "--profile", "opportunistic", "--idle-timeout", "3000",
+		"--busy-poll", "0", "--max-connections", "2", "--no-padding",
+		"--no-session-resumption", "--cache-size", "1536K", "--udp-recv-buffer", "1000",
+		"--cache-min-ttl", "5", "--cache-max-ttl", "600", "--serve-stale", "3600",
+		"--no-prefetch", "--block", "/etc/block list", "--block-action", "null",
+		"--local-data", "x.home.arpa TXT \"a #b\" \"c\"", "--local-data",
+		"y.home.arpa TXT \"it's\"", "--local-data", "z.home.arpa 60 A 192.168.1.1",
+		"--hosts", "/etc/my hosts", "--hosts", "/etc/o'hosts", "--hosts", "/etc/hosts",
+		"--no-builtin-zone", "home.arpa", "--allow", "192.168.1.0/24", "--allow", "::1",
+		"--user", "dotproxy", "--log-queries")),
+	    OPTIONS_RUN);
+	unlink(path);
+	assert_int_equal(cfg.n_warnings, 1); /* pins under opportunistic: said again below */
+	text = printed();
+	assert_line(text, "listen [::1]:5300");
+	assert_line(
+	    text, "upstream 1.2.3.4@8853#dns.example^47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
+	assert_line(
+	    text, "forward-zone corp.example.=10.0.0.1@853#dns.corp.example,udp://[fd00::1]:5353");
+	assert_line(text, "cache-size 1536K");
+	assert_line(text, "udp-recv-buffer 1000");
+	assert_line(text, "local-data 'x.home.arpa TXT \"a #b\" \"c\"'");
+	assert_line(text, "local-data y.home.arpa TXT \"it's\"");
+	assert_line(text, "hosts '/etc/my hosts'");
+	assert_line(text, "hosts \"/etc/o'hosts\"");
+	assert_line(text, "block /etc/block list");
+	assert_line(text, "block-action null");
+	assert_line(text, "allow ::1/128");
+	assert_line(text, "no-padding");
+	assert_line(text, "verbose"); /* the file's; the command line's -v is not listed */
+	assert_null(strstr(text, "verbose\nverbose"));
+
+	write_config(path, sizeof(path), text);
+	struct config first = cfg;
+	assert_int_equal(parse_args(ARGS("--config", path)), OPTIONS_RUN);
+	unlink(path);
+	char *again = printed();
+	assert_string_equal(again, text);
+	assert_int_equal(cfg.n_warnings, first.n_warnings);
+	assert_int_equal(cfg.verbosity, 1);
+	free(again);
+	free(text);
+
+	/* Options made unused by another are listed as comments, so that
+	 * reading the listing back does not warn about them. */
+	assert_int_equal(parse_args(ARGS("--cache-size", "0")), OPTIONS_RUN);
+	text = printed();
+	assert_line(text, "cache-size 0");
+	assert_line(text, "# cache-min-ttl 0 (unused: cache-size 0)");
+	assert_line(text, "# serve-stale 0 (unused: cache-size 0)");
+	write_config(path, sizeof(path), text);
+	assert_int_equal(parse_args(ARGS("--config", path)), OPTIONS_RUN);
+	unlink(path);
+	assert_int_equal(cfg.n_warnings, 0);
+	free(text);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1051,6 +1218,7 @@ int main(void)
 		cmocka_unit_test(upstream_duplicates),
 		cmocka_unit_test(contradictions),
 		cmocka_unit_test(other_notations),
+		cmocka_unit_test(print_settings),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
