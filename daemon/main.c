@@ -72,16 +72,6 @@ static void tell_workers(unsigned commands, struct settings *s)
 		worker_post(proc.workers[i], commands, s);
 }
 
-static bool same_listen(const struct config *a, const struct config *b)
-{
-	if (a->n_listen != b->n_listen)
-		return false;
-	for (unsigned i = 0; i < a->n_listen; i++)
-		if (strcmp(a->listen[i].text, b->listen[i].text) != 0)
-			return false;
-	return true;
-}
-
 /*
  * SIGHUP: read the command line and config file again, once for every
  * worker.  A bad config is logged once and changes nothing anywhere;
@@ -102,17 +92,14 @@ static void reload(void)
 			  status < 0 ? err : "nothing to run");
 		return;
 	}
-	const struct config *old = &proc.settings->cfg;
-	if (!same_listen(old, &s->cfg) || s->cfg.max_inflight != old->max_inflight ||
-	    s->cfg.cache_bytes != old->cache_bytes || s->cfg.workers != old->workers ||
-	    s->cfg.udp_recv_buffer != old->udp_recv_buffer)
-		log_warn("SIGHUP: listen addresses, --workers, --max-inflight, --cache-size and "
-			 "--udp-recv-buffer change only on restart");
-	/* Not shared yet: the last moment these may be written. */
-	s->cfg.max_inflight = old->max_inflight;
-	s->cfg.cache_bytes = old->cache_bytes;
-	s->cfg.workers = old->workers;
-	s->cfg.udp_recv_buffer = old->udp_recv_buffer;
+	/* Compared with what runs, not with the file as it was: after a revert
+	 * nothing differs.  Not shared yet: the last moment s may be written. */
+	char changed[128];
+	unsigned n_changed =
+	    options_keep_running(&s->cfg, &proc.settings->cfg, changed, sizeof(changed));
+	if (n_changed)
+		log_warn("SIGHUP: %s change%s only on restart; still running with the old %s",
+			 changed, n_changed == 1 ? "s" : "", n_changed == 1 ? "one" : "ones");
 	set_log_level(&s->cfg);
 	for (unsigned i = 0; i < s->cfg.n_warnings; i++)
 		log_warn("SIGHUP: %s", s->cfg.warnings[i]);

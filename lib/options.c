@@ -1718,3 +1718,59 @@ void options_print(const struct config *cfg, FILE *out)
 		}
 	}
 }
+
+/* The same listen addresses, in any order (each is there once). */
+static bool same_listen(const struct config *a, const struct config *b)
+{
+	if (a->n_listen != b->n_listen)
+		return false;
+	for (unsigned i = 0; i < a->n_listen; i++) {
+		bool found = false;
+		for (unsigned j = 0; j < b->n_listen && !found; j++)
+			found = same_addr(&a->listen[i], &b->listen[j]);
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+unsigned options_keep_running(struct config *next, const struct config *running, char *changed,
+			      size_t cap)
+{
+	const char *names[6];
+	unsigned n = 0;
+
+	if (!same_listen(next, running))
+		names[n++] = "--listen";
+	if (next->workers != running->workers)
+		names[n++] = "--workers";
+	if (next->max_inflight != running->max_inflight)
+		names[n++] = "--max-inflight";
+	if (next->cache_bytes != running->cache_bytes)
+		names[n++] = "--cache-size";
+	if (next->udp_recv_buffer != running->udp_recv_buffer)
+		names[n++] = "--udp-recv-buffer";
+	if (strcmp(next->user, running->user) != 0)
+		names[n++] = "--user";
+
+	memcpy(next->listen, running->listen, sizeof(next->listen));
+	next->n_listen = running->n_listen;
+	next->listen_is_default = running->listen_is_default;
+	next->workers = running->workers;
+	next->max_inflight = running->max_inflight;
+	next->cache_bytes = running->cache_bytes;
+	next->udp_recv_buffer = running->udp_recv_buffer;
+	memcpy(next->user, running->user, sizeof(next->user));
+
+	size_t len = 0;
+	if (cap)
+		changed[0] = '\0';
+	for (unsigned i = 0; i < n && len < cap; i++) {
+		const char *sep = i == 0 ? "" : i + 1 < n ? ", " : " and ";
+		int w = snprintf(changed + len, cap - len, "%s%s", sep, names[i]);
+		if (w < 0)
+			break;
+		len += (size_t)w;
+	}
+	return n;
+}

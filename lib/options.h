@@ -170,6 +170,19 @@ struct config {
 int options_parse(int argc, char **argv, struct config *cfg, FILE *out, char *err, size_t errlen);
 
 /**
+ * For a reload: copy into @next what takes effect only at start-up (the
+ * listen addresses, --workers, --max-inflight, --cache-size,
+ * --udp-recv-buffer and --user) from @running, the configuration in force,
+ * so that @next describes what runs and a later reload compares with that.
+ * Writes into @changed the options among them whose value @next had
+ * differently, as "--listen, --workers and --user" ("" if none: listen
+ * addresses in another order or spelling are the same), and returns their
+ * number.
+ */
+unsigned options_keep_running(struct config *next, const struct config *running, char *changed,
+			      size_t cap);
+
+/**
  * Write every setting of @cfg to @out, one "name value" line each in the
  * config file's syntax, in --help's order: a list one line per item, a
  * flag by its name when it is in effect, and an unset option as a comment

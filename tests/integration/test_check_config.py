@@ -11,9 +11,11 @@ import shutil
 import signal
 import tempfile
 
+import dns.rcode
 import pytest
 
-from dotproxy_proc import run_cli
+from dotproxy_proc import DotProxy, run_cli
+from netutil import free_port
 
 
 def check(*args, conf=None):
@@ -280,3 +282,53 @@ def test_without_v_on_the_command_line_only_the_summary(tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("configuration OK"), r
     assert len(r.stdout.splitlines()) == 1
     assert "listen 127.0.0.1:53" in check("-v", conf=conf).stdout
+
+
+# -- SIGHUP: what needs a restart, compared with what runs --------------------------------------
+
+def _sighup(p):
+    """SIGHUP, wait for the reload; return what was logged for it."""
+    mark = p.log_offset()
+    p.send_signal(signal.SIGHUP)
+    assert p.wait_log(r"configuration reloaded", timeout=5, since=mark), p.log_since(mark)
+    return p.log_since(mark)
+
+
+def test_sighup_names_what_needs_a_restart_compared_with_what_runs(unbound, workdir, certs):
+    port, other = free_port(), free_port()
+    conf = workdir / "dotproxy.conf"
+
+    def write(listen, workers, timeout=4000):
+        conf.write_text(f"listen {listen}\n"
+                        f"upstream 127.0.0.1@{unbound.port}#dns.example.test\n"
+                        f"ca-file {certs.ca_file}\n"
+                        f"workers {workers}\ntimeout {timeout}\n")
+
+    write(f"127.0.0.1:{port}", 1)
+    p = DotProxy(["--config", str(conf)], workdir=workdir, listen=f"127.0.0.1:{port}")
+    try:
+        p.start()
+        assert p.udp("www.example.").rcode() == dns.rcode.NOERROR
+
+        write(f"127.0.0.1:{other}", 2, timeout=2000)
+        said = _sighup(p)
+        assert ("warning: SIGHUP: --listen and --workers change only on restart; still "
+                "running with the old ones") in said, said
+        assert p.udp("www.example.").rcode() == dns.rcode.NOERROR  # still on the old port
+
+        # The listen address back as it runs (written differently): only
+        # --workers still differs.
+        write(f"127.0.0.1:0{port}", 2)
+        said = _sighup(p)
+        assert ("warning: SIGHUP: --workers changes only on restart; still running with the "
+                "old one") in said, said
+        assert "--listen" not in said
+
+        # Everything back: nothing to say (it used to repeat the listen warning).
+        write(f"127.0.0.1:{port}", 1)
+        said = _sighup(p)
+        assert "only on restart" not in said, said
+        assert p.udp("www.example.").rcode() == dns.rcode.NOERROR
+    finally:
+        p.stop()
+        p.check_exit()

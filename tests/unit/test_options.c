@@ -1196,6 +1196,78 @@ static void print_settings(void **state)
 	free(text);
 }
 
+/* A reload keeps what only a restart changes, and names what differed
+ * from what runs. */
+static void keep_running(void **state)
+{
+	(void)state;
+	static struct config running, next;
+	char changed[128];
+
+	assert_int_equal(parse_args(ARGS("--listen", "127.0.0.1:5300", "--listen", "[::1]:5300",
+					 "--workers", "2", "--cache-size", "1M")),
+			 OPTIONS_RUN);
+	running = cfg;
+
+	/* Everything at once, and what is reloaded comes through. */
+	assert_int_equal(
+	    parse_args(ARGS("--listen", "127.0.0.1:5301", "--workers", "3", "--max-inflight", "10",
+			    "--cache-size", "0", "--udp-recv-buffer", "0", "--user", "nobody",
+			    "--timeout", "1500")),
+	    OPTIONS_RUN);
+	next = cfg;
+	assert_int_equal(options_keep_running(&next, &running, changed, sizeof(changed)), 6);
+	assert_string_equal(changed, "--listen, --workers, --max-inflight, --cache-size, "
+				     "--udp-recv-buffer and --user");
+	assert_int_equal(next.n_listen, 2);
+	assert_string_equal(next.listen[0].text, "127.0.0.1:5300");
+	assert_false(next.listen_is_default);
+	assert_int_equal(next.workers, 2);
+	assert_int_equal(next.max_inflight, running.max_inflight);
+	assert_int_equal(next.cache_bytes, 1u << 20);
+	assert_int_equal(next.udp_recv_buffer, running.udp_recv_buffer);
+	assert_string_equal(next.user, "");
+	assert_int_equal(next.timeout_ms, 1500);
+
+	/* Two. */
+	assert_int_equal(
+	    parse_args(ARGS("--listen", "127.0.0.1:5301", "--workers", "3", "--cache-size", "1M")),
+	    OPTIONS_RUN);
+	next = cfg;
+	assert_int_equal(options_keep_running(&next, &running, changed, sizeof(changed)), 2);
+	assert_string_equal(changed, "--listen and --workers");
+
+	/* One; the listen addresses in another order and spelling are the same. */
+	assert_int_equal(
+	    parse_args(ARGS("--listen", "[0::1]:5300", "--listen", "127.0.0.1:05300", "--workers",
+			    "2", "--cache-size", "1024K", "--max-inflight", "5")),
+	    OPTIONS_RUN);
+	next = cfg;
+	assert_int_equal(options_keep_running(&next, &running, changed, sizeof(changed)), 1);
+	assert_string_equal(changed, "--max-inflight");
+
+	/* None: a reload back to what runs says nothing. */
+	assert_int_equal(
+	    parse_args(ARGS("--listen", "127.0.0.1:5300", "--listen", "[::1]:5300", "--workers",
+			    "2", "--cache-size", "1M", "--timeout", "900")),
+	    OPTIONS_RUN);
+	next = cfg;
+	assert_int_equal(options_keep_running(&next, &running, changed, sizeof(changed)), 0);
+	assert_string_equal(changed, "");
+
+	/* What the reload kept is what the next one compares with. */
+	assert_int_equal(parse_args(ARGS("--listen", "127.0.0.1:5301", "--cache-size", "1M")),
+			 OPTIONS_RUN);
+	next = cfg;
+	assert_int_equal(options_keep_running(&next, &running, changed, sizeof(changed)), 2);
+	running = next;
+	assert_int_equal(parse_args(ARGS("--listen", "127.0.0.1:5300", "--listen", "[::1]:5300",
+					 "--workers", "2", "--cache-size", "1M")),
+			 OPTIONS_RUN);
+	next = cfg;
+	assert_int_equal(options_keep_running(&next, &running, changed, sizeof(changed)), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1219,6 +1291,7 @@ int main(void)
 		cmocka_unit_test(contradictions),
 		cmocka_unit_test(other_notations),
 		cmocka_unit_test(print_settings),
+		cmocka_unit_test(keep_running),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
