@@ -76,23 +76,6 @@ static void tell_workers(unsigned commands, struct settings *s)
 		worker_post(proc.workers[i], commands, s);
 }
 
-static bool same_addrs(const struct options_addr *a, unsigned na, const struct options_addr *b,
-		       unsigned nb)
-{
-	if (na != nb)
-		return false;
-	for (unsigned i = 0; i < na; i++)
-		if (strcmp(a[i].text, b[i].text) != 0)
-			return false;
-	return true;
-}
-
-static bool same_listen(const struct config *a, const struct config *b)
-{
-	return same_addrs(a->listen, a->n_listen, b->listen, b->n_listen) &&
-	       same_addrs(a->listen_tls, a->n_listen_tls, b->listen_tls, b->n_listen_tls);
-}
-
 /*
  * SIGHUP: read the command line and config file again, once for every
  * worker.  A bad config is logged once and changes nothing anywhere;
@@ -113,20 +96,22 @@ static void reload(void)
 			  status < 0 ? err : "nothing to run");
 		return;
 	}
-	const struct config *old = &proc.settings->cfg;
-	/* Handed sockets stay whatever the file says: nothing is bound again. */
-	bool listen_changed = proc.handed.n == 0 && !same_listen(old, &s->cfg);
-	if (listen_changed || s->cfg.max_inflight != old->max_inflight ||
-	    s->cfg.cache_bytes != old->cache_bytes || s->cfg.workers != old->workers ||
-	    s->cfg.udp_recv_buffer != old->udp_recv_buffer)
-		log_warn("SIGHUP: listen addresses, --workers, --max-inflight, --cache-size and "
-			 "--udp-recv-buffer change only on restart");
-	/* Not shared yet: the last moment these may be written. */
-	s->cfg.max_inflight = old->max_inflight;
-	s->cfg.cache_bytes = old->cache_bytes;
-	s->cfg.workers = old->workers;
-	s->cfg.udp_recv_buffer = old->udp_recv_buffer;
+	/* Compared with what runs, not with the file as it was: after a revert
+	 * nothing differs.  Not shared yet: the last moment s may be written.
+	 * Handed sockets stay whatever the file says: nothing is bound again. */
+	if (proc.handed.n > 0) {
+		memcpy(s->cfg.listen, proc.settings->cfg.listen, sizeof(s->cfg.listen));
+		s->cfg.n_listen = proc.settings->cfg.n_listen;
+	}
+	char changed[160];
+	unsigned n_changed =
+	    options_keep_running(&s->cfg, &proc.settings->cfg, changed, sizeof(changed));
+	if (n_changed)
+		log_warn("SIGHUP: %s change%s only on restart; still running with the old %s",
+			 changed, n_changed == 1 ? "s" : "", n_changed == 1 ? "one" : "ones");
 	set_log_level(&s->cfg);
+	for (unsigned i = 0; i < s->cfg.n_warnings; i++)
+		log_warn("SIGHUP: %s", s->cfg.warnings[i]);
 	tell_workers(WORKER_RELOAD, s);
 	settings_drop(proc.settings);
 	proc.settings = s;
@@ -384,6 +369,10 @@ int main(int argc, char **argv)
 	const struct config *cfg = &proc.settings->cfg;
 	set_log_level(cfg);
 	if (cfg->check_only) {
+		for (unsigned i = 0; i < cfg->n_warnings; i++)
+			fprintf(stderr, "dotproxy: warning: %s\n", cfg->warnings[i]);
+		if (cfg->cli_verbosity)
+			options_print(cfg, stdout);
 		printf("configuration OK: %u listen address(es), %u upstream(s), %u forward "
 		       "zone(s), %zu local name(s), %zu blocked name(s)\n",
 		       cfg->n_listen, cfg->n_upstream, cfg->n_zones,
@@ -398,6 +387,8 @@ int main(int argc, char **argv)
 		settings_drop(proc.settings);
 		return EXIT_USAGE;
 	}
+	for (unsigned i = 0; i < cfg->n_warnings; i++)
+		log_warn("%s", cfg->warnings[i]);
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
 	int rc = start(cfg);

@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 enum opt_id {
 	OPT_CONFIG,
@@ -194,6 +195,14 @@ struct parse_state {
 	bool exit_now;
 	char *err;
 	size_t errlen;
+	const char *file; /* the config file being read, NULL: the command line */
+	unsigned line;	  /* and its line */
+	/* Where each option was last set, for messages about two of them. */
+	struct {
+		bool given;
+		const char *file; /* NULL: the command line */
+		unsigned line;
+	} set[OPT_VERSION + 1];
 };
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -265,6 +274,54 @@ static bool valid_hostname(const char *name)
 		}
 	}
 	return true;
+}
+
+/* The address bytes of @a (4 or 16 of them, by family). */
+static const uint8_t *addr_bytes(const struct options_addr *a, size_t *len)
+{
+	if (a->sa.ss_family == AF_INET6) {
+		*len = 16;
+		return ((const struct sockaddr_in6 *)&a->sa)->sin6_addr.s6_addr;
+	}
+	*len = 4;
+	return (const uint8_t *)&((const struct sockaddr_in *)&a->sa)->sin_addr;
+}
+
+static uint16_t addr_port(const struct options_addr *a)
+{
+	return ntohs(a->sa.ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)&a->sa)->sin6_port
+						 : ((const struct sockaddr_in *)&a->sa)->sin_port);
+}
+
+/* Same family, address and port, however each was written ("::1" and
+ * "0::1", "53" and "0053"). */
+static bool same_addr(const struct options_addr *a, const struct options_addr *b)
+{
+	size_t la, lb;
+	const uint8_t *ba = addr_bytes(a, &la), *bb = addr_bytes(b, &lb);
+
+	return a->sa.ss_family == b->sa.ss_family && addr_port(a) == addr_port(b) && la == lb &&
+	       memcmp(ba, bb, la) == 0;
+}
+
+/* 0.0.0.0 or :: */
+static bool is_wildcard(const struct options_addr *a)
+{
+	size_t len;
+	const uint8_t *b = addr_bytes(a, &len);
+
+	for (size_t i = 0; i < len; i++)
+		if (b[i])
+			return false;
+	return true;
+}
+
+/* The same server reached the same way: transport, address, port and auth
+ * name (case-insensitive); pins do not make it another one. */
+static bool same_upstream(const struct options_upstream *a, const struct options_upstream *b)
+{
+	return a->transport == b->transport && same_addr(&a->addr, &b->addr) &&
+	       strcasecmp(a->auth_name, b->auth_name) == 0;
 }
 
 /* Decode standard base64 (with '=' padding) into exactly @len bytes. */
@@ -353,6 +410,63 @@ static int parse_plain_upstream(const char *spec, struct options_upstream *up, c
 	return 0;
 }
 
+/* Is @text a port number, 1-65535? */
+static bool is_port(const char *text, size_t len)
+{
+	char buf[8];
+	uint16_t port;
+
+	if (len == 0 || len >= sizeof(buf))
+		return false;
+	memcpy(buf, text, len);
+	buf[len] = '\0';
+	return parse_port(buf, &port) == 0;
+}
+
+/*
+ * The IP part of an upstream spec, @ip, written as elsewhere: 9.9.9.9:853
+ * (dnsdist, stubby), [2620:fe::fe]:853 or [2620:fe::fe].  If so, write into
+ * @fix the same in our notation, followed by @rest (the spec after @ip), and
+ * return true.
+ */
+static bool suggest_upstream(const char *ip, const char *rest, char *fix, size_t cap)
+{
+	char addr[INET6_ADDRSTRLEN + 1];
+	uint8_t bytes[16];
+	const char *port = NULL;
+	size_t addr_len, port_len = 0;
+
+	if (ip[0] == '[') {
+		const char *close = strchr(ip, ']');
+		if (!close)
+			return false;
+		addr_len = (size_t)(close - ip - 1);
+		if (close[1] == ':') {
+			port = close + 2;
+			port_len = strlen(port);
+		} else if (close[1]) {
+			return false;
+		}
+		ip++;
+	} else {
+		const char *colon = strchr(ip, ':');
+		if (!colon || strchr(colon + 1, ':'))
+			return false;
+		addr_len = (size_t)(colon - ip);
+		port = colon + 1;
+		port_len = strlen(port);
+	}
+	if (addr_len == 0 || addr_len >= sizeof(addr) || (port && !is_port(port, port_len)))
+		return false;
+	memcpy(addr, ip, addr_len);
+	addr[addr_len] = '\0';
+	if (inet_pton(AF_INET, addr, bytes) != 1 && inet_pton(AF_INET6, addr, bytes) != 1)
+		return false;
+	snprintf(fix, cap, "%s%s%.*s%s", addr, port ? "@" : "", (int)port_len, port ? port : "",
+		 rest);
+	return true;
+}
+
 int options_parse_upstream(const char *full_spec, struct options_upstream *up, char *err,
 			   size_t errlen)
 {
@@ -399,10 +513,18 @@ int options_parse_upstream(const char *full_spec, struct options_upstream *up, c
 				    hash + 1);
 		snprintf(up->auth_name, sizeof(up->auth_name), "%s", hash + 1);
 	}
-	if (!make_addr(ip, up->port, &up->addr))
+	if (!make_addr(ip, up->port, &up->addr)) {
+		char fix[1024];
+		if (suggest_upstream(ip, full_spec + ip_len, fix, sizeof(fix)))
+			return fail(err, errlen, "bad upstream '%s': %s: write %s", full_spec,
+				    ip[0] == '[' ? "an IPv6 upstream is written without brackets, "
+						   "the port after '@'"
+						 : "the port follows '@', as in unbound",
+				    fix);
 		return fail(err, errlen,
 			    "bad upstream '%s': '%s' is not an IP address (names are not resolved)",
 			    spec, ip);
+	}
 	memcpy(up->ip, ip, ip_len + 1); /* inet_pton accepted it: it fits */
 	snprintf(up->label, sizeof(up->label), "%s@%u%s%s", ip, up->port,
 		 up->auth_name[0] ? "#" : "", up->auth_name);
@@ -426,6 +548,19 @@ int options_parse_listen(const char *spec, struct options_addr *addr, char *err,
 		colon = close + 1;
 	} else {
 		colon = strrchr(spec, ':');
+		const char *at = strchr(spec, '@');
+		if (at && at - spec < (ptrdiff_t)sizeof(ip) && is_port(at + 1, strlen(at + 1))) {
+			/* IP@PORT, an upstream's notation. */
+			struct options_addr probe;
+			memcpy(ip, spec, (size_t)(at - spec));
+			ip[at - spec] = '\0';
+			if (make_addr(ip, 53, &probe))
+				return fail(err, errlen,
+					    "bad listen address '%s': the port follows ':' here: "
+					    "write %s%s%s:%s",
+					    spec, probe.sa.ss_family == AF_INET6 ? "[" : "", ip,
+					    probe.sa.ss_family == AF_INET6 ? "]" : "", at + 1);
+		}
 		if (!colon || strchr(spec, ':') != colon)
 			return fail(err, errlen,
 				    "bad listen address '%s': expected ADDR:PORT or [IPv6]:PORT",
@@ -552,6 +687,27 @@ static void print_help(FILE *out)
 
 static int read_file(struct parse_state *st, const char *path);
 
+/* Is @list[@n] (just parsed from @value) already among @list[0..@n)?  A
+ * server listed twice gets twice the connections and counts twice in every
+ * policy (failover's order, round-robin's turns): almost always a typo for
+ * another server.  0, or -EINVAL naming both. */
+static int check_duplicate_upstream(struct parse_state *st, const struct options_upstream *list,
+				    unsigned n, const char *what, const char *value)
+{
+	for (unsigned i = 0; i < n; i++) {
+		if (!same_upstream(&list[i], &list[n]))
+			continue;
+		bool plain = list[n].transport == OPTIONS_TRANSPORT_PLAIN;
+		bool pins = list[i].n_pins || list[n].n_pins;
+		return fail(st->err, st->errlen,
+			    "%s %s: the same upstream as %s, given before (same address, port%s): "
+			    "give each upstream once%s",
+			    what, value, list[i].label, plain ? "" : " and auth name",
+			    pins ? ", with all its pins" : "");
+	}
+	return 0;
+}
+
 /* ZONE as given, into the canonical absolute lower-case form ("home.arpa."). */
 static int zone_name(const char *text, size_t len, char *out, size_t cap)
 {
@@ -639,6 +795,8 @@ static int parse_forward_zone(struct parse_state *st, const char *value)
 			    "--forward-zone %s: plain DNS for '.' would send every query in "
 			    "cleartext; name the zones that may go that way",
 			    value);
+		if (check_duplicate_upstream(st, list, *n, "--forward-zone", value) < 0)
+			return -EINVAL;
 		(*n)++;
 		spec = comma ? comma + 1 : NULL;
 	}
@@ -704,6 +862,60 @@ static int parse_no_builtin(struct parse_state *st, const char *value)
 	return 0;
 }
 
+/* --listen: one more address of the list, which must not bind what another
+ * of the list binds already (start-up would fail against itself). */
+static int parse_listen_option(struct parse_state *st, const char *value)
+{
+	struct config *cfg = st->cfg;
+	struct options_addr addr = { .sa_len = 0 };
+
+	if (st->listen_from != st->source) {
+		cfg->n_listen = 0; /* a list from a stronger source replaces the weaker */
+		cfg->listen_is_default = false;
+		st->listen_from = st->source;
+	}
+	if (cfg->n_listen == OPTIONS_MAX_LISTEN)
+		return fail(st->err, st->errlen, "too many --listen (at most %d)",
+			    OPTIONS_MAX_LISTEN);
+	if (options_parse_listen(value, &addr, st->err, st->errlen) < 0)
+		return -EINVAL;
+	if (addr.sa.ss_family == AF_INET6 &&
+	    IN6_IS_ADDR_V4MAPPED(&((struct sockaddr_in6 *)&addr.sa)->sin6_addr)) {
+		char v4[INET_ADDRSTRLEN];
+		inet_ntop(AF_INET, ((struct sockaddr_in6 *)&addr.sa)->sin6_addr.s6_addr + 12, v4,
+			  sizeof(v4));
+		return fail(st->err, st->errlen,
+			    "bad listen address '%s': an IPv4-mapped address cannot be bound "
+			    "(IPv6 sockets here are IPv6-only): write %s:%u",
+			    value, v4, addr_port(&addr));
+	}
+	for (unsigned i = 0; i < cfg->n_listen; i++) {
+		const struct options_addr *other = &cfg->listen[i];
+		if (same_addr(&addr, other))
+			return fail(st->err, st->errlen,
+				    "--listen %s: the same address as %s, given before: give each "
+				    "listen address once",
+				    value, other->text);
+		if (addr.sa.ss_family != other->sa.ss_family ||
+		    addr_port(&addr) != addr_port(other) ||
+		    is_wildcard(&addr) == is_wildcard(other))
+			continue;
+		const char *family = addr.sa.ss_family == AF_INET ? "IPv4" : "IPv6";
+		if (is_wildcard(other))
+			return fail(
+			    st->err, st->errlen,
+			    "--listen %s: %s, given before, already listens on every %s "
+			    "address at port %u: give either the wildcard or single addresses",
+			    value, other->text, family, addr_port(&addr));
+		return fail(st->err, st->errlen,
+			    "--listen %s listens on every %s address at port %u, %s (given before) "
+			    "included: give either the wildcard or single addresses",
+			    value, family, addr_port(&addr), other->text);
+	}
+	cfg->listen[cfg->n_listen++] = addr;
+	return 0;
+}
+
 /* Apply one option from the current source; @value is NULL for flags. */
 static int apply(struct parse_state *st, const struct option_def *o, const char *value)
 {
@@ -715,19 +927,14 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 		return fail(err, errlen, "option --%s needs a value (%s)", o->name, o->arg);
 	if (!value)
 		value = ""; /* flags: never read, but no case below need check for NULL */
+	st->set[o->id].given = true;
+	st->set[o->id].file = st->file;
+	st->set[o->id].line = st->line;
 	switch (o->id) {
 	case OPT_CONFIG:
 		return read_file(st, value);
 	case OPT_LISTEN:
-		if (st->listen_from != st->source) {
-			cfg->n_listen = 0; /* a list from a stronger source replaces the weaker */
-			cfg->listen_is_default = false;
-			st->listen_from = st->source;
-		}
-		if (cfg->n_listen == OPTIONS_MAX_LISTEN)
-			return fail(err, errlen, "too many --listen (at most %d)",
-				    OPTIONS_MAX_LISTEN);
-		return options_parse_listen(value, &cfg->listen[cfg->n_listen++], err, errlen);
+		return parse_listen_option(st, value);
 	case OPT_LISTEN_TLS:
 		if (list_room(st, &st->listen_tls_from, &cfg->n_listen_tls, OPTIONS_MAX_LISTEN,
 			      o->name))
@@ -758,6 +965,9 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 				    "it is allowed only for a zone you name, with "
 				    "--forward-zone ZONE=%s",
 				    value, value);
+		if (check_duplicate_upstream(st, cfg->upstream, cfg->n_upstream, "--upstream",
+					     value) < 0)
+			return -EINVAL;
 		cfg->n_upstream++;
 		return 0;
 	case OPT_FORWARD_ZONE:
@@ -885,6 +1095,8 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 		return 0;
 	case OPT_VERBOSE:
 		cfg->verbosity++;
+		if (st->source == SRC_CLI)
+			cfg->cli_verbosity++;
 		return 0;
 	case OPT_CHECK_CONFIG:
 		cfg->check_only = true;
@@ -946,8 +1158,9 @@ static bool quoted_value(const char *line)
 /* Cut @line at its comment: a '#' at the start of a word (the one in
  * "upstream 9.9.9.9@853#dns.quad9.net" is part of the value); with
  * @quotes, not inside '...' or "..." (where \" does not close), as in
- * local-data 'x.home.arpa TXT "#1"'. */
-static void strip_comment(char *line, bool quotes)
+ * local-data 'x.home.arpa TXT "#1"'.  Returns the comment's text after the
+ * '#', or NULL if there is none. */
+static const char *strip_comment(char *line, bool quotes)
 {
 	char open = 0;
 
@@ -961,9 +1174,47 @@ static void strip_comment(char *line, bool quotes)
 			open = *p;
 		} else if (*p == '#' && (p == line || isspace((unsigned char)p[-1]))) {
 			*p = '\0';
-			return;
+			return p + 1;
 		}
 	}
+	return NULL;
+}
+
+/*
+ * "upstream 127.0.0.1@8853 #dns.example": the comment rule drops the auth
+ * name, and the upstream would be verified by its IP instead, without a
+ * word.  A comment right after an upstream spec that has no auth name yet,
+ * starting with a host name of two labels or more glued to its '#', is
+ * refused, saying both ways to write what was meant.  "# dns.example" and
+ * "#primary" stay comments.
+ */
+static int check_cut_auth_name(struct parse_state *st, const struct option_def *o,
+			       const char *value, const char *comment)
+{
+	char word[OPTIONS_MAX_AUTH_NAME + 1];
+	size_t len = comment ? strcspn(comment, " \t\r\n\v\f") : 0;
+
+	if ((o->id != OPT_UPSTREAM && o->id != OPT_FORWARD_ZONE) || len == 0 || len >= sizeof(word))
+		return 0;
+	memcpy(word, comment, len);
+	word[len] = '\0';
+	const char *comma = strrchr(value, ',');
+	const char *spec = comma		       ? comma + 1
+			   : o->id == OPT_FORWARD_ZONE ? strchr(value, '=')
+						       : value;
+	if (!spec)
+		return 0;
+	if (*spec == '=')
+		spec++;
+	if (strchr(spec, '#') || strncmp(spec, "udp://", 6) == 0 || !strchr(word, '.') ||
+	    !valid_hostname(word))
+		return 0;
+	/* The name goes before the pins: IP@PORT#NAME^PIN. */
+	size_t head = (size_t)(spec - value) + strcspn(spec, "^");
+	return fail(st->err, st->errlen,
+		    "%s %s #%s: a '#' after white space starts a comment, which would drop the "
+		    "auth name %s: write %.*s#%s%s (no space before '#'), or '# %s' for a comment",
+		    o->name, value, word, word, (int)head, value, word, value + head, word);
 }
 
 /* A value wholly in single or double quotes loses them, as in a shell:
@@ -992,13 +1243,15 @@ static int read_file(struct parse_state *st, const char *path)
 		return fail(st->err, st->errlen, "cannot read config file %s: %s", path,
 			    strerror(errno));
 	st->source = SRC_FILE;
+	st->file = path;
 	while (fgets(line, sizeof(line), f)) {
 		lineno++;
+		st->line = lineno;
 		if (!strchr(line, '\n') && !feof(f)) {
 			rc = fail(st->err, st->errlen, "%s:%u: line too long", path, lineno);
 			break;
 		}
-		strip_comment(line, quoted_value(line));
+		const char *comment = strip_comment(line, quoted_value(line));
 		char *name = trim(line);
 		if (!*name)
 			continue;
@@ -1036,7 +1289,9 @@ static int read_file(struct parse_state *st, const char *path)
 		size_t outer_len = st->errlen;
 		st->err = reason;
 		st->errlen = sizeof(reason);
-		rc = apply(st, o, o->arg ? value : NULL);
+		rc = check_cut_auth_name(st, o, value, comment);
+		if (!rc)
+			rc = apply(st, o, o->arg ? value : NULL);
 		st->err = outer_err;
 		st->errlen = outer_len;
 		if (rc) {
@@ -1045,9 +1300,12 @@ static int read_file(struct parse_state *st, const char *path)
 		}
 	}
 	if (!rc && ferror(f))
-		rc = fail(st->err, st->errlen, "cannot read config file %s", path);
+		rc = fail(st->err, st->errlen, "cannot read config file %s: %s", path,
+			  strerror(errno));
 	fclose(f);
 	st->source = saved;
+	st->file = NULL;
+	st->line = 0;
 	return rc;
 }
 
@@ -1106,6 +1364,94 @@ static int parse_argv(struct parse_state *st, int argc, char **argv, bool config
 	return 0;
 }
 
+static const char *name_of(enum opt_id id)
+{
+	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+		if (table[i].id == id)
+			return table[i].name;
+	return "?";
+}
+
+/* Where option @id got its value, for a message: "FILE:LINE", "command line"
+ * or "default". */
+static const char *origin(const struct parse_state *st, enum opt_id id, char *buf, size_t cap)
+{
+	if (!st->set[id].given)
+		return "default";
+	if (!st->set[id].file)
+		return "command line";
+	snprintf(buf, cap, "%s:%u", st->set[id].file, st->set[id].line);
+	return buf;
+}
+
+static void warn(struct config *cfg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void warn(struct config *cfg, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (cfg->n_warnings == OPTIONS_MAX_WARNINGS)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(cfg->warnings[cfg->n_warnings++], OPTIONS_WARNING_LEN, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * What no single value shows.  Two values that cannot both hold are an
+ * error: dotproxy would have to pick one behind the user's back.  An
+ * option that does nothing because another turned its feature off is a
+ * warning: turning the cache or the blocklist off for a while (say
+ * --cache-size 0 on the command line) should not mean editing the rest of
+ * the file.
+ */
+static int check_whole(struct parse_state *st)
+{
+	struct config *cfg = st->cfg;
+	char a[OPTIONS_MAX_PATH + 16], b[OPTIONS_MAX_PATH + 16];
+	static const char *const actions[] = { "nxdomain", "refused", "null" };
+
+	if (cfg->cache_min_ttl > cfg->cache_max_ttl)
+		return fail(st->err, st->errlen,
+			    "--cache-min-ttl %u (%s) is above --cache-max-ttl %u (%s): the "
+			    "minimum cannot be above the maximum",
+			    cfg->cache_min_ttl, origin(st, OPT_CACHE_MIN_TTL, a, sizeof(a)),
+			    cfg->cache_max_ttl, origin(st, OPT_CACHE_MAX_TTL, b, sizeof(b)));
+	if (cfg->cache_bytes == 0) {
+		if (cfg->serve_stale)
+			warn(cfg,
+			     "--serve-stale %u (%s) does nothing with --cache-size 0 (%s): no "
+			     "answer is kept to serve",
+			     cfg->serve_stale, origin(st, OPT_SERVE_STALE, a, sizeof(a)),
+			     origin(st, OPT_CACHE_SIZE, b, sizeof(b)));
+		static const enum opt_id ttls[] = { OPT_CACHE_MIN_TTL, OPT_CACHE_MAX_TTL };
+		for (size_t i = 0; i < sizeof(ttls) / sizeof(ttls[0]); i++)
+			if (st->set[ttls[i]].given)
+				warn(cfg, "--%s (%s) does nothing with --cache-size 0 (%s)",
+				     name_of(ttls[i]), origin(st, ttls[i], a, sizeof(a)),
+				     origin(st, OPT_CACHE_SIZE, b, sizeof(b)));
+	}
+	if (st->set[OPT_BLOCK_ACTION].given && !cfg->block_file[0])
+		warn(cfg, "--block-action %s (%s) does nothing without --block",
+		     actions[cfg->block_action], origin(st, OPT_BLOCK_ACTION, a, sizeof(a)));
+	if (cfg->profile == OPTIONS_PROFILE_OPPORTUNISTIC) {
+		const struct options_upstream *pinned = NULL;
+		for (unsigned i = 0; i < cfg->n_upstream && !pinned; i++)
+			if (cfg->upstream[i].n_pins)
+				pinned = &cfg->upstream[i];
+		for (unsigned z = 0; z < cfg->n_zones && !pinned; z++)
+			for (unsigned i = 0; i < cfg->zones[z].n_upstream && !pinned; i++)
+				if (cfg->zones[z].upstream[i].n_pins)
+					pinned = &cfg->zones[z].upstream[i];
+		if (pinned)
+			warn(cfg,
+			     "upstream %s has pins, but with --profile opportunistic (%s) a key "
+			     "that matches none is only logged: the upstream is used anyway",
+			     pinned->label, origin(st, OPT_PROFILE, a, sizeof(a)));
+	}
+	return 0;
+}
+
 int options_parse(int argc, char **argv, struct config *cfg, FILE *out, char *err, size_t errlen)
 {
 	struct parse_state st = {
@@ -1137,5 +1483,368 @@ int options_parse(int argc, char **argv, struct config *cfg, FILE *out, char *er
 	if (cfg->n_listen_tls && (!cfg->cert_file[0] || !cfg->key_file[0]))
 		return fail(err, errlen,
 			    "--listen-tls needs a certificate: give --cert-file and --key-file");
+	/* TCP underneath: each address once, and none that --listen binds. */
+	for (unsigned i = 0; i < cfg->n_listen_tls; i++) {
+		const struct options_addr *a = &cfg->listen_tls[i];
+		for (unsigned j = 0; j < i; j++)
+			if (same_addr(a, &cfg->listen_tls[j]))
+				return fail(
+				    err, errlen,
+				    "--listen-tls %s: the same address as %s, given before: "
+				    "give each address once",
+				    a->text, cfg->listen_tls[j].text);
+		for (unsigned j = 0; j < cfg->n_listen; j++)
+			if (same_addr(a, &cfg->listen[j]))
+				return fail(
+				    err, errlen,
+				    "--listen-tls %s: --listen %s takes that address and port "
+				    "for plain DNS over TCP: use another port (853 is DoT's)",
+				    a->text, cfg->listen[j].text);
+	}
+	rc = check_whole(&st);
+	if (rc)
+		return rc;
 	return OPTIONS_RUN;
+}
+
+/* Standard base64 with padding, of @len bytes, into @out (4 * ceil(len / 3)
+ * + 1 bytes). */
+static void base64_encode(const uint8_t *in, size_t len, char *out)
+{
+	static const char alphabet[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t i, n = 0;
+
+	for (i = 0; i + 2 < len; i += 3) {
+		uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+		out[n++] = alphabet[v >> 18 & 63];
+		out[n++] = alphabet[v >> 12 & 63];
+		out[n++] = alphabet[v >> 6 & 63];
+		out[n++] = alphabet[v & 63];
+	}
+	if (i < len) {
+		uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < len ? (uint32_t)in[i + 1] << 8 : 0);
+		out[n++] = alphabet[v >> 18 & 63];
+		out[n++] = alphabet[v >> 12 & 63];
+		out[n++] = i + 1 < len ? alphabet[v >> 6 & 63] : '=';
+		out[n++] = '=';
+	}
+	out[n] = '\0';
+}
+
+/* An upstream as written in a spec: its label and its pins. */
+static void print_upstream(FILE *out, const struct options_upstream *up)
+{
+	char pin[4 * ((OPTIONS_PIN_LEN + 2) / 3) + 1];
+
+	fputs(up->label, out);
+	for (unsigned i = 0; i < up->n_pins; i++) {
+		base64_encode(up->pins[i], OPTIONS_PIN_LEN, pin);
+		fprintf(out, "^%s", pin);
+	}
+}
+
+/* A byte count with the largest suffix that keeps it exact. */
+static void print_size(FILE *out, const char *name, size_t bytes)
+{
+	static const char suffix[] = "GMK";
+
+	for (unsigned i = 0; i < 3 && bytes; i++) {
+		size_t unit = (size_t)1 << (10 * (3 - i));
+		if (bytes % unit == 0) {
+			fprintf(out, "%s %zu%c\n", name, bytes / unit, suffix[i]);
+			return;
+		}
+	}
+	fprintf(out, "%s %zu\n", name, bytes);
+}
+
+/* A file name, quoted where the file syntax allows it (options of
+ * takes_quotes()) and the name needs it. */
+static void print_path(FILE *out, const char *name, const char *path, bool quotable)
+{
+	bool plain = !strpbrk(path, " \t#'\"");
+
+	if (plain || !quotable)
+		fprintf(out, "%s %s\n", name, path);
+	else
+		fprintf(out, "%s %c%s%c\n", name, strchr(path, '\'') ? '"' : '\'', path,
+			strchr(path, '\'') ? '"' : '\'');
+}
+
+/* A value, as a comment when another option makes it unused (so that the
+ * listing read back does not warn about what it did not set); a value set
+ * although unused stays, and warns again. */
+static void print_uint_used(FILE *out, const char *name, unsigned value, bool used, const char *why)
+{
+	if (used)
+		fprintf(out, "%s %u\n", name, value);
+	else
+		fprintf(out, "# %s %u (unused: %s)\n", name, value, why);
+}
+
+static void print_unset(FILE *out, const char *name, const char *meaning)
+{
+	fprintf(out, "# %s not set%s%s\n", name, meaning ? ": " : "", meaning ? meaning : "");
+}
+
+void options_print(const struct config *cfg, FILE *out)
+{
+	static const char *const policies[] = { "fastest", "failover", "round-robin" };
+	static const char *const profiles[] = { "strict", "opportunistic" };
+	static const char *const actions[] = { "nxdomain", "refused", "null" };
+
+	for (size_t t = 0; t < sizeof(table) / sizeof(table[0]); t++) {
+		const struct option_def *o = &table[t];
+		const char *name = o->name;
+		switch (o->id) {
+		case OPT_CONFIG:
+		case OPT_CHECK_CONFIG:
+		case OPT_HELP:
+		case OPT_VERSION:
+			break; /* the command line's business */
+		case OPT_LISTEN:
+			for (unsigned i = 0; i < cfg->n_listen; i++)
+				fprintf(out, "%s %s\n", name, cfg->listen[i].text);
+			break;
+		case OPT_LISTEN_TLS:
+			if (!cfg->n_listen_tls)
+				print_unset(out, name, NULL);
+			for (unsigned i = 0; i < cfg->n_listen_tls; i++)
+				fprintf(out, "%s %s\n", name, cfg->listen_tls[i].text);
+			break;
+		case OPT_CERT_FILE:
+		case OPT_KEY_FILE: {
+			const char *path = o->id == OPT_CERT_FILE ? cfg->cert_file : cfg->key_file;
+			if (path[0])
+				print_path(out, name, path, false);
+			else
+				print_unset(out, name, NULL);
+			break;
+		}
+		case OPT_UPSTREAM:
+			for (unsigned i = 0; i < cfg->n_upstream; i++) {
+				fprintf(out, "%s ", name);
+				print_upstream(out, &cfg->upstream[i]);
+				fputc('\n', out);
+			}
+			break;
+		case OPT_FORWARD_ZONE:
+			if (!cfg->n_zones)
+				print_unset(out, name, NULL);
+			for (unsigned z = 0; z < cfg->n_zones; z++) {
+				fprintf(out, "%s %s=", name, cfg->zones[z].name);
+				for (unsigned i = 0; i < cfg->zones[z].n_upstream; i++) {
+					if (i)
+						fputc(',', out);
+					print_upstream(out, &cfg->zones[z].upstream[i]);
+				}
+				fputc('\n', out);
+			}
+			break;
+		case OPT_MAX_UDP_SIZE:
+			fprintf(out, "%s %u\n", name, cfg->max_udp_size);
+			break;
+		case OPT_CA_FILE:
+			if (cfg->ca_file[0])
+				print_path(out, name, cfg->ca_file, false);
+			else
+				print_unset(out, name, "the system trust store");
+			break;
+		case OPT_TIMEOUT:
+			fprintf(out, "%s %u\n", name, cfg->timeout_ms);
+			break;
+		case OPT_TCP_IDLE_TIMEOUT:
+			fprintf(out, "%s %u\n", name, cfg->tcp_idle_timeout_ms);
+			break;
+		case OPT_MAX_INFLIGHT:
+			fprintf(out, "%s %u\n", name, cfg->max_inflight);
+			break;
+		case OPT_MAX_TCP_CLIENTS:
+			fprintf(out, "%s %u\n", name, cfg->max_tcp_clients);
+			break;
+		case OPT_MAX_TCP_PIPELINE:
+			fprintf(out, "%s %u\n", name, cfg->max_tcp_pipeline);
+			break;
+		case OPT_IDLE_TIMEOUT:
+			fprintf(out, "%s %u\n", name, cfg->idle_timeout_ms);
+			break;
+		case OPT_BUSY_POLL:
+			fprintf(out, "%s %u\n", name, cfg->busy_poll_us);
+			break;
+		case OPT_WORKERS:
+			fprintf(out, "%s %u\n", name, cfg->workers);
+			break;
+		case OPT_MAX_CONNECTIONS:
+			fprintf(out, "%s %u\n", name, cfg->max_connections);
+			break;
+		case OPT_POLICY:
+			fprintf(out, "%s %s\n", name, policies[cfg->policy]);
+			break;
+		case OPT_PROFILE:
+			fprintf(out, "%s %s\n", name, profiles[cfg->profile]);
+			break;
+		case OPT_NO_PADDING:
+			if (cfg->padding)
+				print_unset(out, name, "queries are padded");
+			else
+				fprintf(out, "%s\n", name);
+			break;
+		case OPT_NO_SESSION_RESUMPTION:
+			if (cfg->session_resumption)
+				print_unset(out, name, "TLS sessions are resumed");
+			else
+				fprintf(out, "%s\n", name);
+			break;
+		case OPT_CACHE_SIZE:
+			print_size(out, name, cfg->cache_bytes);
+			break;
+		case OPT_UDP_RECV_BUFFER:
+			print_size(out, name, cfg->udp_recv_buffer);
+			break;
+		case OPT_CACHE_MIN_TTL:
+			print_uint_used(out, name, cfg->cache_min_ttl, cfg->cache_bytes > 0,
+					"cache-size 0");
+			break;
+		case OPT_CACHE_MAX_TTL:
+			print_uint_used(out, name, cfg->cache_max_ttl, cfg->cache_bytes > 0,
+					"cache-size 0");
+			break;
+		case OPT_SERVE_STALE:
+			print_uint_used(out, name, cfg->serve_stale,
+					cfg->cache_bytes > 0 || cfg->serve_stale, "cache-size 0");
+			break;
+		case OPT_NO_PREFETCH:
+			if (cfg->prefetch)
+				print_unset(out, name, "popular entries are prefetched");
+			else
+				fprintf(out, "%s\n", name);
+			break;
+		case OPT_BLOCK:
+			if (cfg->block_file[0])
+				print_path(out, name, cfg->block_file, false);
+			else
+				print_unset(out, name, NULL);
+			break;
+		case OPT_BLOCK_ACTION:
+			fprintf(out, "%s%s %s%s\n", cfg->block_file[0] ? "" : "# ", name,
+				actions[cfg->block_action],
+				cfg->block_file[0] ? "" : " (unused: no block file)");
+			break;
+		case OPT_LOCAL_DATA:
+			if (!cfg->n_local_data)
+				print_unset(out, name, NULL);
+			/* Single quotes keep a TXT record's double quotes and '#'. */
+			for (unsigned i = 0; i < cfg->n_local_data; i++)
+				fprintf(out,
+					strchr(cfg->local_data[i], '\'') ? "%s %s\n" : "%s '%s'\n",
+					name, cfg->local_data[i]);
+			break;
+		case OPT_HOSTS:
+			if (!cfg->n_hosts)
+				print_unset(out, name, NULL);
+			for (unsigned i = 0; i < cfg->n_hosts; i++)
+				print_path(out, name, cfg->hosts[i], true);
+			break;
+		case OPT_NO_BUILTIN_ZONE:
+			if (!cfg->n_no_builtin)
+				print_unset(out, name, NULL);
+			for (unsigned i = 0; i < cfg->n_no_builtin; i++)
+				fprintf(out, "%s %s\n", name, cfg->no_builtin[i]);
+			break;
+		case OPT_ALLOW:
+			for (unsigned i = 0; i < cfg->allow.n; i++) {
+				const struct acl_entry *e = &cfg->allow.entries[i];
+				char text[INET6_ADDRSTRLEN];
+				inet_ntop(e->family, e->addr, text, sizeof(text));
+				fprintf(out, "%s %s/%u\n", name, text, (unsigned)e->bits);
+			}
+			break;
+		case OPT_USER:
+			if (cfg->user[0])
+				fprintf(out, "%s %s\n", name, cfg->user);
+			else
+				print_unset(out, name, "the user dotproxy was started as");
+			break;
+		case OPT_LOG_QUERIES:
+			if (cfg->log_queries)
+				fprintf(out, "%s\n", name);
+			else
+				print_unset(out, name, NULL);
+			break;
+		case OPT_VERBOSE:
+			for (int i = cfg->cli_verbosity; i < cfg->verbosity; i++)
+				fprintf(out, "%s\n", name);
+			if (cfg->verbosity == cfg->cli_verbosity)
+				print_unset(out, name, "errors and warnings only");
+			break;
+		}
+	}
+}
+
+/* The same addresses, in any order (each is there once). */
+static bool same_addrs(const struct options_addr *a, unsigned na, const struct options_addr *b,
+		       unsigned nb)
+{
+	if (na != nb)
+		return false;
+	for (unsigned i = 0; i < na; i++) {
+		bool found = false;
+		for (unsigned j = 0; j < nb && !found; j++)
+			found = same_addr(&a[i], &b[j]);
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+static bool same_listen(const struct config *a, const struct config *b)
+{
+	return same_addrs(a->listen, a->n_listen, b->listen, b->n_listen);
+}
+
+unsigned options_keep_running(struct config *next, const struct config *running, char *changed,
+			      size_t cap)
+{
+	const char *names[7];
+	unsigned n = 0;
+
+	if (!same_listen(next, running))
+		names[n++] = "--listen";
+	if (!same_addrs(next->listen_tls, next->n_listen_tls, running->listen_tls,
+			running->n_listen_tls))
+		names[n++] = "--listen-tls";
+	if (next->workers != running->workers)
+		names[n++] = "--workers";
+	if (next->max_inflight != running->max_inflight)
+		names[n++] = "--max-inflight";
+	if (next->cache_bytes != running->cache_bytes)
+		names[n++] = "--cache-size";
+	if (next->udp_recv_buffer != running->udp_recv_buffer)
+		names[n++] = "--udp-recv-buffer";
+	if (strcmp(next->user, running->user) != 0)
+		names[n++] = "--user";
+
+	memcpy(next->listen, running->listen, sizeof(next->listen));
+	next->n_listen = running->n_listen;
+	next->listen_is_default = running->listen_is_default;
+	memcpy(next->listen_tls, running->listen_tls, sizeof(next->listen_tls));
+	next->n_listen_tls = running->n_listen_tls;
+	next->workers = running->workers;
+	next->max_inflight = running->max_inflight;
+	next->cache_bytes = running->cache_bytes;
+	next->udp_recv_buffer = running->udp_recv_buffer;
+	memcpy(next->user, running->user, sizeof(next->user));
+
+	size_t len = 0;
+	if (cap)
+		changed[0] = '\0';
+	for (unsigned i = 0; i < n && len < cap; i++) {
+		const char *sep = i == 0 ? "" : i + 1 < n ? ", " : " and ";
+		int w = snprintf(changed + len, cap - len, "%s%s", sep, names[i]);
+		if (w < 0)
+			break;
+		len += (size_t)w;
+	}
+	return n;
 }

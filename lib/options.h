@@ -38,6 +38,12 @@ enum {
 	OPTIONS_MAX_PATH = 4096,      /**< a file name, its NUL included */
 };
 
+/** Warnings kept with a config (struct config.warnings). */
+enum {
+	OPTIONS_MAX_WARNINGS = 8,
+	OPTIONS_WARNING_LEN = 384, /**< bytes of one, its NUL included */
+};
+
 /** How an upstream is chosen for a query (--policy). */
 enum options_policy {
 	OPTIONS_POLICY_FASTEST,	    /**< lowest smoothed latency, others sampled now and then */
@@ -107,6 +113,7 @@ struct config {
 	unsigned max_udp_size; /**< cap on answers to UDP clients (--max-udp-size) */
 	char ca_file[4096];    /**< empty: the system trust store */
 	int verbosity;	       /**< number of -v given */
+	int cli_verbosity;     /**< of those, on the command line (--check-config -v) */
 	bool log_queries;
 	unsigned timeout_ms;	      /**< deadline of a client query */
 	unsigned tcp_idle_timeout_ms; /**< idle TCP clients are closed after this */
@@ -144,6 +151,11 @@ struct config {
 	 * each is a built-in zone is checked by localzone_from_config(). */
 	char no_builtin[OPTIONS_MAX_NO_BUILTIN][OPTIONS_MAX_AUTH_NAME + 2];
 	unsigned n_no_builtin;
+	/** What was accepted but does nothing, one line each naming the options
+	 * and where each was set (no "warning:" prefix, no newline): the caller
+	 * shows them (--check-config) or logs them (start-up, SIGHUP). */
+	char warnings[OPTIONS_MAX_WARNINGS][OPTIONS_WARNING_LEN];
+	unsigned n_warnings;
 };
 
 /**
@@ -152,8 +164,37 @@ struct config {
  * command line replaces the file's list).  Prints --help/--version output
  * to @out.  Returns OPTIONS_RUN, OPTIONS_EXIT, or -EINVAL with a one-line
  * reason naming the bad argument (or file and line) in @err.
+ *
+ * Besides each value, the whole is checked: the same listen address or
+ * upstream twice and values that contradict each other (--cache-min-ttl
+ * above --cache-max-ttl) are errors; an option that does nothing because
+ * another turned its feature off (--serve-stale with --cache-size 0,
+ * --block-action without --block) is a warning in @cfg->warnings.
  */
 int options_parse(int argc, char **argv, struct config *cfg, FILE *out, char *err, size_t errlen);
+
+/**
+ * For a reload: copy into @next what takes effect only at start-up (the
+ * listen addresses, --workers, --max-inflight, --cache-size,
+ * --udp-recv-buffer and --user) from @running, the configuration in force,
+ * so that @next describes what runs and a later reload compares with that.
+ * Writes into @changed the options among them whose value @next had
+ * differently, as "--listen, --workers and --user" ("" if none: listen
+ * addresses in another order or spelling are the same), and returns their
+ * number.
+ */
+unsigned options_keep_running(struct config *next, const struct config *running, char *changed,
+			      size_t cap);
+
+/**
+ * Write every setting of @cfg to @out, one "name value" line each in the
+ * config file's syntax, in --help's order: a list one line per item, a
+ * flag by its name when it is in effect, and an unset option as a comment
+ * ("# ca-file not set: the system trust store").  Read back with --config,
+ * the lines give the same settings, but for the -v of the command line
+ * (cli_verbosity), which is left out: it asked for this listing.
+ */
+void options_print(const struct config *cfg, FILE *out);
 
 /** Parse one upstream spec IP[@PORT][#AUTH-NAME][^PIN]...  (PIN: base64 of the
  * SHA-256 of the certificate's SubjectPublicKeyInfo), or udp://IP[:PORT] (plain

@@ -27,6 +27,7 @@ struct ticket_key {
 	unsigned char aes[32];
 	unsigned char hmac[32];
 };
+#include <sys/stat.h>
 
 struct tls_ctx {
 	SSL_CTX *ssl_ctx;
@@ -133,6 +134,26 @@ static int new_session_cb(SSL *ssl, SSL_SESSION *session)
 	return 1; /* we keep the reference */
 }
 
+/* OpenSSL reports a file it cannot open as "system lib" with a code: say
+ * what the system said instead ("No such file or directory", "Permission
+ * denied", "Is a directory").  0 or -errno with @err. */
+static int check_readable(const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	FILE *f = fopen(path, "r");
+	int rc = 0;
+
+	if (!f)
+		rc = -errno;
+	else if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode))
+		rc = -EISDIR;
+	if (f)
+		fclose(f);
+	if (rc)
+		snprintf(err, errlen, "cannot read trust anchors from %s: %s", path, strerror(-rc));
+	return rc;
+}
+
 struct tls_ctx *tls_ctx_new(const char *ca_file, char *err, size_t errlen)
 {
 	static const unsigned char alpn[] = { 3, 'd', 'o', 't' };
@@ -161,15 +182,25 @@ struct tls_ctx *tls_ctx_new(const char *ca_file, char *err, size_t errlen)
 		openssl_error(err, errlen, "cannot set ALPN");
 		goto fail;
 	}
-	if (ca_file)
+	if (ca_file) {
+		if (check_readable(ca_file, err, errlen) < 0)
+			goto fail;
 		ok = SSL_CTX_load_verify_locations(ctx->ssl_ctx, ca_file, NULL);
-	else
+	} else {
 		ok = SSL_CTX_set_default_verify_paths(ctx->ssl_ctx);
+	}
+	if (ok != 1 && ca_file) {
+		/* Readable, so the content: OpenSSL's reason without its code. */
+		unsigned long e = ERR_peek_last_error();
+		const char *reason = e ? ERR_reason_error_string(e) : NULL;
+		snprintf(err, errlen,
+			 "cannot load trust anchors from %s: %s (expected PEM certificates)",
+			 ca_file, reason ? reason : "no certificate found");
+		ERR_clear_error();
+		goto fail;
+	}
 	if (ok != 1) {
-		char what[300];
-		snprintf(what, sizeof(what), "cannot load trust anchors from %s",
-			 ca_file ? ca_file : "the system store");
-		openssl_error(err, errlen, what);
+		openssl_error(err, errlen, "cannot load trust anchors from the system store");
 		goto fail;
 	}
 	return ctx;

@@ -57,6 +57,10 @@ static void check_config(const struct config *cfg)
 		CHECK(a->sa.ss_family == AF_INET || a->sa.ss_family == AF_INET6);
 		CHECK(a->sa_len == (a->sa.ss_family == AF_INET ? sizeof(struct sockaddr_in)
 							       : sizeof(struct sockaddr_in6)));
+		/* Each address once: start-up would fail against itself. */
+		for (unsigned j = 0; j < i; j++)
+			CHECK(cfg->listen[j].sa_len != a->sa_len ||
+			      memcmp(&cfg->listen[j].sa, &a->sa, a->sa_len) != 0);
 	}
 	for (unsigned i = 0; i < cfg->n_upstream; i++) {
 		const struct options_upstream *u = &cfg->upstream[i];
@@ -72,6 +76,12 @@ static void check_config(const struct config *cfg)
 			      (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.');
 	}
 	CHECK(terminated(cfg->ca_file, sizeof(cfg->ca_file)));
+	CHECK(cfg->n_warnings <= OPTIONS_MAX_WARNINGS);
+	for (unsigned i = 0; i < cfg->n_warnings; i++) {
+		CHECK(terminated(cfg->warnings[i], sizeof(cfg->warnings[i])));
+		CHECK(cfg->warnings[i][0] && !strchr(cfg->warnings[i], '\n'));
+	}
+	CHECK(cfg->cache_min_ttl <= cfg->cache_max_ttl);
 	CHECK(cfg->timeout_ms >= 10);
 	CHECK(cfg->max_inflight >= 1 && cfg->max_tcp_clients >= 1 && cfg->max_tcp_pipeline >= 1);
 }

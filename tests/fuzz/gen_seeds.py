@@ -163,6 +163,16 @@ def options_seeds():
           b"ca-file /etc/ssl/certs/ca-certificates.crt\ntimeout 2000\nverbose\nlog-queries\n")
     write(t, "config_errors", b"listen\nbogus 1\nlog-queries yes\ntimeout abc\nconfig /x\n")
     write(t, "with_config", b"--config\x00ignored\x00--timeout\x00100")
+    # The checks of the options together, and the comment that would cut a name.
+    write(t, "config_duplicates", b"listen 127.0.0.1:53\nlisten 127.0.0.1:0053\nlisten 0.0.0.0:54\n"
+          b"listen 127.0.0.1:54\nupstream 2620:fe::fe\nupstream 2620:00fe::fe@853\n"
+          b"forward-zone corp.example=10.0.0.1,10.0.0.1@853\n")
+    write(t, "config_contradictions", b"cache-min-ttl 600\ncache-max-ttl 60\ncache-size 0\n"
+          b"serve-stale 10\nblock-action null\nprofile opportunistic\n"
+          b"upstream 1.2.3.4#a.example^47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n")
+    write(t, "config_cut_name", b"upstream 127.0.0.1@8853 #dns.example\n"
+          b"forward-zone lan=10.0.0.1,10.0.0.2^47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU= #n.lan\n"
+          b"upstream 9.9.9.9:853#dns.quad9.net\nupstream [2620:fe::fe]:853\nlisten ::1@53\n")
 
 
 def localdata_seeds():

@@ -29,12 +29,12 @@ static char err[512];
 /* options_parse() on a NULL-terminated argument list (argv[0] added). */
 static int parse_args_out(FILE *out, const char *const *args)
 {
-	char *argv[64];
+	char *argv[128];
 	int argc = 0;
 
 	argv[argc++] = (char *)"dotproxy";
 	for (; *args; args++) {
-		assert_true(argc < 63);
+		assert_true(argc < 127);
 		argv[argc++] = (char *)*args;
 	}
 	argv[argc] = NULL;
@@ -349,9 +349,11 @@ static void bad_arguments(void **state)
 	/* Too many list entries. */
 	const char *args[2 * OPTIONS_MAX_UPSTREAMS + 3];
 	unsigned n = 0;
+	static char ips[OPTIONS_MAX_UPSTREAMS + 1][16];
 	for (unsigned i = 0; i <= OPTIONS_MAX_UPSTREAMS; i++) {
+		snprintf(ips[i], sizeof(ips[i]), "192.0.2.%u", i + 1);
 		args[n++] = "--upstream";
-		args[n++] = "1.2.3.4";
+		args[n++] = ips[i];
 	}
 	args[n] = NULL;
 	assert_int_equal(parse_args(args), -EINVAL);
@@ -486,6 +488,8 @@ static void config_file(void **state)
 	unlink(path);
 }
 
+static void expect_file_error(const char *text, unsigned line, const char *mention);
+
 /*
  * The upstream syntax IP[@PORT][#AUTH-NAME] uses '#', which is also the
  * config file's comment character.  The help text says the file takes "the
@@ -506,6 +510,40 @@ static void config_file_auth_name(void **state)
 	assert_int_equal(cfg.n_upstream, 2);
 	assert_string_equal(cfg.upstream[0].auth_name, "dns.example");
 	assert_string_equal(cfg.upstream[1].auth_name, "dns.quad9.net");
+
+	/* A space before the '#' would make the name a comment and the
+	 * upstream verified by its IP: refused, with both ways to write it. */
+	expect_file_error("upstream 127.0.0.1@8853 #dns.example\n", 1,
+			  "upstream 127.0.0.1@8853 #dns.example: a '#' after white space starts a "
+			  "comment, which would drop the auth name dns.example: write "
+			  "127.0.0.1@8853#dns.example (no space before '#'), or '# dns.example' "
+			  "for a comment");
+	expect_file_error(
+	    "# x\nupstream 1.2.3.4^47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\t"
+	    "#dns.example # more\n",
+	    2, "write 1.2.3.4#dns.example^47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU= ");
+	expect_file_error("forward-zone corp.example=10.0.0.1,10.0.0.2 #dns.corp.example\n", 1,
+			  "write corp.example=10.0.0.1,10.0.0.2#dns.corp.example (no space");
+	expect_file_error("forward-zone corp.example=10.0.0.1 #dns.corp.example\n", 1,
+			  "write corp.example=10.0.0.1#dns.corp.example (no space");
+
+	/* Comments that cannot be a lost name stay comments: a space after the
+	 * '#', one word without a dot, an upstream that has its name already,
+	 * plain DNS (no name), another option. */
+	write_config(path, sizeof(path),
+		     "upstream 1.2.3.4@8853 # dns.example\n"
+		     "upstream 1.2.3.5 #primary\n"
+		     "upstream 1.2.3.6#dns.example #backup.example\n"
+		     "forward-zone lan=udp://192.168.1.1 #router.lan\n"
+		     "listen 127.0.0.1:5353 #lan.example\n");
+	rc = parse_args(ARGS("--config", path));
+	unlink(path);
+	assert_int_equal(rc, OPTIONS_RUN);
+	assert_int_equal(cfg.n_upstream, 3);
+	assert_string_equal(cfg.upstream[0].auth_name, "");
+	assert_string_equal(cfg.upstream[1].auth_name, "");
+	assert_string_equal(cfg.upstream[2].auth_name, "dns.example");
+	assert_int_equal(cfg.n_listen, 1);
 }
 
 /* Parse a config made of @text and expect -EINVAL with "PATH:LINE: ..." */
@@ -780,6 +818,456 @@ static void hosts_and_builtin_options(void **state)
 	free(text);
 }
 
+/*
+ * The same listen address twice, however it is written, would make
+ * start-up fail against itself, and so would a wildcard next to a single
+ * address of its family and port: both are refused at parse time, naming
+ * the two.  A list on the command line replaces the file's, so the same
+ * address in both places is not a duplicate.
+ */
+static void listen_duplicates(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *first, *second, *mention;
+	} bad[] = {
+		{ "127.0.0.1:53", "127.0.0.1:53", "the same address as 127.0.0.1:53" },
+		{ "127.0.0.1:53", "127.0.0.1:0053", "the same address as 127.0.0.1:53" },
+		{ "[::1]:53", "[0:0::1]:53", "the same address as [::1]:53" },
+		{ "0.0.0.0:53", "127.0.0.1:53", "0.0.0.0:53, given before, already listens" },
+		{ "[::1]:5353", "[::]:5353", "every IPv6 address at port 5353, [::1]:5353" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(
+		    parse_args(ARGS("--listen", bad[i].first, "--listen", bad[i].second)), -EINVAL);
+		assert_contains(err, "--listen ");
+		assert_contains(err, bad[i].second);
+		assert_contains(err, bad[i].mention);
+	}
+	/* Not the same: another port, another family, a wildcard of the other
+	 * family (the IPv6 sockets are IPv6-only). */
+	assert_int_equal(parse_args(ARGS("--listen", "127.0.0.1:53", "--listen", "127.0.0.1:54",
+					 "--listen", "[::]:53", "--listen", "0.0.0.0:55")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.n_listen, 4);
+
+	/* An IPv4-mapped address cannot be bound; the error says what to write. */
+	assert_int_equal(parse_args(ARGS("--listen", "[::ffff:127.0.0.1]:5353")), -EINVAL);
+	assert_contains(err, "write 127.0.0.1:5353");
+
+	/* The file's list and the command line's are not one list. */
+	char path[64];
+	write_config(path, sizeof(path), "listen 127.0.0.1:5300\nlisten [::1]:5300\n");
+	assert_int_equal(parse_args(ARGS("--config", path, "--listen", "127.0.0.1:5300")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.n_listen, 1);
+	unlink(path);
+	expect_file_error("listen 127.0.0.1:5300\n# x\nlisten 127.0.0.1:05300\n", 3,
+			  "the same address as 127.0.0.1:5300");
+}
+
+/* The same upstream twice (address, port and auth name, however written)
+ * is refused in the default list and within one forward zone; the same
+ * server in two zones, or in a zone and the default list, is fine. */
+static void upstream_duplicates(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *first, *second;
+	} same[] = {
+		{ "1.2.3.4", "1.2.3.4@853" },
+		{ "1.2.3.4#dns.example", "1.2.3.4@853#DNS.example" },
+		{ "2001:db8::1@853", "2001:0db8:0::1" },
+		{ "1.2.3.4#dns.example^47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+		  "1.2.3.4#dns.example" },
+	};
+	for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+		assert_int_equal(
+		    parse_args(ARGS("--upstream", same[i].first, "--upstream", same[i].second)),
+		    -EINVAL);
+		assert_contains(err, "--upstream ");
+		assert_contains(err, same[i].second);
+		assert_contains(err, "the same upstream as");
+		char zone[256];
+		snprintf(zone, sizeof(zone), "corp.example=%s,%s", same[i].first, same[i].second);
+		assert_int_equal(parse_args(ARGS("--forward-zone", zone)), -EINVAL);
+		assert_contains(err, "--forward-zone corp.example=");
+		assert_contains(err, "the same upstream as");
+	}
+	assert_int_equal(parse_args(ARGS("--upstream", "1.2.3.4", "--upstream", "1.2.3.4#x.example",
+					 "--upstream", "1.2.3.4@8853", "--upstream", "1.2.3.5")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.n_upstream, 4);
+	assert_int_equal(
+	    parse_args(ARGS("--upstream", "1.2.3.4", "--forward-zone", "a.example=1.2.3.4",
+			    "--forward-zone", "b.example=1.2.3.4,udp://1.2.3.4:853")),
+	    OPTIONS_RUN);
+	assert_int_equal(cfg.n_zones, 2);
+	/* '.' and --upstream make one list. */
+	assert_int_equal(parse_args(ARGS("--forward-zone", ".=1.2.3.4", "--upstream", "1.2.3.4")),
+			 -EINVAL);
+	assert_contains(err, "the same upstream as 1.2.3.4@853");
+
+	/* In a file: named with its line; against the command line: replaced. */
+	expect_file_error("upstream 9.9.9.9#dns.quad9.net\nupstream 9.9.9.9@853#dns.quad9.net\n", 2,
+			  "the same upstream as 9.9.9.9@853#dns.quad9.net");
+	char path[64];
+	write_config(path, sizeof(path), "upstream 9.9.9.9#dns.quad9.net\n");
+	assert_int_equal(parse_args(ARGS("--config", path, "--upstream", "9.9.9.9#dns.quad9.net")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.n_upstream, 1);
+	unlink(path);
+}
+
+/* Two values that cannot both hold are an error naming both and where
+ * each was set; an option without effect is a warning kept with the config. */
+static void contradictions(void **state)
+{
+	(void)state;
+	char path[64], want[256];
+
+	assert_int_equal(parse_args(ARGS("--cache-min-ttl", "3600", "--cache-max-ttl", "60")),
+			 -EINVAL);
+	assert_string_equal(err, "--cache-min-ttl 3600 (command line) is above --cache-max-ttl 60 "
+				 "(command line): the minimum cannot be above the maximum");
+	assert_int_equal(parse_args(ARGS("--cache-min-ttl", "100000")), -EINVAL);
+	assert_contains(err, "above --cache-max-ttl 86400 (default)");
+	write_config(path, sizeof(path), "# ttl\n\ncache-min-ttl 600\n");
+	assert_int_equal(parse_args(ARGS("--config", path, "--cache-max-ttl", "60")), -EINVAL);
+	snprintf(want, sizeof(want),
+		 "--cache-min-ttl 600 (%s:3) is above --cache-max-ttl 60 (command line)", path);
+	assert_contains(err, want);
+	/* The command line's value wins, and then they agree. */
+	assert_int_equal(parse_args(ARGS("--config", path, "--cache-min-ttl", "60")), OPTIONS_RUN);
+	unlink(path);
+	assert_int_equal(parse_args(ARGS("--cache-min-ttl", "60", "--cache-max-ttl", "60")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.n_warnings, 0);
+
+	/* No warning for the defaults, nor for what works. */
+	assert_int_equal(parse_args(ARGS(NULL)), OPTIONS_RUN);
+	assert_int_equal(cfg.n_warnings, 0);
+	assert_int_equal(parse_args(ARGS("--serve-stale", "60", "--block", "/x", "--block-action",
+					 "null", "--cache-min-ttl", "5")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.n_warnings, 0);
+	assert_int_equal(parse_args(ARGS("--cache-size", "0", "--serve-stale", "0")), OPTIONS_RUN);
+	assert_int_equal(cfg.n_warnings, 0);
+
+	assert_int_equal(parse_args(ARGS("--serve-stale", "86400", "--cache-size", "0")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.n_warnings, 1);
+	assert_string_equal(cfg.warnings[0], "--serve-stale 86400 (command line) does nothing with "
+					     "--cache-size 0 (command line): no answer is kept "
+					     "to serve");
+	assert_int_equal(parse_args(ARGS("--cache-size", "0", "--cache-max-ttl", "300")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.n_warnings, 1);
+	assert_contains(cfg.warnings[0], "--cache-max-ttl (command line) does nothing with "
+					 "--cache-size 0");
+	assert_int_equal(parse_args(ARGS("--block-action", "refused")), OPTIONS_RUN);
+	assert_int_equal(cfg.n_warnings, 1);
+	assert_string_equal(cfg.warnings[0],
+			    "--block-action refused (command line) does nothing without --block");
+	assert_int_equal(
+	    parse_args(
+		ARGS("--profile", "opportunistic", "--forward-zone",
+		     "a.example=1.2.3.4#x.example^47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=")),
+	    OPTIONS_RUN);
+	assert_int_equal(cfg.n_warnings, 1);
+	assert_contains(cfg.warnings[0], "upstream 1.2.3.4@853#x.example has pins, but with "
+					 "--profile opportunistic");
+
+	/* Several at once, each on its own line; the file is named. */
+	write_config(path, sizeof(path), "cache-size 0\nserve-stale 10\nblock-action null\n");
+	assert_int_equal(parse_args(ARGS("--config", path)), OPTIONS_RUN);
+	assert_int_equal(cfg.n_warnings, 2);
+	snprintf(want, sizeof(want),
+		 "--serve-stale 10 (%s:2) does nothing with --cache-size 0 (%s:1)", path, path);
+	assert_contains(cfg.warnings[0], want);
+	snprintf(want, sizeof(want), "--block-action null (%s:3)", path);
+	assert_contains(cfg.warnings[1], want);
+	for (unsigned i = 0; i < cfg.n_warnings; i++)
+		assert_null(strchr(cfg.warnings[i], '\n'));
+	unlink(path);
+}
+
+/* Another tool's notation gets an error that says how to write it here. */
+static void other_notations(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *option, *value, *fix;
+	} cases[] = {
+		{ "--upstream", "9.9.9.9:853",
+		  "the port follows '@', as in unbound: write 9.9.9.9@853" },
+		{ "--upstream", "9.9.9.9:853#dns.quad9.net", "write 9.9.9.9@853#dns.quad9.net" },
+		{ "--upstream", "[2620:fe::fe]:853",
+		  "an IPv6 upstream is written without brackets, the port after '@': write "
+		  "2620:fe::fe@853" },
+		{ "--upstream", "[2620:fe::fe]@853#dns.quad9.net",
+		  "write 2620:fe::fe@853#dns.quad9.net" },
+		{ "--upstream", "[2620:fe::fe]", "write 2620:fe::fe" },
+		{ "--upstream", "[::1]:8853#x.example^47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+		  "write ::1@8853#x.example^47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=" },
+		{ "--forward-zone", "corp.example=10.0.0.1:853", "write 10.0.0.1@853" },
+		{ "--listen", "127.0.0.1@5353", "the port follows ':' here: write 127.0.0.1:5353" },
+		{ "--listen", "::1@5353", "write [::1]:5353" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *spec = strchr(cases[i].value, '=');
+		assert_int_equal(parse_args(ARGS(cases[i].option, cases[i].value)), -EINVAL);
+		assert_contains(err, spec ? spec + 1 : cases[i].value);
+		assert_contains(err, cases[i].fix);
+	}
+	/* No suggestion where there is nothing right to suggest. */
+	static const char *const plain[] = { "9.9.9.9:99999", "dns.quad9.net:853", "[x]:853",
+					     "1.2.3.4:5:6" };
+	for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) {
+		assert_int_equal(parse_args(ARGS("--upstream", plain[i])), -EINVAL);
+		assert_contains(err, "is not an IP address");
+	}
+}
+
+/* options_print() of the current cfg, in memory (caller frees). */
+static char *printed(void)
+{
+	char *text = NULL;
+	size_t size = 0;
+	FILE *out = open_memstream(&text, &size);
+
+	assert_non_null(out);
+	options_print(&cfg, out);
+	assert_int_equal(fclose(out), 0);
+	return text;
+}
+
+static void assert_line(const char *text, const char *line)
+{
+	size_t n = strlen(line);
+
+	for (const char *p = text; p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+		if (strncmp(p, line, n) == 0 && (p[n] == '\n' || p[n] == '\0'))
+			return;
+	fail_msg("no line '%s' in:\n%s", line, text);
+}
+
+/*
+ * --check-config -v: every setting in the file's syntax.  Read back with
+ * --config, the listing gives the same listing: nothing is lost, quoted
+ * wrong or warned about that was not there.
+ */
+static void print_settings(void **state)
+{
+	(void)state;
+	char path[64];
+
+	assert_int_equal(parse_args(ARGS(NULL)), OPTIONS_RUN);
+	char *text = printed();
+	assert_line(text, "listen 127.0.0.1:53");
+	assert_line(text, "listen [::1]:53");
+	assert_line(text, "upstream 9.9.9.9@853#dns.quad9.net");
+	assert_line(text, "# ca-file not set: the system trust store");
+	assert_line(text, "timeout 4000");
+	assert_line(text, "cache-size 32M");
+	assert_line(text, "udp-recv-buffer 8M");
+	assert_line(text, "# no-padding not set: queries are padded");
+	assert_line(text, "# block-action nxdomain (unused: no block file)");
+	assert_line(text, "allow 127.0.0.0/8");
+	assert_line(text, "allow ::1/128");
+	assert_line(text, "# verbose not set: errors and warnings only");
+	/* Every option of the file appears, set or as a comment. */
+	static const char *const all[] = {
+		"listen",
+		"upstream",
+		"forward-zone",
+		"ca-file",
+		"timeout",
+		"tcp-idle-timeout",
+		"workers",
+		"max-inflight",
+		"max-tcp-clients",
+		"max-udp-size",
+		"max-tcp-pipeline",
+		"policy",
+		"profile",
+		"idle-timeout",
+		"busy-poll",
+		"max-connections",
+		"no-padding",
+		"no-session-resumption",
+		"cache-size",
+		"udp-recv-buffer",
+		"cache-min-ttl",
+		"cache-max-ttl",
+		"serve-stale",
+		"no-prefetch",
+		"block",
+		"block-action",
+		"local-data",
+		"hosts",
+		"no-builtin-zone",
+		"allow",
+		"user",
+		"log-queries",
+		"verbose",
+	};
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+		char line[64];
+		snprintf(line, sizeof(line), "\n%s ", all[i]);
+		char comment[64];
+		snprintf(comment, sizeof(comment), "\n# %s ", all[i]);
+		char flag[64];
+		snprintf(flag, sizeof(flag), "\n%s\n", all[i]);
+		if (!strstr(text, line) && !strstr(text, comment) && !strstr(text, flag) &&
+		    strncmp(text, line + 1, strlen(line + 1)) != 0)
+			fail_msg("no line for '%s' in:\n%s", all[i], text);
+	}
+	assert_null(strstr(text, "check-config"));
+	assert_null(strstr(text, "\nconfig"));
+	free(text);
+
+	/* Everything away from its default, and back through a file. */
+	write_config(path, sizeof(path), "verbose\n");
+	assert_int_equal(
+	    parse_args(ARGS(
+		"--config", path, "-v", "--listen", "127.0.0.1:5300", "--listen", "[::1]:05300",
+		"--upstream",
+		"1.2.3.4@8853#dns.example^47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+		"--upstream", "2001:db8::1", "--forward-zone",
+		"Corp.Example=10.0.0.1#dns.corp.example,udp://[fd00::1]:5353", "--forward-zone",
+		"lan=udp://192.168.1.1", "--ca-file", "/etc/ssl/ca.pem", "--timeout", "1500",
+		"--tcp-idle-timeout", "2000", "--workers", "2", "--max-inflight", "99",
+		"--max-tcp-clients", "98", "--max-udp-size", "1400", "--max-tcp-pipeline", "97",
+		"--policy", "round-robin", "--profile", "opportunistic", "--idle-timeout", "3000",
+		"--busy-poll", "0", "--max-connections", "2", "--no-padding",
+		"--no-session-resumption", "--cache-size", "1536K", "--udp-recv-buffer", "1000",
+		"--cache-min-ttl", "5", "--cache-max-ttl", "600", "--serve-stale", "3600",
+		"--no-prefetch", "--block", "/etc/block list", "--block-action", "null",
+		"--local-data", "x.home.arpa TXT \"a #b\" \"c\"", "--local-data",
+		"y.home.arpa TXT \"it's\"", "--local-data", "z.home.arpa 60 A 192.168.1.1",
+		"--hosts", "/etc/my hosts", "--hosts", "/etc/o'hosts", "--hosts", "/etc/hosts",
+		"--no-builtin-zone", "home.arpa", "--allow", "192.168.1.0/24", "--allow", "::1",
+		"--user", "dotproxy", "--log-queries")),
+	    OPTIONS_RUN);
+	unlink(path);
+	assert_int_equal(cfg.n_warnings, 1); /* pins under opportunistic: said again below */
+	text = printed();
+	assert_line(text, "listen [::1]:5300");
+	assert_line(
+	    text, "upstream 1.2.3.4@8853#dns.example^47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
+	assert_line(
+	    text, "forward-zone corp.example.=10.0.0.1@853#dns.corp.example,udp://[fd00::1]:5353");
+	assert_line(text, "cache-size 1536K");
+	assert_line(text, "udp-recv-buffer 1000");
+	assert_line(text, "local-data 'x.home.arpa TXT \"a #b\" \"c\"'");
+	assert_line(text, "local-data y.home.arpa TXT \"it's\"");
+	assert_line(text, "hosts '/etc/my hosts'");
+	assert_line(text, "hosts \"/etc/o'hosts\"");
+	assert_line(text, "block /etc/block list");
+	assert_line(text, "block-action null");
+	assert_line(text, "allow ::1/128");
+	assert_line(text, "no-padding");
+	assert_line(text, "verbose"); /* the file's; the command line's -v is not listed */
+	assert_null(strstr(text, "verbose\nverbose"));
+
+	write_config(path, sizeof(path), text);
+	struct config first = cfg;
+	assert_int_equal(parse_args(ARGS("--config", path)), OPTIONS_RUN);
+	unlink(path);
+	char *again = printed();
+	assert_string_equal(again, text);
+	assert_int_equal(cfg.n_warnings, first.n_warnings);
+	assert_int_equal(cfg.verbosity, 1);
+	free(again);
+	free(text);
+
+	/* Options made unused by another are listed as comments, so that
+	 * reading the listing back does not warn about them. */
+	assert_int_equal(parse_args(ARGS("--cache-size", "0")), OPTIONS_RUN);
+	text = printed();
+	assert_line(text, "cache-size 0");
+	assert_line(text, "# cache-min-ttl 0 (unused: cache-size 0)");
+	assert_line(text, "# serve-stale 0 (unused: cache-size 0)");
+	write_config(path, sizeof(path), text);
+	assert_int_equal(parse_args(ARGS("--config", path)), OPTIONS_RUN);
+	unlink(path);
+	assert_int_equal(cfg.n_warnings, 0);
+	free(text);
+}
+
+/* A reload keeps what only a restart changes, and names what differed
+ * from what runs. */
+static void keep_running(void **state)
+{
+	(void)state;
+	static struct config running, next;
+	char changed[128];
+
+	assert_int_equal(parse_args(ARGS("--listen", "127.0.0.1:5300", "--listen", "[::1]:5300",
+					 "--workers", "2", "--cache-size", "1M")),
+			 OPTIONS_RUN);
+	running = cfg;
+
+	/* Everything at once, and what is reloaded comes through. */
+	assert_int_equal(
+	    parse_args(ARGS("--listen", "127.0.0.1:5301", "--workers", "3", "--max-inflight", "10",
+			    "--cache-size", "0", "--udp-recv-buffer", "0", "--user", "nobody",
+			    "--timeout", "1500")),
+	    OPTIONS_RUN);
+	next = cfg;
+	assert_int_equal(options_keep_running(&next, &running, changed, sizeof(changed)), 6);
+	assert_string_equal(changed, "--listen, --workers, --max-inflight, --cache-size, "
+				     "--udp-recv-buffer and --user");
+	assert_int_equal(next.n_listen, 2);
+	assert_string_equal(next.listen[0].text, "127.0.0.1:5300");
+	assert_false(next.listen_is_default);
+	assert_int_equal(next.workers, 2);
+	assert_int_equal(next.max_inflight, running.max_inflight);
+	assert_int_equal(next.cache_bytes, 1u << 20);
+	assert_int_equal(next.udp_recv_buffer, running.udp_recv_buffer);
+	assert_string_equal(next.user, "");
+	assert_int_equal(next.timeout_ms, 1500);
+
+	/* Two. */
+	assert_int_equal(
+	    parse_args(ARGS("--listen", "127.0.0.1:5301", "--workers", "3", "--cache-size", "1M")),
+	    OPTIONS_RUN);
+	next = cfg;
+	assert_int_equal(options_keep_running(&next, &running, changed, sizeof(changed)), 2);
+	assert_string_equal(changed, "--listen and --workers");
+
+	/* One; the listen addresses in another order and spelling are the same. */
+	assert_int_equal(
+	    parse_args(ARGS("--listen", "[0::1]:5300", "--listen", "127.0.0.1:05300", "--workers",
+			    "2", "--cache-size", "1024K", "--max-inflight", "5")),
+	    OPTIONS_RUN);
+	next = cfg;
+	assert_int_equal(options_keep_running(&next, &running, changed, sizeof(changed)), 1);
+	assert_string_equal(changed, "--max-inflight");
+
+	/* None: a reload back to what runs says nothing. */
+	assert_int_equal(
+	    parse_args(ARGS("--listen", "127.0.0.1:5300", "--listen", "[::1]:5300", "--workers",
+			    "2", "--cache-size", "1M", "--timeout", "900")),
+	    OPTIONS_RUN);
+	next = cfg;
+	assert_int_equal(options_keep_running(&next, &running, changed, sizeof(changed)), 0);
+	assert_string_equal(changed, "");
+
+	/* What the reload kept is what the next one compares with. */
+	assert_int_equal(parse_args(ARGS("--listen", "127.0.0.1:5301", "--cache-size", "1M")),
+			 OPTIONS_RUN);
+	next = cfg;
+	assert_int_equal(options_keep_running(&next, &running, changed, sizeof(changed)), 2);
+	running = next;
+	assert_int_equal(parse_args(ARGS("--listen", "127.0.0.1:5300", "--listen", "[::1]:5300",
+					 "--workers", "2", "--cache-size", "1M")),
+			 OPTIONS_RUN);
+	next = cfg;
+	assert_int_equal(options_keep_running(&next, &running, changed, sizeof(changed)), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -798,6 +1286,12 @@ int main(void)
 		cmocka_unit_test(local_data_option),
 		cmocka_unit_test(local_data_config_file),
 		cmocka_unit_test(hosts_and_builtin_options),
+		cmocka_unit_test(listen_duplicates),
+		cmocka_unit_test(upstream_duplicates),
+		cmocka_unit_test(contradictions),
+		cmocka_unit_test(other_notations),
+		cmocka_unit_test(print_settings),
+		cmocka_unit_test(keep_running),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

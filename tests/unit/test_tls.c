@@ -805,7 +805,12 @@ static void ctx_errors(void **state)
 
 	err[0] = '\0';
 	assert_null(tls_ctx_new("/nonexistent/ca.pem", err, sizeof(err)));
-	assert_contains(err, "/nonexistent/ca.pem");
+	/* What the system said, not an OpenSSL code ("system lib"). */
+	assert_string_equal(err,
+			    "cannot read trust anchors from /nonexistent/ca.pem: No such file or "
+			    "directory");
+	assert_null(tls_ctx_new("/tmp", err, sizeof(err)));
+	assert_string_equal(err, "cannot read trust anchors from /tmp: Is a directory");
 
 	/* A file that is not PEM. */
 	char path[64];
@@ -817,6 +822,8 @@ static void ctx_errors(void **state)
 	err[0] = '\0';
 	assert_null(tls_ctx_new(path, err, sizeof(err)));
 	assert_contains(err, path);
+	assert_contains(err, "no certificate or crl found (expected PEM certificates)");
+	assert_null(strstr(err, "error:")); /* no OpenSSL code */
 	unlink(path);
 
 	/* The system store always yields a context (it may be empty). */
