@@ -24,12 +24,15 @@
 
 enum { HANDSHAKE_MS = 5000 };
 
+struct tls_client;
+
 struct tls_listener {
 	uv_tcp_t tcp;
 	struct query_pool *pool;
 	struct stream_sessions *sessions;
 	struct tls_ctx *const *ctx;
 	uint64_t fd_warned_ms;
+	struct tls_client *pending; /* clients still in their handshake */
 };
 
 struct tls_client {
@@ -38,9 +41,11 @@ struct tls_client {
 	struct stream_session session;
 	struct stream_sessions *sessions;
 	struct query_pool *pool;
-	bool started;	  /* the handshake is done: the session runs */
-	bool closing;	  /* handles closing */
-	unsigned handles; /* open: the tcp handle and the timer */
+	struct tls_listener *listener;	/* while in the handshake */
+	struct tls_client *prev, *next; /* in listener->pending */
+	bool started;			/* the handshake is done: the session runs */
+	bool closing;			/* handles closing */
+	unsigned handles;		/* open: the tcp handle and the timer */
 };
 
 /* A reply with its 2-byte prefix, in one piece so that it is one TLS
@@ -76,10 +81,27 @@ static void close_handles(struct tls_client *c)
 	tlsio_close(&c->io, client_handle_closed);
 }
 
+/* Out of the listener's pending list: the handshake is over, one way or
+ * the other. */
+static void unlink_pending(struct tls_client *c)
+{
+	if (!c->listener)
+		return;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		c->listener->pending = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->listener = NULL;
+	c->prev = c->next = NULL;
+}
+
 /* Before the session: a handshake that failed or took too long.  The
  * client's place in the budget goes back here (later, the session's). */
 static void drop_unstarted(struct tls_client *c, const char *why)
 {
+	unlink_pending(c);
 	metrics_inc(METRIC_dot_handshake_failures);
 	log_debug("DoT client: no session: %s", why);
 	stream_sessions_unreserve();
@@ -106,6 +128,7 @@ static void handshaken_cb(struct tlsio *io)
 	int len = sizeof(ss);
 
 	uv_timer_stop(&c->timer);
+	unlink_pending(c);
 	metrics_inc(METRIC_dot_handshakes);
 	if (tls_conn_resumed(io->tls))
 		metrics_inc(METRIC_dot_resumed);
@@ -223,6 +246,11 @@ static void connection_cb(uv_stream_t *server, int status)
 		return;
 	}
 	metrics_inc(METRIC_dot_accepted);
+	c->listener = l;
+	c->next = l->pending;
+	if (l->pending)
+		l->pending->prev = c;
+	l->pending = c;
 	/* NULL after a reload that took the certificate away (the listener
 	 * stays until a restart): nothing to serve with. */
 	struct tls_conn *tls = *l->ctx ? tls_conn_new_server(*l->ctx) : NULL;
@@ -259,5 +287,9 @@ struct tls_listener *listen_tls_start(struct query_pool *pool, struct stream_ses
 
 void listen_tls_close(struct tls_listener *l)
 {
+	/* Shutting down: handshakes under way end now, not at their deadline
+	 * (nothing else would close them: they are no sessions yet). */
+	while (l->pending)
+		drop_unstarted(l->pending, "shutting down");
 	uv_close((uv_handle_t *)&l->tcp, free_cb);
 }

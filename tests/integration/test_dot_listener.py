@@ -345,3 +345,16 @@ def test_a_tls_address_taken_twice_is_a_configuration_error(lan_cert):
     assert r.returncode == 2 and "the same address as" in r.stderr, r.stderr
     r = run_cli(["--listen", f"127.0.0.1:{port}", "--listen-tls", f"127.0.0.1:{port}"] + cert)
     assert r.returncode == 2 and "takes that address and port" in r.stderr, r.stderr
+
+
+def test_handshakes_under_way_do_not_hold_up_a_shutdown(dot_proxy):
+    p, port, _ = dot_proxy()
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+    try:
+        time.sleep(0.2)  # accepted: handshakes under way
+        start = time.monotonic()
+        assert p.stop(timeout=4.0) == 0
+        assert time.monotonic() - start < 2.0  # not the 5 s handshake deadline
+    finally:
+        for s in idle:
+            s.close()
