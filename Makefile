@@ -15,7 +15,7 @@ MANDIR ?= $(PREFIX)/share/man
 PYTHON ?= /usr/bin/python3
 PYTEST_ARGS ?=
 
-PKGS := libuv openssl
+PKGS := libuv openssl libnghttp2
 CC ?= cc
 ifeq ($(SANITIZE),1)
 BUILD := build/sanitize
