@@ -33,7 +33,6 @@ enum {
 	LIVENESS_MS = 1000,	      /* silent this long with jobs out: PING; then close */
 	MIN_HANDSHAKE_MS = 100,
 	MAX_CONNECT_MS = 1000,
-	MSG_SLACK = 256, /* our rebuilt query may grow by its padding and OPT */
 };
 
 enum h2_state {
@@ -393,26 +392,18 @@ static void pump(struct doh_conn *conn)
 	arm_timer(conn);
 }
 
-/* The DoH form of the query: ID 0 (RFC 8484 §4.1), our OPT again without
- * the edns-tcp-keepalive option (RFC 8484 §5.3 forbids it) and padded to
- * 128-byte blocks when padding is on (RFC 8467).  NULL if it does not
- * parse. */
+/* The job's message as DoH sends it (doh_make_query()); NULL if it does
+ * not parse. */
 static struct doh_req *make_req(const struct doh_conn *conn, const uint8_t *msg, size_t len)
 {
-	struct wire_upstream_opts opts = { .pad = conn->cfg->padding, .keepalive = false };
-	struct wire_info info;
-	struct doh_req *req;
+	struct doh_req *req = malloc(sizeof(*req) + len + DOH_QUERY_SLACK);
 
-	if (wire_parse(msg, len, &info) != 0)
-		return NULL;
-	req = malloc(sizeof(*req) + len + MSG_SLACK);
 	require(req);
-	req->len = wire_make_upstream_query(msg, &info, &opts, req->msg, len + MSG_SLACK);
+	req->len = doh_make_query(msg, len, conn->cfg->padding, req->msg, len + DOH_QUERY_SLACK);
 	if (req->len == 0) {
 		free(req);
 		return NULL;
 	}
-	wire_set_id(req->msg, 0);
 	req->next = NULL;
 	req->stream = 0;
 	return req;

@@ -626,6 +626,19 @@ const char *doh_error_code_name(uint32_t code)
 	return nghttp2_http2_strerror(code);
 }
 
+size_t doh_make_query(const uint8_t *msg, size_t len, bool pad, uint8_t *out, size_t cap)
+{
+	struct wire_upstream_opts opts = { .pad = pad, .keepalive = false };
+	struct wire_info info;
+
+	if (wire_parse(msg, len, &info) != 0)
+		return 0;
+	size_t n = wire_make_upstream_query(msg, &info, &opts, out, cap);
+	if (n)
+		wire_set_id(out, 0);
+	return n;
+}
+
 int doh_check_answer(uint8_t *msg, size_t len, uint32_t age, struct wire_info *info)
 {
 	if (wire_parse(msg, len, info) != 0 || !(info->flags & WIRE_FLAG_QR) || info->id != 0)

@@ -157,6 +157,19 @@ const char *doh_error(const struct doh_session *s);
 /** The name of an HTTP/2 error code ("REFUSED_STREAM"). */
 const char *doh_error_code_name(uint32_t code);
 
+/** Room a query may need beyond its length once doh_make_query() rebuilds
+ * it: another OPT and up to a block of padding. */
+enum { DOH_QUERY_SLACK = 256 };
+
+/**
+ * The DoH form of the upstream query @msg (as wire_make_upstream_query()
+ * made it, for any transport) into @out: ID 0 (RFC 8484 §4.1), our OPT
+ * rebuilt without the edns-tcp-keepalive option (RFC 8484 §5.3: HTTP has
+ * its own) and padded to 128-byte blocks when @pad (RFC 8467).  Returns the
+ * length, or 0 when @msg does not parse or @cap is too small.
+ */
+size_t doh_make_query(const uint8_t *msg, size_t len, bool pad, uint8_t *out, size_t cap);
+
 /**
  * Is the body @msg (@len bytes, from a DOH_ANSWER with @age) a DNS response
  * to one of our queries?  It must parse (wire_parse()), have QR set and ID

@@ -584,6 +584,56 @@ static void check_answer_rejects(void **state)
 	assert_int_equal(doh_check_answer(m.b, 0, 0, &info), -1);
 }
 
+/* Does the OPT of the parsed @msg carry option @code? */
+static bool has_option(const uint8_t *msg, const struct wire_info *info, unsigned code)
+{
+	const uint8_t *rdata = msg + info->opt_start + 11;
+	size_t rdlen = info->opt_end - info->opt_start - 11;
+
+	for (size_t o = 0; o + 4 <= rdlen; o += 4u + wire_read16(rdata + o + 2))
+		if (wire_read16(rdata + o) == code)
+			return true;
+	return false;
+}
+
+/* The query as DoH sends it: ID 0, no edns-tcp-keepalive (RFC 8484 §5.3),
+ * padded to 128-byte blocks when padding is on (RFC 8467), the rest (DO
+ * bit, question, harmless options) as the other transports send it. */
+static void query_form_for_doh(void **state)
+{
+	(void)state;
+	static const struct wire_upstream_opts all = { .pad = true, .keepalive = true };
+	uint8_t upstream[1024], out[1024 + DOH_QUERY_SLACK];
+	struct wire_info info;
+	struct msg q;
+
+	query(&q, "www.example");
+	set16(&q, 0, 0x1234);
+	assert_int_equal(wire_parse(q.b, q.len, &info), 0);
+	size_t len = wire_make_upstream_query(q.b, &info, &all, upstream, sizeof(upstream));
+	assert_true(len > 0);
+	assert_int_equal(wire_parse(upstream, len, &info), 0);
+	assert_true(has_option(upstream, &info, WIRE_OPT_KEEPALIVE)); /* as DoT sends it */
+
+	for (int pad = 0; pad <= 1; pad++) {
+		size_t n = doh_make_query(upstream, len, pad, out, sizeof(out));
+		assert_true(n > 0);
+		assert_int_equal(wire_parse(out, n, &info), 0);
+		assert_int_equal(info.id, 0);
+		assert_true(info.has_edns);
+		assert_false(has_option(out, &info, WIRE_OPT_KEEPALIVE));
+		assert_int_equal(has_option(out, &info, WIRE_OPT_PADDING), pad);
+		if (pad)
+			assert_int_equal(n % WIRE_PAD_BLOCK, 0);
+		else
+			assert_true(n < WIRE_PAD_BLOCK);
+		assert_int_equal(info.question_end, WIRE_HEADER_LEN + 13 + 4);
+		assert_memory_equal(out + 2, upstream + 2, info.question_end - 2);
+	}
+	assert_int_equal(doh_make_query(upstream, 5, true, out, sizeof(out)), 0);
+	assert_int_equal(doh_make_query(upstream, len, true, out, 20), 0);
+}
+
 /* RST_STREAM REFUSED_STREAM: not processed (RFC 9113 §8.7); any other reset
  * before the response is complete: maybe processed.  Only that stream
  * ends. */
@@ -876,6 +926,7 @@ int main(void)
 		cmocka_unit_test(responses_that_are_not_answers),
 		cmocka_unit_test(age_header_reduces_ttls),
 		cmocka_unit_test(check_answer_rejects),
+		cmocka_unit_test(query_form_for_doh),
 		cmocka_unit_test(refused_and_reset_streams),
 		cmocka_unit_test(room_follows_max_concurrent_streams),
 		cmocka_unit_test(goaway_refuses_later_streams),
