@@ -27,8 +27,10 @@ enum {
 struct stream {
 	struct stream *hnext; /* hash chain */
 	struct stream *qnext; /* the queue of ended streams */
+	struct stream *dnext; /* the queue of requests not handed to nghttp2 yet */
 	int32_t id;
 	void *user;	/* NULL once cancelled: no event */
+	bool submitted; /* handed to nghttp2 (not in `deferred` any more) */
 	bool sent;	/* the request's HEADERS went out */
 	bool complete;	/* the response ended (END_STREAM) */
 	bool closed;	/* nghttp2 closed it: it is queued, current, or freed */
@@ -41,6 +43,7 @@ struct stream {
 	size_t body_len, body_cap;
 	uint8_t *req; /* POST: the message (owned), sent as the body */
 	size_t req_len, req_off;
+	char *get_path; /* GET: the path with ?dns= (owned), until submitted */
 };
 
 struct doh_session {
@@ -49,7 +52,9 @@ struct doh_session {
 	char *path;	 /* owned */
 	enum doh_method method;
 	struct stream *buckets[BUCKETS];
-	unsigned n_open;		  /* submitted, not closed */
+	unsigned n_open;			  /* submitted, not closed */
+	struct stream *deferred, **deferred_tail; /* submitted, not given to nghttp2 yet */
+	unsigned n_deferred;
 	struct stream *done, **done_tail; /* ended, event not taken yet */
 	struct stream *current;		  /* the last event's: freed at the next */
 	unsigned ping_acks;		  /* PING acks not reported yet */
@@ -87,12 +92,21 @@ static void stream_free(struct doh_session *s, struct stream *st)
 		*p = st->hnext;
 	free(st->body);
 	free(st->req);
+	free(st->get_path);
 	free(st);
 }
 
 static void set_error(struct doh_session *s, const char *what, const char *detail)
 {
 	snprintf(s->error, sizeof(s->error), "%s%s", what, detail);
+}
+
+static void refuse_deferred(struct doh_session *s);
+
+/* No request may start now (stream IDs aside). */
+static bool closing_now(const struct doh_session *s)
+{
+	return s->broken || s->goaway_received || s->shutdown;
 }
 
 /* -- nghttp2 callbacks: record, never act ------------------------------------- */
@@ -205,6 +219,7 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *
 		s->goaway_event = true;
 		s->goaway_last_id = frame->goaway.last_stream_id;
 		s->goaway_code = frame->goaway.error_code;
+		refuse_deferred(s);
 		break;
 	case NGHTTP2_PING:
 		if (frame->hd.flags & NGHTTP2_FLAG_ACK)
@@ -306,6 +321,7 @@ struct doh_session *doh_session_new(const char *authority, const char *path, enu
 	if (!s)
 		return NULL;
 	s->done_tail = &s->done;
+	s->deferred_tail = &s->deferred;
 	s->method = method;
 	s->authority = strdup(authority);
 	s->path = strdup(path);
@@ -365,18 +381,6 @@ int doh_feed(struct doh_session *s, const uint8_t *data, size_t len)
 	return 0;
 }
 
-size_t doh_output(struct doh_session *s, const uint8_t **data)
-{
-	ssize_t n = nghttp2_session_mem_send(s->h2, data);
-
-	if (n < 0) {
-		s->broken = true;
-		set_error(s, "HTTP/2 session failed: ", nghttp2_strerror((int)n));
-		return 0;
-	}
-	return (size_t)n;
-}
-
 static size_t base64url(const uint8_t *in, size_t len, char *out)
 {
 	static const char abc[] =
@@ -408,73 +412,130 @@ static size_t base64url(const uint8_t *in, size_t len, char *out)
 		(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vlen), NGHTTP2_NV_FLAG_NONE        \
 	}
 
-int32_t doh_submit(struct doh_session *s, const uint8_t *msg, size_t len, void *user)
+/* Hand @st's request to nghttp2 now. */
+static void start_request(struct doh_session *s, struct stream *st)
 {
 	char clen[8];
-	char *get_path = NULL;
+	int32_t id;
+
+	if (st->get_path) {
+		const nghttp2_nv get[] = {
+			NV(":method", "GET", 3),
+			NV(":scheme", "https", 5),
+			NV(":authority", s->authority, strlen(s->authority)),
+			NV(":path", st->get_path, strlen(st->get_path)),
+			NV("accept", "application/dns-message", 23),
+		};
+		id = nghttp2_submit_request(s->h2, NULL, get, sizeof(get) / sizeof(get[0]), NULL,
+					    st);
+		free(st->get_path);
+		st->get_path = NULL;
+	} else {
+		snprintf(clen, sizeof(clen), "%zu", st->req_len);
+		const nghttp2_nv post[] = {
+			NV(":method", "POST", 4),
+			NV(":scheme", "https", 5),
+			NV(":authority", s->authority, strlen(s->authority)),
+			NV(":path", s->path, strlen(s->path)),
+			NV("content-type", "application/dns-message", 23),
+			NV("accept", "application/dns-message", 23),
+			NV("content-length", clen, strlen(clen)),
+		};
+		nghttp2_data_provider body = { .source.ptr = st, .read_callback = read_body };
+		id = nghttp2_submit_request(s->h2, NULL, post, sizeof(post) / sizeof(post[0]),
+					    &body, st);
+	}
+	/* doh_submit() told the caller this ID: nghttp2 numbers requests in the
+	 * order they are submitted, and only we submit them. */
+	require(id == st->id);
+}
+
+/* A deferred request that will never go out (a GOAWAY, our shutdown): it
+ * ends unprocessed, as nghttp2 ends those it had not sent. */
+static void refuse_deferred(struct doh_session *s)
+{
+	while (s->deferred) {
+		struct stream *st = s->deferred;
+		s->deferred = st->dnext;
+		s->n_deferred--;
+		st->closed = true;
+		st->error_code = NGHTTP2_REFUSED_STREAM;
+		s->n_open--;
+		if (!st->user) {
+			stream_free(s, st);
+			continue;
+		}
+		st->qnext = NULL;
+		*s->done_tail = st;
+		s->done_tail = &st->qnext;
+	}
+	s->deferred_tail = &s->deferred;
+}
+
+int32_t doh_submit(struct doh_session *s, const uint8_t *msg, size_t len, void *user)
+{
 	size_t path_len = strlen(s->path);
 
 	if (len == 0 || len > DOH_MAX_BODY)
 		return DOH_EINVAL;
 	if (doh_room(s) == 0)
 		return doh_closing(s) ? DOH_ECLOSING : DOH_EFULL;
-	if (s->method == DOH_GET) {
-		size_t need = path_len + 5 + (len + 2) / 3 * 4 + 1;
-		if (need <= DOH_MAX_GET_PATH) {
-			get_path = malloc(need);
-			require(get_path);
-			memcpy(get_path, s->path, path_len);
-			memcpy(get_path + path_len, strchr(s->path, '?') ? "&dns=" : "?dns=", 5);
-			size_t n = base64url(msg, len, get_path + path_len + 5);
-			path_len += 5 + n;
-			get_path[path_len] = '\0';
-		}
-	}
 	struct stream *st = calloc(1, sizeof(*st));
 	require(st);
 	st->user = user;
-	snprintf(clen, sizeof(clen), "%zu", len);
-	const nghttp2_nv post[] = {
-		NV(":method", "POST", 4),
-		NV(":scheme", "https", 5),
-		NV(":authority", s->authority, strlen(s->authority)),
-		NV(":path", s->path, path_len),
-		NV("content-type", "application/dns-message", 23),
-		NV("accept", "application/dns-message", 23),
-		NV("content-length", clen, strlen(clen)),
-	};
-	const nghttp2_nv get[] = {
-		NV(":method", "GET", 3),
-		NV(":scheme", "https", 5),
-		NV(":authority", s->authority, strlen(s->authority)),
-		NV(":path", get_path, path_len),
-		NV("accept", "application/dns-message", 23),
-	};
-	int32_t id;
-	if (get_path) {
-		id = nghttp2_submit_request(s->h2, NULL, get, sizeof(get) / sizeof(get[0]), NULL,
-					    st);
+	if (s->method == DOH_GET && path_len + 5 + (len + 2) / 3 * 4 + 1 <= DOH_MAX_GET_PATH) {
+		st->get_path = malloc(path_len + 5 + (len + 2) / 3 * 4 + 1);
+		require(st->get_path);
+		memcpy(st->get_path, s->path, path_len);
+		memcpy(st->get_path + path_len, strchr(s->path, '?') ? "&dns=" : "?dns=", 5);
+		size_t n = base64url(msg, len, st->get_path + path_len + 5);
+		st->get_path[path_len + 5 + n] = '\0';
 	} else {
 		st->req = malloc(len);
 		require(st->req);
 		memcpy(st->req, msg, len);
 		st->req_len = len;
-		nghttp2_data_provider body = { .source.ptr = st, .read_callback = read_body };
-		id = nghttp2_submit_request(s->h2, NULL, post, sizeof(post) / sizeof(post[0]),
-					    &body, st);
 	}
-	free(get_path);
-	if (id < 0) {
-		free(st->req);
-		free(st);
-		require(id != NGHTTP2_ERR_NOMEM);
-		return DOH_ECLOSING; /* stream IDs used up, or a GOAWAY on its way */
-	}
-	st->id = id;
-	st->hnext = *slot(s, id);
-	*slot(s, id) = st;
+	/* The request reaches nghttp2 only in doh_output(), after the previous
+	 * one's body: nghttp2 would send every queued HEADERS before any DATA,
+	 * and some servers (Knot Resolver) refuse a stream that begins while
+	 * another's request is incomplete.  Its ID is the one nghttp2 will give
+	 * it then. */
+	st->id = (int32_t)(nghttp2_session_get_next_stream_id(s->h2) + 2 * s->n_deferred);
+	st->hnext = *slot(s, st->id);
+	*slot(s, st->id) = st;
+	*s->deferred_tail = st;
+	s->deferred_tail = &st->dnext;
+	s->n_deferred++;
 	s->n_open++;
-	return id;
+	return st->id;
+}
+
+size_t doh_output(struct doh_session *s, const uint8_t **data)
+{
+	for (;;) {
+		ssize_t n = nghttp2_session_mem_send(s->h2, data);
+		if (n < 0) {
+			s->broken = true;
+			set_error(s, "HTTP/2 session failed: ", nghttp2_strerror((int)n));
+			refuse_deferred(s);
+			return 0;
+		}
+		if (n > 0 || !s->deferred)
+			return (size_t)n;
+		/* All sent: the next request, its HEADERS then its DATA. */
+		if (closing_now(s)) {
+			refuse_deferred(s);
+			continue;
+		}
+		struct stream *st = s->deferred;
+		s->deferred = st->dnext;
+		if (!s->deferred)
+			s->deferred_tail = &s->deferred;
+		s->n_deferred--;
+		st->submitted = true;
+		start_request(s, st);
+	}
 }
 
 void doh_cancel(struct doh_session *s, int32_t stream_id)
@@ -486,6 +547,19 @@ void doh_cancel(struct doh_session *s, int32_t stream_id)
 	st->user = NULL;
 	if (st == s->current)
 		return; /* freed at the next event */
+	if (!st->closed && !st->submitted) {
+		/* Still ours alone: nghttp2 never hears of it. */
+		struct stream **d = &s->deferred;
+		while (*d != st)
+			d = &(*d)->dnext;
+		*d = st->dnext;
+		if (s->deferred_tail == &st->dnext)
+			s->deferred_tail = d;
+		s->n_deferred--;
+		s->n_open--;
+		stream_free(s, st);
+		return;
+	}
 	if (!st->closed) {
 		/* Frees the server's slot for it; a request not sent yet is
 		 * dropped instead.  Never after a complete response. */
@@ -506,14 +580,21 @@ void doh_cancel(struct doh_session *s, int32_t stream_id)
 	stream_free(s, st);
 }
 
+/* Stream IDs not yet promised to a request (deferred ones included). */
+static uint32_t ids_left(struct doh_session *s)
+{
+	uint64_t next = nghttp2_session_get_next_stream_id(s->h2) + 2ull * s->n_deferred;
+
+	return next > INT32_MAX ? 0 : (uint32_t)(((uint64_t)INT32_MAX - next) / 2 + 1);
+}
+
 unsigned doh_room(struct doh_session *s)
 {
 	if (doh_closing(s))
 		return 0;
 	uint32_t limit =
 	    nghttp2_session_get_remote_settings(s->h2, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
-	uint32_t next = nghttp2_session_get_next_stream_id(s->h2);
-	uint32_t ids = next > INT32_MAX ? 0 : ((uint32_t)INT32_MAX - next) / 2 + 1;
+	uint32_t ids = ids_left(s);
 
 	if (limit > DOH_MAX_STREAMS)
 		limit = DOH_MAX_STREAMS;
@@ -528,8 +609,7 @@ unsigned doh_streams(const struct doh_session *s)
 
 bool doh_closing(struct doh_session *s)
 {
-	return s->broken || s->goaway_received || s->shutdown ||
-	       !nghttp2_session_check_request_allowed(s->h2);
+	return closing_now(s) || ids_left(s) == 0;
 }
 
 bool doh_finished(struct doh_session *s)
@@ -560,6 +640,7 @@ void doh_shutdown(struct doh_session *s)
 	if (s->shutdown)
 		return;
 	s->shutdown = true;
+	refuse_deferred(s);
 	nghttp2_session_terminate_session(s->h2, NGHTTP2_NO_ERROR);
 }
 
@@ -650,5 +731,7 @@ int doh_check_answer(uint8_t *msg, size_t len, uint32_t age, struct wire_info *i
 
 int doh_set_next_stream_id(struct doh_session *s, int32_t id)
 {
+	if (s->n_deferred)
+		return DOH_EINVAL;
 	return nghttp2_session_set_next_stream_id(s->h2, id) == 0 ? 0 : DOH_EINVAL;
 }
