@@ -233,6 +233,18 @@ static void doh_upstream_forms(void **state)
 	assert_int_equal(cfg.doh_method, OPTIONS_DOH_POST);
 	assert_int_equal(parse_args(ARGS("--doh-method", "put")), -EINVAL);
 	assert_contains(err, "--doh-method 'put'");
+
+	/* In a config file: the URL's '#' is not a comment, the next one is. */
+	char path[64];
+	write_config(path, sizeof(path),
+		     "upstream https://1.1.1.1/dns-query#cloudflare-dns.com # comment\n"
+		     "doh-method get\n");
+	assert_int_equal(parse_args(ARGS("--config", path)), OPTIONS_RUN);
+	unlink(path);
+	assert_int_equal(cfg.n_upstream, 1);
+	assert_string_equal(cfg.upstream[0].auth_name, "cloudflare-dns.com");
+	assert_string_equal(cfg.upstream[0].path, "/dns-query");
+	assert_int_equal(cfg.doh_method, OPTIONS_DOH_GET);
 }
 
 /* A HOST given by name is recognised (and kept in hostname, for when
@@ -683,7 +695,7 @@ static void example_config(void **state)
 	static const char *const names[] = { "listen",		"upstream",	    "ca-file",
 					     "timeout",		"tcp-idle-timeout", "max-inflight",
 					     "max-tcp-clients", "max-tcp-pipeline", "log-queries",
-					     "verbose" };
+					     "verbose",		"doh-method" };
 	const char *example = "contrib/dotproxy.conf";
 	FILE *f = fopen(example, "r");
 	if (!f)
