@@ -35,6 +35,7 @@ struct stream {
 	bool complete;	/* the response ended (END_STREAM) */
 	bool closed;	/* nghttp2 closed it: it is queued, current, or freed */
 	bool too_large; /* the body passed DOH_MAX_BODY */
+	bool reset;	/* we reset it */
 	bool dns_type;	/* content-type: application/dns-message */
 	unsigned status;
 	uint32_t age;
@@ -176,12 +177,12 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t stream_id, 
 	struct doh_session *s = arg;
 	struct stream *st = find(s, stream_id);
 
+	(void)h2;
 	(void)flags;
 	if (!st || st->too_large || !st->user)
 		return 0;
 	if (len > DOH_MAX_BODY - st->body_len) {
-		st->too_large = true;
-		nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_CANCEL);
+		st->too_large = true; /* reset once this frame is known not to end it */
 		return 0;
 	}
 	if (!st->body || st->body_len + len > st->body_cap) {
@@ -204,16 +205,22 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *
 {
 	struct doh_session *s = arg;
 
-	(void)h2;
 	switch (frame->hd.type) {
 	case NGHTTP2_HEADERS:
-	case NGHTTP2_DATA:
+	case NGHTTP2_DATA: {
+		struct stream *st = find(s, frame->hd.stream_id);
+		if (!st)
+			break;
 		if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
-			struct stream *st = find(s, frame->hd.stream_id);
-			if (st)
-				st->complete = true;
+			st->complete = true;
+		} else if (st->too_large && !st->reset) {
+			/* More than a DNS message and more to come: stop it.  A
+			 * frame that ends the stream needs no reset. */
+			st->reset = true;
+			nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
 		}
 		break;
+	}
 	case NGHTTP2_GOAWAY:
 		s->goaway_received = true;
 		s->goaway_event = true;

@@ -486,7 +486,7 @@ static void responses_that_are_not_answers(void **state)
 	struct doh_session *s = new_session(DOH_POST, 100);
 	struct doh_event ev;
 	struct msg a;
-	static uint8_t huge[DOH_MAX_BODY + 1];
+	static uint8_t huge[3 * DOH_MAX_BODY];
 	int user;
 
 	answer(&a, "www.example", 0, 300);
@@ -531,8 +531,8 @@ static void responses_that_are_not_answers(void **state)
 	next_stream(s, &ev);
 	assert_int_equal(ev.result, DOH_ANSWER);
 
-	/* 65,535 bytes pass, 65,536 do not (and the stream is reset: the
-	 * response was not complete). */
+	/* 65,535 bytes pass, 65,536 do not.  The frame that crossed the line
+	 * ended the stream: nothing to reset. */
 	id = submit(s, "www.example", &user);
 	pump(s);
 	respond(s, id, "200", "application/dns-message", NULL, huge, DOH_MAX_BODY);
@@ -542,10 +542,17 @@ static void responses_that_are_not_answers(void **state)
 	unsigned rsts = srv.rsts;
 	id = submit(s, "www.example", &user);
 	pump(s);
-	respond(s, id, "200", "application/dns-message", NULL, huge, sizeof(huge));
+	respond(s, id, "200", "application/dns-message", NULL, huge, DOH_MAX_BODY + 1);
 	next_stream(s, &ev);
 	assert_int_equal(ev.result, DOH_TOO_LARGE);
 	assert_null(ev.body);
+	assert_int_equal(srv.rsts, rsts);
+	/* Far more, still coming when the line is crossed: the stream is reset. */
+	id = submit(s, "www.example", &user);
+	pump(s);
+	respond(s, id, "200", "application/dns-message", NULL, huge, sizeof(huge));
+	next_stream(s, &ev);
+	assert_int_equal(ev.result, DOH_TOO_LARGE);
 	assert_int_equal(srv.rsts, rsts + 1);
 	assert_int_equal(req_of(id)->reset_code, NGHTTP2_CANCEL);
 	assert_false(doh_next_event(s, &ev));
