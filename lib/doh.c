@@ -32,6 +32,7 @@ struct stream {
 	void *user;	/* NULL once cancelled: no event */
 	bool submitted; /* handed to nghttp2 (not in `deferred` any more) */
 	bool sent;	/* the request's HEADERS went out */
+	bool early;	/* ...before the server's SETTINGS had come: its limit unknown */
 	bool complete;	/* the response ended (END_STREAM) */
 	bool closed;	/* nghttp2 closed it: it is queued, current, or freed */
 	bool too_large; /* the body passed DOH_MAX_BODY */
@@ -65,6 +66,7 @@ struct doh_session {
 	uint32_t goaway_code;
 	bool shutdown; /* doh_shutdown(): our GOAWAY */
 	bool broken;   /* a connection error: error[] says why */
+	bool settings; /* the server's first SETTINGS came */
 	uint64_t pings;
 	char error[256];
 };
@@ -232,6 +234,10 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *
 		if (frame->hd.flags & NGHTTP2_FLAG_ACK)
 			s->ping_acks++;
 		break;
+	case NGHTTP2_SETTINGS:
+		if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
+			s->settings = true;
+		break;
 	default:
 		break;
 	}
@@ -245,8 +251,10 @@ static int on_frame_send(nghttp2_session *h2, const nghttp2_frame *frame, void *
 	(void)h2;
 	if (frame->hd.type == NGHTTP2_HEADERS) {
 		struct stream *st = find(s, frame->hd.stream_id);
-		if (st)
+		if (st) {
 			st->sent = true;
+			st->early = !s->settings;
+		}
 	} else if (frame->hd.type == NGHTTP2_GOAWAY && !s->shutdown) {
 		/* nghttp2 ends the session over a connection error of the server's. */
 		s->broken = true;
@@ -656,9 +664,15 @@ static enum doh_result result_of(const struct stream *st)
 {
 	if (st->too_large)
 		return DOH_TOO_LARGE;
+	/* Not processed: never sent, refused, or -- sent before the server's
+	 * SETTINGS said how many streams it takes -- reset as a protocol error,
+	 * which RFC 9113 §5.1.2 allows for streams beyond that limit.  (Sending
+	 * a DNS query twice is harmless; the upstream layer bounds how often.) */
 	if (!st->complete)
-		return !st->sent || st->error_code == NGHTTP2_REFUSED_STREAM ? DOH_REFUSED
-									     : DOH_RESET;
+		return !st->sent || st->error_code == NGHTTP2_REFUSED_STREAM ||
+			       (st->early && st->error_code == NGHTTP2_PROTOCOL_ERROR)
+			   ? DOH_REFUSED
+			   : DOH_RESET;
 	if (st->status != 200)
 		return DOH_HTTP_STATUS;
 	return st->dns_type ? DOH_ANSWER : DOH_CONTENT_TYPE;

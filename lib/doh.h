@@ -60,8 +60,10 @@ enum doh_result {
 	DOH_CONTENT_TYPE, /**< status 200 with another content type, or none */
 	DOH_TOO_LARGE,	  /**< the body grew past 65,535 bytes (we reset the stream) */
 	DOH_REFUSED,	  /**< the server did not process it (RFC 9113 §8.7): RST_STREAM
-			   *   REFUSED_STREAM, above a GOAWAY's last stream ID, or never
-			   *   sent at all */
+			   *   REFUSED_STREAM, above a GOAWAY's last stream ID, never sent
+			   *   at all, or sent before the server's SETTINGS and reset
+			   *   PROTOCOL_ERROR (beyond a stream limit we could not know,
+			   *   RFC 9113 §5.1.2) */
 	DOH_RESET,	  /**< reset before the response was complete (RST_STREAM with
 			   *   another code, or a malformed response): maybe processed */
 };

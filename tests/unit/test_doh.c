@@ -708,6 +708,39 @@ static void refused_and_reset_streams(void **state)
 	finish(s);
 }
 
+/* Streams sent before the server's SETTINGS arrived may exceed a limit we
+ * could not know; a server may reset those PROTOCOL_ERROR rather than
+ * REFUSED_STREAM (RFC 9113 §5.1.2).  Unprocessed either way; later, a
+ * PROTOCOL_ERROR is a reset like any other. */
+static void protocol_error_before_settings_is_a_refusal(void **state)
+{
+	(void)state;
+	struct doh_session *s = doh_session_new("dns.test", "/dns-query", DOH_POST);
+	struct doh_event ev;
+	int u1, u2, u3;
+	int rc = 0;
+
+	assert_non_null(s);
+	server_init(0);
+	submit(s, "a.example", &u1);
+	int32_t id2 = submit(s, "b.example", &u2);
+	client_to_server(s); /* out before the server's SETTINGS came in */
+	server_to_client(s, &rc);
+	assert_int_equal(nghttp2_submit_rst_stream(srv.h2, 0, id2, NGHTTP2_PROTOCOL_ERROR), 0);
+	pump(s);
+	next_stream(s, &ev);
+	assert_ptr_equal(ev.user, &u2);
+	assert_int_equal(ev.result, DOH_REFUSED);
+	int32_t id3 = submit(s, "c.example", &u3);
+	pump(s);
+	assert_int_equal(nghttp2_submit_rst_stream(srv.h2, 0, id3, NGHTTP2_PROTOCOL_ERROR), 0);
+	pump(s);
+	next_stream(s, &ev);
+	assert_ptr_equal(ev.user, &u3);
+	assert_int_equal(ev.result, DOH_RESET);
+	finish(s);
+}
+
 /* SETTINGS_MAX_CONCURRENT_STREAMS: 100 assumed until the server says; then
  * its number, and never more open at once (nghttp2 would queue them). */
 static void room_follows_max_concurrent_streams(void **state)
@@ -967,6 +1000,7 @@ int main(void)
 		cmocka_unit_test(query_form_for_doh),
 		cmocka_unit_test(refused_and_reset_streams),
 		cmocka_unit_test(room_follows_max_concurrent_streams),
+		cmocka_unit_test(protocol_error_before_settings_is_a_refusal),
 		cmocka_unit_test(goaway_refuses_later_streams),
 		cmocka_unit_test(cancel_resets_only_unfinished_streams),
 		cmocka_unit_test(ping_is_answered),
