@@ -10,7 +10,8 @@ session resumption and the idle close.
 
 Behaviours that need a server misbehaving on purpose (GOAWAY,
 REFUSED_STREAM, one stream at a time, 5xx, another content type, a stalled
-stream, a silent connection) belong with the fault-injecting DoH server.
+stream, a silent connection) are in test_doh_faults.py, against the
+fault-injecting DoH server.
 """
 
 import concurrent.futures
