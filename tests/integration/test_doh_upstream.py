@@ -16,6 +16,7 @@ fault-injecting DoH server.
 
 import concurrent.futures
 import re
+import signal
 
 import dns.edns
 import dns.flags
@@ -290,3 +291,20 @@ def test_bad_doh_specs_are_configuration_errors():
     r = run_cli(["--upstream", "https://[2620:fe::fe]/dns-query#dns.quad9.net",
                  "--check-config"])
     assert r.returncode == 0, r.stderr
+
+
+def test_reload_moves_doh_connections(doh_factory, dotproxy):
+    """SIGHUP retires the upstream set: its DoH connections close (with a
+    GOAWAY of ours) and queries go on over new ones."""
+    s = doh_factory("dnsdist")
+    p = dotproxy([s.spec()], ["--cache-size", "0"], verbose=1)
+    _, r = ask(p, "www.example.")
+    assert r.rcode() == dns.rcode.NOERROR
+    mark = p.log_offset()
+    p.send_signal(signal.SIGHUP)
+    assert p.wait_log(r"notice: SIGHUP: configuration reloaded", timeout=3, since=mark)
+    for i in range(5):
+        _, r = ask(p, f"r{i}.burst.example.")
+        assert r.rcode() == dns.rcode.NOERROR and a_records(r) == [BURST_A]
+    st = p.stats()
+    assert st["upstream_connects"] == 2 and st["upstream_closed"] >= 1
