@@ -17,6 +17,7 @@ fault-injecting DoH server.
 import concurrent.futures
 import re
 import signal
+import socket
 
 import dns.edns
 import dns.flags
@@ -308,3 +309,25 @@ def test_reload_moves_doh_connections(doh_factory, dotproxy):
         assert r.rcode() == dns.rcode.NOERROR and a_records(r) == [BURST_A]
     st = p.stats()
     assert st["upstream_connects"] == 2 and st["upstream_closed"] >= 1
+
+
+def test_ipv6_doh_upstream(doh_factory, dotproxy):
+    """https://[::1]:PORT/...: the bracketed literal, the IP checked against
+    the certificate (no name) and given as :authority."""
+    if not _has_ipv6_loopback():
+        pytest.skip("no IPv6 loopback")
+    s = doh_factory("kresd", host="::1")
+    for auth in (AUTH_NAME, None):
+        p = dotproxy([s.spec(auth_name=auth)], ["--cache-size", "0"])
+        _, r = ask(p, "www.example.", "AAAA")
+        assert r.rcode() == dns.rcode.NOERROR and WWW_AAAA in a_records(r)
+        p.stop()
+
+
+def _has_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
