@@ -20,7 +20,6 @@ import signal
 import socket
 
 import dns.edns
-import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
