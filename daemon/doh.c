@@ -267,8 +267,8 @@ static void log_failure(struct doh_conn *conn, const char *why)
 	 * overload) would fill the log: one warning per connection. */
 	if (!conn->warned) {
 		conn->warned = true;
-		log_warn("upstream %s: %s (the query goes to another upstream)", conn->spec->label,
-			 why);
+		log_warn("upstream %s: %s (the query tries another upstream, if any)",
+			 conn->spec->label, why);
 	} else {
 		log_debug("upstream %s: %s", conn->spec->label, why);
 	}
