@@ -38,7 +38,7 @@ struct tls_conn {
 	uint8_t (*pins)[32];	    /* owned copy, or NULL */
 	unsigned n_pins;
 	char auth_failure[256]; /* opportunistic: why authentication failed */
-	char alpn[256];		/* tls_conn_require_alpn(): the protocol the server must select */
+	char alpn[32];		/* tls_conn_require_alpn(): the protocol the server must select */
 	BIO *in;		/* ciphertext from the peer, read by OpenSSL; owned by ssl */
 	BIO *out;		/* ciphertext for the peer, written by OpenSSL; owned by ssl */
 	char error[256];
@@ -253,10 +253,10 @@ void tls_conn_set_pins(struct tls_conn *conn, const uint8_t (*pins)[32], unsigne
 
 int tls_conn_require_alpn(struct tls_conn *conn, const char *proto)
 {
-	unsigned char wire[256];
+	unsigned char wire[sizeof(conn->alpn)];
 	size_t len = strlen(proto);
 
-	if (len == 0 || len >= sizeof(wire))
+	if (len == 0 || len >= sizeof(conn->alpn))
 		return TLS_EPROTO;
 	wire[0] = (unsigned char)len;
 	memcpy(wire + 1, proto, len);
@@ -284,8 +284,8 @@ static int check_alpn(struct tls_conn *conn)
 		return 0;
 	if (sel && len)
 		snprintf(conn->error, sizeof(conn->error),
-			 "the server selected ALPN \"%.*s\", not \"%s\"", (int)len,
-			 (const char *)sel, conn->alpn);
+			 "the server selected ALPN \"%.*s\", not \"%s\"",
+			 (int)(len < 32 ? len : 32), (const char *)sel, conn->alpn);
 	else
 		snprintf(conn->error, sizeof(conn->error),
 			 "the server did not select ALPN \"%s\" (it does not speak it)",

@@ -57,7 +57,7 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *auth_name, const 
  * copied. */
 void tls_conn_set_pins(struct tls_conn *conn, const uint8_t (*pins)[32], unsigned n);
 
-/** Offer ALPN @proto (1 to 255 bytes, e.g. "h2") instead of the context's
+/** Offer ALPN @proto (1 to 31 bytes, e.g. "h2") instead of the context's
  * "dot", and fail the handshake (TLS_EPROTO, with the reason in
  * tls_conn_error()) unless the server selects it: a server that does not
  * speak the protocol cannot be used, authenticated or not.  Call before the
