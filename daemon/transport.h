@@ -1,16 +1,17 @@
 /*
  * The upstream transport interface: how the upstream layer (pool, policy,
  * health, hedging) talks to connections without knowing what carries them
- * (DoT and plain DNS today, daemon/dot.c and daemon/plain.c; DoH later, a
- * new file implementing these ops).
+ * (DoT, DoH and plain DNS: daemon/dot.c, daemon/doh.c and daemon/plain.c).
  *
  * Downward, ops: open a connection, send a job (the transport returns its
- * own key for it: the DNS ID for DoT, a stream ID for DoH), cancel a key,
- * close, and how many more jobs it takes.  Upward, events the connection
- * reports through the table it was opened with: ready, answer(key,
- * message), closed(reason) and orphaned(job, could the server have
- * processed it).  Question checks, RTT samples, silence and the routine-
- * close rule are the upstream layer's; a transport only moves messages.
+ * own key for it: the DNS ID for DoT, a request number for DoH), cancel a
+ * key, close, and how many more jobs it takes.  Upward, events the
+ * connection reports through the table it was opened with: ready,
+ * answer(key, message), failed(key) for one job that ends without an
+ * answer while the connection stays, closed(reason) and orphaned(job,
+ * could the server have processed it).  Question checks, RTT samples,
+ * silence and the routine-close rule are the upstream layer's; a transport
+ * only moves messages.
  *
  * Every connection starts with a struct transport_conn, which the upstream
  * layer reads and writes (its bookkeeping) and the transport fills in at
@@ -44,6 +45,11 @@ enum transport_close_reason {
 	TRANSPORT_CLOSED_BY_SERVER, /**< FIN, close_notify or RST after it was ready */
 	TRANSPORT_CLOSED_FAILED,    /**< never became ready: connect, TLS or auth failure */
 	TRANSPORT_CLOSED_BROKEN,    /**< a protocol error or a failed write after ready */
+	TRANSPORT_CLOSED_SILENT,    /**< the transport found the server silent (DoH: a PING
+				     *   unanswered for a second): as when the upstream layer
+				     *   finds a silence, its jobs are resent without using
+				     *   their budget and the silence is held against the
+				     *   upstream */
 };
 
 /** Events a connection reports upward (the upstream layer's handlers). */
@@ -59,9 +65,24 @@ struct transport_events {
 	bool (*answer)(struct transport_conn *c, uint32_t key, void *job, uint8_t *msg, size_t len,
 		       const struct wire_info *info);
 	/** The server showed it is alive on @c without answering a job yet (a
-	 * truncated answer about to be asked again over TCP; later, an HTTP/2
-	 * PING): @c is not silent. */
+	 * truncated answer about to be asked again over TCP, an HTTP/2 PING
+	 * answered): @c is not silent. */
 	void (*alive)(struct transport_conn *c);
+	/** One attempt is over without an answer while @c stays open: @key,
+	 * given to @job, was refused or answered with something that is not an
+	 * answer.  The transport has forgotten @key already (no cancel
+	 * follows).  @maybe_processed false: the server said it did not process
+	 * it (DoH: RST_STREAM REFUSED_STREAM, or a GOAWAY before it), so the
+	 * job is sent again without using its budget (a few times at most).
+	 * True: that attempt failed (DoH: an HTTP error status, another content
+	 * type, a body too large, malformed or for another question, a reset
+	 * stream): the job goes on to another upstream, or fails with SERVFAIL
+	 * when none is left.  @reason, in words, is for the log.  Never
+	 * reported for a key after its cancel, nor during open() or send().
+	 * (DoT drops a bad message and keeps waiting for the right one instead:
+	 * a DNS ID can be answered again, a finished HTTP/2 stream cannot.) */
+	void (*failed)(struct transport_conn *c, uint32_t key, void *job, bool maybe_processed,
+		       const char *reason);
 	/** @c closed; @why says why in words ("cannot connect: connection
 	 * refused"), or is NULL.  The transport logs it at info level only:
 	 * whether it is worth a warning (the first failure of an outage) is the
@@ -89,7 +110,11 @@ struct transport_ops {
 				       const struct options_upstream *spec, void *peer,
 				       const struct transport_events *ev, void *owner);
 	/** Queue @msg (copied) for @job; the key is written to @key.  Returns 0,
-	 * -ENOSPC when @c takes no more now, -EPIPE when it is closing. */
+	 * -ENOSPC when @c takes no more now, -EPIPE when it is closing.  The
+	 * upstream layer sends only to a connection with capacity, except when
+	 * every connection of the upstream is full and no more may open: then a
+	 * transport may hold the job until a slot frees (DoH: until a stream
+	 * closes) or refuse it (-ENOSPC), and another connection opens. */
 	int (*send)(struct transport_conn *c, const uint8_t *msg, size_t len, void *job,
 		    uint32_t *key);
 	/** The job holding @key needs no answer any more: a late one is dropped. */
@@ -99,7 +124,8 @@ struct transport_ops {
 	void (*close)(struct transport_conn *c, const char *why);
 	/** Jobs in flight on @c. */
 	unsigned (*load)(const struct transport_conn *c);
-	/** How many more jobs @c takes now (0 when closing). */
+	/** How many more jobs @c starts now: 0 when closing, or when a server
+	 * limit such as SETTINGS_MAX_CONCURRENT_STREAMS is reached. */
 	unsigned (*capacity)(const struct transport_conn *c);
 };
 

@@ -13,6 +13,7 @@
 #include "lib/metrics.h"
 #include "lib/random.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -347,34 +348,50 @@ static struct upstream *choose(struct upstream_set *set, const struct upstream_j
 	return NULL;
 }
 
-/* The connection for a new job: the least busy one that takes jobs;
- * another is opened when all are busy and the limit allows. */
-static struct transport_conn *pick_conn(struct upstream *up)
+/* One more connection, up to the hard bound of conns[]; NULL if none. */
+static struct transport_conn *open_more(struct upstream *up)
 {
-	struct transport_conn *best = NULL;
-	unsigned best_load = 0;
+	if (up->n_conns == UPSTREAM_MAX_CONNS)
+		return NULL;
+	struct transport_conn *c = open_conn(up);
+	if (!c)
+		mark_down(up, "cannot connect");
+	return c;
+}
 
+/* The connection for a new job: the least busy one that takes jobs;
+ * another is opened when all are busy and the limit allows.  When every one
+ * is full (capacity 0: DoH's stream limit) and no more may open, the least
+ * busy one all the same, with *@full set: see send_to(). */
+static struct transport_conn *pick_conn(struct upstream *up, bool *full)
+{
+	struct transport_conn *best = NULL, *least = NULL;
+	unsigned best_load = 0, least_load = 0;
+	unsigned max = up->set->env->cfg->max_connections;
+
+	*full = false;
 	for (unsigned i = 0; i < up->n_conns; i++) {
 		struct transport_conn *c = up->conns[i];
+		unsigned load = up->ops->load(c);
+		if (!least || load < least_load) {
+			least = c;
+			least_load = load;
+		}
 		if (up->ops->capacity(c) == 0)
 			continue;
-		unsigned load = up->ops->load(c);
 		if (!best || load < best_load) {
 			best = c;
 			best_load = load;
 		}
 	}
-	if (best &&
-	    (best_load < BUSY_INFLIGHT || up->n_conns >= up->set->env->cfg->max_connections))
+	if (best && (best_load < BUSY_INFLIGHT || up->n_conns >= max))
 		return best;
-	if (up->n_conns == UPSTREAM_MAX_CONNS)
-		return best; /* the hard bound of conns[], even when every one is full */
-	struct transport_conn *c = open_conn(up);
-	if (!c) {
-		mark_down(up, "cannot connect");
-		return best;
+	if (!best && least && up->n_conns >= max) {
+		*full = true;
+		return least;
 	}
-	return c;
+	struct transport_conn *c = open_more(up);
+	return c ? c : best;
 }
 
 static unsigned hedge_ms(const struct upstream *up)
@@ -404,10 +421,21 @@ static bool send_to(struct upstream *up, struct upstream_job *job, bool free_sen
 	struct transport_conn *c;
 	uint32_t key;
 
+	bool full;
+
 	if (!a || (!free_send && job->sends >= UPSTREAM_MAX_SENDS))
 		return false;
-	c = pick_conn(up);
-	if (!c || up->ops->send(c, job->msg, job->len, job, &key) < 0)
+	c = pick_conn(up, &full);
+	int rc = c ? up->ops->send(c, job->msg, job->len, job, &key) : -EPIPE;
+	if (rc < 0 && full) {
+		/* Every connection is full and --max-connections reached: a
+		 * transport that can hold the job until a slot frees (DoH) took
+		 * it; one that cannot (DoT) gets one more connection, as far as
+		 * conns[] goes, rather than fail the job. */
+		c = open_more(up);
+		rc = c ? up->ops->send(c, job->msg, job->len, job, &key) : -EPIPE;
+	}
+	if (rc < 0)
 		return false;
 	if (!free_send)
 		job->sends++;
@@ -463,6 +491,7 @@ void upstream_job_start(struct upstream_set *set, struct upstream_job *job)
 	job->n_tried = 0;
 	job->sends = 0;
 	job->silent_deaths = 0;
+	job->refusals = 0;
 	job->stage = SLOW_HEDGE;
 	job->source = NULL;
 	dispatch(set, job, false);
@@ -659,6 +688,15 @@ static void on_closed(struct transport_conn *c, enum transport_close_reason reas
 	}
 	if (reason == TRANSPORT_CLOSED_FAILED && !c->retiring && !up->set->stopping)
 		mark_down(up, why ? why : "connection failed");
+	if (reason == TRANSPORT_CLOSED_SILENT && !c->retiring && !up->set->stopping) {
+		/* The transport found the silence (an unanswered HTTP/2 PING):
+		 * as in slow_cb(), the jobs on it are resent freely and the
+		 * silence is held against the upstream. */
+		c->retiring = true;
+		metrics_inc(METRIC_upstream_silent);
+		if (++up->silences >= SILENCES_DOWN)
+			mark_down(up, "connections go silent");
+	}
 }
 
 static void on_orphaned(struct transport_conn *c, void *job_arg, bool maybe_processed)
@@ -705,10 +743,50 @@ static void on_orphaned(struct transport_conn *c, void *job_arg, bool maybe_proc
 	dispatch(set, job, !counts);
 }
 
+/* One attempt over without an answer, its connection still open: like an
+ * orphan of that job alone.  Refused unprocessed: resent for free (but
+ * only UPSTREAM_MAX_REFUSALS times, so that a server refusing everything
+ * cannot keep a job going round until its deadline); answered with an
+ * error: that upstream failed the job, which goes on to the next. */
+static void on_failed(struct transport_conn *c, uint32_t key, void *job_arg, bool maybe_processed,
+		      const char *reason)
+{
+	struct upstream *up = c->owner;
+	struct upstream_job *job = job_arg;
+	struct upstream_attempt *a = job ? find_attempt(job, c, true, key) : NULL;
+
+	/* The server spoke: the connection is not silent. */
+	c->last_answer_ns = uv_hrtime();
+	up->silences = 0;
+	if (!a)
+		return;
+	a->conn = NULL;
+	if (up->set->stopping) {
+		if (active_attempts(job) == 0) {
+			uv_timer_stop(&job->timer);
+			up->set->hooks->failed(job, WIRE_EDE_NOT_READY, METRIC_servfail_shutdown);
+		}
+		return;
+	}
+	bool counts = maybe_processed || ++job->refusals > UPSTREAM_MAX_REFUSALS;
+	log_debug("upstream %s: %s; %s", up->spec->label, reason,
+		  counts ? "trying another upstream" : "sending it again");
+	if (counts)
+		mark_tried(job, up);
+	if (active_attempts(job) > 0)
+		return; /* still waiting elsewhere */
+	struct upstream_set *set = current(up->set);
+	if (set != up->set)
+		job->source = NULL;
+	job->set = set;
+	dispatch(set, job, !counts);
+}
+
 static const struct transport_events events = {
 	.ready = on_ready,
 	.answer = on_answer,
 	.alive = on_alive,
+	.failed = on_failed,
 	.closed = on_closed,
 	.orphaned = on_orphaned,
 };

@@ -25,7 +25,10 @@
  * often as needed until the job is cancelled (the query's deadline).  Only
  * a connection that fails without answering anything counts against the
  * jobs on it (a silent death: the second one, while the upstream answers
- * nothing elsewhere): those never go to that upstream again.
+ * nothing elsewhere): those never go to that upstream again.  A job that
+ * one server refuses unprocessed (DoH's REFUSED_STREAM) is sent again for
+ * free too, up to UPSTREAM_MAX_REFUSALS times; one it answers with an
+ * error (an HTTP status) goes on to the next upstream.
  */
 #pragma once
 
@@ -42,8 +45,10 @@ struct upstream_set;
 
 enum {
 	UPSTREAM_MAX_CONNS = 64,
-	UPSTREAM_MAX_ACTIVE = 4, /**< attempts of one job waiting at once (hedges) */
-	UPSTREAM_MAX_SENDS = 4,	 /**< budgeted sends of one job: hedges and failures */
+	UPSTREAM_MAX_ACTIVE = 4,   /**< attempts of one job waiting at once (hedges) */
+	UPSTREAM_MAX_SENDS = 4,	   /**< budgeted sends of one job: hedges and failures */
+	UPSTREAM_MAX_REFUSALS = 8, /**< free resends of one job after refusals (REFUSED_STREAM);
+				    *   beyond, a refusal counts as a failure */
 };
 
 /** One send of a job to one connection. */
@@ -71,6 +76,7 @@ struct upstream_job {
 	uint8_t n_tried;
 	uint8_t sends;	       /**< budgeted sends so far */
 	uint8_t silent_deaths; /**< connections that died on it without answering anything */
+	uint8_t refusals;      /**< servers that refused it unprocessed (failed, not processed) */
 	uint8_t stage;	       /**< what the timer checks next */
 	const char *source;    /**< label of the upstream that answered or was last chosen */
 	uv_timer_t timer;      /**< hedging and silence checks; data: the job */

@@ -7,6 +7,7 @@
  */
 #include "daemon/worker.h"
 
+#include "daemon/doh.h"
 #include "daemon/dot.h"
 #include "daemon/listen_tcp.h"
 #include "daemon/listen_tls.h"
@@ -64,11 +65,19 @@ struct worker {
 	uv_thread_t thread;
 };
 
-/* How each upstream spec is reached: udp:// (only ever in a forward zone)
- * is plain DNS, everything else DoT. */
+/* How each upstream spec is reached: https:// is DoH, udp:// (only ever in
+ * a forward zone) plain DNS, everything else DoT. */
 static const struct transport_ops *transport_for(const struct options_upstream *spec)
 {
-	return spec->transport == OPTIONS_TRANSPORT_PLAIN ? &plain_transport : &dot_transport;
+	switch (spec->transport) {
+	case OPTIONS_TRANSPORT_DOH:
+		return &doh_transport;
+	case OPTIONS_TRANSPORT_PLAIN:
+		return &plain_transport;
+	case OPTIONS_TRANSPORT_DOT:
+		break;
+	}
+	return &dot_transport;
 }
 
 static bool busy(void *arg)

@@ -50,7 +50,14 @@
 	X(upstream_silent) /* connections torn down: nothing came back for a second */             \
 	X(upstream_unauthenticated) /* opportunistic profile: used without authentication */       \
 	X(upstream_bad_answers)	    /* upstream messages that did not parse */                     \
-	X(upstream_unmatched) /* answers matching no query in flight (ID or question): dropped */
+	X(upstream_unmatched)  /* answers matching no query in flight (ID or question): dropped */ \
+	X(upstream_doh_status) /* DoH responses with an HTTP status other than 200 */              \
+	X(upstream_doh_content_type) /* DoH 200 responses not of type application/dns-message */   \
+	X(upstream_doh_too_large)    /* DoH response bodies over 65,535 bytes */                   \
+	X(upstream_doh_refused) /* DoH streams refused unprocessed (REFUSED_STREAM, GOAWAY) */     \
+	X(upstream_doh_reset)	/* DoH streams reset by the server before the response ended */    \
+	X(upstream_doh_goaway)	/* GOAWAY frames from DoH upstreams */                             \
+	X(upstream_doh_pings)	/* PINGs sent to DoH upstreams silent for a second */
 
 enum metric {
 #define METRIC_ENUM(name) METRIC_##name,

@@ -38,6 +38,7 @@ enum opt_id {
 	OPT_POLICY,
 	OPT_PROFILE,
 	OPT_NO_PADDING,
+	OPT_DOH_METHOD,
 	OPT_NO_SESSION_RESUMPTION,
 	OPT_CACHE_SIZE,
 	OPT_UDP_RECV_BUFFER,
@@ -86,7 +87,10 @@ static const struct option_def table[] = {
 	  "forward over TLS to this resolver (repeatable); port 853 by default;\n"
 	  "AUTH-NAME is sent as SNI and must match the certificate, without it\n"
 	  "the certificate must carry the IP address; each PIN is the base64\n"
-	  "SHA-256 of an acceptable SubjectPublicKeyInfo (RFC 7858 SPKI pin)\n"
+	  "SHA-256 of an acceptable SubjectPublicKeyInfo (RFC 7858 SPKI pin);\n"
+	  "https://IP[:PORT][/PATH][#AUTH-NAME][^PIN]... forwards over HTTPS\n"
+	  "instead (DoH, RFC 8484, HTTP/2; port 443, path /dns-query; IPv6 as\n"
+	  "[2620:fe::fe]), AUTH-NAME also being the HTTP authority\n"
 	  "default: 9.9.9.9@853#dns.quad9.net 1.1.1.1@853#cloudflare-dns.com\n"
 	  "         8.8.8.8@853#dns.google" },
 	{ OPT_FORWARD_ZONE, 0, false, "forward-zone", "ZONE=SPEC[,SPEC...]",
@@ -131,6 +135,9 @@ static const struct option_def table[] = {
 	  "TLS connections per upstream; another opens when one is busy (default 4)" },
 	{ OPT_NO_PADDING, 0, false, "no-padding", NULL,
 	  "do not pad queries to 128-byte blocks (RFC 8467 padding is on by default)" },
+	{ OPT_DOH_METHOD, 0, false, "doh-method", "post|get",
+	  "how DoH upstreams are asked: post (default) sends the query as the\n"
+	  "request body, get base64url-encoded in the URL (?dns=)" },
 	{ OPT_NO_SESSION_RESUMPTION, 0, false, "no-session-resumption", NULL,
 	  "always do a full TLS handshake (session tickets can link connections)" },
 	{ OPT_CACHE_SIZE, 0, false, "cache-size", "BYTES",
@@ -467,11 +474,112 @@ static bool suggest_upstream(const char *ip, const char *rest, char *fix, size_t
 	return true;
 }
 
+/* A URL path (and query) as RFC 3986 allows it: pchar, '/' and '?', with
+ * percent-encodings complete; nothing that needs quoting in HTTP/2. */
+static bool valid_url_path(const char *path)
+{
+	if (path[0] != '/')
+		return false;
+	for (const char *p = path; *p; p++) {
+		if (isalnum((unsigned char)*p) || strchr("-._~!$&'()*+,;=:@/?", *p))
+			continue;
+		if (*p == '%' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
+			p += 2;
+			continue;
+		}
+		return false;
+	}
+	return true;
+}
+
+/* https://HOST[:PORT][/PATH][#AUTH-NAME], the pins already cut off: DoH.
+ * HOST is an IP literal (IPv6 in brackets) or, later, a name. */
+static int parse_doh_upstream(const char *spec, struct options_upstream *up, char *err,
+			      size_t errlen)
+{
+	static const char form[] = "expected https://IP[:PORT][/PATH][#AUTH-NAME], IPv6 as "
+				   "https://[2620:fe::fe]/dns-query";
+	const char *host = spec + strlen("https://"), *host_end, *rest;
+	char name[OPTIONS_MAX_AUTH_NAME + 2];
+	const char *hash = strchr(host, '#');
+	size_t host_len;
+
+	if (host[0] == '[') {
+		host++;
+		host_end = strchr(host, ']');
+		if (!host_end || (hash && host_end > hash))
+			return fail(err, errlen, "bad upstream '%s': %s", spec, form);
+		rest = host_end + 1;
+	} else {
+		host_end = host + strcspn(host, ":/#");
+		rest = host_end;
+	}
+	host_len = (size_t)(host_end - host);
+	if (host_len == 0 || host_len >= sizeof(name))
+		return fail(err, errlen, "bad upstream '%s': %s", spec, form);
+	memcpy(name, host, host_len);
+	name[host_len] = '\0';
+	up->port = OPTIONS_DEFAULT_PORT_DOH;
+	if (*rest == ':') {
+		char port[8];
+		size_t port_len = strcspn(rest + 1, "/#");
+		if (port_len == 0 || port_len >= sizeof(port))
+			return fail(err, errlen, "bad upstream '%s': bad port", spec);
+		memcpy(port, rest + 1, port_len);
+		port[port_len] = '\0';
+		if (parse_port(port, &up->port))
+			return fail(err, errlen, "bad upstream '%s': port '%s' is not 1-65535",
+				    spec, port);
+		rest += 1 + port_len;
+	}
+	snprintf(up->path, sizeof(up->path), "/dns-query");
+	if (*rest == '/') {
+		size_t path_len = strcspn(rest, "#");
+		if (path_len >= sizeof(up->path))
+			return fail(err, errlen, "bad upstream '%s': path longer than %d bytes",
+				    spec, OPTIONS_MAX_DOH_PATH - 1);
+		memcpy(up->path, rest, path_len);
+		up->path[path_len] = '\0';
+		if (!valid_url_path(up->path))
+			return fail(err, errlen,
+				    "bad upstream '%s': '%s' is not a URL path (percent-encode "
+				    "other characters)",
+				    spec, up->path);
+		rest += path_len;
+	}
+	if (*rest == '#') {
+		if (!valid_hostname(rest + 1))
+			return fail(err, errlen, "bad upstream '%s': '%s' is not a host name", spec,
+				    rest + 1);
+		snprintf(up->auth_name, sizeof(up->auth_name), "%s", rest + 1);
+	} else if (*rest) {
+		return fail(err, errlen, "bad upstream '%s': %s", spec, form);
+	}
+	if (!make_addr(name, up->port, &up->addr) ||
+	    (host[-1] == '[') != (up->addr.sa.ss_family == AF_INET6)) {
+		if (host[-1] == '[' || !valid_hostname(name) || strchr(name, ':'))
+			return fail(err, errlen, "bad upstream '%s': '%s' is not an IP address",
+				    spec, name);
+		snprintf(up->hostname, sizeof(up->hostname), "%s", name);
+		return fail(err, errlen,
+			    "bad upstream '%s': '%s' is a host name, and names are not supported "
+			    "yet: give its IP address, with the name after '#' "
+			    "(https://IP/dns-query#%s)",
+			    spec, name, name);
+	}
+	up->transport = OPTIONS_TRANSPORT_DOH;
+	memcpy(up->ip, name, host_len + 1); /* inet_pton accepted it: it fits */
+	bool v6 = up->addr.sa.ss_family == AF_INET6;
+	snprintf(up->label, sizeof(up->label), "https://%s%s%s:%u%s%s%s", v6 ? "[" : "", up->ip,
+		 v6 ? "]" : "", up->port, up->path, up->auth_name[0] ? "#" : "", up->auth_name);
+	return 0;
+}
+
 int options_parse_upstream(const char *full_spec, struct options_upstream *up, char *err,
 			   size_t errlen)
 {
 	char ip[INET6_ADDRSTRLEN + 1];
-	char spec[INET6_ADDRSTRLEN + 16 + OPTIONS_MAX_AUTH_NAME];
+	char spec[INET6_ADDRSTRLEN + 32 + OPTIONS_MAX_DOH_PATH + OPTIONS_MAX_AUTH_NAME];
 	size_t spec_len = strcspn(full_spec, "^");
 	size_t ip_len;
 	int rc;
@@ -486,6 +594,8 @@ int options_parse_upstream(const char *full_spec, struct options_upstream *up, c
 	rc = parse_pins(full_spec, full_spec + spec_len, up, err, errlen);
 	if (rc)
 		return rc;
+	if (strncmp(spec, "https://", 8) == 0)
+		return parse_doh_upstream(spec, up, err, errlen);
 	const char *hash = strchr(spec, '#');
 	const char *at = strchr(spec, '@');
 	if (at && hash && at > hash)
@@ -663,7 +773,8 @@ static void set_defaults(struct config *cfg)
 static void print_help(FILE *out)
 {
 	fprintf(out, "Usage: dotproxy [--config FILE] [options]\n"
-		     "Forward plain DNS (UDP and TCP) to resolvers over DNS-over-TLS.\n\n");
+		     "Forward plain DNS (UDP and TCP) to resolvers over DNS-over-TLS or\n"
+		     "DNS-over-HTTPS.\n\n");
 	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
 		const struct option_def *o = &table[i];
 		char head[64];
@@ -1025,6 +1136,15 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 		return 0;
 	case OPT_NO_SESSION_RESUMPTION:
 		cfg->session_resumption = false;
+		return 0;
+	case OPT_DOH_METHOD:
+		if (strcmp(value, "post") == 0)
+			cfg->doh_method = OPTIONS_DOH_POST;
+		else if (strcmp(value, "get") == 0)
+			cfg->doh_method = OPTIONS_DOH_GET;
+		else
+			return fail(err, errlen, "bad --doh-method '%s': expected post or get",
+				    value);
 		return 0;
 	case OPT_CACHE_SIZE:
 		return parse_size(o->name, value, &cfg->cache_bytes, err, errlen);
@@ -1680,6 +1800,10 @@ void options_print(const struct config *cfg, FILE *out)
 			break;
 		case OPT_POLICY:
 			fprintf(out, "%s %s\n", name, policies[cfg->policy]);
+			break;
+		case OPT_DOH_METHOD:
+			fprintf(out, "%s %s\n", name,
+				cfg->doh_method == OPTIONS_DOH_GET ? "get" : "post");
 			break;
 		case OPT_PROFILE:
 			fprintf(out, "%s %s\n", name, profiles[cfg->profile]);

@@ -22,6 +22,8 @@ enum {
 	OPTIONS_MAX_AUTH_NAME = 253,
 	OPTIONS_DEFAULT_PORT_DOT = 853,
 	OPTIONS_DEFAULT_PORT_PLAIN = 53,
+	OPTIONS_DEFAULT_PORT_DOH = 443,
+	OPTIONS_MAX_DOH_PATH = 256,	/**< a DoH URL's path and query, its NUL included */
 	OPTIONS_MAX_ZONES = 16,		/**< --forward-zone */
 	OPTIONS_MAX_ZONE_UPSTREAMS = 8, /**< upstreams of one forward zone */
 	OPTIONS_MAX_PINS = 8,
@@ -75,18 +77,33 @@ struct options_addr {
 enum options_transport {
 	OPTIONS_TRANSPORT_DOT = 0, /**< DNS over TLS (RFC 7858): IP[@PORT][#AUTH-NAME] */
 	OPTIONS_TRANSPORT_PLAIN,   /**< plain DNS, udp://IP[:PORT]: only in a --forward-zone */
+	OPTIONS_TRANSPORT_DOH,	   /**< DNS over HTTPS (RFC 8484, HTTP/2):
+				    *   https://HOST[:PORT][/PATH][#AUTH-NAME] */
 };
 
-/** One upstream resolver, from IP[@PORT][#AUTH-NAME] or udp://IP[:PORT]. */
+/** How DoH queries are sent (--doh-method). */
+enum options_doh_method {
+	OPTIONS_DOH_POST = 0, /**< the message as the request body (default) */
+	OPTIONS_DOH_GET,      /**< the message base64url-encoded in ?dns= (RFC 8484 §4.1) */
+};
+
+/** One upstream resolver, from IP[@PORT][#AUTH-NAME], udp://IP[:PORT] or
+ * https://HOST[:PORT][/PATH][#AUTH-NAME]. */
 struct options_upstream {
 	enum options_transport transport;
 	struct options_addr addr;
 	char ip[INET6_ADDRSTRLEN]; /**< the IP as text, for IP verification */
 	uint16_t port;
+	/** HOST when it was given as a name rather than an IP literal (DoH);
+	 * empty otherwise.  Such a name would be resolved through --bootstrap,
+	 * which is not supported yet: options_parse_upstream() fills this and
+	 * then rejects the spec, so a parsed upstream always has an address. */
+	char hostname[OPTIONS_MAX_AUTH_NAME + 1];
 	char auth_name[OPTIONS_MAX_AUTH_NAME + 1];	 /**< empty: verify the IP instead */
+	char path[OPTIONS_MAX_DOH_PATH];		 /**< DoH: "/dns-query" by default */
 	uint8_t pins[OPTIONS_MAX_PINS][OPTIONS_PIN_LEN]; /**< SPKI SHA-256 pins (RFC 7858 §4.2) */
 	unsigned n_pins;				 /**< 0: no pinning */
-	char label[INET6_ADDRSTRLEN + 24 +
+	char label[INET6_ADDRSTRLEN + 32 + OPTIONS_MAX_DOH_PATH +
 		   OPTIONS_MAX_AUTH_NAME]; /**< the spec without pins, for logs */
 };
 
@@ -126,20 +143,21 @@ struct config {
 	unsigned max_connections;     /**< TLS connections per upstream */
 	enum options_policy policy;
 	enum options_profile profile;
-	bool padding;		 /**< EDNS padding of queries (RFC 8467) */
-	bool session_resumption; /**< offer TLS session tickets on reconnect */
-	size_t cache_bytes;	 /**< answer cache budget; 0: no cache */
-	size_t udp_recv_buffer;	 /**< SO_RCVBUF of UDP listening sockets; 0: system default */
-	unsigned cache_min_ttl;	 /**< answers are cached at least this long (s) */
-	unsigned cache_max_ttl;	 /**< and at most this long (s) */
-	unsigned serve_stale;	 /**< expired answers may serve this long when every
+	bool padding;			    /**< EDNS padding of queries (RFC 8467) */
+	enum options_doh_method doh_method; /**< --doh-method */
+	bool session_resumption;	    /**< offer TLS session tickets on reconnect */
+	size_t cache_bytes;		    /**< answer cache budget; 0: no cache */
+	size_t udp_recv_buffer; /**< SO_RCVBUF of UDP listening sockets; 0: system default */
+	unsigned cache_min_ttl; /**< answers are cached at least this long (s) */
+	unsigned cache_max_ttl; /**< and at most this long (s) */
+	unsigned serve_stale;	/**< expired answers may serve this long when every
 				      *   upstream fails (RFC 8767), 0: never */
-	bool prefetch;		 /**< refresh popular entries before they expire */
-	char block_file[4096];	 /**< blocklist file, empty: none */
-	int block_action;	 /**< enum localzone_block_action */
-	struct acl allow;	 /**< clients that may ask (--allow); default loopback */
-	char user[64];		 /**< --user: drop root for this user after binding */
-	bool check_only;	 /**< --check-config */
+	bool prefetch;		/**< refresh popular entries before they expire */
+	char block_file[4096];	/**< blocklist file, empty: none */
+	int block_action;	/**< enum localzone_block_action */
+	struct acl allow;	/**< clients that may ask (--allow); default loopback */
+	char user[64];		/**< --user: drop root for this user after binding */
+	bool check_only;	/**< --check-config */
 	/** --local-data lines as given, each accepted by localdata_check_line(). */
 	char local_data[OPTIONS_MAX_LOCAL_DATA][OPTIONS_LOCAL_DATA_LEN];
 	unsigned n_local_data;
@@ -197,8 +215,11 @@ unsigned options_keep_running(struct config *next, const struct config *running,
 void options_print(const struct config *cfg, FILE *out);
 
 /** Parse one upstream spec IP[@PORT][#AUTH-NAME][^PIN]...  (PIN: base64 of the
- * SHA-256 of the certificate's SubjectPublicKeyInfo), or udp://IP[:PORT] (plain
- * DNS; the caller decides where that is allowed).  0 or -EINVAL with @err. */
+ * SHA-256 of the certificate's SubjectPublicKeyInfo), DNS over TLS;
+ * https://HOST[:PORT][/PATH][#AUTH-NAME][^PIN]..., DNS over HTTPS (HOST an IP
+ * literal, IPv6 in brackets; port 443 and path /dns-query by default); or
+ * udp://IP[:PORT] (plain DNS; the caller decides where that is allowed).
+ * 0 or -EINVAL with @err. */
 int options_parse_upstream(const char *spec, struct options_upstream *up, char *err, size_t errlen);
 
 /** Parse a listen address ADDR:PORT or [IPv6]:PORT.  0 or -EINVAL with @err. */

@@ -60,6 +60,7 @@ struct tls_conn {
 	uint8_t (*pins)[32];	    /* owned copy, or NULL */
 	unsigned n_pins;
 	char auth_failure[256]; /* opportunistic: why authentication failed */
+	char alpn[32];		/* tls_conn_require_alpn(): the protocol the server must select */
 	BIO *in;		/* ciphertext from the peer, read by OpenSSL; owned by ssl */
 	BIO *out;		/* ciphertext for the peer, written by OpenSSL; owned by ssl */
 	char error[256];
@@ -549,6 +550,48 @@ void tls_conn_set_pins(struct tls_conn *conn, const uint8_t (*pins)[32], unsigne
 	conn->n_pins = n;
 }
 
+int tls_conn_require_alpn(struct tls_conn *conn, const char *proto)
+{
+	unsigned char wire[sizeof(conn->alpn)];
+	size_t len = strlen(proto);
+
+	if (len == 0 || len >= sizeof(conn->alpn))
+		return TLS_EPROTO;
+	wire[0] = (unsigned char)len;
+	memcpy(wire + 1, proto, len);
+	ERR_clear_error();
+	/* Per connection: it replaces the context's "dot" for this one only. */
+	if (SSL_set_alpn_protos(conn->ssl, wire, (unsigned)len + 1) != 0) {
+		ERR_clear_error();
+		return TLS_EPROTO;
+	}
+	memcpy(conn->alpn, proto, len + 1);
+	return 0;
+}
+
+/* The server must have selected the protocol we require (RFC 7301): one
+ * that ignores ALPN, or picks another, does not speak it. */
+static int check_alpn(struct tls_conn *conn)
+{
+	const unsigned char *sel = NULL;
+	unsigned len = 0;
+
+	if (!conn->alpn[0])
+		return 0;
+	SSL_get0_alpn_selected(conn->ssl, &sel, &len);
+	if (sel && len == strlen(conn->alpn) && memcmp(sel, conn->alpn, len) == 0)
+		return 0;
+	if (sel && len)
+		snprintf(conn->error, sizeof(conn->error),
+			 "the server selected ALPN \"%.*s\", not \"%s\"",
+			 (int)(len < 32 ? len : 32), (const char *)sel, conn->alpn);
+	else
+		snprintf(conn->error, sizeof(conn->error),
+			 "the server did not select ALPN \"%s\" (it does not speak it)",
+			 conn->alpn);
+	return TLS_EPROTO;
+}
+
 const char *tls_conn_auth_failure(const struct tls_conn *conn)
 {
 	return conn->auth_failure[0] ? conn->auth_failure : NULL;
@@ -653,8 +696,10 @@ int tls_conn_handshake(struct tls_conn *conn)
 {
 	ERR_clear_error();
 	int ret = SSL_do_handshake(conn->ssl);
-	if (ret == 1)
-		return check_authentication(conn);
+	if (ret == 1) {
+		int rc = check_authentication(conn);
+		return rc ? rc : check_alpn(conn);
+	}
 	int rc = failure(conn, ret, "TLS handshake failed");
 	return rc == TLS_ECLOSED ? TLS_EPROTO : rc;
 }

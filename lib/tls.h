@@ -92,6 +92,13 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *auth_name, const 
  * copied. */
 void tls_conn_set_pins(struct tls_conn *conn, const uint8_t (*pins)[32], unsigned n);
 
+/** Offer ALPN @proto (1 to 31 bytes, e.g. "h2") instead of the context's
+ * "dot", and fail the handshake (TLS_EPROTO, with the reason in
+ * tls_conn_error()) unless the server selects it: a server that does not
+ * speak the protocol cannot be used, authenticated or not.  Call before the
+ * handshake.  Returns 0, or TLS_EPROTO for a bad @proto. */
+int tls_conn_require_alpn(struct tls_conn *conn, const char *proto);
+
 /** After a completed handshake: NULL if the server authenticated, else why
  * not (only possible in the opportunistic profile). */
 const char *tls_conn_auth_failure(const struct tls_conn *conn);

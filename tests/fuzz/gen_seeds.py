@@ -9,8 +9,12 @@ fuzz_options.c and fuzz_localdata.c.  Re-running overwrites the files with
 the same content, so the committed corpus stays reproducible (hence
 want_shuffle=False: dnspython otherwise shuffles the records of each RRset).
 
-Usage: gen_seeds.py [wire] [framing] [options] [localdata]   (default: all;
-only the wire seeds need dnspython)
+The DoH seeds are what a server sends: python3-h2 plays both a client that
+asks as lib/doh does (streams 1, 3, 5, 7) and the server that answers it,
+and the server's bytes follow the two header bytes of fuzz_doh.c's layout.
+
+Usage: gen_seeds.py [wire] [framing] [options] [localdata] [doh]   (default:
+all; the wire and doh seeds need dnspython, the doh seeds python3-h2)
 """
 import os
 import struct
@@ -229,11 +233,117 @@ def localdata_seeds():
                                       for i in range(34)))
 
 
+def doh_seeds():
+    import dns.message
+    import dns.rrset
+    import h2.config
+    import h2.connection
+    import h2.events
+    t = "fuzz_doh"
+    os.makedirs(os.path.join(HERE, "corpus", t), exist_ok=True)
+
+    q = dns.message.make_query("www.example.", "A", use_edns=False)
+    q.id = 0
+    query_wire = q.to_wire()
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text("www.example.", 300, "IN", "A", "192.0.2.10"))
+    answer = r.to_wire()
+    r.id = 0x1234
+    answer_wrong_id = r.to_wire()
+
+    def conversation(n, respond, get=False, settings=None):
+        """The server's bytes: its preface, then whatever respond() sends
+        for the n streams a client opened as lib/doh would."""
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        server = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=False, header_encoding="utf-8"))
+        client.initiate_connection()
+        server.initiate_connection()
+        if settings:
+            server.update_settings(settings)
+        for _ in range(n):
+            sid = client.get_next_available_stream_id()
+            hdrs = [(":method", "GET" if get else "POST"), (":scheme", "https"),
+                    (":authority", "dns.test"), (":path", "/dns-query"),
+                    ("accept", "application/dns-message")]
+            if not get:
+                hdrs += [("content-type", "application/dns-message"),
+                         ("content-length", str(len(query_wire)))]
+            client.send_headers(sid, hdrs, end_stream=get)
+            if not get:
+                client.send_data(sid, query_wire, end_stream=True)
+        events = server.receive_data(client.data_to_send())
+        streams = [e.stream_id for e in events if isinstance(e, h2.events.RequestReceived)]
+        assert len(streams) == n
+        respond(server, streams)
+        return server.data_to_send()
+
+    def reply(server, sid, status="200", ctype="application/dns-message", body=answer,
+              extra=()):
+        hdrs = [(":status", status)]
+        if ctype:
+            hdrs.append(("content-type", ctype))
+        hdrs += [("content-length", str(len(body)))] + list(extra)
+        server.send_headers(sid, hdrs)
+        server.send_data(sid, body, end_stream=True)
+
+    def seed(name, n, respond, get=False, chunk=0, flags=0, tail=b"", **kw):
+        head = bytes([(get and 1 or 0) | (n - 1) << 1 | flags, chunk])
+        write(t, name, head + conversation(n, respond, get=get, **kw) + tail)
+
+    def all_ok(server, streams):
+        for sid in streams:
+            reply(server, sid)
+
+    seed("answer_post", 1, all_ok)
+    seed("answer_get", 1, all_ok, get=True)
+    seed("answers_four_bytewise", 4, all_ok, chunk=1, flags=0x10)
+    seed("answer_age", 1, lambda s, ids: reply(s, ids[0], extra=[("age", "100")]))
+    seed("answer_wrong_id", 1, lambda s, ids: reply(s, ids[0], body=answer_wrong_id))
+    seed("answer_not_dns", 1, lambda s, ids: reply(s, ids[0], body=b"<html>hello</html>"))
+    seed("status_503", 1, lambda s, ids: reply(s, ids[0], status="503", ctype="text/plain",
+                                               body=b"busy"))
+    seed("content_type_html", 2, lambda s, ids: [reply(s, i, ctype="text/html") for i in ids])
+
+    def refuse_one(server, ids):
+        server.reset_stream(ids[0], error_code=7)  # REFUSED_STREAM
+        server.reset_stream(ids[1], error_code=2)  # INTERNAL_ERROR
+        reply(server, ids[2])
+    seed("refused_and_reset", 3, refuse_one, flags=0x08)
+
+    def goaway(server, ids):
+        reply(server, ids[0])
+        server.close_connection(error_code=0, last_stream_id=ids[0])
+    seed("goaway_after_first", 4, goaway, flags=0x10)
+
+    def interleave(server, ids):
+        for sid in ids:
+            server.send_headers(sid, [(":status", "200"),
+                                      ("content-type", "application/dns-message")])
+        for k in range(0, len(answer), 7):
+            for sid in ids:
+                server.send_data(sid, answer[k:k + 7])
+        for sid in ids:
+            server.end_stream(sid)
+    seed("interleaved_chunks", 4, interleave, chunk=5)
+    seed("one_stream_at_a_time", 2, all_ok, settings={3: 1})  # MAX_CONCURRENT_STREAMS
+
+    def informational(server, ids):
+        server.send_headers(ids[0], [(":status", "103"), ("link", "</x>")])
+        reply(server, ids[0])
+    seed("informational_then_answer", 1, informational)
+    # length 8, type PING, flags ACK, stream 0; the opaque data of our first PING
+    ping_ack = b"\x00\x00\x08\x06\x01\x00\x00\x00\x00" + bytes([1, 0, 0, 0, 0, 0, 0, 0])
+    seed("ping_ack", 1, all_ok, tail=ping_ack)
+    seed("garbage_after_preface", 1, lambda s, ids: None, tail=b"\xff" * 40)
+
+
 TARGETS = {
     "wire": wire_seeds,
     "framing": framing_seeds,
     "options": options_seeds,
     "localdata": localdata_seeds,
+    "doh": doh_seeds,
 }
 
 

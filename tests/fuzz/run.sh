@@ -19,7 +19,7 @@ cd "$(dirname "$0")/../.."
 
 MODE=${1:-replay}
 [ $# -gt 0 ] && shift
-TARGETS=${*:-"fuzz_wire_parse fuzz_framing fuzz_options fuzz_blocklist fuzz_localdata"}
+TARGETS=${*:-"fuzz_wire_parse fuzz_framing fuzz_options fuzz_blocklist fuzz_localdata fuzz_doh"}
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 CC=${CC:-cc}
 CLANG=${CLANG:-clang}
@@ -28,8 +28,9 @@ LOGS=$OUT/logs
 
 WARN="-Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
 -Wimplicit-fallthrough -Wvla"
-SSL_CFLAGS=$(pkg-config --cflags openssl 2>/dev/null || true)
-SSL_LIBS=$(pkg-config --libs openssl 2>/dev/null || echo "-lssl -lcrypto")
+# lib/ needs OpenSSL (lib/tls) and nghttp2 (lib/doh) to link.
+SSL_CFLAGS=$(pkg-config --cflags openssl libnghttp2 2>/dev/null || true)
+SSL_LIBS=$(pkg-config --libs openssl libnghttp2 2>/dev/null || echo "-lssl -lcrypto -lnghttp2")
 LIB_SRC=$(ls lib/*.c)
 
 # Largest input each target is given while fuzzing: a DNS message big enough
@@ -39,6 +40,7 @@ max_len() {
 	fuzz_wire_parse) echo 4096 ;;
 	fuzz_framing) echo 8192 ;;
 	fuzz_localdata) echo 4096 ;;
+	fuzz_doh) echo 16384 ;;
 	*) echo 2048 ;;
 	esac
 }

@@ -145,6 +145,7 @@ struct server {
 	char sni[256];
 	unsigned char alpn_offered[64];
 	unsigned alpn_len;
+	const char *alpn_accept; /* the protocol it selects when offered; NULL: "dot" */
 };
 
 static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
@@ -157,10 +158,13 @@ static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *ou
 		memcpy(srv->alpn_offered, in, inlen);
 		srv->alpn_len = inlen;
 	}
+	const char *want = srv->alpn_accept ? srv->alpn_accept : "dot";
+	size_t want_len = strlen(want);
 	for (unsigned i = 0; i < inlen; i += 1u + in[i]) {
-		if (in[i] == 3 && i + 4 <= inlen && memcmp(in + i + 1, "dot", 3) == 0) {
+		if (in[i] == want_len && i + 1 + want_len <= inlen &&
+		    memcmp(in + i + 1, want, want_len) == 0) {
 			*out = in + i + 1;
-			*outlen = 3;
+			*outlen = (unsigned char)want_len;
 			return SSL_TLSEXT_ERR_OK;
 		}
 	}
@@ -349,6 +353,57 @@ static void handshake_by_ip(void **state)
 	assert_string_equal(srv.sni, ""); /* RFC 6066 §3: no IP literals in SNI */
 	tls_conn_free(c);
 	server_deinit(&srv);
+	tls_ctx_free(ctx);
+}
+
+/* DoH: the connection offers "h2" alone and needs the server to pick it. */
+static void alpn_h2_required_and_selected(void **state)
+{
+	(void)state;
+	struct tls_ctx *ctx = test_ctx();
+	struct tls_conn *c = tls_conn_new(ctx, "dns.test", NULL, NULL);
+	struct server srv;
+
+	assert_non_null(c);
+	assert_int_equal(tls_conn_require_alpn(c, "h2"), 0);
+	server_init(&srv, pki.server, 0);
+	srv.alpn_accept = "h2";
+	assert_int_equal(pump_handshake(c, &srv), 0);
+	assert_int_equal(srv.alpn_len, 3);
+	assert_memory_equal(srv.alpn_offered, "\2h2", 3);
+	tls_conn_free(c);
+	server_deinit(&srv);
+	tls_ctx_free(ctx);
+}
+
+/* A server that does not select h2 (it knows only "dot", or ignores ALPN)
+ * cannot carry DoH: the handshake fails, saying so.  The context's other
+ * connections still offer "dot". */
+static void alpn_h2_not_selected_fails(void **state)
+{
+	(void)state;
+	struct tls_ctx *ctx = test_ctx();
+	struct tls_conn *c = tls_conn_new(ctx, "dns.test", NULL, NULL);
+	struct server srv;
+
+	assert_non_null(c);
+	assert_int_equal(tls_conn_require_alpn(c, "h2"), 0);
+	server_init(&srv, pki.server, 0); /* selects "dot" only */
+	assert_int_equal(pump_handshake(c, &srv), TLS_EPROTO);
+	assert_contains(tls_conn_error(c), "did not select ALPN \"h2\"");
+	tls_conn_free(c);
+	server_deinit(&srv);
+
+	c = tls_conn_new(ctx, "dns.test", NULL, NULL);
+	assert_non_null(c);
+	server_init(&srv, pki.server, 0);
+	assert_int_equal(pump_handshake(c, &srv), 0);
+	assert_memory_equal(srv.alpn_offered, "\3dot", 4);
+	tls_conn_free(c);
+	server_deinit(&srv);
+	c = tls_conn_new(ctx, "dns.test", NULL, NULL);
+	assert_int_equal(tls_conn_require_alpn(c, ""), TLS_EPROTO);
+	tls_conn_free(c);
 	tls_ctx_free(ctx);
 }
 
@@ -997,6 +1052,8 @@ int main(void)
 		cmocka_unit_test(server_ctx_errors_name_the_cause),
 		cmocka_unit_test(handshake_by_ip),
 		cmocka_unit_test(handshake_tls12),
+		cmocka_unit_test(alpn_h2_required_and_selected),
+		cmocka_unit_test(alpn_h2_not_selected_fails),
 		cmocka_unit_test(hostname_mismatch),
 		cmocka_unit_test(ip_mismatch),
 		cmocka_unit_test(unknown_ca),

@@ -1,9 +1,10 @@
 /*
  * Unit tests for daemon/upstream: policy, health and backoff, hedging,
- * silence, the routine-close rule, answer matching and reloads, through a
- * fake transport (no sockets, no TLS).  Its connections only record what the
- * upstream layer sends, cancels and closes; each test plays the server by
- * driving the events by hand (ready, answer, closed, orphaned).  Timers run
+ * silence, the routine-close rule, failed attempts, full connections,
+ * answer matching and reloads, through a fake transport (no sockets, no
+ * TLS).  Its connections only record what the upstream layer sends, cancels
+ * and closes; each test plays the server by driving the events by hand
+ * (ready, answer, failed, closed, orphaned).  Timers run
  * on a real libuv loop, so the timed tests wait for real, a few hundred
  * milliseconds at most: each checks that nothing happened shortly before
  * the due time and that it happened shortly after.
@@ -70,7 +71,9 @@ struct fake_conn {
 
 static struct fake_conn *conns[MAX_CONNS]; /* every connection opened by this test */
 static unsigned n_conns;
-static int peers; /* peer_new() minus peer_free() */
+static unsigned fake_cap = CAPACITY; /* jobs a connection starts at once */
+static bool fake_queues;	     /* beyond that, it holds jobs (as DoH does) */
+static int peers;		     /* peer_new() minus peer_free() */
 static char peer_token;
 
 static struct fake_conn *fake(const struct transport_conn *c)
@@ -123,7 +126,9 @@ static unsigned fake_load(const struct transport_conn *c)
 
 static unsigned fake_capacity(const struct transport_conn *c)
 {
-	return fake(c)->closed ? 0 : CAPACITY - fake_load(c);
+	unsigned load = fake_load(c);
+
+	return fake(c)->closed || load >= fake_cap ? 0 : fake_cap - load;
 }
 
 static int fake_send(struct transport_conn *c, const uint8_t *msg, size_t len, void *job,
@@ -133,7 +138,7 @@ static int fake_send(struct transport_conn *c, const uint8_t *msg, size_t len, v
 
 	if (f->closed)
 		return -EPIPE;
-	if (fake_capacity(c) == 0)
+	if (fake_capacity(c) == 0 && !fake_queues)
 		return -ENOSPC;
 	assert_true(f->n_sent < MAX_SENDS && len <= MSG_CAP);
 	struct sent *s = &f->sent[f->n_sent];
@@ -317,6 +322,8 @@ static int teardown(void **state)
 		free(conns[i]);
 	n_conns = 0;
 	n_jobs = 0;
+	fake_cap = CAPACITY;
+	fake_queues = false;
 	memset(jobs, 0, sizeof(jobs));
 	world = false;
 	return peers == 0 ? 0 : -1; /* every set freed its peers */
@@ -435,6 +442,18 @@ static void drive_orphaned(struct fake_conn *f, struct tjob *t, bool maybe_proce
 	assert_non_null(s);
 	s->done = true;
 	f->base.ev->orphaned(&f->base, &t->job, maybe_processed);
+}
+
+/* The failed event for @t on @f: the transport forgets the key first. */
+static void drive_failed(struct fake_conn *f, struct tjob *t, bool maybe_processed)
+{
+	struct sent *s = entry(f, t);
+
+	assert_non_null(s);
+	s->done = true;
+	uv_update_time(&loop.uv);
+	f->base.ev->failed(&f->base, s->key, &t->job, maybe_processed,
+			   maybe_processed ? "HTTP status 503" : "refused");
 }
 
 /* The server ends @f: closed, then every job on it orphaned (maybe
@@ -1076,6 +1095,167 @@ static void answer_with_wrong_key_or_question_not_taken(void **state)
 	assert_int_equal(tb->answered, 1);
 }
 
+/* -- one attempt failed, the connection stays ------------------------------------ */
+
+/* REFUSED_STREAM: the server did not process it; sent again at once, free,
+ * and the connection is not closed. */
+static void refused_job_is_resent_free(void **state)
+{
+	(void)state;
+	start_world("ab", "failover", "2000");
+	struct tjob *t = job_new("example.com", TYPE_A);
+	struct tjob *u = job_new("example.net", TYPE_A);
+
+	struct fake_conn *c = start_ready(t);
+	job_start(u);
+	assert_ptr_equal(holder(u), c);
+	drive_failed(c, t, false);
+	assert_ptr_equal(holder(t), c); /* the same upstream, the same connection */
+	assert_int_equal(t->job.sends, 1);
+	assert_int_equal(t->job.n_tried, 0);
+	assert_int_equal(t->failed, 0);
+	assert_int_equal(c->close_calls, 0);
+	assert_true(answer(c, t));
+	assert_true(answer(c, u));
+	assert_int_equal(t->answered + u->answered, 2);
+}
+
+/* An HTTP error fails that attempt only: the job goes to the next upstream
+ * (a budgeted send); when none is left, SERVFAIL with an EDE.  Other jobs on
+ * the connection carry on. */
+static void http_error_moves_job_on_then_fails_it(void **state)
+{
+	(void)state;
+	start_world("ab", "failover", "2000");
+	struct tjob *t = job_new("example.com", TYPE_A);
+	struct tjob *u = job_new("example.net", TYPE_A);
+
+	struct fake_conn *a0 = start_ready(t);
+	job_start(u);
+	drive_failed(a0, t, true);
+	struct fake_conn *b0 = holder(t);
+	assert_int_equal(which(b0), 'b');
+	assert_int_equal(t->job.sends, 2);
+	assert_int_equal(t->failed, 0);
+	assert_int_equal(a0->close_calls, 0);
+	drive_ready(b0);
+	drive_failed(b0, t, true);
+	assert_int_equal(t->failed, 1);
+	assert_int_equal(t->ede, WIRE_EDE_NETWORK_ERROR);
+	assert_int_equal(t->metric, METRIC_servfail_no_upstream);
+	assert_int_equal(holders(t, NULL), 0);
+	/* "a" is still healthy: u is answered there, and new jobs go there. */
+	assert_true(answer(a0, u));
+	assert_int_equal(u->answered, 1);
+	struct tjob *v = job_new("example.org", TYPE_A);
+	job_start(v);
+	assert_ptr_equal(holder(v), a0);
+}
+
+/* A server that refuses everything: free resends, but only so many. */
+static void refusals_are_free_only_so_often(void **state)
+{
+	(void)state;
+	start_world("ab", "failover", "2000");
+	struct tjob *t = job_new("example.com", TYPE_A);
+
+	struct fake_conn *a0 = start_ready(t);
+	for (unsigned i = 0; i < UPSTREAM_MAX_REFUSALS; i++) {
+		drive_failed(a0, t, false);
+		assert_ptr_equal(holder(t), a0);
+		assert_int_equal(t->job.sends, 1);
+	}
+	drive_failed(a0, t, false);
+	assert_int_equal(which(holder(t)), 'b');
+	assert_int_equal(t->job.sends, 2);
+	assert_int_equal(t->failed, 0);
+}
+
+/* A failed attempt while a hedge waits elsewhere: nothing is sent, the
+ * hedge carries on; a failure is a sign of life, so the connection is not
+ * silent. */
+static void failed_attempt_with_hedge_waiting(void **state)
+{
+	(void)state;
+	start_world("ab", "failover", "2000");
+	struct tjob *t = job_new("example.com", TYPE_A);
+	struct fake_conn *b0 = NULL;
+
+	struct fake_conn *a0 = start_ready(t);
+	run_for(450); /* hedged to "b" at 400 ms */
+	assert_int_equal(holders(t, &b0), 2);
+	drive_failed(a0, t, true);
+	assert_int_equal(holders(t, NULL), 1);
+	assert_ptr_equal(holder(t), b0);
+	assert_int_equal(t->job.sends, 2);
+	assert_true(a0->base.last_answer_ns > 0);
+	drive_ready(b0);
+	assert_true(answer(b0, t));
+	assert_int_equal(t->answered, 1);
+}
+
+/* The transport found the connection silent (an unanswered PING): its jobs
+ * are resent without using their budget, even on a connection that never
+ * answered, and the silence counts against the upstream. */
+static void transport_silence_resends_free(void **state)
+{
+	(void)state;
+	start_world("ab", "failover", "2000");
+	uint64_t silent = metric(METRIC_upstream_silent);
+	struct tjob *t = job_new("example.com", TYPE_A);
+
+	for (unsigned round = 0; round < 2; round++) {
+		struct fake_conn *c = round == 0 ? start_ready(t) : holder(t);
+		assert_int_equal(which(c), 'a');
+		if (round)
+			drive_ready(c);
+		server_closes(c, TRANSPORT_CLOSED_SILENT);
+		assert_int_equal(t->failed, 0);
+		assert_int_equal(t->job.sends, 1);
+		assert_int_equal(metric(METRIC_upstream_silent), silent + round + 1);
+	}
+	/* Two silences in a row: "a" is down, t went to "b" for free. */
+	assert_int_equal(which(holder(t)), 'b');
+	assert_int_equal(t->job.sends, 1);
+	assert_int_equal(t->job.n_tried, 0);
+}
+
+/* -- full connections --------------------------------------------------------------- */
+
+/* Connections full (a server allowing one stream each): more open up to
+ * --max-connections, then jobs wait on the least busy one, if the
+ * transport holds them (DoH); one that does not (DoT) gets a connection
+ * more, as before. */
+static void full_connections_open_more_then_queue(void **state)
+{
+	(void)state;
+	start_world("a", "failover", "2000");
+	cfg.max_connections = 2;
+	fake_cap = 1;
+	fake_queues = true;
+	struct tjob *t[5];
+
+	for (unsigned i = 0; i < 5; i++)
+		t[i] = job_new("example.com", TYPE_A);
+	job_start(t[0]);
+	job_start(t[1]);
+	assert_int_equal(n_conns, 2);
+	assert_ptr_not_equal(holder(t[0]), holder(t[1]));
+	job_start(t[2]);
+	job_start(t[3]);
+	assert_int_equal(n_conns, 2); /* held, two on each */
+	assert_int_equal(fake_load(&conns[0]->base), 2);
+	assert_int_equal(fake_load(&conns[1]->base), 2);
+	for (unsigned i = 0; i < 4; i++)
+		assert_int_equal(t[i]->failed, 0);
+
+	fake_queues = false; /* DoT: refuses beyond capacity */
+	job_start(t[4]);
+	assert_int_equal(n_conns, 3);
+	assert_ptr_equal(holder(t[4]), conns[2]);
+	assert_int_equal(t[4]->failed, 0);
+}
+
 /* -- reload ------------------------------------------------------------------------ */
 
 static void reload_resends_by_identity_not_position(void **state)
@@ -1139,6 +1319,12 @@ int main(void)
 		TEST(unwritten_job_costs_nothing_when_connection_closes),
 		TEST(silent_connection_closed_and_upstream_down_after_two),
 		TEST(answer_with_wrong_key_or_question_not_taken),
+		TEST(refused_job_is_resent_free),
+		TEST(http_error_moves_job_on_then_fails_it),
+		TEST(refusals_are_free_only_so_often),
+		TEST(failed_attempt_with_hedge_waiting),
+		TEST(transport_silence_resends_free),
+		TEST(full_connections_open_more_then_queue),
 		TEST(reload_resends_by_identity_not_position),
 	};
 
