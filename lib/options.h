@@ -118,7 +118,6 @@ struct options_zone {
 struct config {
 	struct options_addr listen[OPTIONS_MAX_LISTEN];
 	unsigned n_listen;
-	bool listen_is_default; /**< no --listen given: a missing IPv6 stack is not fatal */
 	struct options_addr listen_tls[OPTIONS_MAX_LISTEN]; /**< --listen-tls: DoT for clients */
 	unsigned n_listen_tls;
 	char cert_file[OPTIONS_MAX_PATH]; /**< --cert-file: the listeners' certificate chain */
@@ -127,11 +126,10 @@ struct config {
 	unsigned n_upstream;
 	struct options_zone zones[OPTIONS_MAX_ZONES]; /**< --forward-zone, other than "." */
 	unsigned n_zones;
-	unsigned max_udp_size; /**< cap on answers to UDP clients (--max-udp-size) */
-	char ca_file[4096];    /**< empty: the system trust store */
-	int verbosity;	       /**< number of -v given */
-	int cli_verbosity;     /**< of those, on the command line (--check-config -v) */
-	bool log_queries;
+	unsigned max_udp_size;	      /**< cap on answers to UDP clients (--max-udp-size) */
+	char ca_file[4096];	      /**< empty: the system trust store */
+	int verbosity;		      /**< number of -v given */
+	int cli_verbosity;	      /**< of those, on the command line (--check-config -v) */
 	unsigned timeout_ms;	      /**< deadline of a client query */
 	unsigned tcp_idle_timeout_ms; /**< idle TCP clients are closed after this */
 	unsigned max_inflight;	      /**< queries in flight at once */
@@ -143,10 +141,12 @@ struct config {
 	unsigned max_connections;     /**< TLS connections per upstream */
 	enum options_policy policy;
 	enum options_profile profile;
-	bool padding;			    /**< EDNS padding of queries (RFC 8467) */
 	enum options_doh_method doh_method; /**< --doh-method */
+	bool padding;			    /**< EDNS padding of queries (RFC 8467) */
 	bool session_resumption;	    /**< offer TLS session tickets on reconnect */
-	size_t cache_bytes;		    /**< answer cache budget; 0: no cache */
+	bool listen_is_default; /**< no --listen given: a missing IPv6 stack is not fatal */
+	bool log_queries;
+	size_t cache_bytes;	/**< answer cache budget; 0: no cache */
 	size_t udp_recv_buffer; /**< SO_RCVBUF of UDP listening sockets; 0: system default */
 	unsigned cache_min_ttl; /**< answers are cached at least this long (s) */
 	unsigned cache_max_ttl; /**< and at most this long (s) */
