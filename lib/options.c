@@ -92,7 +92,9 @@ static const struct option_def table[] = {
 	  "instead (DoH, RFC 8484, HTTP/2; port 443, path /dns-query; IPv6 as\n"
 	  "[2620:fe::fe]), AUTH-NAME also being the HTTP authority\n"
 	  "default: 9.9.9.9@853#dns.quad9.net 1.1.1.1@853#cloudflare-dns.com\n"
-	  "         8.8.8.8@853#dns.google" },
+	  "         8.8.8.8@853#dns.google https://9.9.9.9/dns-query#dns.quad9.net\n"
+	  "         https://1.1.1.1/dns-query#cloudflare-dns.com\n"
+	  "         https://8.8.8.8/dns-query#dns.google" },
 	{ OPT_FORWARD_ZONE, 0, false, "forward-zone", "ZONE=SPEC[,SPEC...]",
 	  "send queries for ZONE and every name below it to these upstreams\n"
 	  "(repeatable; the longest matching zone wins; '.' sets the default\n"
@@ -734,9 +736,17 @@ static int parse_size(const char *name, const char *value, size_t *out, char *er
 static void set_defaults(struct config *cfg)
 {
 	static const char *const listens[] = { "127.0.0.1:53", "[::1]:53" };
-	static const char *const upstreams[] = { "9.9.9.9@853#dns.quad9.net",
-						 "1.1.1.1@853#cloudflare-dns.com",
-						 "8.8.8.8@853#dns.google" };
+	/* Each provider over DoT and over DoH: on a network that blocks port
+	 * 853 the DoT ones go down at the first failed connect and the DoH ones
+	 * carry on (one detection, not an outage). */
+	static const char *const upstreams[] = {
+		"9.9.9.9@853#dns.quad9.net",
+		"1.1.1.1@853#cloudflare-dns.com",
+		"8.8.8.8@853#dns.google",
+		"https://9.9.9.9/dns-query#dns.quad9.net",
+		"https://1.1.1.1/dns-query#cloudflare-dns.com",
+		"https://8.8.8.8/dns-query#dns.google",
+	};
 	char err[16];
 
 	memset(cfg, 0, sizeof(*cfg));

@@ -121,3 +121,22 @@ def test_upstream_back_is_used_within_a_second_while_queries_arrive(fake_upstrea
         assert time.monotonic() - back < 1.5, "not used within a second of coming back"
         i += 1
         time.sleep(0.05)
+
+
+@pytest.mark.time_limit(30)
+def test_a_blocked_853_costs_one_detection_when_doh_is_there_too(black_hole, fake_doh,
+                                                                 dotproxy):
+    # The defaults' shape: a provider over DoT (here black-holed, as on a
+    # network that drops port 853) and over DoH, with the default policy.
+    doh = fake_doh()
+    p = dotproxy([black_hole.spec(), f"https://127.0.0.1:{doh.port}/dns-query#dns.example.test"],
+                 extra_args=["--cache-size", "0"])
+    first, secs = timed_udp(p, "first.example.")
+    assert first.rcode() == dns.rcode.NOERROR  # hedged to DoH
+    assert secs < 1.5, secs
+    assert p.wait_log(r"is down: cannot connect: no answer within 1000 ms", timeout=3), p.log()
+    for i in range(20):
+        reply, secs = timed_udp(p, f"after{i}.example.")
+        assert reply.rcode() == dns.rcode.NOERROR, i
+        assert secs < 0.3, (i, secs)
+    assert len(doh.requests) >= 21

@@ -93,17 +93,25 @@ static void defaults(void **state)
 	assert_int_equal(port_of(&cfg.listen[1]), 53);
 	assert_true(cfg.listen_is_default);
 
-	assert_int_equal(cfg.n_upstream, 3);
+	/* Each provider over DoT, then over DoH (a blocked port 853 is then one
+	 * detection, not an outage). */
+	assert_int_equal(cfg.n_upstream, 6);
 	static const char *const ips[] = { "9.9.9.9", "1.1.1.1", "8.8.8.8" };
 	static const char *const names[] = { "dns.quad9.net", "cloudflare-dns.com", "dns.google" };
-	for (unsigned i = 0; i < 3; i++) {
-		assert_string_equal(cfg.upstream[i].ip, ips[i]);
-		assert_string_equal(cfg.upstream[i].auth_name, names[i]);
-		assert_int_equal(cfg.upstream[i].port, 853);
-		assert_int_equal(port_of(&cfg.upstream[i].addr), 853);
+	for (unsigned i = 0; i < 6; i++) {
+		bool doh = i >= 3;
+		assert_string_equal(cfg.upstream[i].ip, ips[i % 3]);
+		assert_string_equal(cfg.upstream[i].auth_name, names[i % 3]);
+		assert_int_equal(cfg.upstream[i].transport,
+				 doh ? OPTIONS_TRANSPORT_DOH : OPTIONS_TRANSPORT_DOT);
+		assert_int_equal(cfg.upstream[i].port, doh ? 443 : 853);
+		assert_int_equal(port_of(&cfg.upstream[i].addr), doh ? 443 : 853);
 		assert_int_equal(cfg.upstream[i].addr.sa.ss_family, AF_INET);
+		if (doh)
+			assert_string_equal(cfg.upstream[i].path, "/dns-query");
 	}
 	assert_string_equal(cfg.upstream[0].label, "9.9.9.9@853#dns.quad9.net");
+	assert_string_equal(cfg.upstream[3].label, "https://9.9.9.9:443/dns-query#dns.quad9.net");
 	assert_string_equal(cfg.ca_file, "");
 	assert_int_equal(cfg.verbosity, 0);
 	assert_false(cfg.log_queries);
