@@ -9,8 +9,8 @@ fuzz_options.c and fuzz_localdata.c.  Re-running overwrites the files with
 the same content, so the committed corpus stays reproducible (hence
 want_shuffle=False: dnspython otherwise shuffles the records of each RRset).
 
-Usage: gen_seeds.py [wire] [framing] [options] [localdata]   (default: all;
-only the wire seeds need dnspython)
+Usage: gen_seeds.py [wire] [framing] [options] [localdata] [http1]
+(default: all; only the wire seeds need dnspython)
 """
 import os
 import struct
@@ -219,11 +219,30 @@ def localdata_seeds():
                                       for i in range(34)))
 
 
+def http1_seeds():
+    t = "fuzz_http1"
+    os.makedirs(os.path.join(HERE, "corpus", t), exist_ok=True)
+    write(t, "prometheus", b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9153\r\n"
+          b"User-Agent: Prometheus/2.45.0\r\nAccept: application/openmetrics-text;"
+          b"version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1\r\n"
+          b"Accept-Encoding: gzip\r\nX-Prometheus-Scrape-Timeout-Seconds: 10\r\n\r\n")
+    write(t, "http10_lf", b"\nGET /metrics?x=1 HTTP/1.0\nConnection: close\n\n")
+    write(t, "not_found", b"GET /favicon.ico HTTP/1.1\r\nHost: x\r\n\r\n")
+    write(t, "post", b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+    write(t, "no_host", b"GET /metrics HTTP/1.1\r\nAccept: */*\r\n\r\n")
+    write(t, "version", b"GET /metrics HTTP/2.0\r\nHost: x\r\n\r\n")
+    write(t, "folded", b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n")
+    write(t, "bare_cr", b"GET /metrics HTTP/1.1\rHost: x\r\n\r\n")
+    write(t, "half", b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+    write(t, "big_header", b"GET /metrics HTTP/1.1\r\nHost: x\r\nCookie: " + b"c" * 9000 + b"\r\n\r\n")
+
+
 TARGETS = {
     "wire": wire_seeds,
     "framing": framing_seeds,
     "options": options_seeds,
     "localdata": localdata_seeds,
+    "http1": http1_seeds,
 }
 
 
