@@ -9,7 +9,7 @@ fuzz_options.c and fuzz_localdata.c.  Re-running overwrites the files with
 the same content, so the committed corpus stays reproducible (hence
 want_shuffle=False: dnspython otherwise shuffles the records of each RRset).
 
-Usage: gen_seeds.py [wire] [framing] [options] [localdata] [http1]
+Usage: gen_seeds.py [wire] [framing] [options] [localdata] [http1] [ctlproto]
 (default: all; only the wire seeds need dnspython)
 """
 import os
@@ -237,12 +237,25 @@ def http1_seeds():
     write(t, "big_header", b"GET /metrics HTTP/1.1\r\nHost: x\r\nCookie: " + b"c" * 9000 + b"\r\n\r\n")
 
 
+def ctlproto_seeds():
+    t = "fuzz_ctlproto"
+    os.makedirs(os.path.join(HERE, "corpus", t), exist_ok=True)
+    for name, line in [("stats", b"stats"), ("json_upstreams", b"--json upstreams"),
+                       ("flush_all", b"flush"), ("flush_name", b"flush Example.COM."),
+                       ("flush_root", b"--json\tflush  .\r"), ("reload", b"reload"),
+                       ("bad_option", b"--yaml stats"), ("bad_name", b"flush a..b"),
+                       ("escape", b"flush a\\.b"), ("binary", b"stats\x00\xff"),
+                       ("too_many", b"flush a b c d e")]:
+        write(t, name, line)
+
+
 TARGETS = {
     "wire": wire_seeds,
     "framing": framing_seeds,
     "options": options_seeds,
     "localdata": localdata_seeds,
     "http1": http1_seeds,
+    "ctlproto": ctlproto_seeds,
 }
 
 

@@ -19,7 +19,7 @@ cd "$(dirname "$0")/../.."
 
 MODE=${1:-replay}
 [ $# -gt 0 ] && shift
-TARGETS=${*:-"fuzz_wire_parse fuzz_framing fuzz_options fuzz_blocklist fuzz_localdata fuzz_http1"}
+TARGETS=${*:-"fuzz_wire_parse fuzz_framing fuzz_options fuzz_blocklist fuzz_localdata fuzz_http1 fuzz_ctlproto"}
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 CC=${CC:-cc}
 CLANG=${CLANG:-clang}
