@@ -48,6 +48,8 @@ enum opt_id {
 	OPT_NO_BUILTIN_ZONE,
 	OPT_ALLOW,
 	OPT_USER,
+	OPT_METRICS,
+	OPT_CONTROL,
 	OPT_LOG_QUERIES,
 	OPT_VERBOSE,
 	OPT_CHECK_CONFIG,
@@ -158,6 +160,12 @@ static const struct option_def table[] = {
 	  "default: 127.0.0.0/8 and ::1 only (an open resolver is an attack tool)" },
 	{ OPT_USER, 0, false, "user", "NAME",
 	  "after binding, drop root privileges for this user (and its group)" },
+	{ OPT_METRICS, 0, false, "metrics", "ADDR:PORT",
+	  "serve Prometheus metrics at http://ADDR:PORT/metrics (to clients\n"
+	  "in --allow; e.g. 127.0.0.1:9153); default: none" },
+	{ OPT_CONTROL, 0, false, "control", "PATH",
+	  "unix socket for dotproxyctl (mode 0600; root and dotproxy's own\n"
+	  "user only): stats, upstreams, flush [NAME], reload; default: none" },
 	{ OPT_LOG_QUERIES, 0, false, "log-queries", NULL,
 	  "log one line per query: client, name, type, rcode, upstream, time" },
 	{ OPT_VERBOSE, 'v', false, "verbose", NULL, "log more (repeatable: -v info, -vv debug)" },
@@ -853,6 +861,15 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 		if (!value[0] || strlen(value) >= sizeof(cfg->user))
 			return fail(err, errlen, "bad --user '%s'", value);
 		snprintf(cfg->user, sizeof(cfg->user), "%s", value);
+		return 0;
+	case OPT_METRICS:
+		return options_parse_listen(value, &cfg->metrics, err, errlen);
+	case OPT_CONTROL:
+		if (!value[0] || strlen(value) >= sizeof(cfg->control))
+			return fail(err, errlen,
+				    "bad --control '%s': expected a path of 1 to %d bytes", value,
+				    OPTIONS_MAX_UNIX_PATH - 1);
+		snprintf(cfg->control, sizeof(cfg->control), "%s", value);
 		return 0;
 	case OPT_LOG_QUERIES:
 		cfg->log_queries = true;

@@ -36,6 +36,7 @@ enum {
 	OPTIONS_MAX_HOSTS = 8,	      /**< --hosts files */
 	OPTIONS_MAX_NO_BUILTIN = 32,  /**< --no-builtin-zone */
 	OPTIONS_MAX_PATH = 4096,      /**< a file name, its NUL included */
+	OPTIONS_MAX_UNIX_PATH = 108,  /**< a unix socket's path, its NUL included (sun_path) */
 };
 
 /** How an upstream is chosen for a query (--policy). */
@@ -140,6 +141,10 @@ struct config {
 	 * each is a built-in zone is checked by localzone_from_config(). */
 	char no_builtin[OPTIONS_MAX_NO_BUILTIN][OPTIONS_MAX_AUTH_NAME + 2];
 	unsigned n_no_builtin;
+	/** --metrics: where GET /metrics is served; sa_len 0: nowhere. */
+	struct options_addr metrics;
+	/** --control: the unix socket for dotproxyctl; empty: none. */
+	char control[OPTIONS_MAX_UNIX_PATH];
 };
 
 /**
