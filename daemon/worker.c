@@ -148,6 +148,7 @@ struct worker *worker_new(unsigned index, struct settings *s, char *err, size_t 
 	w->loop.busy_arg = w;
 	use_settings(w, settings_hold(s));
 	w->tenv.loop = &w->loop;
+	w->tenv.worker = index;
 	uint64_t seed = (uint64_t)random_u16() << 48 | (uint64_t)random_u16() << 32 |
 			(uint64_t)random_u16() << 16 | random_u16();
 	w->cache = cache_new(cfg->cache_bytes / cfg->workers, seed);
