@@ -6,6 +6,7 @@
  * argument or configuration.
  */
 #include "daemon/loop.h"
+#include "daemon/metrics_http.h"
 #include "daemon/netwatch.h"
 #include "daemon/sdnotify.h"
 #include "daemon/settings.h"
@@ -46,11 +47,12 @@ static struct {
 	bool draining;
 	uv_signal_t sig_term, sig_int, sig_usr1, sig_hup;
 	struct netwatch *netwatch;
+	struct metrics_http *metrics; /* --metrics, on worker 0's loop */
 } proc;
 
 static void log_stats(void)
 {
-	char line[2048];
+	char line[4096];
 
 	metrics_render(line, sizeof(line));
 	log_tagged("stats", "%s", line + strlen("stats: "));
@@ -108,6 +110,9 @@ static void reload(void)
 	    s->cfg.udp_recv_buffer != old->udp_recv_buffer)
 		log_warn("SIGHUP: listen addresses, --workers, --max-inflight, --cache-size and "
 			 "--udp-recv-buffer change only on restart");
+	if (strcmp(s->cfg.metrics.text, old->metrics.text) != 0 ||
+	    strcmp(s->cfg.control, old->control) != 0)
+		log_warn("SIGHUP: --metrics and --control change only on restart");
 	/* Not shared yet: the last moment these may be written. */
 	s->cfg.max_inflight = old->max_inflight;
 	s->cfg.cache_bytes = old->cache_bytes;
@@ -115,6 +120,8 @@ static void reload(void)
 	s->cfg.udp_recv_buffer = old->udp_recv_buffer;
 	set_log_level(&s->cfg);
 	tell_workers(WORKER_RELOAD, s);
+	if (proc.metrics)
+		metrics_http_set_allow(proc.metrics, &s->cfg.allow);
 	settings_drop(proc.settings);
 	proc.settings = s;
 	log_tagged("notice", "SIGHUP: configuration reloaded: %u upstream(s), policy %s",
@@ -172,6 +179,9 @@ static void close_process_handles(void *arg)
 	}
 	netwatch_free(proc.netwatch);
 	proc.netwatch = NULL;
+	if (proc.metrics)
+		metrics_http_close(proc.metrics);
+	proc.metrics = NULL;
 }
 
 static void watch_signals(struct loop *loop)
@@ -294,7 +304,16 @@ static int start(const struct config *cfg)
 			return EXIT_STARTUP;
 		}
 	}
-	proc.netwatch = netwatch_new(&worker_loop(proc.workers[0])->uv, network_changed, NULL);
+	uv_loop_t *loop0 = &worker_loop(proc.workers[0])->uv;
+	if (cfg->metrics.sa_len) {
+		proc.metrics =
+		    metrics_http_start(loop0, &cfg->metrics, &cfg->allow, err, sizeof(err));
+		if (!proc.metrics) {
+			fprintf(stderr, "dotproxy: %s\n", err);
+			return EXIT_STARTUP;
+		}
+	}
+	proc.netwatch = netwatch_new(loop0, network_changed, NULL);
 	if (cfg->user[0] && drop_privileges(cfg->user) < 0)
 		return EXIT_STARTUP;
 	warn_unreachable_listeners(cfg);
