@@ -5,6 +5,7 @@
  * Exit status: 0 after SIGTERM/SIGINT, 1 when start-up fails, 2 for a bad
  * argument or configuration.
  */
+#include "daemon/control.h"
 #include "daemon/loop.h"
 #include "daemon/metrics_http.h"
 #include "daemon/netwatch.h"
@@ -47,7 +48,10 @@ static struct {
 	bool draining;
 	uv_signal_t sig_term, sig_int, sig_usr1, sig_hup;
 	struct netwatch *netwatch;
-	struct metrics_http *metrics; /* --metrics, on worker 0's loop */
+	struct metrics_http *metrics;		     /* --metrics, on worker 0's loop */
+	struct control *control;		     /* --control, on worker 0's loop */
+	uint64_t flush_tickets[OPTIONS_MAX_WORKERS]; /* the last control flush's, per worker */
+	uint64_t flush_removed_before;		     /* entries removed by earlier flushes */
 } proc;
 
 static void log_stats(void)
@@ -85,11 +89,12 @@ static bool same_listen(const struct config *a, const struct config *b)
 }
 
 /*
- * SIGHUP: read the command line and config file again, once for every
- * worker.  A bad config is logged once and changes nothing anywhere;
- * otherwise every worker takes the same new settings.
+ * SIGHUP (or `dotproxyctl reload`, as @who): read the command line and
+ * config file again, once for every worker.  A bad config is logged once and
+ * changes nothing anywhere; otherwise every worker takes the same new
+ * settings.  Returns 0 with what was loaded in @msg, or -1 with the reason.
  */
-static void reload(void)
+static int reload(const char *who, char *msg, size_t cap)
 {
 	char err[1024];
 	int status;
@@ -100,19 +105,20 @@ static void reload(void)
 	if (devnull)
 		fclose(devnull);
 	if (!s) {
-		log_error("SIGHUP: configuration unchanged: %s",
-			  status < 0 ? err : "nothing to run");
-		return;
+		snprintf(msg, cap, "%s", status < 0 ? err : "nothing to run");
+		log_error("%s: configuration unchanged: %s", who, msg);
+		return -1;
 	}
 	const struct config *old = &proc.settings->cfg;
 	if (!same_listen(old, &s->cfg) || s->cfg.max_inflight != old->max_inflight ||
 	    s->cfg.cache_bytes != old->cache_bytes || s->cfg.workers != old->workers ||
 	    s->cfg.udp_recv_buffer != old->udp_recv_buffer)
-		log_warn("SIGHUP: listen addresses, --workers, --max-inflight, --cache-size and "
-			 "--udp-recv-buffer change only on restart");
+		log_warn("%s: listen addresses, --workers, --max-inflight, --cache-size and "
+			 "--udp-recv-buffer change only on restart",
+			 who);
 	if (strcmp(s->cfg.metrics.text, old->metrics.text) != 0 ||
 	    strcmp(s->cfg.control, old->control) != 0)
-		log_warn("SIGHUP: --metrics and --control change only on restart");
+		log_warn("%s: --metrics and --control change only on restart", who);
 	/* Not shared yet: the last moment these may be written. */
 	s->cfg.max_inflight = old->max_inflight;
 	s->cfg.cache_bytes = old->cache_bytes;
@@ -124,11 +130,31 @@ static void reload(void)
 		metrics_http_set_allow(proc.metrics, &s->cfg.allow);
 	settings_drop(proc.settings);
 	proc.settings = s;
-	log_tagged("notice", "SIGHUP: configuration reloaded: %u upstream(s), policy %s",
-		   s->cfg.n_upstream,
-		   s->cfg.policy == OPTIONS_POLICY_FASTEST    ? "fastest"
-		   : s->cfg.policy == OPTIONS_POLICY_FAILOVER ? "failover"
-							      : "round-robin");
+	snprintf(msg, cap, "configuration reloaded: %u upstream(s), policy %s", s->cfg.n_upstream,
+		 s->cfg.policy == OPTIONS_POLICY_FASTEST    ? "fastest"
+		 : s->cfg.policy == OPTIONS_POLICY_FAILOVER ? "failover"
+							    : "round-robin");
+	log_tagged("notice", "%s: %s", who, msg);
+	return 0;
+}
+
+/* A reload as systemd is told of it: SIGHUP and `dotproxyctl reload` both
+ * come here.  Refused during shutdown. */
+static int reload_notified(const char *who, char *msg, size_t cap)
+{
+	char note[64];
+
+	if (proc.draining) {
+		snprintf(msg, cap, "shutting down");
+		return -1;
+	}
+	/* MONOTONIC_USEC: systemd (253+) matches the reload by it. */
+	snprintf(note, sizeof(note), "RELOADING=1\nMONOTONIC_USEC=%llu",
+		 (unsigned long long)(uv_hrtime() / 1000));
+	sdnotify(note);
+	int rc = reload(who, msg, cap);
+	sdnotify("READY=1");
+	return rc;
 }
 
 static void network_changed(void *arg)
@@ -146,15 +172,8 @@ static void signal_cb(uv_signal_t *sig, int signum)
 		return;
 	}
 	if (signum == SIGHUP) {
-		if (!proc.draining) {
-			char msg[64];
-			/* MONOTONIC_USEC: systemd (253+) matches the reload by it. */
-			snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu",
-				 (unsigned long long)(uv_hrtime() / 1000));
-			sdnotify(msg);
-			reload();
-			sdnotify("READY=1");
-		}
+		char msg[1024];
+		reload_notified("SIGHUP", msg, sizeof(msg));
 		return;
 	}
 	if (proc.draining) {
@@ -182,7 +201,53 @@ static void close_process_handles(void *arg)
 	if (proc.metrics)
 		metrics_http_close(proc.metrics);
 	proc.metrics = NULL;
+	if (proc.control)
+		control_close(proc.control);
+	proc.control = NULL;
 }
+
+/* -- what the control socket asks ------------------------------------------------- */
+
+static int control_reload(void *arg, char *msg, size_t cap)
+{
+	(void)arg;
+	return reload_notified("control", msg, cap);
+}
+
+/* Every worker flushes its own cache, through its inbox (worker 0's too). */
+static void control_flush_start(void *arg, const uint8_t *name, size_t len)
+{
+	uint64_t removed;
+
+	(void)arg;
+	proc.flush_removed_before = 0;
+	for (unsigned i = 0; i < proc.n_workers; i++) {
+		worker_flushed(proc.workers[i], &removed);
+		proc.flush_removed_before += removed;
+		proc.flush_tickets[i] = worker_flush(proc.workers[i], name, len);
+	}
+}
+
+static bool control_flush_done(void *arg, uint64_t *removed)
+{
+	bool done = true;
+	uint64_t sum = 0, r;
+
+	(void)arg;
+	for (unsigned i = 0; i < proc.n_workers; i++) {
+		if (worker_flushed(proc.workers[i], &r) < proc.flush_tickets[i])
+			done = false;
+		sum += r;
+	}
+	*removed = sum - proc.flush_removed_before;
+	return done;
+}
+
+static const struct control_ops control_ops = {
+	.reload = control_reload,
+	.flush_start = control_flush_start,
+	.flush_done = control_flush_done,
+};
 
 static void watch_signals(struct loop *loop)
 {
@@ -217,6 +282,13 @@ static int drop_privileges(const char *user)
 		if (pw->pw_uid == geteuid())
 			return 0;
 		fprintf(stderr, "dotproxy: --user %s: only root can change user\n", user);
+		return -1;
+	}
+	int rc = proc.control ? control_chown(proc.control, pw->pw_uid, pw->pw_gid) : 0;
+	if (rc < 0) {
+		fprintf(stderr,
+			"dotproxy: --user %s: cannot give the control socket %s to it: %s\n", user,
+			proc.settings->cfg.control, strerror(-rc));
 		return -1;
 	}
 	if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
@@ -309,6 +381,14 @@ static int start(const struct config *cfg)
 		proc.metrics =
 		    metrics_http_start(loop0, &cfg->metrics, &cfg->allow, err, sizeof(err));
 		if (!proc.metrics) {
+			fprintf(stderr, "dotproxy: %s\n", err);
+			return EXIT_STARTUP;
+		}
+	}
+	if (cfg->control[0]) {
+		proc.control =
+		    control_start(loop0, cfg->control, &control_ops, NULL, err, sizeof(err));
+		if (!proc.control) {
 			fprintf(stderr, "dotproxy: %s\n", err);
 			return EXIT_STARTUP;
 		}
