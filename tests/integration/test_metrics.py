@@ -4,6 +4,7 @@ with queries and never go back; the answer-time histogram; an upstream that
 stalls shown down within seconds; scrapes during a load, nothing lost; and
 the HTTP side: only GET /metrics, bounded, timed, --allow."""
 
+import os
 import socket
 import threading
 import time
@@ -12,6 +13,7 @@ import dns.message
 import dns.rcode
 import pytest
 
+from dotproxy_proc import REPO_ROOT
 from netutil import free_port, make_query
 from promtext import check_histograms, http_get, parse_exposition, samples_of
 
@@ -304,6 +306,37 @@ def test_200_scrapes_during_5000_queries_lose_nothing(fake_upstream, dotproxy):
     assert 500 <= seen and answered - seen == delta("dotproxy_queries_collapsed_total")
     assert after["dotproxy_queries_in_flight"].value() == 0
     assert after["dotproxy_cache_entries"].value() == 500
+
+
+def test_every_metric_is_documented(fake_upstream, dotproxy):
+    """README.md and doc/dotproxy.8 name every family GET /metrics serves, every
+    label value of the process-wide families, and every counter of the stats:
+    line (the one table gives both names)."""
+    up = fake_upstream()
+    p, port = start(dotproxy, [up])
+    p.udp("doc.example.")
+    families = scrape(port)
+    with open(os.path.join(REPO_ROOT, "README.md")) as f:
+        readme = f.read()
+    with open(os.path.join(REPO_ROOT, "doc", "dotproxy.8")) as f:
+        man = f.read().replace("\\:", "").replace("\\-", "-").replace("\\e", "\\")
+    missing = []
+    for name, f in families.items():
+        for where, text in (("README.md", readme), ("dotproxy.8", man)):
+            if name not in text:
+                missing.append(f"{name} in {where}")
+        for labels in f.label_sets():
+            for k, v in labels.items():
+                if k in ("upstream", "transport", "le", "version"):
+                    continue
+                if f'{k}="{v}"' not in readme and f"`{v}`" not in readme:
+                    missing.append(f'{name}{{{k}="{v}"}} in README.md')
+    for counter in p.stats():
+        if f"`{counter}`" not in readme:
+            missing.append(f"stats counter {counter} in README.md")
+        if counter not in man:
+            missing.append(f"stats counter {counter} in dotproxy.8")
+    assert missing == []
 
 
 # -- the HTTP side ------------------------------------------------------------------------
