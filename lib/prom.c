@@ -250,16 +250,25 @@ static void write_sample(struct prom_writer *w, const char *suffix, const struct
 	w->n_samples++;
 }
 
-/* Shortest text that reads back as a double close enough for metrics; the
- * special values as Prometheus writes them.  @json: null for those. */
+/* The shortest text that reads back as exactly @v (a _sum after months
+ * of uptime needs more than 9 digits; 0.000412 should not print as
+ * 0.00041200000000000002); the special values as Prometheus writes them.
+ * @json: null for those, which JSON cannot carry. */
 static void format_double(double v, char *buf, size_t cap, bool json)
 {
-	if (isnan(v))
+	if (isnan(v)) {
 		snprintf(buf, cap, "%s", json ? "null" : "NaN");
-	else if (isinf(v))
+		return;
+	}
+	if (isinf(v)) {
 		snprintf(buf, cap, "%s", json ? "null" : v > 0 ? "+Inf" : "-Inf");
-	else
-		snprintf(buf, cap, "%.9g", v);
+		return;
+	}
+	for (int digits = 6; digits <= 17; digits++) {
+		snprintf(buf, cap, "%.*g", digits, v);
+		if (strtod(buf, NULL) == v)
+			return;
+	}
 }
 
 void prom_sample_u64(struct prom_writer *w, const struct prom_label *labels, size_t n,

@@ -105,7 +105,11 @@ static void special_values(void **state)
 	prom_sample(&o.w, NULL, 0, INFINITY);
 	prom_sample(&o.w, NULL, 0, -INFINITY);
 	prom_sample(&o.w, NULL, 0, 1e21);
-	expect(&o, "# HELP v V.\n# TYPE v gauge\nv NaN\nv +Inf\nv -Inf\nv 1e+21\n");
+	prom_sample(&o.w, NULL, 0, 0.1);
+	prom_sample(&o.w, NULL, 0, 2592000.123456789); /* a month of answer times */
+	prom_sample(&o.w, NULL, 0, 1.0 / 3);
+	expect(&o, "# HELP v V.\n# TYPE v gauge\nv NaN\nv +Inf\nv -Inf\nv 1e+21\nv 0.1\n"
+		   "v 2592000.123456789\nv 0.3333333333333333\n");
 }
 
 static void histogram_is_cumulative(void **state)
