@@ -370,12 +370,8 @@ static int start(const struct config *cfg)
 			worker_on_finish(w, close_process_handles, NULL);
 		}
 	}
-	for (unsigned i = 0; i < proc.n_workers; i++) {
-		if (worker_listen(proc.workers[i], err, sizeof(err)) < 0) {
-			fprintf(stderr, "dotproxy: %s\n", err);
-			return EXIT_STARTUP;
-		}
-	}
+	/* Before the DNS sockets: once a client can reach those, the metrics
+	 * endpoint and the control socket are there too. */
 	uv_loop_t *loop0 = &worker_loop(proc.workers[0])->uv;
 	if (cfg->metrics.sa_len) {
 		proc.metrics =
@@ -389,6 +385,12 @@ static int start(const struct config *cfg)
 		proc.control =
 		    control_start(loop0, cfg->control, &control_ops, NULL, err, sizeof(err));
 		if (!proc.control) {
+			fprintf(stderr, "dotproxy: %s\n", err);
+			return EXIT_STARTUP;
+		}
+	}
+	for (unsigned i = 0; i < proc.n_workers; i++) {
+		if (worker_listen(proc.workers[i], err, sizeof(err)) < 0) {
 			fprintf(stderr, "dotproxy: %s\n", err);
 			return EXIT_STARTUP;
 		}
