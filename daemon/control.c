@@ -178,9 +178,7 @@ static void run(struct control *ctl, struct oneshot *c, const struct ctlproto_re
 		return;
 	case CTLPROTO_UPSTREAMS:
 		metrics_export_upstreams(&body, req->json);
-		if (!body.data)
-			prom_buf_append(&body, req->json ? "{\"upstreams\":[]}\n" : "",
-					req->json ? 17 : 0);
+		prom_buf_append(&body, "", 0); /* no upstream, no text: an empty body */
 		send_text(c, &body);
 		return;
 	case CTLPROTO_FLUSH:
