@@ -5,7 +5,9 @@ stalls shown down within seconds; scrapes during a load, nothing lost; and
 the HTTP side: only GET /metrics, bounded, timed, --allow."""
 
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 
@@ -306,6 +308,21 @@ def test_200_scrapes_during_5000_queries_lose_nothing(fake_upstream, dotproxy):
     assert 500 <= seen and answered - seen == delta("dotproxy_queries_collapsed_total")
     assert after["dotproxy_queries_in_flight"].value() == 0
     assert after["dotproxy_cache_entries"].value() == 500
+
+
+@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool (Debian: prometheus) not installed")
+def test_promtool_accepts_the_exposition(fake_upstream, dotproxy):
+    """Prometheus's own checker, where it is installed: the format, and its lint
+    of names (units, _total, reserved suffixes)."""
+    up = fake_upstream()
+    p, port = start(dotproxy, [up])
+    for i in range(3):
+        p.udp(f"pt{i}.example.")
+    body = http_get(port)[2]
+    r = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True,
+                       timeout=30)
+    assert r.returncode == 0, (r.stdout + r.stderr).decode()
+    assert r.stdout.strip() == b"" and r.stderr.strip() == b"", (r.stdout + r.stderr).decode()
 
 
 def test_every_metric_is_documented(fake_upstream, dotproxy):
