@@ -1,5 +1,5 @@
 # dotproxy: GNU Make, non-recursive, out-of-tree in build/.
-#   make            build build/dotproxy
+#   make            build build/dotproxy and build/dotproxyctl
 #   make check      unit tests, fuzz corpus replay, integration tests
 #   make fuzz       run each libFuzzer target for FUZZ_SECONDS (default 30)
 #   make lint       layering check, clang-format check, clang-tidy and cppcheck
@@ -25,7 +25,7 @@ PYTHON ?= /usr/bin/python3
 
 # What `make` builds and `make install` puts in SBINDIR: build/NAME, each with
 # its manual page doc/NAME.8.
-PROGRAMS := dotproxy
+PROGRAMS := dotproxy dotproxyctl
 PYTEST_ARGS ?=
 
 PKGS := libuv openssl libnghttp2
@@ -57,6 +57,7 @@ LDFLAGS_ALL = -pie -Wl,-z,relro,-z,now -Wl,--as-needed $(SAN_FLAGS) $(LDFLAGS)
 
 LIB_SRC := $(wildcard lib/*.c)
 DAEMON_SRC := $(wildcard daemon/*.c)
+TOOLS_SRC := $(wildcard tools/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
@@ -67,6 +68,11 @@ all: $(PROGRAMS:%=$(BUILD)/%)
 
 $(BUILD)/dotproxy: $(DAEMON_OBJ) $(BUILD)/libdotproxy.a
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS)
+
+# The control client: lib/ctlproto and what it needs from libdotproxy.a, no
+# libuv, no OpenSSL.
+$(BUILD)/dotproxyctl: $(BUILD)/tools/dotproxyctl.o $(BUILD)/libdotproxy.a
+	$(CC) $(LDFLAGS_ALL) -o $@ $^
 
 $(BUILD)/libdotproxy.a: $(LIB_OBJ)
 	rm -f $@
@@ -106,8 +112,8 @@ unit: $(UNIT_BIN)
 	@for t in $(UNIT_BIN); do echo "== $$t"; $$t || exit 1; done
 
 # -rs: the reason of every skipped test is printed (a missing tool, for one).
-integration: $(BUILD)/dotproxy
-	DOTPROXY=$(CURDIR)/$(BUILD)/dotproxy $(PYTHON) -m pytest -q -rs tests/integration $(PYTEST_ARGS)
+integration: $(BUILD)/dotproxy $(BUILD)/dotproxyctl
+	DOTPROXY=$(CURDIR)/$(BUILD)/dotproxy DOTPROXYCTL=$(CURDIR)/$(BUILD)/dotproxyctl $(PYTHON) -m pytest -q -rs tests/integration $(PYTEST_ARGS)
 
 fuzz-replay:
 	tests/fuzz/run.sh replay
@@ -122,7 +128,7 @@ check: all unit fuzz-replay integration
 # (.clang-format), clang-tidy (.clang-tidy) and cppcheck, then our own
 # layering check (scripts/check-layers: no include cycle in daemon/, arrows
 # down daemon/LAYERS, lib/ pure, every header compiles alone); any finding fails.
-LINT_SRC := $(LIB_SRC) $(DAEMON_SRC)
+LINT_SRC := $(LIB_SRC) $(DAEMON_SRC) $(TOOLS_SRC)
 lint:
 	CC="$(CC)" CHECK_LAYERS_CFLAGS="$(PKG_CFLAGS) -Werror" scripts/check-layers
 	clang-format --dry-run -Werror $(LINT_SRC) $(wildcard lib/*.h daemon/*.h)
@@ -173,7 +179,7 @@ uninstall:
 clean:
 	rm -rf build
 
--include $(LIB_OBJ:.o=.d) $(DAEMON_OBJ:.o=.d) $(UNIT_BIN:=.d)
+-include $(LIB_OBJ:.o=.d) $(DAEMON_OBJ:.o=.d) $(BUILD)/tools/dotproxyctl.d $(UNIT_BIN:=.d)
 
 # Benchmark against peer DoT proxies on loopback (bench/README.md); ROUNDS=N
 # (default 3), BENCH_SECONDS=N per measurement (default 5). `deps` is phony, so

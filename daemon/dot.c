@@ -229,8 +229,11 @@ static void handshaken_cb(struct tlsio *io)
 	conn->was_ready = true;
 	uv_timer_stop(&conn->timer);
 	metrics_inc(METRIC_upstream_handshakes);
-	if (tls_conn_resumed(tls))
+	conn->base.tls = TRANSPORT_TLS_FULL;
+	if (tls_conn_resumed(tls)) {
 		metrics_inc(METRIC_upstream_resumed);
+		conn->base.tls = TRANSPORT_TLS_RESUMED;
+	}
 	tls_conn_describe(tls, desc, sizeof(desc));
 	const char *unauthenticated = tls_conn_auth_failure(tls);
 	if (unauthenticated) {

@@ -6,7 +6,9 @@
  * argument or configuration (sockets handed over by systemd that dotproxy
  * cannot use included: a restart cannot fix those either).
  */
+#include "daemon/control.h"
 #include "daemon/loop.h"
+#include "daemon/metrics_http.h"
 #include "daemon/netwatch.h"
 #include "daemon/sdlisten.h"
 #include "daemon/sdnotify.h"
@@ -50,11 +52,15 @@ static struct {
 	struct sdlisten handed; /* sockets from systemd: used instead of --listen */
 	uv_signal_t sig_term, sig_int, sig_usr1, sig_hup;
 	struct netwatch *netwatch;
+	struct metrics_http *metrics;		     /* --metrics, on worker 0's loop */
+	struct control *control;		     /* --control, on worker 0's loop */
+	uint64_t flush_tickets[OPTIONS_MAX_WORKERS]; /* the last control flush's, per worker */
+	uint64_t flush_removed_before;		     /* entries removed by earlier flushes */
 } proc;
 
 static void log_stats(void)
 {
-	char line[2048];
+	char line[4096];
 
 	metrics_render(line, sizeof(line));
 	log_tagged("stats", "%s", line + strlen("stats: "));
@@ -77,11 +83,12 @@ static void tell_workers(unsigned commands, struct settings *s)
 }
 
 /*
- * SIGHUP: read the command line and config file again, once for every
- * worker.  A bad config is logged once and changes nothing anywhere;
- * otherwise every worker takes the same new settings.
+ * SIGHUP (or `dotproxyctl reload`, as @who): read the command line and
+ * config file again, once for every worker.  A bad config is logged once and
+ * changes nothing anywhere; otherwise every worker takes the same new
+ * settings.  Returns 0 with what was loaded in @msg, or -1 with the reason.
  */
-static void reload(void)
+static int reload(const char *who, char *msg, size_t cap)
 {
 	char err[1024];
 	int status;
@@ -92,9 +99,9 @@ static void reload(void)
 	if (devnull)
 		fclose(devnull);
 	if (!s) {
-		log_error("SIGHUP: configuration unchanged: %s",
-			  status < 0 ? err : "nothing to run");
-		return;
+		snprintf(msg, cap, "%s", status < 0 ? err : "nothing to run");
+		log_error("%s: configuration unchanged: %s", who, msg);
+		return -1;
 	}
 	/* Compared with what runs, not with the file as it was: after a revert
 	 * nothing differs.  Not shared yet: the last moment s may be written.
@@ -103,29 +110,52 @@ static void reload(void)
 		memcpy(s->cfg.listen, proc.settings->cfg.listen, sizeof(s->cfg.listen));
 		s->cfg.n_listen = proc.settings->cfg.n_listen;
 	}
-	char changed[160];
+	char changed[200];
 	unsigned n_changed =
 	    options_keep_running(&s->cfg, &proc.settings->cfg, changed, sizeof(changed));
 	if (n_changed)
-		log_warn("SIGHUP: %s change%s only on restart; still running with the old %s",
+		log_warn("%s: %s change%s only on restart; still running with the old %s", who,
 			 changed, n_changed == 1 ? "s" : "", n_changed == 1 ? "one" : "ones");
 	set_log_level(&s->cfg);
 	for (unsigned i = 0; i < s->cfg.n_warnings; i++)
-		log_warn("SIGHUP: %s", s->cfg.warnings[i]);
+		log_warn("%s: %s", who, s->cfg.warnings[i]);
 	tell_workers(WORKER_RELOAD, s);
+	if (proc.metrics)
+		metrics_http_set_allow(proc.metrics, &s->cfg.allow);
 	settings_drop(proc.settings);
 	proc.settings = s;
 	if (s->tls_server) {
 		/* After a renewal, the log says the new certificate is in use. */
 		char desc[512];
 		tls_server_ctx_describe(s->tls_server, desc, sizeof(desc));
-		log_tagged("notice", "SIGHUP: TLS listeners serve %s (%s)", desc, s->cfg.cert_file);
+		log_tagged("notice", "%s: TLS listeners serve %s (%s)", who, desc,
+			   s->cfg.cert_file);
 	}
-	log_tagged("notice", "SIGHUP: configuration reloaded: %u upstream(s), policy %s",
-		   s->cfg.n_upstream,
-		   s->cfg.policy == OPTIONS_POLICY_FASTEST    ? "fastest"
-		   : s->cfg.policy == OPTIONS_POLICY_FAILOVER ? "failover"
-							      : "round-robin");
+	snprintf(msg, cap, "configuration reloaded: %u upstream(s), policy %s", s->cfg.n_upstream,
+		 s->cfg.policy == OPTIONS_POLICY_FASTEST    ? "fastest"
+		 : s->cfg.policy == OPTIONS_POLICY_FAILOVER ? "failover"
+							    : "round-robin");
+	log_tagged("notice", "%s: %s", who, msg);
+	return 0;
+}
+
+/* A reload as systemd is told of it: SIGHUP and `dotproxyctl reload` both
+ * come here.  Refused during shutdown. */
+static int reload_notified(const char *who, char *msg, size_t cap)
+{
+	char note[64];
+
+	if (proc.draining) {
+		snprintf(msg, cap, "shutting down");
+		return -1;
+	}
+	/* MONOTONIC_USEC: systemd (253+) matches the reload by it. */
+	snprintf(note, sizeof(note), "RELOADING=1\nMONOTONIC_USEC=%llu",
+		 (unsigned long long)(uv_hrtime() / 1000));
+	sdnotify(note);
+	int rc = reload(who, msg, cap);
+	sdnotify("READY=1");
+	return rc;
 }
 
 static void network_changed(void *arg)
@@ -143,15 +173,8 @@ static void signal_cb(uv_signal_t *sig, int signum)
 		return;
 	}
 	if (signum == SIGHUP) {
-		if (!proc.draining) {
-			char msg[64];
-			/* MONOTONIC_USEC: systemd (253+) matches the reload by it. */
-			snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu",
-				 (unsigned long long)(uv_hrtime() / 1000));
-			sdnotify(msg);
-			reload();
-			sdnotify("READY=1");
-		}
+		char msg[1024];
+		reload_notified("SIGHUP", msg, sizeof(msg));
 		return;
 	}
 	if (proc.draining) {
@@ -176,7 +199,56 @@ static void close_process_handles(void *arg)
 	}
 	netwatch_free(proc.netwatch);
 	proc.netwatch = NULL;
+	if (proc.metrics)
+		metrics_http_close(proc.metrics);
+	proc.metrics = NULL;
+	if (proc.control)
+		control_close(proc.control);
+	proc.control = NULL;
 }
+
+/* -- what the control socket asks ------------------------------------------------- */
+
+static int control_reload(void *arg, char *msg, size_t cap)
+{
+	(void)arg;
+	return reload_notified("control", msg, cap);
+}
+
+/* Every worker flushes its own cache, through its inbox (worker 0's too). */
+static void control_flush_start(void *arg, const uint8_t *name, size_t len)
+{
+	uint64_t removed;
+
+	(void)arg;
+	proc.flush_removed_before = 0;
+	for (unsigned i = 0; i < proc.n_workers; i++) {
+		worker_flushed(proc.workers[i], &removed);
+		proc.flush_removed_before += removed;
+		proc.flush_tickets[i] = worker_flush(proc.workers[i], name, len);
+	}
+}
+
+static bool control_flush_done(void *arg, uint64_t *removed)
+{
+	bool done = true;
+	uint64_t sum = 0, r;
+
+	(void)arg;
+	for (unsigned i = 0; i < proc.n_workers; i++) {
+		if (worker_flushed(proc.workers[i], &r) < proc.flush_tickets[i])
+			done = false;
+		sum += r;
+	}
+	*removed = sum - proc.flush_removed_before;
+	return done;
+}
+
+static const struct control_ops control_ops = {
+	.reload = control_reload,
+	.flush_start = control_flush_start,
+	.flush_done = control_flush_done,
+};
 
 static void watch_signals(struct loop *loop)
 {
@@ -211,6 +283,13 @@ static int drop_privileges(const char *user)
 		if (pw->pw_uid == geteuid())
 			return 0;
 		fprintf(stderr, "dotproxy: --user %s: only root can change user\n", user);
+		return -1;
+	}
+	int rc = proc.control ? control_chown(proc.control, pw->pw_uid, pw->pw_gid) : 0;
+	if (rc < 0) {
+		fprintf(stderr,
+			"dotproxy: --user %s: cannot give the control socket %s to it: %s\n", user,
+			proc.settings->cfg.control, strerror(-rc));
 		return -1;
 	}
 	if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
@@ -313,6 +392,25 @@ static int start(const struct config *cfg)
 			 * the port open must not kill us. */
 			watch_signals(worker_loop(w));
 			worker_on_finish(w, close_process_handles, NULL);
+		}
+	}
+	/* Before the DNS sockets: once a client can reach those, the metrics
+	 * endpoint and the control socket are there too. */
+	uv_loop_t *loop0 = &worker_loop(proc.workers[0])->uv;
+	if (cfg->metrics.sa_len) {
+		proc.metrics =
+		    metrics_http_start(loop0, &cfg->metrics, &cfg->allow, err, sizeof(err));
+		if (!proc.metrics) {
+			fprintf(stderr, "dotproxy: %s\n", err);
+			return EXIT_STARTUP;
+		}
+	}
+	if (cfg->control[0]) {
+		proc.control =
+		    control_start(loop0, cfg->control, &control_ops, NULL, err, sizeof(err));
+		if (!proc.control) {
+			fprintf(stderr, "dotproxy: %s\n", err);
+			return EXIT_STARTUP;
 		}
 	}
 	for (unsigned i = 0; i < proc.n_workers; i++) {

@@ -179,6 +179,7 @@ static struct query *pool_get(struct query_pool *pool)
 		return NULL;
 	}
 	pool->inflight++;
+	metrics_gauge_set(METRIC_GAUGE_queries_in_flight, pool->inflight);
 	return q;
 }
 
@@ -254,6 +255,39 @@ static void deadline_cb(uv_timer_t *timer)
 
 /* -- replies -------------------------------------------------------------------- */
 
+/* Every reply to a client leaves through here, counted by its rcode. */
+static void send_reply(const struct frontend_client *client, const uint8_t *msg, size_t len)
+{
+	static const enum metric by_rcode[] = {
+		METRIC_rcode_noerror,  METRIC_rcode_formerr, METRIC_rcode_servfail,
+		METRIC_rcode_nxdomain, METRIC_rcode_notimp,  METRIC_rcode_refused,
+	};
+	unsigned rcode = wire_rcode(msg);
+
+	if (client->ops == &prefetch_ops)
+		return;
+	metrics_inc(rcode < sizeof(by_rcode) / sizeof(by_rcode[0]) ? by_rcode[rcode]
+								   : METRIC_rcode_other);
+	client->ops->reply(client, msg, len);
+}
+
+/* Count @metric once for each client among @q (the leader, unless it is
+ * a prefetch) and its followers: how each of their queries ended. */
+static void count_clients(const struct query *q, enum metric metric)
+{
+	if (q->client.ops != &prefetch_ops)
+		metrics_inc(metric);
+	for (const struct query *f = q->followers; f; f = f->follow_next)
+		metrics_inc(metric);
+}
+
+/* The cache changed (or may have): its size, for the metrics. */
+static void publish_cache(const struct query_env *env)
+{
+	metrics_gauge_set(METRIC_GAUGE_cache_entries, cache_entries(env->cache));
+	metrics_gauge_set(METRIC_GAUGE_cache_bytes, cache_bytes(env->cache));
+}
+
 static void log_query(const struct frontend_client *client, const struct wire_info *info,
 		      unsigned rcode, const char *source, uint64_t start_ns)
 {
@@ -315,7 +349,7 @@ static void answer_client(struct query_env *env, const struct frontend_client *c
 		len = add_stream_options(client, client_info, msg, len,
 					 sizeof(env->loop->scratch->reply), info);
 	}
-	client->ops->reply(client, msg, len);
+	send_reply(client, msg, len);
 }
 
 /* Reply to a message that never became a query (or whose query failed). */
@@ -326,7 +360,7 @@ static void reply_now(const struct frontend_client *client, const struct wire_in
 	size_t len = wire_make_reply(info, rcode, ede, buf, sizeof(buf));
 
 	if (len)
-		client->ops->reply(client, buf, len);
+		send_reply(client, buf, len);
 }
 
 /* -- identical questions in flight ------------------------------------------------ */
@@ -441,18 +475,22 @@ static void release(struct query *q)
 	q->free_next = pool->free_list;
 	pool->free_list = q;
 	pool->inflight--;
+	metrics_gauge_set(METRIC_GAUGE_queries_in_flight, pool->inflight);
 	if (env->draining && pool->inflight == 0 && env->drained)
 		env->drained(env->drained_arg);
 }
 
-/* Answer @q and everyone waiting on it from @msg, then release them all. */
+/* Answer @q and everyone waiting on it from @msg, then release them all;
+ * each client's query ended as @result. */
 static void complete_all(struct query *q, const uint8_t *msg, size_t len,
 			 const struct wire_info *info, uint32_t elapsed, uint32_t fixed_ttl,
-			 const char *source)
+			 const char *source, enum metric result)
 {
 	struct query_env *env = q->pool->env;
 	bool log = env->cfg->log_queries;
 	struct query *f = q->followers;
+
+	count_clients(q, result);
 
 	q->followers = NULL;
 	for (struct query *next; f; f = next) {
@@ -484,8 +522,10 @@ static void store(struct query_env *env, const struct cache_key *key, const uint
 		ttl = env->cfg->cache_min_ttl;
 	if (ttl > env->cfg->cache_max_ttl)
 		ttl = env->cfg->cache_max_ttl;
-	if (ttl > 0)
+	if (ttl > 0) {
 		cache_store(env->cache, key, msg, len, ttl, uv_now(&env->loop->uv));
+		publish_cache(env);
+	}
 }
 
 static struct query *of_job(struct upstream_job *job)
@@ -506,14 +546,15 @@ static void job_answered(struct upstream_job *job, uint8_t *msg, size_t len,
 	 * and what every client gets (adapted). */
 	len = wire_filter_opt(msg, len, info);
 	if (wire_parse(msg, len, &canon) != 0) {
-		query_fail(q, WIRE_EDE_OTHER, METRIC_upstream_bad_answers);
+		metrics_inc(METRIC_upstream_bad_answers);
+		query_fail(q, WIRE_EDE_OTHER, METRIC_servfail_bad_answer);
 		return;
 	}
 	metrics_inc(METRIC_answers_forwarded);
 	struct cache_key key;
 	cache_key_from(&q->info, &key);
 	store(env, &key, msg, len, &canon);
-	complete_all(q, msg, len, &canon, 0, 0, upstream_job_source(job));
+	complete_all(q, msg, len, &canon, 0, 0, upstream_job_source(job), METRIC_answered);
 }
 
 static void job_failed(struct upstream_job *job, int ede, int metric)
@@ -544,13 +585,12 @@ static bool serve_stale(struct query *q)
 			  &hit) ||
 	    wire_parse(hit.msg, hit.len, &info) != 0)
 		return false;
-	if (hit.stale)
-		metrics_inc(METRIC_cache_stale_served);
 	/* A copy: answering may not change the cache, but make no assumption. */
 	uint8_t copy[WIRE_MAX_MSG];
 	memcpy(copy, hit.msg, hit.len);
+	/* An entry fresh again (stored meanwhile) is a plain cache answer. */
 	complete_all(q, copy, hit.len, &info, hit.stale ? 0 : hit.age_s, hit.stale ? 30 : 0,
-		     "cache-stale");
+		     "cache-stale", hit.stale ? METRIC_cache_stale_served : METRIC_cache_hits);
 	return true;
 }
 
@@ -566,7 +606,7 @@ static void query_fail(struct query *q, int ede, int metric)
 	}
 	if (metric != METRIC_servfail_shutdown && serve_stale(q))
 		return;
-	metrics_inc((enum metric)metric);
+	count_clients(q, (enum metric)metric);
 	struct query *f = q->followers;
 	q->followers = NULL;
 	for (struct query *next; f; f = next) {
@@ -690,6 +730,7 @@ static bool answer_from_cache(struct query_pool *pool, const struct frontend_cli
 	if (!cache_lookup(env->cache, key, uv_now(&env->loop->uv), false, env->cfg->serve_stale,
 			  &hit)) {
 		metrics_inc(METRIC_cache_misses);
+		publish_cache(env); /* an entry past the stale window is gone */
 		return false;
 	}
 	if (wire_parse(hit.msg, hit.len, &cached) != 0)
@@ -736,7 +777,7 @@ static bool answer_locally(struct query_env *env, const struct frontend_client *
 	if (env->cfg->log_queries)
 		log_query(client, info, wire_rcode(buf),
 			  v == LOCALZONE_BLOCKED ? "blocked" : "local", start_ns);
-	client->ops->reply(client, buf, len);
+	send_reply(client, buf, len);
 	return true;
 }
 

@@ -36,6 +36,7 @@ struct transport_env {
 	struct loop *loop;
 	const struct config *cfg; /**< timeouts, resumption; outlives the connections */
 	struct tls_ctx *tls;	  /**< trust anchors and profile */
+	unsigned worker;	  /**< the worker's index, for its share of the metrics */
 };
 
 /** Why a connection closed (the closed event). */
@@ -134,6 +135,13 @@ struct transport_conn {
 	const struct transport_ops *ops;   /**< set by open() */
 	const struct transport_events *ev; /**< set by open() */
 	void *owner;			   /**< the upstream layer's, set by open() */
+	/** Set by the transport before the ready event, for the metrics:
+	 * TRANSPORT_TLS_NONE (plain DNS), _FULL or _RESUMED handshake. */
+	enum transport_tls {
+		TRANSPORT_TLS_NONE,
+		TRANSPORT_TLS_FULL,
+		TRANSPORT_TLS_RESUMED,
+	} tls;
 	/* The upstream layer's bookkeeping; a transport never touches these. */
 	uint64_t last_answer_ns; /**< uv_hrtime() of the last well-formed answer (0: none) */
 	bool ready;		 /**< the ready event came */

@@ -58,10 +58,11 @@ struct upstream {
 	unsigned samples;	   /* RTT samples taken (0: unknown) */
 	/* The outage as the log tells it: a warning when it starts, a line a
 	 * minute while it lasts, one when it answers again. */
-	uint64_t down_since_ns; /* 0: no outage */
-	uint64_t told_ns;	/* the last line about it */
-	unsigned missed;	/* jobs that wanted it since that line */
-	char why[128];		/* its latest failure */
+	uint64_t down_since_ns;	    /* 0: no outage */
+	uint64_t told_ns;	    /* the last line about it */
+	unsigned missed;	    /* jobs that wanted it since that line */
+	char why[128];		    /* its latest failure */
+	struct metrics_upstream *m; /* this worker's numbers for it (lib/metrics) */
 };
 
 struct upstream_set {
@@ -82,6 +83,19 @@ static const struct transport_events events;
 static void probe_cb(uv_timer_t *timer);
 static void close_current(struct upstream *up, const char *why);
 static void dispatch(struct upstream_set *set, struct upstream_job *job, bool free_send);
+
+/* Every change of `down` goes through here: the metrics count, per worker,
+ * the sets in which an upstream is down. */
+static void set_down(struct upstream *up, bool down)
+{
+	if (up->down == down)
+		return;
+	up->down = down;
+	if (down)
+		metrics_bump(&up->m->down);
+	else
+		metrics_drop(&up->m->down);
+}
 
 /* FNV-1a of what identifies an upstream: its spec as configured, which
  * names address, port and authentication name. */
@@ -114,6 +128,11 @@ struct upstream_set *upstream_set_new(const struct transport_env *env,
 		up->peer = up->ops->peer_new(up->spec);
 		require(up->peer);
 		up->identity = identity_of(up->spec);
+		/* A new set starts afresh (a reload): so do the gauges it sets. */
+		up->m = metrics_upstream_hold(env->worker, up->spec->label,
+					      up->ops->name ? up->ops->name : "unknown");
+		metrics_put(&up->m->failures, 0);
+		metrics_put(&up->m->srtt_us, 0);
 		uv_timer_init(&env->loop->uv, &up->probe_timer);
 		up->probe_timer.data = up;
 	}
@@ -140,6 +159,8 @@ void upstream_set_free(struct upstream_set *set)
 		struct upstream *up = &set->ups[i];
 		while (up->n_conns)
 			up->ops->close(up->conns[0], NULL);
+		set_down(up, false); /* no longer held: not down in this set */
+		metrics_upstream_release(up->m);
 		uv_close((uv_handle_t *)&up->probe_timer, set_closed_cb);
 	}
 	if (set->n == 0)
@@ -189,7 +210,8 @@ static void tell_outage(struct upstream *up)
 static void mark_down(struct upstream *up, const char *why)
 {
 	up->failures++;
-	up->down = true;
+	metrics_put(&up->m->failures, up->failures);
+	set_down(up, true);
 	unsigned ms = backoff_ms(up);
 	up->wanted = false; /* a new wait: does anything want it before it ends? */
 	uv_timer_start(&up->probe_timer, probe_cb, ms, 0);
@@ -205,13 +227,16 @@ static void mark_down(struct upstream *up, const char *why)
 		 up->failures, ms, why);
 }
 
-static struct transport_conn *open_conn(struct upstream *up)
+static struct transport_conn *open_conn(struct upstream *up, enum metrics_open_reason why)
 {
 	require(up->n_conns < UPSTREAM_MAX_CONNS);
 	struct transport_conn *c = up->ops->open(up->set->env, up->spec, up->peer, &events, up);
 
-	if (c)
+	if (c) {
 		up->conns[up->n_conns++] = c;
+		metrics_bump(&up->m->opened[why]);
+		metrics_bump(&up->m->conns);
+	}
 	return c;
 }
 
@@ -229,7 +254,7 @@ static void probe_cb(uv_timer_t *timer)
 		return;
 	}
 	log_debug("upstream %s: probing", up->spec->label);
-	if (!open_conn(up))
+	if (!open_conn(up, METRICS_OPEN_PROBE))
 		mark_down(up, "cannot connect");
 }
 
@@ -349,11 +374,11 @@ static struct upstream *choose(struct upstream_set *set, const struct upstream_j
 }
 
 /* One more connection, up to the hard bound of conns[]; NULL if none. */
-static struct transport_conn *open_more(struct upstream *up)
+static struct transport_conn *open_more(struct upstream *up, enum metrics_open_reason why)
 {
 	if (up->n_conns == UPSTREAM_MAX_CONNS)
 		return NULL;
-	struct transport_conn *c = open_conn(up);
+	struct transport_conn *c = open_conn(up, why);
 	if (!c)
 		mark_down(up, "cannot connect");
 	return c;
@@ -390,7 +415,7 @@ static struct transport_conn *pick_conn(struct upstream *up, bool *full)
 		*full = true;
 		return least;
 	}
-	struct transport_conn *c = open_more(up);
+	struct transport_conn *c = open_more(up, best ? METRICS_OPEN_BUSY : METRICS_OPEN_DEMAND);
 	return c ? c : best;
 }
 
@@ -432,7 +457,7 @@ static bool send_to(struct upstream *up, struct upstream_job *job, bool free_sen
 		 * transport that can hold the job until a slot frees (DoH) took
 		 * it; one that cannot (DoT) gets one more connection, as far as
 		 * conns[] goes, rather than fail the job. */
-		c = open_more(up);
+		c = open_more(up, METRICS_OPEN_BUSY);
 		rc = c ? up->ops->send(c, job->msg, job->len, job, &key) : -EPIPE;
 	}
 	if (rc < 0)
@@ -497,15 +522,23 @@ void upstream_job_start(struct upstream_set *set, struct upstream_job *job)
 	dispatch(set, job, false);
 }
 
-void upstream_job_cancel(struct upstream_job *job)
+/* Forget every attempt of @job still waiting, each ending as @outcome. */
+static void cancel_attempts(struct upstream_job *job, enum metrics_outcome outcome)
 {
 	for (unsigned i = 0; i < UPSTREAM_MAX_ACTIVE; i++) {
 		struct upstream_attempt *a = &job->attempts[i];
-		if (a->conn)
+		if (a->conn) {
+			metrics_bump(&a->up->m->requests[outcome]);
 			a->up->ops->cancel(a->conn, a->key);
+		}
 		a->conn = NULL;
 	}
 	uv_timer_stop(&job->timer);
+}
+
+void upstream_job_cancel(struct upstream_job *job)
+{
+	cancel_attempts(job, METRICS_OUTCOME_CANCELLED);
 }
 
 const char *upstream_job_source(const struct upstream_job *job)
@@ -587,7 +620,9 @@ static void answered(struct upstream *up, double rtt_us)
 	} else if (up->failures) {
 		log_info("upstream %s answers again", up->spec->label);
 	}
-	up->down = false;
+	set_down(up, false);
+	if (up->failures)
+		metrics_put(&up->m->failures, 0);
 	up->failures = 0;
 	up->silences = 0;
 	uv_timer_stop(&up->probe_timer);
@@ -600,6 +635,7 @@ static void answered(struct upstream *up, double rtt_us)
 		up->rttvar_us = 0.75 * up->rttvar_us + 0.25 * fabs(up->srtt_us - rtt_us);
 		up->srtt_us = 0.875 * up->srtt_us + 0.125 * rtt_us;
 	}
+	metrics_put(&up->m->srtt_us, up->srtt_us >= 1 ? (uint64_t)up->srtt_us : 1);
 }
 
 /* Another upstream answered while this one's connection stayed silent: a
@@ -623,8 +659,12 @@ static void on_ready(struct transport_conn *c)
 	 * that handshakes but never answers keeps backing off. */
 	if (up->down)
 		log_info("upstream %s: reachable again", up->spec->label);
-	up->down = false;
+	set_down(up, false);
 	uv_timer_stop(&up->probe_timer);
+	if (c->tls == TRANSPORT_TLS_FULL)
+		metrics_bump(&up->m->handshakes_full);
+	else if (c->tls == TRANSPORT_TLS_RESUMED)
+		metrics_bump(&up->m->handshakes_resumed);
 }
 
 static bool on_answer(struct transport_conn *c, uint32_t key, void *job_arg, uint8_t *msg,
@@ -648,7 +688,10 @@ static bool on_answer(struct transport_conn *c, uint32_t key, void *job_arg, uin
 	c->answered = true;
 	a->conn = NULL;
 	up->ops->cancel(c, key);
-	answered(up, a->measured ? (double)(uv_hrtime() - a->sent_ns) / 1e3 : -1);
+	uint64_t took_ns = uv_hrtime() - a->sent_ns;
+	metrics_bump(&up->m->requests[METRICS_OUTCOME_ANSWERED]);
+	metrics_rtt_record(up->m, took_ns);
+	answered(up, a->measured ? (double)took_ns / 1e3 : -1);
 	job->source = up->spec->label;
 	/* Attempts elsewhere still waiting on silent connections lost the race;
 	 * noted after the answer, since noting may close those connections. */
@@ -661,7 +704,7 @@ static bool on_answer(struct transport_conn *c, uint32_t key, void *job_arg, uin
 	}
 	/* The job is over here, whatever its owner does next: the other
 	 * attempts' keys go, so that a late answer is dropped as unmatched. */
-	upstream_job_cancel(job);
+	cancel_attempts(job, METRICS_OUTCOME_LOST);
 	up->set->hooks->answered(job, msg, len, info);
 	for (unsigned i = 0; i < n_losers; i++)
 		lost_race(losers[i]);
@@ -683,6 +726,7 @@ static void on_closed(struct transport_conn *c, enum transport_close_reason reas
 	for (unsigned i = 0; i < up->n_conns; i++) {
 		if (up->conns[i] == c) {
 			up->conns[i] = up->conns[--up->n_conns];
+			metrics_drop(&up->m->conns);
 			break;
 		}
 	}
@@ -709,6 +753,8 @@ static void on_orphaned(struct transport_conn *c, void *job_arg, bool maybe_proc
 	if (a)
 		a->conn = NULL;
 	if (up->set->stopping) {
+		if (a)
+			metrics_bump(&up->m->requests[METRICS_OUTCOME_CANCELLED]);
 		if (active_attempts(job) == 0) {
 			uv_timer_stop(&job->timer);
 			up->set->hooks->failed(job, WIRE_EDE_NOT_READY, METRIC_servfail_shutdown);
@@ -729,6 +775,9 @@ static void on_orphaned(struct transport_conn *c, void *job_arg, bool maybe_proc
 	if (died_silent && job->silent_deaths < UINT8_MAX)
 		job->silent_deaths++;
 	bool counts = !c->retiring && (!c->ready || (died_silent && job->silent_deaths > 1));
+	if (a)
+		metrics_bump(
+		    &up->m->requests[counts ? METRICS_OUTCOME_FAILED : METRICS_OUTCOME_CLOSED]);
 	if (counts) {
 		mark_tried(job, up);
 	} else if (maybe_processed) {
@@ -823,10 +872,12 @@ void upstream_set_reset(struct upstream_set *set)
 	log_info("network change: reconnecting to every upstream");
 	for (unsigned i = 0; i < set->n; i++) {
 		struct upstream *up = &set->ups[i];
-		up->down = false;
+		set_down(up, false);
 		up->failures = 0;
 		up->silences = 0;
 		up->samples = 0; /* latencies were for the old path */
+		metrics_put(&up->m->failures, 0);
+		metrics_put(&up->m->srtt_us, 0);
 		uv_timer_stop(&up->probe_timer);
 		close_current(up, "network changed");
 	}

@@ -31,7 +31,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { DRAIN_GRACE_MS = 500 };
+enum {
+	DRAIN_GRACE_MS = 500,
+	FLUSH_QUEUE = 8, /* names queued to flush; beyond, the whole cache goes */
+};
+
+/* A name to flush from the cache (--control flush), in wire form. */
+struct flush_name {
+	uint8_t name[WIRE_MAX_NAME];
+	size_t len;
+};
 
 struct worker {
 	unsigned index; /* 0: the main thread's */
@@ -60,8 +69,14 @@ struct worker {
 	uv_async_t wake;
 	uv_mutex_t wake_lock; /* wake may be signalled only while open */
 	bool wake_open;
-	unsigned commands;	  /* WORKER_* bits, under wake_lock */
-	struct settings *pending; /* with WORKER_RELOAD, under wake_lock (held) */
+	unsigned commands;			/* WORKER_* bits, under wake_lock */
+	struct settings *pending;		/* with WORKER_RELOAD, under wake_lock (held) */
+	struct flush_name flushes[FLUSH_QUEUE]; /* with WORKER_FLUSH, under wake_lock */
+	unsigned n_flushes;			/* under wake_lock */
+	bool flush_everything;			/* the queue overflowed; under wake_lock */
+	uint64_t flush_posted;			/* tickets handed out, under wake_lock */
+	uint64_t flush_done;			/* tickets done (atomic) */
+	uint64_t flush_removed;			/* entries removed by every flush (atomic) */
 	uv_thread_t thread;
 };
 
@@ -166,6 +181,7 @@ struct worker *worker_new(unsigned index, struct settings *s, char *err, size_t 
 	w->loop.busy_arg = w;
 	use_settings(w, settings_hold(s));
 	w->tenv.loop = &w->loop;
+	w->tenv.worker = index;
 	uint64_t seed = (uint64_t)random_u16() << 48 | (uint64_t)random_u16() << 32 |
 			(uint64_t)random_u16() << 16 | random_u16();
 	w->cache = cache_new(cfg->cache_bytes / cfg->workers, seed);
@@ -411,18 +427,79 @@ void worker_command(struct worker *w, unsigned commands, struct settings *s)
 		uv_timer_start(&w->drain_timer, drain_timer_cb, 0, 0);
 }
 
+/* The names of a WORKER_FLUSH, taken from the queue under wake_lock. */
+struct flush_batch {
+	struct flush_name names[FLUSH_QUEUE];
+	unsigned n;
+	bool everything;
+	uint64_t upto; /* the last ticket they cover */
+};
+
+static void flush(struct worker *w, const struct flush_batch *b)
+{
+	size_t removed = 0;
+
+	if (b->everything) {
+		removed = cache_flush(w->cache, NULL, 0);
+	} else {
+		for (unsigned i = 0; i < b->n; i++)
+			removed += cache_flush(w->cache, b->names[i].name, b->names[i].len);
+	}
+	metrics_gauge_set(METRIC_GAUGE_cache_entries, cache_entries(w->cache));
+	metrics_gauge_set(METRIC_GAUGE_cache_bytes, cache_bytes(w->cache));
+	__atomic_add_fetch(&w->flush_removed, removed, __ATOMIC_RELAXED);
+	__atomic_store_n(&w->flush_done, b->upto, __ATOMIC_RELEASE);
+}
+
 static void wake_cb(uv_async_t *wake)
 {
 	struct worker *w = wake->data;
+	struct flush_batch batch = { 0 };
 
 	uv_mutex_lock(&w->wake_lock);
 	unsigned commands = w->commands;
 	struct settings *s = w->pending;
 	w->commands = 0;
 	w->pending = NULL;
+	if (commands & WORKER_FLUSH) {
+		batch.n = w->n_flushes;
+		memcpy(batch.names, w->flushes, sizeof(batch.names));
+		batch.everything = w->flush_everything;
+		batch.upto = w->flush_posted;
+		w->n_flushes = 0;
+		w->flush_everything = false;
+	}
 	uv_mutex_unlock(&w->wake_lock);
+	if (commands & WORKER_FLUSH)
+		flush(w, &batch);
 	worker_command(w, commands, s);
 	settings_drop(s);
+}
+
+uint64_t worker_flush(struct worker *w, const uint8_t *name, size_t len)
+{
+	uint64_t ticket = UINT64_MAX;
+
+	uv_mutex_lock(&w->wake_lock);
+	if (w->wake_open) {
+		if (len == 0 || len > WIRE_MAX_NAME || w->n_flushes == FLUSH_QUEUE) {
+			w->flush_everything = true;
+		} else {
+			memcpy(w->flushes[w->n_flushes].name, name, len);
+			w->flushes[w->n_flushes++].len = len;
+		}
+		ticket = ++w->flush_posted;
+		w->commands |= WORKER_FLUSH;
+		uv_async_send(&w->wake);
+	}
+	uv_mutex_unlock(&w->wake_lock);
+	return ticket;
+}
+
+uint64_t worker_flushed(const struct worker *w, uint64_t *removed)
+{
+	*removed = __atomic_load_n(&w->flush_removed, __ATOMIC_RELAXED);
+	return __atomic_load_n(&w->flush_done, __ATOMIC_ACQUIRE);
 }
 
 void worker_post(struct worker *w, unsigned commands, struct settings *s)

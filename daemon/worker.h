@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct sdlisten;
 struct settings;
@@ -25,6 +26,7 @@ enum worker_command {
 	WORKER_DRAIN = 2,   /**< stop listening, finish what is in flight, then stop */
 	WORKER_STOP = 4,    /**< stop now */
 	WORKER_NETWORK = 8, /**< the network changed: reconnect to every upstream */
+	WORKER_FLUSH = 16,  /**< remove the names worker_flush() queued from the cache */
 };
 
 /** Worker @index working with @s (it takes a reference), its loop and its
@@ -56,6 +58,17 @@ void worker_command(struct worker *w, unsigned commands, struct settings *s);
 /** Do @commands on the worker's thread, soon; from any thread.  With
  * WORKER_RELOAD, @s is the new settings (a reference is taken now). */
 void worker_post(struct worker *w, unsigned commands, struct settings *s);
+
+/** Remove @name (wire form, lower case; @len 0: everything) and every name
+ * below it from @w's cache, on its own thread, soon; from any thread (worker
+ * 0's included: it goes through the inbox too).  Returns a ticket: the flush
+ * is done once worker_flushed() reaches it (never, for a worker that has
+ * finished: UINT64_MAX). */
+uint64_t worker_flush(struct worker *w, const uint8_t *name, size_t len);
+
+/** The tickets of worker_flush() done so far, and in @removed the cache
+ * entries all of them removed; from any thread. */
+uint64_t worker_flushed(const struct worker *w, uint64_t *removed);
 
 /** Run the loop until the worker has finished (on its own thread). */
 void worker_run(struct worker *w);

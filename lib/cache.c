@@ -240,6 +240,21 @@ bool cache_lookup(struct cache *c, const struct cache_key *key, uint64_t now_ms,
 	return false;
 }
 
+size_t cache_flush(struct cache *c, const uint8_t *name, size_t name_len)
+{
+	size_t removed = 0;
+
+	/* Every entry is on the LRU list; remove_entry() frees it, so step first. */
+	for (struct entry *e = c->newest, *next; e; e = next) {
+		next = e->lru_next;
+		if (name_len == 0 || wire_name_in_zone(e->data, e->name_len, name, name_len)) {
+			remove_entry(c, e);
+			removed++;
+		}
+	}
+	return removed;
+}
+
 size_t cache_entries(const struct cache *c)
 {
 	return c->entries;

@@ -69,6 +69,15 @@ int cache_store(struct cache *c, const struct cache_key *key, const uint8_t *msg
 bool cache_lookup(struct cache *c, const struct cache_key *key, uint64_t now_ms, bool stale_ok,
 		  uint32_t stale_window_s, struct cache_hit *hit);
 
+/**
+ * Remove every entry for @name (wire form, lower case, as from
+ * wire_name_from_text()) and for every name below it, whatever its type,
+ * class and bits; with @name_len 0, every entry.  The root name (one zero
+ * byte) is above every name: everything goes too.  Walks the whole cache
+ * once.  Returns the number of entries removed.
+ */
+size_t cache_flush(struct cache *c, const uint8_t *name, size_t name_len);
+
 /** Entries held, and bytes they use (within the budget). */
 size_t cache_entries(const struct cache *c);
 size_t cache_bytes(const struct cache *c);

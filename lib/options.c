@@ -53,6 +53,8 @@ enum opt_id {
 	OPT_NO_BUILTIN_ZONE,
 	OPT_ALLOW,
 	OPT_USER,
+	OPT_METRICS,
+	OPT_CONTROL,
 	OPT_LOG_QUERIES,
 	OPT_VERBOSE,
 	OPT_CHECK_CONFIG,
@@ -179,6 +181,12 @@ static const struct option_def table[] = {
 	  "default: 127.0.0.0/8 and ::1 only (an open resolver is an attack tool)" },
 	{ OPT_USER, 0, false, "user", "NAME",
 	  "after binding, drop root privileges for this user (and its group)" },
+	{ OPT_METRICS, 0, false, "metrics", "ADDR:PORT",
+	  "serve Prometheus metrics at http://ADDR:PORT/metrics (to clients\n"
+	  "in --allow; e.g. 127.0.0.1:9153); default: none" },
+	{ OPT_CONTROL, 0, false, "control", "PATH",
+	  "unix socket for dotproxyctl (mode 0600; root and dotproxy's own\n"
+	  "user only): stats, upstreams, flush [NAME], reload; default: none" },
 	{ OPT_LOG_QUERIES, 0, false, "log-queries", NULL,
 	  "log one line per query: client, name, type, rcode, upstream, time" },
 	{ OPT_VERBOSE, 'v', false, "verbose", NULL, "log more (repeatable: -v info, -vv debug)" },
@@ -1220,6 +1228,15 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 			return fail(err, errlen, "bad --user '%s'", value);
 		snprintf(cfg->user, sizeof(cfg->user), "%s", value);
 		return 0;
+	case OPT_METRICS:
+		return options_parse_listen(value, &cfg->metrics, err, errlen);
+	case OPT_CONTROL:
+		if (!value[0] || strlen(value) >= sizeof(cfg->control))
+			return fail(err, errlen,
+				    "bad --control '%s': expected a path of 1 to %d bytes", value,
+				    OPTIONS_MAX_UNIX_PATH - 1);
+		snprintf(cfg->control, sizeof(cfg->control), "%s", value);
+		return 0;
 	case OPT_LOG_QUERIES:
 		cfg->log_queries = true;
 		return 0;
@@ -1811,6 +1828,18 @@ void options_print(const struct config *cfg, FILE *out)
 		case OPT_POLICY:
 			fprintf(out, "%s %s\n", name, policies[cfg->policy]);
 			break;
+		case OPT_METRICS:
+			if (cfg->metrics.sa_len)
+				fprintf(out, "%s %s\n", name, cfg->metrics.text);
+			else
+				print_unset(out, name, NULL);
+			break;
+		case OPT_CONTROL:
+			if (cfg->control[0])
+				print_path(out, name, cfg->control, false);
+			else
+				print_unset(out, name, NULL);
+			break;
 		case OPT_DOH_METHOD:
 			fprintf(out, "%s %s\n", name,
 				cfg->doh_method == OPTIONS_DOH_GET ? "get" : "post");
@@ -1940,7 +1969,7 @@ static bool same_listen(const struct config *a, const struct config *b)
 unsigned options_keep_running(struct config *next, const struct config *running, char *changed,
 			      size_t cap)
 {
-	const char *names[7];
+	const char *names[9];
 	unsigned n = 0;
 
 	if (!same_listen(next, running))
@@ -1958,6 +1987,10 @@ unsigned options_keep_running(struct config *next, const struct config *running,
 		names[n++] = "--udp-recv-buffer";
 	if (strcmp(next->user, running->user) != 0)
 		names[n++] = "--user";
+	if (strcmp(next->metrics.text, running->metrics.text) != 0)
+		names[n++] = "--metrics";
+	if (strcmp(next->control, running->control) != 0)
+		names[n++] = "--control";
 
 	memcpy(next->listen, running->listen, sizeof(next->listen));
 	next->n_listen = running->n_listen;
@@ -1969,6 +2002,8 @@ unsigned options_keep_running(struct config *next, const struct config *running,
 	next->cache_bytes = running->cache_bytes;
 	next->udp_recv_buffer = running->udp_recv_buffer;
 	memcpy(next->user, running->user, sizeof(next->user));
+	next->metrics = running->metrics;
+	memcpy(next->control, running->control, sizeof(next->control));
 
 	size_t len = 0;
 	if (cap)

@@ -38,6 +38,7 @@ enum {
 	OPTIONS_MAX_HOSTS = 8,	      /**< --hosts files */
 	OPTIONS_MAX_NO_BUILTIN = 32,  /**< --no-builtin-zone */
 	OPTIONS_MAX_PATH = 4096,      /**< a file name, its NUL included */
+	OPTIONS_MAX_UNIX_PATH = 108,  /**< a unix socket's path, its NUL included (sun_path) */
 };
 
 /** Warnings kept with a config (struct config.warnings). */
@@ -174,6 +175,10 @@ struct config {
 	 * shows them (--check-config) or logs them (start-up, SIGHUP). */
 	char warnings[OPTIONS_MAX_WARNINGS][OPTIONS_WARNING_LEN];
 	unsigned n_warnings;
+	/** --metrics: where GET /metrics is served; sa_len 0: nowhere. */
+	struct options_addr metrics;
+	/** --control: the unix socket for dotproxyctl; empty: none. */
+	char control[OPTIONS_MAX_UNIX_PATH];
 };
 
 /**

@@ -13,8 +13,8 @@ The DoH seeds are what a server sends: python3-h2 plays both a client that
 asks as lib/doh does (streams 1, 3, 5, 7) and the server that answers it,
 and the server's bytes follow the two header bytes of fuzz_doh.c's layout.
 
-Usage: gen_seeds.py [wire] [framing] [options] [localdata] [doh]   (default:
-all; the wire and doh seeds need dnspython, the doh seeds python3-h2)
+Usage: gen_seeds.py [wire] [framing] [options] [localdata] [doh] [http1] [ctlproto]
+(default: all; the wire and doh seeds need dnspython, the doh seeds python3-h2)
 """
 import os
 import struct
@@ -336,6 +336,34 @@ def doh_seeds():
     ping_ack = b"\x00\x00\x08\x06\x01\x00\x00\x00\x00" + bytes([1, 0, 0, 0, 0, 0, 0, 0])
     seed("ping_ack", 1, all_ok, tail=ping_ack)
     seed("garbage_after_preface", 1, lambda s, ids: None, tail=b"\xff" * 40)
+def http1_seeds():
+    t = "fuzz_http1"
+    os.makedirs(os.path.join(HERE, "corpus", t), exist_ok=True)
+    write(t, "prometheus", b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9153\r\n"
+          b"User-Agent: Prometheus/2.45.0\r\nAccept: application/openmetrics-text;"
+          b"version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1\r\n"
+          b"Accept-Encoding: gzip\r\nX-Prometheus-Scrape-Timeout-Seconds: 10\r\n\r\n")
+    write(t, "http10_lf", b"\nGET /metrics?x=1 HTTP/1.0\nConnection: close\n\n")
+    write(t, "not_found", b"GET /favicon.ico HTTP/1.1\r\nHost: x\r\n\r\n")
+    write(t, "post", b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+    write(t, "no_host", b"GET /metrics HTTP/1.1\r\nAccept: */*\r\n\r\n")
+    write(t, "version", b"GET /metrics HTTP/2.0\r\nHost: x\r\n\r\n")
+    write(t, "folded", b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n")
+    write(t, "bare_cr", b"GET /metrics HTTP/1.1\rHost: x\r\n\r\n")
+    write(t, "half", b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+    write(t, "big_header", b"GET /metrics HTTP/1.1\r\nHost: x\r\nCookie: " + b"c" * 9000 + b"\r\n\r\n")
+
+
+def ctlproto_seeds():
+    t = "fuzz_ctlproto"
+    os.makedirs(os.path.join(HERE, "corpus", t), exist_ok=True)
+    for name, line in [("stats", b"stats"), ("json_upstreams", b"--json upstreams"),
+                       ("flush_all", b"flush"), ("flush_name", b"flush Example.COM."),
+                       ("flush_root", b"--json\tflush  .\r"), ("reload", b"reload"),
+                       ("bad_option", b"--yaml stats"), ("bad_name", b"flush a..b"),
+                       ("escape", b"flush a\\.b"), ("binary", b"stats\x00\xff"),
+                       ("too_many", b"flush a b c d e")]:
+        write(t, name, line)
 
 
 TARGETS = {
@@ -344,6 +372,8 @@ TARGETS = {
     "options": options_seeds,
     "localdata": localdata_seeds,
     "doh": doh_seeds,
+    "http1": http1_seeds,
+    "ctlproto": ctlproto_seeds,
 }
 
 

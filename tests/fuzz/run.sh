@@ -19,7 +19,7 @@ cd "$(dirname "$0")/../.."
 
 MODE=${1:-replay}
 [ $# -gt 0 ] && shift
-TARGETS=${*:-"fuzz_wire_parse fuzz_framing fuzz_options fuzz_blocklist fuzz_localdata fuzz_doh"}
+TARGETS=${*:-"fuzz_wire_parse fuzz_framing fuzz_options fuzz_blocklist fuzz_localdata fuzz_doh fuzz_http1 fuzz_ctlproto"}
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 CC=${CC:-cc}
 CLANG=${CLANG:-clang}
@@ -41,6 +41,7 @@ max_len() {
 	fuzz_framing) echo 8192 ;;
 	fuzz_localdata) echo 4096 ;;
 	fuzz_doh) echo 16384 ;;
+	fuzz_http1) echo 9000 ;;
 	*) echo 2048 ;;
 	esac
 }

@@ -690,6 +690,87 @@ static void hash_stable_and_seeded(void **state)
 	cache_free(c2);
 }
 
+/* ---- flush by name ------------------------------------------------------ */
+
+static void flush_name_and_below(void **state)
+{
+	(void)state;
+	struct cache *c = cache_new(1u << 20, 5);
+	struct cache_key k;
+	uint8_t msg[100], zone[WIRE_MAX_NAME];
+	const char *gone[] = { "a.example.", "b.a.example.", "x.y.A.EXAMPLE." };
+	const char *kept[] = { "example.", "xa.example.", "a.example.org.", "other." };
+
+	assert_non_null(c);
+	fill(msg, sizeof(msg), 3);
+	for (size_t i = 0; i < 3; i++) {
+		simple_key(&k, gone[i]);
+		assert_int_equal(cache_store(c, &k, msg, sizeof(msg), 60, T0), 0);
+	}
+	/* Other types, classes and bits of the same name go too. */
+	key_of(&k, "a.example.", 28, WIRE_CLASS_IN, WIRE_FLAG_CD, 0x8000);
+	assert_int_equal(cache_store(c, &k, msg, sizeof(msg), 60, T0), 0);
+	key_of(&k, "A.Example.", 16, 3, 0, -1);
+	assert_int_equal(cache_store(c, &k, msg, sizeof(msg), 60, T0), 0);
+	for (size_t i = 0; i < 4; i++) {
+		simple_key(&k, kept[i]);
+		assert_int_equal(cache_store(c, &k, msg, sizeof(msg), 60, T0), 0);
+	}
+	size_t kept_bytes = 0;
+	for (size_t i = 0; i < 4; i++) {
+		simple_key(&k, kept[i]);
+		kept_bytes += footprint(&k, sizeof(msg));
+	}
+	assert_int_equal(cache_entries(c), 9);
+	size_t zone_len = wire_name_from_text("a.example", zone);
+	assert_int_equal(cache_flush(c, zone, zone_len), 5);
+	assert_int_equal(cache_entries(c), 4);
+	assert_int_equal(cache_bytes(c), kept_bytes);
+	for (size_t i = 0; i < 3; i++) {
+		simple_key(&k, gone[i]);
+		assert_false(found(c, &k, T0));
+	}
+	for (size_t i = 0; i < 4; i++) {
+		simple_key(&k, kept[i]);
+		assert_true(found(c, &k, T0));
+	}
+	/* Nothing there: nothing removed. */
+	zone_len = wire_name_from_text("nothing.example", zone);
+	assert_int_equal(cache_flush(c, zone, zone_len), 0);
+	/* The cache still works: store again, then the root takes everything. */
+	simple_key(&k, gone[0]);
+	assert_int_equal(cache_store(c, &k, msg, sizeof(msg), 60, T0), 0);
+	zone_len = wire_name_from_text(".", zone);
+	assert_int_equal(cache_flush(c, zone, zone_len), 5);
+	assert_int_equal(cache_entries(c), 0);
+	assert_int_equal(cache_bytes(c), 0);
+	cache_free(c);
+}
+
+static void flush_everything(void **state)
+{
+	(void)state;
+	struct cache *c = cache_new(1u << 20, 6);
+	struct cache_key k;
+	uint8_t msg[64];
+
+	assert_non_null(c);
+	fill(msg, sizeof(msg), 4);
+	assert_int_equal(cache_flush(c, NULL, 0), 0);
+	for (unsigned i = 0; i < 3000; i++) { /* past the first table size */
+		numbered_key(&k, i);
+		assert_int_equal(cache_store(c, &k, msg, sizeof(msg), 60, T0), 0);
+	}
+	assert_int_equal(cache_flush(c, NULL, 0), 3000);
+	assert_int_equal(cache_entries(c), 0);
+	assert_int_equal(cache_bytes(c), 0);
+	numbered_key(&k, 7);
+	assert_false(found(c, &k, T0));
+	assert_int_equal(cache_store(c, &k, msg, sizeof(msg), 60, T0), 0);
+	assert_true(found(c, &k, T0));
+	cache_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -706,6 +787,8 @@ int main(void)
 		cmocka_unit_test(budget_churn),
 		cmocka_unit_test(grows_past_first_table),
 		cmocka_unit_test(hash_stable_and_seeded),
+		cmocka_unit_test(flush_name_and_below),
+		cmocka_unit_test(flush_everything),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -741,7 +741,7 @@ static void example_config(void **state)
 	static const char *const names[] = { "listen",		"upstream",	    "ca-file",
 					     "timeout",		"tcp-idle-timeout", "max-inflight",
 					     "max-tcp-clients", "max-tcp-pipeline", "log-queries",
-					     "verbose",		"doh-method" };
+					     "verbose",		"doh-method",	"metrics", "control" };
 	const char *example = "contrib/dotproxy.conf";
 	FILE *f = fopen(example, "r");
 	if (!f)
@@ -1195,6 +1195,8 @@ static void assert_line(const char *text, const char *line)
  * wrong or warned about that was not there.
  */
 static void print_settings(void **state)
+/* --metrics ADDR:PORT and --control PATH: off by default, checked. */
+static void metrics_and_control_options(void **state)
 {
 	(void)state;
 	char path[64];
@@ -1405,6 +1407,45 @@ static void keep_running(void **state)
 	assert_int_equal(options_keep_running(&next, &running, changed, sizeof(changed)), 0);
 }
 
+	assert_int_equal(cfg.metrics.sa_len, 0);
+	assert_string_equal(cfg.control, "");
+	assert_int_equal(
+	    parse_args(ARGS("--metrics", "127.0.0.1:9153", "--control", "/run/dotproxy/control")),
+	    OPTIONS_RUN);
+	assert_string_equal(cfg.metrics.text, "127.0.0.1:9153");
+	assert_true(cfg.metrics.sa_len > 0);
+	assert_string_equal(cfg.control, "/run/dotproxy/control");
+	assert_int_equal(parse_args(ARGS("--metrics=[::1]:9153")), OPTIONS_RUN);
+	assert_string_equal(cfg.metrics.text, "[::1]:9153");
+
+	assert_int_equal(parse_args(ARGS("--metrics", "localhost:9153")), -EINVAL);
+	assert_contains(err, "localhost:9153");
+	assert_int_equal(parse_args(ARGS("--metrics", "127.0.0.1")), -EINVAL);
+	assert_int_equal(parse_args(ARGS("--control", "")), -EINVAL);
+	assert_contains(err, "bad --control");
+	char long_path[200];
+	memset(long_path, 'a', sizeof(long_path) - 1);
+	long_path[0] = '/';
+	long_path[sizeof(long_path) - 1] = '\0';
+	assert_int_equal(parse_args(ARGS("--control", long_path)), -EINVAL);
+	assert_contains(err, "1 to 107 bytes");
+
+	write_config(path, sizeof(path), "metrics 127.0.0.1:9100\ncontrol /tmp/ctl\n");
+	assert_int_equal(parse_args(ARGS("--config", path)), OPTIONS_RUN);
+	assert_string_equal(cfg.metrics.text, "127.0.0.1:9100");
+	assert_string_equal(cfg.control, "/tmp/ctl");
+	assert_int_equal(parse_args(ARGS("--config", path, "--control", "/tmp/other")),
+			 OPTIONS_RUN);
+	assert_string_equal(cfg.control, "/tmp/other"); /* the command line wins */
+	unlink(path);
+
+	int rc;
+	char *text = captured(ARGS("--help"), &rc);
+	assert_contains(text, "--metrics ADDR:PORT");
+	assert_contains(text, "--control PATH");
+	free(text);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1431,6 +1472,7 @@ int main(void)
 		cmocka_unit_test(other_notations),
 		cmocka_unit_test(print_settings),
 		cmocka_unit_test(keep_running),
+		cmocka_unit_test(metrics_and_control_options),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
