@@ -66,18 +66,18 @@
 	X(upstream_doh_refused) /* DoH streams refused unprocessed (REFUSED_STREAM, GOAWAY) */     \
 	X(upstream_doh_reset)	/* DoH streams reset by the server before the response ended */    \
 	X(upstream_doh_goaway)	/* GOAWAY frames from DoH upstreams */                             \
-	X(upstream_doh_pings)	/* PINGs sent to DoH upstreams silent for a second */ \
-	X(queries_doh)	       /* queries received over DoH (no DoH listener yet: always 0) */     \
-	X(answered)	       /* client queries answered with an upstream's answer */             \
-	X(servfail_bad_answer) /* SERVFAIL: the upstream answer no longer parsed, filtered */      \
-	X(rcode_noerror)       /* replies to clients by rcode: NOERROR */                          \
-	X(rcode_formerr)       /* FORMERR */                                                       \
-	X(rcode_servfail)      /* SERVFAIL */                                                      \
-	X(rcode_nxdomain)      /* NXDOMAIN */                                                      \
-	X(rcode_notimp)	       /* NOTIMP */                                                        \
-	X(rcode_refused)       /* REFUSED */                                                       \
-	X(rcode_other)	       /* any other rcode */                                               \
-	X(dnstap_dropped)      /* dnstap messages dropped (no dnstap yet: always 0) */
+	X(upstream_doh_pings)	/* PINGs sent to DoH upstreams silent for a second */              \
+	X(queries_doh)		/* queries received over DoH (no DoH listener yet: always 0) */    \
+	X(answered)		/* client queries answered with an upstream's answer */            \
+	X(servfail_bad_answer)	/* SERVFAIL: the upstream answer no longer parsed, filtered */     \
+	X(rcode_noerror)	/* replies to clients by rcode: NOERROR */                         \
+	X(rcode_formerr)	/* FORMERR */                                                      \
+	X(rcode_servfail)	/* SERVFAIL */                                                     \
+	X(rcode_nxdomain)	/* NXDOMAIN */                                                     \
+	X(rcode_notimp)		/* NOTIMP */                                                       \
+	X(rcode_refused)	/* REFUSED */                                                      \
+	X(rcode_other)		/* any other rcode */                                              \
+	X(dnstap_dropped)	/* dnstap messages dropped (no dnstap yet: always 0) */
 
 enum metric {
 #define METRIC_ENUM(name) METRIC_##name,
