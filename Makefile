@@ -28,7 +28,7 @@ PYTHON ?= /usr/bin/python3
 PROGRAMS := dotproxy
 PYTEST_ARGS ?=
 
-PKGS := libuv openssl
+PKGS := libuv openssl libnghttp2
 CC ?= cc
 ifeq ($(SANITIZE),1)
 BUILD := build/sanitize

@@ -28,8 +28,9 @@ LOGS=$OUT/logs
 
 WARN="-Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
 -Wimplicit-fallthrough -Wvla"
-SSL_CFLAGS=$(pkg-config --cflags openssl 2>/dev/null || true)
-SSL_LIBS=$(pkg-config --libs openssl 2>/dev/null || echo "-lssl -lcrypto")
+# lib/ needs OpenSSL (lib/tls) and nghttp2 (the DoH modules) to link.
+SSL_CFLAGS=$(pkg-config --cflags openssl libnghttp2 2>/dev/null || true)
+SSL_LIBS=$(pkg-config --libs openssl libnghttp2 2>/dev/null || echo "-lssl -lcrypto -lnghttp2")
 LIB_SRC=$(ls lib/*.c)
 
 # Largest input each target is given while fuzzing: a DNS message big enough
