@@ -21,6 +21,7 @@
 	X(cache_stale_served)	  /* expired answers served because upstreams failed */            \
 	X(cache_prefetches)	  /* popular entries refreshed before they expired */              \
 	X(queries_collapsed)	  /* answered by an identical query already in flight */           \
+	X(queries_cancelled)	  /* queries whose client went away first (a DoH stream reset) */  \
 	X(ecs_stripped)		  /* queries whose Client Subnet option was removed */             \
 	X(servfail_timeout)	  /* SERVFAIL because the deadline passed */                       \
 	X(servfail_no_upstream)	  /* SERVFAIL because no upstream could be used */                 \
