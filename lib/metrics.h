@@ -40,6 +40,7 @@
 	X(dot_handshakes)	  /* of those, handshakes completed */                             \
 	X(dot_resumed)		  /* of those, resumed sessions */                                 \
 	X(dot_handshake_failures) /* TLS clients closed before a session: failed or too slow */    \
+	X(tls_address_refused)	  /* TLS clients closed at once: --max-clients-per-address */      \
 	X(upstream_connects)	  /* TCP connections opened to upstreams */                        \
 	X(upstream_handshakes)	  /* TLS handshakes completed */                                   \
 	X(upstream_resumed)	  /* of those, resumed sessions */                                 \
