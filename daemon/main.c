@@ -90,7 +90,8 @@ static bool same_addrs(const struct options_addr *a, unsigned na, const struct o
 static bool same_listen(const struct config *a, const struct config *b)
 {
 	return same_addrs(a->listen, a->n_listen, b->listen, b->n_listen) &&
-	       same_addrs(a->listen_tls, a->n_listen_tls, b->listen_tls, b->n_listen_tls);
+	       same_addrs(a->listen_tls, a->n_listen_tls, b->listen_tls, b->n_listen_tls) &&
+	       same_addrs(a->listen_https, a->n_listen_https, b->listen_https, b->n_listen_https);
 }
 
 /*
@@ -130,10 +131,11 @@ static void reload(void)
 	tell_workers(WORKER_RELOAD, s);
 	settings_drop(proc.settings);
 	proc.settings = s;
-	if (s->tls_server) {
+	if (s->tls_server || s->tls_server_h2) {
 		/* After a renewal, the log says the new certificate is in use. */
 		char desc[512];
-		tls_server_ctx_describe(s->tls_server, desc, sizeof(desc));
+		tls_server_ctx_describe(s->tls_server ? s->tls_server : s->tls_server_h2, desc,
+					sizeof(desc));
 		log_tagged("notice", "SIGHUP: TLS listeners serve %s (%s)", desc, s->cfg.cert_file);
 	}
 	log_tagged("notice", "SIGHUP: configuration reloaded: %u upstream(s), policy %s",
@@ -343,9 +345,11 @@ static int start(const struct config *cfg)
 		return EXIT_STARTUP;
 	warn_listeners(cfg);
 	log_upstreams(cfg);
-	if (proc.settings->tls_server) {
+	if (proc.settings->tls_server || proc.settings->tls_server_h2) {
+		const struct settings *s = proc.settings;
 		char desc[512];
-		tls_server_ctx_describe(proc.settings->tls_server, desc, sizeof(desc));
+		tls_server_ctx_describe(s->tls_server ? s->tls_server : s->tls_server_h2, desc,
+					sizeof(desc));
 		log_info("TLS listeners serve %s (%s)", desc, cfg->cert_file);
 	}
 	for (unsigned i = 1; i < proc.n_workers; i++)

@@ -8,6 +8,7 @@
 #include "daemon/worker.h"
 
 #include "daemon/dot.h"
+#include "daemon/listen_https.h"
 #include "daemon/listen_tcp.h"
 #include "daemon/listen_tls.h"
 #include "daemon/listen_udp.h"
@@ -34,6 +35,7 @@ enum { DRAIN_GRACE_MS = 500 };
 
 struct worker {
 	unsigned index; /* 0: the main thread's */
+	unsigned n_doh; /* in doh[], below */
 	struct loop loop;
 	struct settings *settings;	/* held: the configuration in force */
 	struct transport_env tenv;	/* what transports see of the settings */
@@ -62,6 +64,11 @@ struct worker {
 	unsigned commands;	  /* WORKER_* bits, under wake_lock */
 	struct settings *pending; /* with WORKER_RELOAD, under wake_lock (held) */
 	uv_thread_t thread;
+	/* --listen-https: the listeners, every open DoH connection, and the
+	 * settings' h2 context, which new DoH clients get */
+	struct https_listener *doh[OPTIONS_MAX_LISTEN];
+	struct https_clients doh_clients;
+	struct tls_ctx *tls_server_h2;
 };
 
 /* How each upstream spec is reached: udp:// (only ever in a forward zone)
@@ -135,6 +142,7 @@ static void use_settings(struct worker *w, struct settings *s)
 	w->tenv.cfg = &s->cfg;
 	w->tenv.tls = s->tls;
 	w->tls_server = s->tls_server;
+	w->tls_server_h2 = s->tls_server_h2;
 	w->qenv.cfg = &s->cfg;
 	w->qenv.localzone = s->localzone;
 	w->loop.busy_poll_us = s->cfg.busy_poll_us;
@@ -222,7 +230,7 @@ static int bind_listen(struct worker *w, char *err, size_t errlen)
 	return 0;
 }
 
-/* --listen-tls: bound here, socket activation or not. */
+/* --listen-tls and --listen-https: bound here, socket activation or not. */
 static int bind_tls(struct worker *w, char *err, size_t errlen)
 {
 	const struct config *cfg = &w->settings->cfg;
@@ -237,6 +245,19 @@ static int bind_tls(struct worker *w, char *err, size_t errlen)
 		w->dot[w->n_dot++] = l;
 		if (w->index == 0)
 			log_info("listening on %s/tls (DNS over TLS)", addr->text);
+	}
+	for (unsigned i = 0; i < cfg->n_listen_https; i++) {
+		const struct options_addr *addr = &cfg->listen_https[i];
+		int rc;
+		struct https_listener *l =
+		    listen_https_start(w->pool, &w->doh_clients, &w->tls_server_h2, addr,
+				       cfg->workers > 1, &rc, err, errlen);
+		if (!l)
+			return -1;
+		w->doh[w->n_doh++] = l;
+		if (w->index == 0)
+			log_info("listening on %s/https (DNS over HTTPS at %s)", addr->text,
+				 cfg->https_path);
 	}
 	return 0;
 }
@@ -342,6 +363,10 @@ static void start_drain(struct worker *w)
 	for (unsigned i = 0; i < w->n_dot; i++)
 		listen_tls_close(w->dot[i]);
 	w->n_dot = 0;
+	for (unsigned i = 0; i < w->n_doh; i++)
+		listen_https_close(w->doh[i]);
+	w->n_doh = 0;
+	listen_https_drain(&w->doh_clients);
 	unsigned inflight = query_pool_inflight(w->pool);
 	log_info("shutting down: %u queries in flight", inflight);
 	/* In-flight queries end by their deadline at the latest. */
@@ -371,6 +396,7 @@ static void finish(struct worker *w)
 	query_pool_free(w->pool, METRIC_servfail_shutdown);
 	w->pool = NULL;
 	stream_sessions_close_all(&w->sessions);
+	listen_https_close_all(&w->doh_clients);
 	for_each_set(w, upstream_set_free);
 	w->upstreams = w->qenv.upstreams = NULL;
 	w->n_zone_sets = w->qenv.n_zones = 0;
@@ -383,6 +409,9 @@ static void finish(struct worker *w)
 	for (unsigned i = 0; i < w->n_dot; i++)
 		listen_tls_close(w->dot[i]);
 	w->n_dot = 0;
+	for (unsigned i = 0; i < w->n_doh; i++)
+		listen_https_close(w->doh[i]);
+	w->n_doh = 0;
 	if (w->on_finish)
 		w->on_finish(w->on_finish_arg);
 	loop_close_handles(&w->loop);

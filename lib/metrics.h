@@ -12,6 +12,7 @@
 	X(queries_udp)		  /* queries received over UDP */                                  \
 	X(queries_tcp)		  /* queries received over TCP */                                  \
 	X(queries_dot)		  /* queries received over TLS (--listen-tls) */                   \
+	X(queries_doh)		  /* queries received over HTTPS (--listen-https) */               \
 	X(answers_forwarded)	  /* upstream answers delivered to clients */                      \
 	X(answers_truncated)	  /* of those, truncated for UDP (TC=1) */                         \
 	X(local_answers)	  /* answered from a locally served zone (never forwarded) */      \
@@ -41,6 +42,13 @@
 	X(dot_resumed)		  /* of those, resumed sessions */                                 \
 	X(dot_handshake_failures) /* TLS clients closed before a session: failed or too slow */    \
 	X(tls_address_refused)	  /* TLS clients closed at once: --max-clients-per-address */      \
+	X(doh_accepted)		  /* HTTPS client connections accepted (--listen-https) */         \
+	X(doh_handshakes)	  /* of those, handshakes completed */                             \
+	X(doh_resumed)		  /* of those, resumed sessions */                                 \
+	X(doh_handshake_failures) /* HTTPS clients closed before a session: failed or too slow */  \
+	X(doh_http_errors)	  /* DoH requests answered with an HTTP error status */            \
+	X(doh_protocol_errors)	  /* DoH clients cut off: HTTP/2 broken, or a flood */             \
+	X(doh_idle_closed)	  /* DoH clients closed for idleness */                            \
 	X(upstream_connects)	  /* TCP connections opened to upstreams */                        \
 	X(upstream_handshakes)	  /* TLS handshakes completed */                                   \
 	X(upstream_resumed)	  /* of those, resumed sessions */                                 \
