@@ -19,7 +19,7 @@ cd "$(dirname "$0")/../.."
 
 MODE=${1:-replay}
 [ $# -gt 0 ] && shift
-TARGETS=${*:-"fuzz_wire_parse fuzz_framing fuzz_options fuzz_blocklist fuzz_localdata"}
+TARGETS=${*:-"fuzz_wire_parse fuzz_framing fuzz_options fuzz_blocklist fuzz_localdata fuzz_doh_server"}
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 CC=${CC:-cc}
 CLANG=${CLANG:-clang}
@@ -40,6 +40,7 @@ max_len() {
 	fuzz_wire_parse) echo 4096 ;;
 	fuzz_framing) echo 8192 ;;
 	fuzz_localdata) echo 4096 ;;
+	fuzz_doh_server) echo 8192 ;;
 	*) echo 2048 ;;
 	esac
 }
