@@ -788,7 +788,7 @@ static void test_a_continuation_flood_ends_the_session(void **state)
 	assert_int_equal(doh_server_feed(p->server, frame, n), DOH_SERVER_ECLOSED);
 }
 
-static void test_a_header_block_in_a_few_continuations_is_fine(void **state)
+static void test_a_header_block_in_4_continuations_and_no_more(void **state)
 {
 	struct pair *p = *state;
 	nghttp2_hd_deflater *deflater;
@@ -823,6 +823,24 @@ static void test_a_header_block_in_a_few_continuations_is_fine(void **state)
 	assert_int_equal(p->n_ev, 1);
 	drain_raw(p, out, &out_len, sizeof(out));
 	assert_int_equal(goaway_in(out, out_len), -1);
+
+	/* One more CONTINUATION than that ends the session. */
+	part = (size_t)blen / (DOH_SERVER_MAX_CONTINUATIONS + 2) + 1;
+	off = 0;
+	int rc = 0;
+	for (unsigned i = 0; off < (size_t)blen && rc == 0; i++) {
+		size_t len = (size_t)blen - off < part ? (size_t)blen - off : part;
+		bool last = off + len == (size_t)blen;
+		assert_true(i <= DOH_SERVER_MAX_CONTINUATIONS + 1);
+		size_t n = frame_head(frame, len, i ? NGHTTP2_CONTINUATION : NGHTTP2_HEADERS,
+				      (uint8_t)((i ? 0 : NGHTTP2_FLAG_END_STREAM) |
+						(last ? NGHTTP2_FLAG_END_HEADERS : 0)),
+				      3);
+		memcpy(frame + n, block + off, len);
+		rc = doh_server_feed(p->server, frame, n + len);
+		off += len;
+	}
+	assert_int_equal(rc, DOH_SERVER_EPROTO);
 }
 
 static void test_a_settings_flood_ends_the_session(void **state)
@@ -1043,7 +1061,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rapid_reset_gets_goaway, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_a_continuation_flood_ends_the_session, setup,
 						teardown),
-		cmocka_unit_test_setup_teardown(test_a_header_block_in_a_few_continuations_is_fine,
+		cmocka_unit_test_setup_teardown(test_a_header_block_in_4_continuations_and_no_more,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_a_settings_flood_ends_the_session, setup,
 						teardown),
