@@ -9,6 +9,7 @@
  */
 #include "daemon/listen_tls.h"
 
+#include "daemon/clients.h"
 #include "daemon/frontend.h"
 #include "daemon/listen_tcp.h"
 #include "daemon/query.h"
@@ -43,9 +44,11 @@ struct tls_client {
 	struct query_pool *pool;
 	struct tls_listener *listener;	/* while in the handshake */
 	struct tls_client *prev, *next; /* in listener->pending */
-	bool started;			/* the handshake is done: the session runs */
-	bool closing;			/* handles closing */
-	unsigned handles;		/* open: the tcp handle and the timer */
+	struct sockaddr_storage peer;	/* counted in clients_admit() when admitted */
+	bool admitted;
+	bool started;	  /* the handshake is done: the session runs */
+	bool closing;	  /* handles closing */
+	unsigned handles; /* open: the tcp handle and the timer */
 };
 
 /* A reply with its 2-byte prefix, in one piece so that it is one TLS
@@ -53,6 +56,14 @@ struct tls_client {
 static _Thread_local uint8_t frame[2 + 65535];
 
 static const struct stream_pipe_ops tls_pipe;
+
+static void client_free(struct tls_client *c)
+{
+	if (c->admitted)
+		clients_release((struct sockaddr *)&c->peer);
+	tlsio_deinit(&c->io);
+	free(c);
+}
 
 /* Both handles' data point at the client (the tcp handle's at c->io, its
  * first member). */
@@ -66,8 +77,7 @@ static void client_handle_closed(uv_handle_t *handle)
 		stream_session_closed(&c->session); /* releases it through pipe_release */
 		return;
 	}
-	tlsio_deinit(&c->io);
-	free(c);
+	client_free(c);
 }
 
 static void close_handles(struct tls_client *c)
@@ -124,18 +134,15 @@ static struct tls_client *from_io(struct tlsio *io)
 static void handshaken_cb(struct tlsio *io)
 {
 	struct tls_client *c = from_io(io);
-	struct sockaddr_storage ss;
-	int len = sizeof(ss);
-
 	uv_timer_stop(&c->timer);
 	unlink_pending(c);
 	metrics_inc(METRIC_dot_handshakes);
 	if (tls_conn_resumed(io->tls))
 		metrics_inc(METRIC_dot_resumed);
-	bool known = uv_tcp_getpeername(&io->tcp, (struct sockaddr *)&ss, &len) == 0;
+	bool known = c->peer.ss_family != AF_UNSPEC;
 	c->started = true;
 	stream_session_init(&c->session, c->sessions, c->pool, &tls_pipe, c,
-			    known ? (struct sockaddr *)&ss : NULL);
+			    known ? (struct sockaddr *)&c->peer : NULL);
 }
 
 static void data_cb(struct tlsio *io, uint8_t *data, size_t len)
@@ -200,10 +207,7 @@ static void pipe_close(void *pipe)
 
 static void pipe_release(void *pipe)
 {
-	struct tls_client *c = pipe;
-
-	tlsio_deinit(&c->io);
-	free(c);
+	client_free(pipe);
 }
 
 static const struct stream_pipe_ops tls_pipe = {
@@ -245,6 +249,17 @@ static void connection_cb(uv_stream_t *server, int status)
 		uv_close((uv_handle_t *)&c->io.tcp, free_cb);
 		return;
 	}
+	int len = sizeof(c->peer);
+	if (uv_tcp_getpeername(&c->io.tcp, (struct sockaddr *)&c->peer, &len) != 0)
+		c->peer.ss_family = AF_UNSPEC;
+	if (!clients_admit((struct sockaddr *)&c->peer, env->cfg->max_clients_per_address)) {
+		metrics_inc(METRIC_tls_address_refused);
+		stream_sessions_unreserve();
+		c->io.tcp.data = c;
+		uv_close((uv_handle_t *)&c->io.tcp, free_cb);
+		return;
+	}
+	c->admitted = true;
 	metrics_inc(METRIC_dot_accepted);
 	c->listener = l;
 	c->next = l->pending;

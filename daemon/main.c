@@ -124,10 +124,11 @@ static int reload(const char *who, char *msg, size_t cap)
 		metrics_http_set_allow(proc.metrics, &s->cfg.allow);
 	settings_drop(proc.settings);
 	proc.settings = s;
-	if (s->tls_server) {
+	if (s->tls_server || s->tls_server_h2) {
 		/* After a renewal, the log says the new certificate is in use. */
 		char desc[512];
-		tls_server_ctx_describe(s->tls_server, desc, sizeof(desc));
+		tls_server_ctx_describe(s->tls_server ? s->tls_server : s->tls_server_h2, desc,
+					sizeof(desc));
 		log_tagged("notice", "%s: TLS listeners serve %s (%s)", who, desc,
 			   s->cfg.cert_file);
 	}
@@ -426,9 +427,11 @@ static int start(const struct config *cfg)
 		return EXIT_STARTUP;
 	warn_listeners(cfg);
 	log_upstreams(cfg);
-	if (proc.settings->tls_server) {
+	if (proc.settings->tls_server || proc.settings->tls_server_h2) {
+		const struct settings *s = proc.settings;
 		char desc[512];
-		tls_server_ctx_describe(proc.settings->tls_server, desc, sizeof(desc));
+		tls_server_ctx_describe(s->tls_server ? s->tls_server : s->tls_server_h2, desc,
+					sizeof(desc));
 		log_info("TLS listeners serve %s (%s)", desc, cfg->cert_file);
 	}
 	for (unsigned i = 1; i < proc.n_workers; i++)

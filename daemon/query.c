@@ -36,6 +36,7 @@ struct query {
 	struct query *follow_next; /* next in the leader's followers */
 	struct query *same_next;   /* next leader in the same collapse bucket */
 	bool has_job;		   /* job was started and not ended */
+	bool waiting;		   /* between start_query() and release() */
 	/* lists */
 	struct query *dl_prev, *dl_next; /* deadline list, in deadline order */
 	struct query *free_next;	 /* pool free list */
@@ -471,6 +472,7 @@ static void release(struct query *q)
 	if (q->msg != q->inline_msg)
 		free(q->msg);
 	q->msg = NULL;
+	q->waiting = false;
 	q->client.ops->done(&q->client);
 	q->free_next = pool->free_list;
 	pool->free_list = q;
@@ -649,10 +651,12 @@ static void start_job(struct query *q)
 }
 
 /* Start a query for @info (parsed from @msg): joins an identical one in
- * flight, or goes upstream.  False when the pool is full. */
+ * flight, or goes upstream.  False when the pool is full.  *@started is the
+ * query (which may have ended already, if nothing could take it), or NULL
+ * when it was answered at once. */
 static bool start_query(struct query_pool *pool, const struct frontend_client *client,
 			const struct wire_info *info, const uint8_t *msg,
-			const struct cache_key *key, uint64_t hash)
+			const struct cache_key *key, uint64_t hash, struct query **started)
 {
 	struct query_env *env = pool->env;
 	uint8_t *upstream_msg = env->loop->scratch->query;
@@ -670,6 +674,7 @@ static bool start_query(struct query_pool *pool, const struct frontend_client *c
 	struct query *q = pool_get(pool);
 	if (!q)
 		return false;
+	*started = q;
 	/* The slot may have been used before: reset all but its job's timer and buffer. */
 	memset(q, 0, offsetof(struct query, job));
 	q->pool = pool;
@@ -679,6 +684,7 @@ static bool start_query(struct query_pool *pool, const struct frontend_client *c
 	q->job.source = NULL;
 	q->start_ns = uv_hrtime();
 	q->deadline_ms = uv_now(&env->loop->uv) + env->cfg->timeout_ms;
+	q->waiting = true;
 	deadline_insert(pool, q);
 
 	struct query *leader = find_leader(pool, key, hash);
@@ -713,7 +719,8 @@ static void maybe_prefetch(struct query_pool *pool, const struct cache_hit *hit,
 	if (find_leader(pool, key, hash))
 		return; /* already being fetched */
 	struct frontend_client self = { .ops = &prefetch_ops };
-	if (start_query(pool, &self, info, msg, key, hash))
+	struct query *q = NULL;
+	if (start_query(pool, &self, info, msg, key, hash, &q))
 		metrics_inc(METRIC_cache_prefetches);
 }
 
@@ -847,27 +854,47 @@ static bool answer_at_once(struct query_pool *pool, const struct frontend_client
 	return answer_locally(env, client, info);
 }
 
-void query_receive(struct query_pool *pool, const struct frontend_client *client,
-		   const uint8_t *msg, size_t len)
+struct query *query_receive(struct query_pool *pool, const struct frontend_client *client,
+			    const uint8_t *msg, size_t len)
 {
 	struct query_env *env = pool->env;
 	struct wire_info info;
 	int rc = wire_parse(msg, len, &info);
+	struct query *q = NULL;
 
 	if (answer_at_once(pool, client, &info, rc)) {
 		client->ops->done(client);
-		return;
+		return NULL;
 	}
 	struct cache_key key;
 	cache_key_from(&info, &key);
 	uint64_t hash = cache_key_hash(env->cache, &key);
 	if (cache_on(env) && answer_from_cache(pool, client, &info, msg, &key, hash)) {
 		client->ops->done(client);
-		return;
+		return NULL;
 	}
-	if (!start_query(pool, client, &info, msg, &key, hash)) {
+	if (!start_query(pool, client, &info, msg, &key, hash, &q)) {
 		metrics_inc(METRIC_servfail_overload);
 		reply_now(client, &info, WIRE_RCODE_SERVFAIL, WIRE_EDE_OTHER);
 		client->ops->done(client);
+		return NULL;
 	}
+	/* Nothing can take a slot between its release and here. */
+	return q && q->waiting ? q : NULL;
+}
+
+void query_cancel(struct query *q)
+{
+	if (!q->waiting)
+		return;
+	metrics_inc(METRIC_queries_cancelled);
+	if (q->leader || !q->followers) {
+		release(q); /* cancels the upstream job of a leader */
+		return;
+	}
+	/* Followers wait on this answer: the query goes on without a client,
+	 * as a prefetch does. */
+	struct frontend_client gone = q->client;
+	q->client = (struct frontend_client){ .ops = &prefetch_ops };
+	gone.ops->done(&gone);
 }

@@ -70,6 +70,18 @@ unsigned query_pool_inflight(const struct query_pool *pool);
  * pool is full), drops it (too short to answer, or not a query), or starts
  * a query.  @msg is only read during the call; @client is copied.  Either
  * way @client->ops->done() is called exactly once, now or later.
+ *
+ * Returns the query when it is still waiting for its answer (done not
+ * called yet), for query_cancel(); valid until its done.  NULL when done
+ * was called already.  Frontends that never cancel ignore it.
  */
-void query_receive(struct query_pool *pool, const struct frontend_client *client,
-		   const uint8_t *msg, size_t len);
+struct query *query_receive(struct query_pool *pool, const struct frontend_client *client,
+			    const uint8_t *msg, size_t len);
+
+/**
+ * The client of @q went away (an HTTP/2 stream reset before its answer):
+ * no reply, and its client's done is called now.  Its upstream work stops,
+ * unless other clients wait on the same answer: then it carries on for
+ * them, as a query of nobody's.
+ */
+void query_cancel(struct query *q);

@@ -45,6 +45,12 @@ struct settings *settings_load(int argc, char **argv, FILE *out, int *status, ch
 		if (!s->tls_server)
 			goto fail_einval;
 	}
+	if (s->cfg.n_listen_https) {
+		s->tls_server_h2 = tls_server_ctx_new(s->cfg.cert_file, s->cfg.key_file,
+						      TLS_SERVER_H2, err, errlen);
+		if (!s->tls_server_h2)
+			goto fail_einval;
+	}
 	/* Built-in zones, forward zones, local data, hosts files, blocklist. */
 	s->localzone = localzone_from_config(&s->cfg, why, sizeof(why));
 	if (!s->localzone) {
@@ -62,6 +68,7 @@ fail_einval:
 fail:
 	tls_ctx_free(s->tls);
 	tls_ctx_free(s->tls_server);
+	tls_ctx_free(s->tls_server_h2);
 	free(s);
 	return NULL;
 }
@@ -79,5 +86,6 @@ void settings_drop(struct settings *s)
 	localzone_free(s->localzone);
 	tls_ctx_free(s->tls);
 	tls_ctx_free(s->tls_server);
+	tls_ctx_free(s->tls_server_h2);
 	free(s);
 }

@@ -24,6 +24,9 @@ struct settings {
 	uint8_t zone_wire[OPTIONS_MAX_ZONES][WIRE_MAX_NAME];
 	size_t zone_wire_len[OPTIONS_MAX_ZONES];
 	unsigned refs; /**< atomic; freed at 0 */
+	/** owned: for --listen-https (ALPN h2 only), made from the same files
+	 * as tls_server; NULL without one */
+	struct tls_ctx *tls_server_h2;
 };
 
 /**

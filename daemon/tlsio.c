@@ -48,6 +48,8 @@ static void write_cb(uv_write_t *req, int status)
 	free(w);
 	if (status < 0 && status != UV_ECANCELED)
 		end(io, TLSIO_END_ERROR, uv_strerror(status));
+	else if (status == 0 && !io->stopped && io->cb->drained && io->tcp.write_queue_size == 0)
+		io->cb->drained(io);
 }
 
 /* Send whatever ciphertext the session has produced: uv_try_write first (no

@@ -31,6 +31,10 @@ struct tlsio_callbacks {
 	void (*data)(struct tlsio *io, uint8_t *data, size_t len);
 	/** The stream ended; @why in words.  The owner closes @io. */
 	void (*ended)(struct tlsio *io, enum tlsio_end how, const char *why);
+	/** Optional: everything queued (tlsio_backlog()) has gone to the
+	 * kernel.  For owners that hold output back while the peer does not
+	 * read. */
+	void (*drained)(struct tlsio *io);
 };
 
 /** Embedded in its owner, which initialises tcp (uv_tcp_init) and closes

@@ -9,6 +9,7 @@
 
 #include "daemon/doh.h"
 #include "daemon/dot.h"
+#include "daemon/listen_https.h"
 #include "daemon/listen_tcp.h"
 #include "daemon/listen_tls.h"
 #include "daemon/listen_udp.h"
@@ -43,7 +44,17 @@ struct flush_name {
 };
 
 struct worker {
-	unsigned index; /* 0: the main thread's */
+	unsigned index;	       /* 0: the main thread's */
+	unsigned n_zone_sets;  /* in zone_sets[] */
+	unsigned n_udp;	       /* in udp[] */
+	unsigned n_tcp;	       /* in tcp[] */
+	unsigned n_dot;	       /* in dot[] */
+	unsigned n_doh;	       /* in doh[] */
+	unsigned commands;     /* WORKER_* bits, under wake_lock */
+	unsigned n_flushes;    /* in flushes[], under wake_lock */
+	bool finishing;	       /* finish() began: its handles are closing */
+	bool wake_open;	       /* wake may be signalled (under wake_lock) */
+	bool flush_everything; /* the flush queue overflowed; under wake_lock */
 	struct loop loop;
 	struct settings *settings;	/* held: the configuration in force */
 	struct transport_env tenv;	/* what transports see of the settings */
@@ -52,32 +63,28 @@ struct worker {
 	struct query_pool *pool;	/* owned */
 	struct upstream_set *upstreams; /* owned: the default set */
 	struct upstream_set *zone_sets[OPTIONS_MAX_ZONES]; /* owned: settings->cfg.zones[i]'s */
-	unsigned n_zone_sets;
 	struct udp_listener *udp[OPTIONS_MAX_LISTEN];
-	unsigned n_udp;
 	struct tcp_listener *tcp[OPTIONS_MAX_LISTEN]; /* NULL once closed (drain) */
-	unsigned n_tcp;
 	struct tls_listener *dot[OPTIONS_MAX_LISTEN]; /* --listen-tls */
-	unsigned n_dot;
 	struct tls_ctx *tls_server;	 /* the settings' server context: new DoT clients get it */
 	struct stream_sessions sessions; /* every open TCP client */
 	uv_timer_t drain_timer;		 /* bounds the drain, then finishes */
-	bool finishing;			 /* finish() began: its handles are closing */
 	void (*on_finish)(void *arg);
 	void *on_finish_arg;
 	/* commands from other threads */
 	uv_async_t wake;
-	uv_mutex_t wake_lock; /* wake may be signalled only while open */
-	bool wake_open;
-	unsigned commands;			/* WORKER_* bits, under wake_lock */
+	uv_mutex_t wake_lock;			/* wake may be signalled only while open */
 	struct settings *pending;		/* with WORKER_RELOAD, under wake_lock (held) */
 	struct flush_name flushes[FLUSH_QUEUE]; /* with WORKER_FLUSH, under wake_lock */
-	unsigned n_flushes;			/* under wake_lock */
-	bool flush_everything;			/* the queue overflowed; under wake_lock */
 	uint64_t flush_posted;			/* tickets handed out, under wake_lock */
 	uint64_t flush_done;			/* tickets done (atomic) */
 	uint64_t flush_removed;			/* entries removed by every flush (atomic) */
 	uv_thread_t thread;
+	/* --listen-https: the listeners, every open DoH connection, and the
+	 * settings' h2 context, which new DoH clients get */
+	struct https_listener *doh[OPTIONS_MAX_LISTEN];
+	struct https_clients doh_clients;
+	struct tls_ctx *tls_server_h2;
 };
 
 /* How each upstream spec is reached: https:// is DoH, udp:// (only ever in
@@ -159,6 +166,7 @@ static void use_settings(struct worker *w, struct settings *s)
 	w->tenv.cfg = &s->cfg;
 	w->tenv.tls = s->tls;
 	w->tls_server = s->tls_server;
+	w->tls_server_h2 = s->tls_server_h2;
 	w->qenv.cfg = &s->cfg;
 	w->qenv.localzone = s->localzone;
 	w->loop.busy_poll_us = s->cfg.busy_poll_us;
@@ -247,7 +255,7 @@ static int bind_listen(struct worker *w, char *err, size_t errlen)
 	return 0;
 }
 
-/* --listen-tls: bound here, socket activation or not. */
+/* --listen-tls and --listen-https: bound here, socket activation or not. */
 static int bind_tls(struct worker *w, char *err, size_t errlen)
 {
 	const struct config *cfg = &w->settings->cfg;
@@ -262,6 +270,19 @@ static int bind_tls(struct worker *w, char *err, size_t errlen)
 		w->dot[w->n_dot++] = l;
 		if (w->index == 0)
 			log_info("listening on %s/tls (DNS over TLS)", addr->text);
+	}
+	for (unsigned i = 0; i < cfg->n_listen_https; i++) {
+		const struct options_addr *addr = &cfg->listen_https[i];
+		int rc;
+		struct https_listener *l =
+		    listen_https_start(w->pool, &w->doh_clients, &w->tls_server_h2, addr,
+				       cfg->workers > 1, &rc, err, errlen);
+		if (!l)
+			return -1;
+		w->doh[w->n_doh++] = l;
+		if (w->index == 0)
+			log_info("listening on %s/https (DNS over HTTPS at %s)", addr->text,
+				 cfg->https_path);
 	}
 	return 0;
 }
@@ -367,6 +388,10 @@ static void start_drain(struct worker *w)
 	for (unsigned i = 0; i < w->n_dot; i++)
 		listen_tls_close(w->dot[i]);
 	w->n_dot = 0;
+	for (unsigned i = 0; i < w->n_doh; i++)
+		listen_https_close(w->doh[i]);
+	w->n_doh = 0;
+	listen_https_drain(&w->doh_clients);
 	unsigned inflight = query_pool_inflight(w->pool);
 	log_info("shutting down: %u queries in flight", inflight);
 	/* In-flight queries end by their deadline at the latest. */
@@ -396,6 +421,7 @@ static void finish(struct worker *w)
 	query_pool_free(w->pool, METRIC_servfail_shutdown);
 	w->pool = NULL;
 	stream_sessions_close_all(&w->sessions);
+	listen_https_close_all(&w->doh_clients);
 	for_each_set(w, upstream_set_free);
 	w->upstreams = w->qenv.upstreams = NULL;
 	w->n_zone_sets = w->qenv.n_zones = 0;
@@ -408,6 +434,9 @@ static void finish(struct worker *w)
 	for (unsigned i = 0; i < w->n_dot; i++)
 		listen_tls_close(w->dot[i]);
 	w->n_dot = 0;
+	for (unsigned i = 0; i < w->n_doh; i++)
+		listen_https_close(w->doh[i]);
+	w->n_doh = 0;
 	if (w->on_finish)
 		w->on_finish(w->on_finish_arg);
 	loop_close_handles(&w->loop);

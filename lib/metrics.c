@@ -238,8 +238,7 @@ struct family {
 
 static const struct family families[] = {
 	FAMILY("dotproxy_queries_total", PROM_COUNTER, "frontend",
-	       "Messages received from clients, by the frontend that carried them (no DoH "
-	       "listener yet: that one stays 0).",
+	       "Messages received from clients, by the frontend that carried them.",
 	       S(queries_udp, "udp"), S(queries_tcp, "tcp"), S(queries_dot, "dot"),
 	       S(queries_doh, "doh")),
 	FAMILY("dotproxy_queries_in_flight", PROM_GAUGE, NULL,
@@ -336,6 +335,25 @@ static const struct family families[] = {
 	       S(dot_handshakes, NULL)),
 	FAMILY("dotproxy_dot_handshakes_resumed_total", PROM_COUNTER, NULL,
 	       "TLS handshakes with DoT clients that resumed a session.", S(dot_resumed, NULL)),
+	FAMILY("dotproxy_queries_cancelled_total", PROM_COUNTER, NULL,
+	       "Client queries whose client went away first (a DoH stream reset).",
+	       S(queries_cancelled, NULL)),
+	FAMILY("dotproxy_tls_address_refused_total", PROM_COUNTER, NULL,
+	       "TLS clients (DoT, DoH) closed at once: --max-clients-per-address.",
+	       S(tls_address_refused, NULL)),
+	FAMILY("dotproxy_doh_connections_total", PROM_COUNTER, "outcome",
+	       "HTTPS client connections (--listen-https): accepted, and of those closed before "
+	       "a session, cut off for a broken protocol or a flood, closed for idleness.",
+	       S(doh_accepted, "accepted"), S(doh_handshake_failures, "handshake_failed"),
+	       S(doh_protocol_errors, "protocol_error"), S(doh_idle_closed, "idle")),
+	FAMILY("dotproxy_doh_handshakes_total", PROM_COUNTER, NULL,
+	       "TLS handshakes with DoH clients completed, resumed ones included.",
+	       S(doh_handshakes, NULL)),
+	FAMILY("dotproxy_doh_handshakes_resumed_total", PROM_COUNTER, NULL,
+	       "TLS handshakes with DoH clients that resumed a session.", S(doh_resumed, NULL)),
+	FAMILY("dotproxy_doh_http_errors_total", PROM_COUNTER, NULL,
+	       "DoH requests answered with an HTTP error status (4xx, 5xx).",
+	       S(doh_http_errors, NULL)),
 	FAMILY("dotproxy_upstream_doh_failures_total", PROM_COUNTER, "reason",
 	       "DoH attempts that got no answer: an HTTP status other than 200, another content "
 	       "type, a body too large, refused unprocessed (sent again), reset by the server.",

@@ -21,6 +21,7 @@
 	X(queries_udp)		  /* queries received over UDP */                                  \
 	X(queries_tcp)		  /* queries received over TCP */                                  \
 	X(queries_dot)		  /* queries received over TLS (--listen-tls) */                   \
+	X(queries_doh)		  /* queries received over HTTPS (--listen-https) */               \
 	X(answers_forwarded)	  /* upstream answers delivered to clients */                      \
 	X(answers_truncated)	  /* of those, truncated for UDP (TC=1) */                         \
 	X(local_answers)	  /* answered from a locally served zone (never forwarded) */      \
@@ -30,6 +31,7 @@
 	X(cache_stale_served)	  /* expired answers served because upstreams failed */            \
 	X(cache_prefetches)	  /* popular entries refreshed before they expired */              \
 	X(queries_collapsed)	  /* answered by an identical query already in flight */           \
+	X(queries_cancelled)	  /* queries whose client went away first (a DoH stream reset) */  \
 	X(ecs_stripped)		  /* queries whose Client Subnet option was removed */             \
 	X(servfail_timeout)	  /* SERVFAIL because the deadline passed */                       \
 	X(servfail_no_upstream)	  /* SERVFAIL because no upstream could be used */                 \
@@ -48,6 +50,14 @@
 	X(dot_handshakes)	  /* of those, handshakes completed */                             \
 	X(dot_resumed)		  /* of those, resumed sessions */                                 \
 	X(dot_handshake_failures) /* TLS clients closed before a session: failed or too slow */    \
+	X(tls_address_refused)	  /* TLS clients closed at once: --max-clients-per-address */      \
+	X(doh_accepted)		  /* HTTPS client connections accepted (--listen-https) */         \
+	X(doh_handshakes)	  /* of those, handshakes completed */                             \
+	X(doh_resumed)		  /* of those, resumed sessions */                                 \
+	X(doh_handshake_failures) /* HTTPS clients closed before a session: failed or too slow */  \
+	X(doh_http_errors)	  /* DoH requests answered with an HTTP error status */            \
+	X(doh_protocol_errors)	  /* DoH clients cut off: HTTP/2 broken, or a flood */             \
+	X(doh_idle_closed)	  /* DoH clients closed for idleness */                            \
 	X(upstream_connects)	  /* TCP connections opened to upstreams */                        \
 	X(upstream_handshakes)	  /* TLS handshakes completed */                                   \
 	X(upstream_resumed)	  /* of those, resumed sessions */                                 \
@@ -67,7 +77,6 @@
 	X(upstream_doh_reset)	/* DoH streams reset by the server before the response ended */    \
 	X(upstream_doh_goaway)	/* GOAWAY frames from DoH upstreams */                             \
 	X(upstream_doh_pings)	/* PINGs sent to DoH upstreams silent for a second */              \
-	X(queries_doh)		/* queries received over DoH (no DoH listener yet: always 0) */    \
 	X(answered)		/* client queries answered with an upstream's answer */            \
 	X(servfail_bad_answer)	/* SERVFAIL: the upstream answer no longer parsed, filtered */     \
 	X(rcode_noerror)	/* replies to clients by rcode: NOERROR */                         \

@@ -20,6 +20,8 @@ enum opt_id {
 	OPT_CONFIG,
 	OPT_LISTEN,
 	OPT_LISTEN_TLS,
+	OPT_LISTEN_HTTPS,
+	OPT_HTTPS_PATH,
 	OPT_CERT_FILE,
 	OPT_KEY_FILE,
 	OPT_UPSTREAM,
@@ -30,6 +32,7 @@ enum opt_id {
 	OPT_TCP_IDLE_TIMEOUT,
 	OPT_MAX_INFLIGHT,
 	OPT_MAX_TCP_CLIENTS,
+	OPT_MAX_CLIENTS_PER_ADDRESS,
 	OPT_MAX_TCP_PIPELINE,
 	OPT_IDLE_TIMEOUT,
 	OPT_BUSY_POLL,
@@ -80,9 +83,14 @@ static const struct option_def table[] = {
 	{ OPT_LISTEN_TLS, 0, false, "listen-tls", "ADDR:PORT",
 	  "serve DNS over TLS (RFC 7858) on this address (repeatable; usually\n"
 	  "port 853); needs --cert-file and --key-file" },
+	{ OPT_LISTEN_HTTPS, 0, false, "listen-https", "ADDR:PORT",
+	  "serve DNS over HTTPS (RFC 8484, HTTP/2) on this address (repeatable;\n"
+	  "usually port 443); needs --cert-file and --key-file" },
+	{ OPT_HTTPS_PATH, 0, false, "https-path", "PATH",
+	  "the path of --listen-https's DNS API (default /dns-query)" },
 	{ OPT_CERT_FILE, 0, false, "cert-file", "FILE",
-	  "PEM certificate chain (leaf first) served by --listen-tls; read\n"
-	  "again on SIGHUP" },
+	  "PEM certificate chain (leaf first) served by --listen-tls and\n"
+	  "--listen-https; read again on SIGHUP" },
 	{ OPT_KEY_FILE, 0, false, "key-file", "FILE",
 	  "PEM private key of --cert-file (not encrypted); read again on SIGHUP" },
 	{ OPT_UPSTREAM, 0, false, "upstream", "IP[@PORT][#AUTH-NAME][^PIN]...",
@@ -116,6 +124,9 @@ static const struct option_def table[] = {
 	  "queries in flight at once; beyond, SERVFAIL (default 8192)" },
 	{ OPT_MAX_TCP_CLIENTS, 0, false, "max-tcp-clients", "N",
 	  "TCP client connections at once; beyond, closed (default 1000)" },
+	{ OPT_MAX_CLIENTS_PER_ADDRESS, 0, false, "max-clients-per-address", "N",
+	  "TLS client connections (DoT and DoH) at once from one IP address;\n"
+	  "beyond, closed (default 32)" },
 	{ OPT_MAX_UDP_SIZE, 0, false, "max-udp-size", "BYTES",
 	  "largest answer sent to a UDP client, whatever it advertises; longer\n"
 	  "ones are truncated (TC=1) (512-65535, default 1232)" },
@@ -203,6 +214,7 @@ struct parse_state {
 	enum source source;
 	enum source listen_from; /* where the current listen list came from */
 	enum source listen_tls_from;
+	enum source listen_https_from;
 	enum source upstream_from; /* where the current upstream list came from */
 	enum source allow_from;	   /* where the current allow list came from */
 	enum source zones_from;	   /* where the current forward zones came from */
@@ -771,6 +783,8 @@ static void set_defaults(struct config *cfg)
 	cfg->tcp_idle_timeout_ms = 10000;
 	cfg->max_inflight = 8192;
 	cfg->max_tcp_clients = 1000;
+	cfg->max_clients_per_address = 32;
+	snprintf(cfg->https_path, sizeof(cfg->https_path), "/dns-query");
 	cfg->max_tcp_pipeline = 128;
 	cfg->idle_timeout_ms = 10000;
 	cfg->max_connections = 4;
@@ -1045,6 +1059,29 @@ static int parse_listen_option(struct parse_state *st, const char *value)
 	return 0;
 }
 
+/* --https-path: an absolute path without a query, fragment, spaces or
+ * control characters, which a request's :path must equal up to its '?'. */
+static int parse_https_path(const char *value, struct config *cfg, char *err, size_t errlen)
+{
+	size_t n = strlen(value);
+
+	if (value[0] != '/' || n >= sizeof(cfg->https_path))
+		return fail(err, errlen,
+			    "bad --https-path '%s': an absolute path of at most %zu "
+			    "bytes, such as /dns-query",
+			    value, sizeof(cfg->https_path) - 1);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)value[i];
+		if (c <= ' ' || c >= 0x7f || c == '?' || c == '#')
+			return fail(err, errlen,
+				    "bad --https-path '%s': no query, fragment, spaces or "
+				    "non-ASCII characters",
+				    value);
+	}
+	memcpy(cfg->https_path, value, n + 1);
+	return 0;
+}
+
 /* Apply one option from the current source; @value is NULL for flags. */
 static int apply(struct parse_state *st, const struct option_def *o, const char *value)
 {
@@ -1070,6 +1107,14 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 			return -EINVAL;
 		return options_parse_listen(value, &cfg->listen_tls[cfg->n_listen_tls++], err,
 					    errlen);
+	case OPT_LISTEN_HTTPS:
+		if (list_room(st, &st->listen_https_from, &cfg->n_listen_https, OPTIONS_MAX_LISTEN,
+			      o->name))
+			return -EINVAL;
+		return options_parse_listen(value, &cfg->listen_https[cfg->n_listen_https++], err,
+					    errlen);
+	case OPT_HTTPS_PATH:
+		return parse_https_path(value, cfg, err, errlen);
 	case OPT_CERT_FILE:
 	case OPT_KEY_FILE: {
 		char *dst = o->id == OPT_CERT_FILE ? cfg->cert_file : cfg->key_file;
@@ -1117,6 +1162,9 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 		return parse_uint(o->name, value, 1, 1000000, &cfg->max_inflight, err, errlen);
 	case OPT_MAX_TCP_CLIENTS:
 		return parse_uint(o->name, value, 1, 1000000, &cfg->max_tcp_clients, err, errlen);
+	case OPT_MAX_CLIENTS_PER_ADDRESS:
+		return parse_uint(o->name, value, 1, 1000000, &cfg->max_clients_per_address, err,
+				  errlen);
 	case OPT_MAX_TCP_PIPELINE:
 		return parse_uint(o->name, value, 1, 65535, &cfg->max_tcp_pipeline, err, errlen);
 	case OPT_IDLE_TIMEOUT:
@@ -1607,6 +1655,7 @@ int options_parse(int argc, char **argv, struct config *cfg, FILE *out, char *er
 		.source = SRC_CLI,
 		.listen_from = SRC_DEFAULT,
 		.listen_tls_from = SRC_DEFAULT,
+		.listen_https_from = SRC_DEFAULT,
 		.upstream_from = SRC_DEFAULT,
 		.allow_from = SRC_DEFAULT,
 		.zones_from = SRC_DEFAULT,
@@ -1627,27 +1676,29 @@ int options_parse(int argc, char **argv, struct config *cfg, FILE *out, char *er
 		return rc;
 	if (st.exit_now)
 		return OPTIONS_EXIT;
-	if (cfg->n_listen_tls && (!cfg->cert_file[0] || !cfg->key_file[0]))
+	if ((cfg->n_listen_tls || cfg->n_listen_https) && (!cfg->cert_file[0] || !cfg->key_file[0]))
 		return fail(err, errlen,
-			    "--listen-tls needs a certificate: give --cert-file and --key-file");
-	/* TCP underneath: each address once, and none that --listen binds. */
-	for (unsigned i = 0; i < cfg->n_listen_tls; i++) {
-		const struct options_addr *a = &cfg->listen_tls[i];
+			    "--listen-%s needs a certificate: give --cert-file and "
+			    "--key-file",
+			    cfg->n_listen_tls ? "tls" : "https");
+	/* TCP underneath: each address once, and none that another listener binds. */
+	struct options_addr *streams[3 * OPTIONS_MAX_LISTEN];
+	const char *kinds[3 * OPTIONS_MAX_LISTEN];
+	unsigned n = 0;
+	for (unsigned j = 0; j < cfg->n_listen; j++, n++)
+		streams[n] = &cfg->listen[j], kinds[n] = "--listen";
+	for (unsigned j = 0; j < cfg->n_listen_tls; j++, n++)
+		streams[n] = &cfg->listen_tls[j], kinds[n] = "--listen-tls";
+	for (unsigned j = 0; j < cfg->n_listen_https; j++, n++)
+		streams[n] = &cfg->listen_https[j], kinds[n] = "--listen-https";
+	for (unsigned i = cfg->n_listen; i < n; i++)
 		for (unsigned j = 0; j < i; j++)
-			if (same_addr(a, &cfg->listen_tls[j]))
-				return fail(
-				    err, errlen,
-				    "--listen-tls %s: the same address as %s, given before: "
-				    "give each address once",
-				    a->text, cfg->listen_tls[j].text);
-		for (unsigned j = 0; j < cfg->n_listen; j++)
-			if (same_addr(a, &cfg->listen[j]))
-				return fail(
-				    err, errlen,
-				    "--listen-tls %s: --listen %s takes that address and port "
-				    "for plain DNS over TCP: use another port (853 is DoT's)",
-				    a->text, cfg->listen[j].text);
-	}
+			if (same_addr(streams[i], streams[j]))
+				return fail(err, errlen,
+					    "%s %s: %s %s takes that address and port already: "
+					    "give each stream address once (853 is DoT's port, "
+					    "443 DoH's)",
+					    kinds[i], streams[i]->text, kinds[j], streams[j]->text);
 	rc = check_whole(&st);
 	if (rc)
 		return rc;
@@ -1759,6 +1810,18 @@ void options_print(const struct config *cfg, FILE *out)
 				print_unset(out, name, NULL);
 			for (unsigned i = 0; i < cfg->n_listen_tls; i++)
 				fprintf(out, "%s %s\n", name, cfg->listen_tls[i].text);
+			break;
+		case OPT_LISTEN_HTTPS:
+			if (!cfg->n_listen_https)
+				print_unset(out, name, NULL);
+			for (unsigned i = 0; i < cfg->n_listen_https; i++)
+				fprintf(out, "%s %s\n", name, cfg->listen_https[i].text);
+			break;
+		case OPT_HTTPS_PATH:
+			fprintf(out, "%s %s\n", name, cfg->https_path);
+			break;
+		case OPT_MAX_CLIENTS_PER_ADDRESS:
+			fprintf(out, "%s %u\n", name, cfg->max_clients_per_address);
 			break;
 		case OPT_CERT_FILE:
 		case OPT_KEY_FILE: {
@@ -1969,7 +2032,7 @@ static bool same_listen(const struct config *a, const struct config *b)
 unsigned options_keep_running(struct config *next, const struct config *running, char *changed,
 			      size_t cap)
 {
-	const char *names[9];
+	const char *names[10];
 	unsigned n = 0;
 
 	if (!same_listen(next, running))
@@ -1977,6 +2040,9 @@ unsigned options_keep_running(struct config *next, const struct config *running,
 	if (!same_addrs(next->listen_tls, next->n_listen_tls, running->listen_tls,
 			running->n_listen_tls))
 		names[n++] = "--listen-tls";
+	if (!same_addrs(next->listen_https, next->n_listen_https, running->listen_https,
+			running->n_listen_https))
+		names[n++] = "--listen-https";
 	if (next->workers != running->workers)
 		names[n++] = "--workers";
 	if (next->max_inflight != running->max_inflight)
@@ -1997,6 +2063,8 @@ unsigned options_keep_running(struct config *next, const struct config *running,
 	next->listen_is_default = running->listen_is_default;
 	memcpy(next->listen_tls, running->listen_tls, sizeof(next->listen_tls));
 	next->n_listen_tls = running->n_listen_tls;
+	memcpy(next->listen_https, running->listen_https, sizeof(next->listen_https));
+	next->n_listen_https = running->n_listen_https;
 	next->workers = running->workers;
 	next->max_inflight = running->max_inflight;
 	next->cache_bytes = running->cache_bytes;

@@ -121,6 +121,10 @@ struct config {
 	unsigned n_listen;
 	struct options_addr listen_tls[OPTIONS_MAX_LISTEN]; /**< --listen-tls: DoT for clients */
 	unsigned n_listen_tls;
+	/** --listen-https: DoH for clients, at --https-path ("/dns-query"). */
+	struct options_addr listen_https[OPTIONS_MAX_LISTEN];
+	unsigned n_listen_https;
+	char https_path[256];
 	char cert_file[OPTIONS_MAX_PATH]; /**< --cert-file: the listeners' certificate chain */
 	char key_file[OPTIONS_MAX_PATH];  /**< --key-file: its private key */
 	struct options_upstream upstream[OPTIONS_MAX_UPSTREAMS];
@@ -140,6 +144,8 @@ struct config {
 	unsigned busy_poll_us;	      /**< poll this long for a near upstream's answer */
 	unsigned workers;	      /**< event loops (threads) sharing the listen addresses */
 	unsigned max_connections;     /**< TLS connections per upstream */
+	/** TLS client connections (DoT and DoH) at once from one IP address. */
+	unsigned max_clients_per_address;
 	enum options_policy policy;
 	enum options_profile profile;
 	enum options_doh_method doh_method; /**< --doh-method */

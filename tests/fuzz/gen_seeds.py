@@ -3,17 +3,18 @@
 
 The wire seeds are real DNS messages made with dnspython (queries, responses
 with compression, EDNS, truncation-sized answers) plus a few hand-made
-malformed ones that sit right at the parser's checks.  The framing, options
-and local data seeds follow the input layouts documented in fuzz_framing.c,
-fuzz_options.c and fuzz_localdata.c.  Re-running overwrites the files with
-the same content, so the committed corpus stays reproducible (hence
-want_shuffle=False: dnspython otherwise shuffles the records of each RRset).
+malformed ones that sit right at the parser's checks.  The framing, options,
+local data and DoH server seeds follow the input layouts documented in
+fuzz_framing.c, fuzz_options.c, fuzz_localdata.c and fuzz_doh_server.c.
+Re-running overwrites the files with the same content, so the committed
+corpus stays reproducible (hence want_shuffle=False: dnspython otherwise
+shuffles the records of each RRset).
 
 The DoH seeds are what a server sends: python3-h2 plays both a client that
 asks as lib/doh does (streams 1, 3, 5, 7) and the server that answers it,
 and the server's bytes follow the two header bytes of fuzz_doh.c's layout.
 
-Usage: gen_seeds.py [wire] [framing] [options] [localdata] [doh] [http1] [ctlproto]
+Usage: gen_seeds.py [wire] [framing] [options] [localdata] [doh] [http1] [ctlproto] [doh_server]
 (default: all; the wire and doh seeds need dnspython, the doh seeds python3-h2)
 """
 import os
@@ -364,6 +365,56 @@ def ctlproto_seeds():
                        ("escape", b"flush a\\.b"), ("binary", b"stats\x00\xff"),
                        ("too_many", b"flush a b c d e")]:
         write(t, name, line)
+def doh_server_seeds():
+    """Requests in fuzz_doh_server.c's layout: structured (method, flags,
+    path, content type, body) and raw HTTP/2 frames after the preface."""
+    import base64
+    import struct as st
+    t = "fuzz_doh_server"
+    q = query("www.example.com", "A", qid=0).to_wire(want_shuffle=False)
+    b64 = base64.urlsafe_b64encode(q).rstrip(b"=")
+
+    def req(method, path, body=b"", ct=b"application/dns-message", flags=1):
+        return (bytes([method, flags]) + st.pack(">H", len(path)) + path +
+                bytes([len(ct)]) + ct + st.pack(">H", len(body)) + body)
+
+    get = req(0, b"/dns-query?dns=" + b64, flags=0)
+    post = req(1, b"/dns-query", q, flags=1 | 8)
+    head = req(2, b"/dns-query?dns=" + b64, flags=0)
+    write(t, "get_post_head_answered", bytes([2]) + get + post + head)
+    write(t, "get_post_head_waiting", bytes([0]) + get + post + head)
+    write(t, "reset_streams", bytes([0]) + req(0, b"/dns-query?dns=" + b64, flags=4) +
+          req(1, b"/dns-query", q, flags=1 | 4))
+    write(t, "statuses", bytes([2]) + req(0, b"/other?dns=" + b64, flags=0) +
+          req(3, b"/dns-query", q) + req(9, b"/dns-query", q) +
+          req(1, b"/dns-query", q, ct=b"text/plain") +
+          req(1, b"/dns-query", q, flags=1 | 8 | 16) +
+          req(0, b"/dns-query?dns=" + b"A" * 5000, flags=0) +
+          req(0, b"/dns-query?x=1&dns=" + b64 + b"&y", flags=0) +
+          req(0, b"/dns-query?dns=not*base64", flags=0) +
+          req(1, b"/dns-query", b"", flags=1) +
+          req(1, b"/dns-query", q[:11]))
+    write(t, "big_body", bytes([2]) + req(1, b"/dns-query", q + bytes(20000), flags=1))
+
+    def frame(typ, flags, sid, payload):
+        return st.pack(">I", len(payload))[1:] + bytes([typ, flags]) + st.pack(">I", sid) + payload
+
+    settings = frame(4, 0, 0, b"")
+    # A HEADERS block (HPACK, literal without indexing) for GET /dns-query?dns=...
+    def lit(name, value):
+        return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+    block = (lit(b":method", b"GET") + lit(b":scheme", b"https") +
+             lit(b":authority", b"dns.example") + lit(b":path", b"/dns-query?dns=" + b64))
+    headers = frame(1, 0x5, 1, block)  # END_STREAM | END_HEADERS
+    write(t, "raw_get", bytes([3, 7]) + settings + headers)
+    write(t, "raw_rapid_reset", bytes([1, 63]) + settings + b"".join(
+        frame(1, 0x5, sid, block) + frame(3, 0, sid, st.pack(">I", 8))
+        for sid in range(1, 301, 2)))
+    write(t, "raw_continuations", bytes([1, 0]) + settings + frame(1, 0x1, 1, block[:1]) +
+          b"".join(frame(9, 0, 1, block[i:i + 1]) for i in range(1, len(block))))
+    write(t, "raw_ping_settings", bytes([1, 5]) + settings + frame(6, 0, 0, bytes(8)) * 3 +
+          frame(4, 0, 0, st.pack(">HI", 3, 10)) + frame(8, 0, 0, st.pack(">I", 1000)))
+    write(t, "raw_http1", bytes([1, 64]) + b"GET /dns-query?dns=" + b64 + b" HTTP/1.1\r\n\r\n")
 
 
 TARGETS = {
@@ -374,6 +425,7 @@ TARGETS = {
     "doh": doh_seeds,
     "http1": http1_seeds,
     "ctlproto": ctlproto_seeds,
+    "doh_server": doh_server_seeds,
 }
 
 

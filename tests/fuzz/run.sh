@@ -19,7 +19,7 @@ cd "$(dirname "$0")/../.."
 
 MODE=${1:-replay}
 [ $# -gt 0 ] && shift
-TARGETS=${*:-"fuzz_wire_parse fuzz_framing fuzz_options fuzz_blocklist fuzz_localdata fuzz_doh fuzz_http1 fuzz_ctlproto"}
+TARGETS=${*:-"fuzz_wire_parse fuzz_framing fuzz_options fuzz_blocklist fuzz_localdata fuzz_doh fuzz_http1 fuzz_ctlproto fuzz_doh_server"}
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 CC=${CC:-cc}
 CLANG=${CLANG:-clang}
@@ -28,7 +28,7 @@ LOGS=$OUT/logs
 
 WARN="-Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
 -Wimplicit-fallthrough -Wvla"
-# lib/ needs OpenSSL (lib/tls) and nghttp2 (lib/doh) to link.
+# lib/ needs OpenSSL (lib/tls) and nghttp2 (the DoH modules) to link.
 SSL_CFLAGS=$(pkg-config --cflags openssl libnghttp2 2>/dev/null || true)
 SSL_LIBS=$(pkg-config --libs openssl libnghttp2 2>/dev/null || echo "-lssl -lcrypto -lnghttp2")
 LIB_SRC=$(ls lib/*.c)
@@ -42,6 +42,7 @@ max_len() {
 	fuzz_localdata) echo 4096 ;;
 	fuzz_doh) echo 16384 ;;
 	fuzz_http1) echo 9000 ;;
+	fuzz_doh_server) echo 8192 ;;
 	*) echo 2048 ;;
 	esac
 }

@@ -97,12 +97,14 @@ class DoHClient:
     require_h2 the constructor raises ALPNError unless h2 was negotiated;
     `alpn_protocol` is what was. wait_settings: return from the constructor
     only once the server's SETTINGS arrived, so its stream limit is known.
+    source: the local address to connect from (another 127.x address is
+    another client to a server's per-address limits).
     """
 
     def __init__(self, port, *, host="127.0.0.1", ca_file=None, server_hostname=None,
                  verify=True, alpn=("h2",), require_h2=True, timeout=DEFAULT_TIMEOUT,
                  path="/dns-query", authority=None, user_agent=None, wait_settings=True,
-                 ignore_stream_limit=False):
+                 ignore_stream_limit=False, source=None):
         ctx = client_tls_context(ca_file, verify=verify)
         if alpn:
             ctx.set_alpn_protocols(list(alpn))
@@ -111,7 +113,7 @@ class DoHClient:
         self.authority = authority or server_hostname or host
         self.user_agent = user_agent
         self.pipe = DoTClient(port, host=host, context=ctx, server_hostname=server_hostname,
-                              verify=verify, timeout=timeout)
+                              verify=verify, timeout=timeout, source=source)
         self.alpn_protocol = self.pipe.tls.selected_alpn_protocol()
         if require_h2 and self.alpn_protocol != "h2":
             self.pipe.close()

@@ -171,9 +171,13 @@ class DoTClient:
     """
 
     def __init__(self, port, *, host="127.0.0.1", ca_file=None, server_hostname=None,
-                 verify=True, timeout=DEFAULT_TIMEOUT, session=None, context=None):
+                 verify=True, timeout=DEFAULT_TIMEOUT, session=None, context=None,
+                 source=None):
+        """source: the local address to connect from (another 127.x address
+        is another client, as far as per-address limits go)."""
         self.ctx = context or client_tls_context(ca_file, verify=verify)
-        self.raw = socket.create_connection((host, port), timeout=timeout)
+        self.raw = socket.create_connection((host, port), timeout=timeout,
+                                            source_address=(source, 0) if source else None)
         self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.app = bytearray()      # decrypted bytes not yet consumed
         self.close_reason = None

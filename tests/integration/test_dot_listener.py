@@ -6,7 +6,7 @@ answers in completion order and clients with the same DNS IDs kept apart,
 ALPN "dot" and no ALPN, TLS 1.2 minimum, session resumption, the
 certificate read again on SIGHUP (new connections get it, open ones keep
 theirs, a bad pair changes nothing), start-up errors, handshakes that never
-finish, --allow, and many clients at once."""
+finish, the cap per client address, --allow, and many clients at once."""
 
 import os
 import re
@@ -65,9 +65,9 @@ def client_ctx(ca_file, *, alpn=("dot",), max_version=None, min_version=None):
     return ctx
 
 
-def connect(port, pki, **kw):
+def connect(port, pki, source=None, **kw):
     return DoTClient(port, ca_file=pki.ca_file, server_hostname=LAN_NAME,
-                     context=client_ctx(pki.ca_file, **kw))
+                     context=client_ctx(pki.ca_file, **kw), source=source)
 
 
 # -- answers -----------------------------------------------------------------------------
@@ -254,7 +254,7 @@ def test_handshakes_that_never_finish_are_closed_and_cost_others_nothing(dot_pro
     idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
     try:
         start = time.monotonic()
-        with connect(port, pki) as c:
+        with connect(port, pki, source="127.0.0.2") as c:  # another host
             c.send(make_query(f"www.{LAN_NAME}"))
             assert a_records(c.recv()) == ["192.0.2.7"]
         assert time.monotonic() - start < 1.0
@@ -266,7 +266,37 @@ def test_handshakes_that_never_finish_are_closed_and_cost_others_nothing(dot_pro
     finally:
         for s in idle:
             s.close()
-    assert p.stats()["dot_handshake_failures"] >= 50
+    # 32 (--max-clients-per-address) waited for the deadline; the others
+    # were closed at once.
+    s = p.stats()
+    assert s["dot_handshake_failures"] == 32 and s["tls_address_refused"] == 18, s
+
+
+def test_one_address_gets_max_clients_per_address(dot_proxy, pki):
+    p, port, _ = dot_proxy(extra=["--max-clients-per-address", "3"])
+    mine = [connect(port, pki) for _ in range(3)]
+    try:
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            connect(port, pki)  # the fourth from 127.0.0.1: closed at once
+        with connect(port, pki, source="127.0.0.2") as other:  # another host is served
+            other.send(make_query(f"www.{LAN_NAME}"))
+            assert a_records(other.recv()) == ["192.0.2.7"]
+        for c in mine:  # the three are still served
+            c.send(make_query(f"www.{LAN_NAME}"))
+            assert a_records(c.recv()) == ["192.0.2.7"]
+        mine.pop().close()
+        deadline = time.monotonic() + 5
+        while True:  # its place comes back once the server saw the close
+            try:
+                mine.append(connect(port, pki))
+                break
+            except (ssl.SSLError, ConnectionError):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+    finally:
+        for c in mine:
+            c.close()
+    assert p.stats()["tls_address_refused"] >= 1
 
 
 def test_a_client_outside_allow_gets_refused_with_ede_18(dot_proxy, pki):
@@ -285,7 +315,8 @@ def test_a_thousand_clients_at_once(dot_proxy, pki):
         pytest.skip(f"descriptor limit {hard} is too low for 1,000 clients")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2500), hard))
     try:
-        p, port, up = dot_proxy(extra=["--max-tcp-clients", "1100"])
+        p, port, up = dot_proxy(extra=["--max-tcp-clients", "1100",
+                                       "--max-clients-per-address", "1000"])
         clients = []
         try:
             for i in range(1000):
@@ -342,9 +373,9 @@ def test_a_tls_address_taken_twice_is_a_configuration_error(lan_cert):
     cert = ["--cert-file", lan_cert[0], "--key-file", lan_cert[1], "--check-config"]
     r = run_cli(["--listen-tls", f"127.0.0.1:{port}", "--listen-tls", f"127.0.0.1:{port}"]
                 + cert)
-    assert r.returncode == 2 and "the same address as" in r.stderr, r.stderr
+    assert r.returncode == 2 and "takes that address and port already" in r.stderr, r.stderr
     r = run_cli(["--listen", f"127.0.0.1:{port}", "--listen-tls", f"127.0.0.1:{port}"] + cert)
-    assert r.returncode == 2 and "takes that address and port" in r.stderr, r.stderr
+    assert r.returncode == 2 and "takes that address and port already" in r.stderr, r.stderr
 
 
 def test_handshakes_under_way_do_not_hold_up_a_shutdown(dot_proxy):

@@ -1443,6 +1443,51 @@ static void keep_running(void **state)
 	char *text = captured(ARGS("--help"), &rc);
 	assert_contains(text, "--metrics ADDR:PORT");
 	assert_contains(text, "--control PATH");
+static void https_listener_options(void **state)
+{
+	(void)state;
+	assert_int_equal(parse_args(ARGS(NULL)), OPTIONS_RUN);
+	assert_int_equal(cfg.n_listen_https, 0);
+	assert_string_equal(cfg.https_path, "/dns-query");
+	assert_int_equal(cfg.max_clients_per_address, 32);
+
+	assert_int_equal(
+	    parse_args(ARGS("--listen-https", "127.0.0.1:443", "--listen-https", "[::1]:8443",
+			    "--https-path", "/resolve", "--cert-file", "c.pem", "--key-file",
+			    "k.pem", "--max-clients-per-address", "4")),
+	    OPTIONS_RUN);
+	assert_int_equal(cfg.n_listen_https, 2);
+	assert_string_equal(cfg.listen_https[0].text, "127.0.0.1:443");
+	assert_int_equal(port_of(&cfg.listen_https[1]), 8443);
+	assert_int_equal(cfg.listen_https[1].sa.ss_family, AF_INET6);
+	assert_string_equal(cfg.https_path, "/resolve");
+	assert_int_equal(cfg.max_clients_per_address, 4);
+
+	/* A certificate is needed, as for --listen-tls. */
+	assert_int_equal(parse_args(ARGS("--listen-https", "127.0.0.1:443")), -EINVAL);
+	assert_contains(err, "--listen-https needs a certificate");
+	assert_int_equal(parse_args(ARGS("--listen-https", "127.0.0.1")), -EINVAL);
+	static const char *const bad_paths[] = { "dns-query", "",     "/dns query",
+						 "/q?dns=x",  "/q#x", "/caf\xc3\xa9" };
+	for (size_t i = 0; i < sizeof(bad_paths) / sizeof(bad_paths[0]); i++) {
+		assert_int_equal(parse_args(ARGS("--https-path", bad_paths[i])), -EINVAL);
+		assert_contains(err, "bad --https-path");
+	}
+	char longest[300];
+	memset(longest, 'a', sizeof(longest));
+	longest[0] = '/';
+	longest[255] = 0;
+	assert_int_equal(parse_args(ARGS("--https-path", longest)), OPTIONS_RUN);
+	longest[255] = 'a';
+	longest[256] = 0;
+	assert_int_equal(parse_args(ARGS("--https-path", longest)), -EINVAL);
+	assert_int_equal(parse_args(ARGS("--max-clients-per-address", "0")), -EINVAL);
+
+	int rc;
+	char *text = captured(ARGS("--help"), &rc);
+	assert_contains(text, "--listen-https ADDR:PORT");
+	assert_contains(text, "--https-path PATH");
+	assert_contains(text, "--max-clients-per-address N");
 	free(text);
 }
 
@@ -1473,6 +1518,7 @@ int main(void)
 		cmocka_unit_test(print_settings),
 		cmocka_unit_test(keep_running),
 		cmocka_unit_test(metrics_and_control_options),
+		cmocka_unit_test(https_listener_options),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
