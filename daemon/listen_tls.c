@@ -124,8 +124,8 @@ static struct tls_client *from_io(struct tlsio *io)
 static void handshaken_cb(struct tlsio *io)
 {
 	struct tls_client *c = from_io(io);
-	struct sockaddr_storage ss;
-	int len = sizeof(ss);
+	struct sockaddr_storage ss, local;
+	int len = sizeof(ss), local_len = sizeof(local);
 
 	uv_timer_stop(&c->timer);
 	unlink_pending(c);
@@ -133,9 +133,11 @@ static void handshaken_cb(struct tlsio *io)
 	if (tls_conn_resumed(io->tls))
 		metrics_inc(METRIC_dot_resumed);
 	bool known = uv_tcp_getpeername(&io->tcp, (struct sockaddr *)&ss, &len) == 0;
+	bool local_known = uv_tcp_getsockname(&io->tcp, (struct sockaddr *)&local, &local_len) == 0;
 	c->started = true;
 	stream_session_init(&c->session, c->sessions, c->pool, &tls_pipe, c,
-			    known ? (struct sockaddr *)&ss : NULL);
+			    known ? (struct sockaddr *)&ss : NULL,
+			    local_known ? (struct sockaddr *)&local : NULL);
 }
 
 static void data_cb(struct tlsio *io, uint8_t *data, size_t len)
