@@ -100,8 +100,9 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(BUILD)/libdotproxy.a | deps
 		$(filter $(BUILD)/daemon/%.o,$^) $(BUILD)/libdotproxy.a $(LDFLAGS_ALL) $(PKG_LIBS) \
 		$(shell pkg-config --libs cmocka) -lm
 
-# The upstream layer alone, over a fake transport: no sockets, no TLS.
-$(BUILD)/tests/test_upstream: $(BUILD)/daemon/upstream.o $(BUILD)/daemon/loop.o
+# The upstream layer alone, over a fake transport: no sockets, no TLS (and
+# dnstap, which upstream.c reports to, off).
+$(BUILD)/tests/test_upstream: $(BUILD)/daemon/upstream.o $(BUILD)/daemon/loop.o $(BUILD)/daemon/dnstap.o
 # Socket activation: real sockets, no loop.
 $(BUILD)/tests/test_sdlisten: $(BUILD)/daemon/sdlisten.o
 

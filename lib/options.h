@@ -174,6 +174,11 @@ struct config {
 	 * shows them (--check-config) or logs them (start-up, SIGHUP). */
 	char warnings[OPTIONS_MAX_WARNINGS][OPTIONS_WARNING_LEN];
 	unsigned n_warnings;
+
+	/** --dnstap: the receiver's unix socket (fits a sun_path); empty: off. */
+	char dnstap[108];
+	/** --dnstap-identity; empty: the host name. */
+	char dnstap_identity[256];
 };
 
 /**
@@ -194,7 +199,7 @@ int options_parse(int argc, char **argv, struct config *cfg, FILE *out, char *er
 /**
  * For a reload: copy into @next what takes effect only at start-up (the
  * listen addresses, --workers, --max-inflight, --cache-size,
- * --udp-recv-buffer and --user) from @running, the configuration in force,
+ * --udp-recv-buffer, --user, --dnstap and --dnstap-identity) from @running, the configuration in force,
  * so that @next describes what runs and a later reload compares with that.
  * Writes into @changed the options among them whose value @next had
  * differently, as "--listen, --workers and --user" ("" if none: listen
