@@ -97,6 +97,9 @@ size_t dnstap_encode(const struct dnstap_event *ev, uint8_t *buf, size_t cap)
 	set_bytes(&m.has_query_message, &m.query_message, ev->query, ev->query_len);
 	set_bytes(&m.has_response_message, &m.response_message, ev->response, ev->response_len);
 
+	/* Room for the bound: pack at once (sizing first would walk it twice). */
+	if (cap >= dnstap_size_bound(ev))
+		return dnstap__dnstap__pack(&top, buf);
 	size_t len = dnstap__dnstap__get_packed_size(&top);
 	if (len <= cap)
 		dnstap__dnstap__pack(&top, buf);
