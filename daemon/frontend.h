@@ -24,6 +24,14 @@
 
 struct frontend_client;
 
+/** Where a client's query came from, for dnstap (frontend_ops.origin).
+ * Pointers stay valid as long as the client handle; NULL: unknown. */
+struct frontend_origin {
+	const char *protocol;	       /**< "udp", "tcp", "dot", "doh" */
+	const struct sockaddr *client; /**< the client's address and port */
+	const struct sockaddr *local;  /**< the address and port it reached (ours) */
+};
+
 /** What a kind of frontend does for the core.  One static table per kind. */
 struct frontend_ops {
 	/** "udp", "tcp": for logs. */
@@ -47,6 +55,9 @@ struct frontend_ops {
 	/** Does @c's transport encrypt (DoT, DoH)?  Then answers to queries
 	 * that carry EDNS padding are padded too (RFC 8467).  NULL: no. */
 	bool (*encrypted)(const struct frontend_client *c);
+	/** What carried @c's query and between which addresses, for dnstap.
+	 * NULL: nothing known (the events go without them). */
+	void (*origin)(const struct frontend_client *c, struct frontend_origin *o);
 };
 
 /** A client as the core sees it: copied into each query, so it must stay

@@ -238,6 +238,17 @@ static bool encrypted(const struct frontend_client *client)
 	return true;
 }
 
+/* For dnstap: DoH, from the client's address (the address it reached is not
+ * kept per connection: NULL, "unknown" to dnstap). */
+static void origin(const struct frontend_client *client, struct frontend_origin *o)
+{
+	const struct https_stream *st = client->conn;
+
+	o->protocol = "doh";
+	o->client = st->c->peer.ss.ss_family != AF_UNSPEC ? &st->c->peer.sa : NULL;
+	o->local = NULL;
+}
+
 static const struct frontend_ops doh_ops = {
 	.name = "doh",
 	.reply = reply,
@@ -246,6 +257,7 @@ static const struct frontend_ops doh_ops = {
 	.peer = peer,
 	.allowed = allowed,
 	.encrypted = encrypted,
+	.origin = origin,
 	/* No edns-tcp-keepalive: HTTP/2 has its own connection management. */
 };
 

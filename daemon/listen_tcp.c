@@ -223,11 +223,13 @@ static void connection_cb(uv_stream_t *server, int status)
 	}
 	metrics_inc(METRIC_tcp_accepted);
 	uv_tcp_nodelay(&c->tcp, 1);
-	struct sockaddr_storage ss;
-	int len = sizeof(ss);
+	struct sockaddr_storage ss, local;
+	int len = sizeof(ss), local_len = sizeof(local);
 	bool known = uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0;
+	bool local_known = uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&local, &local_len) == 0;
 	stream_session_init(&c->session, l->sessions, l->pool, &tcp_pipe, c,
-			    known ? (struct sockaddr *)&ss : NULL);
+			    known ? (struct sockaddr *)&ss : NULL,
+			    local_known ? (struct sockaddr *)&local : NULL);
 	if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) < 0)
 		stream_session_close(&c->session);
 }

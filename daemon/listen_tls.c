@@ -134,15 +134,20 @@ static struct tls_client *from_io(struct tlsio *io)
 static void handshaken_cb(struct tlsio *io)
 {
 	struct tls_client *c = from_io(io);
+	struct sockaddr_storage local;
+	int local_len = sizeof(local);
+
 	uv_timer_stop(&c->timer);
 	unlink_pending(c);
 	metrics_inc(METRIC_dot_handshakes);
 	if (tls_conn_resumed(io->tls))
 		metrics_inc(METRIC_dot_resumed);
 	bool known = c->peer.ss_family != AF_UNSPEC;
+	bool local_known = uv_tcp_getsockname(&io->tcp, (struct sockaddr *)&local, &local_len) == 0;
 	c->started = true;
 	stream_session_init(&c->session, c->sessions, c->pool, &tls_pipe, c,
-			    known ? (struct sockaddr *)&c->peer : NULL);
+			    known ? (struct sockaddr *)&c->peer : NULL,
+			    local_known ? (struct sockaddr *)&local : NULL);
 }
 
 static void data_cb(struct tlsio *io, uint8_t *data, size_t len)

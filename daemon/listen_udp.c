@@ -49,6 +49,7 @@ struct udp_listener {
 	struct pending_reply pending[SEND_BATCH];
 	unsigned n_pending;
 	struct loop_flush flush;
+	struct sockaddr_storage local; /* the address bound (a wildcard stays one), for dnstap */
 };
 
 static void listener_free(struct udp_listener *l)
@@ -166,6 +167,15 @@ static bool allowed(const struct frontend_client *c)
 	return acl_allows(&query_pool_env(l->pool)->cfg->allow, &c->peer.sa);
 }
 
+static void origin(const struct frontend_client *c, struct frontend_origin *o)
+{
+	const struct udp_listener *l = c->conn;
+
+	o->protocol = "udp";
+	o->client = &c->peer.sa;
+	o->local = (const struct sockaddr *)&l->local;
+}
+
 static const struct frontend_ops udp_ops = {
 	.name = "udp",
 	.reply = reply,
@@ -173,6 +183,7 @@ static const struct frontend_ops udp_ops = {
 	.max_reply = max_reply,
 	.peer = peer,
 	.allowed = allowed,
+	.origin = origin,
 };
 
 /* -- receiving -------------------------------------------------------------- */
@@ -252,6 +263,10 @@ static struct udp_listener *listener_new(struct query_pool *pool)
  * failure the handle is closed and the listener freed with it. */
 static int start(struct udp_listener *l, bool handed, const char *where)
 {
+	int len = sizeof(l->local);
+
+	if (uv_udp_getsockname(&l->udp, (struct sockaddr *)&l->local, &len) < 0)
+		l->local.ss_family = AF_UNSPEC;
 	size_receive_buffer(l, query_pool_env(l->pool)->cfg->udp_recv_buffer, handed, where);
 	int rc = uv_udp_recv_start(&l->udp, alloc_cb, recv_cb);
 	if (rc < 0)

@@ -7,6 +7,7 @@
  * cannot use included: a restart cannot fix those either).
  */
 #include "daemon/control.h"
+#include "daemon/dnstap.h"
 #include "daemon/loop.h"
 #include "daemon/metrics_http.h"
 #include "daemon/netwatch.h"
@@ -425,6 +426,12 @@ static int start(const struct config *cfg)
 	proc.netwatch = netwatch_new(&worker_loop(proc.workers[0])->uv, network_changed, NULL);
 	if (cfg->user[0] && drop_privileges(cfg->user) < 0)
 		return EXIT_STARTUP;
+	/* After the privileges are dropped: the receiver's socket is reached
+	 * as the user that will reach it again. */
+	if (dnstap_start(cfg, proc.n_workers, err, sizeof(err)) < 0) {
+		fprintf(stderr, "dotproxy: dnstap: %s\n", err);
+		return EXIT_STARTUP;
+	}
 	warn_listeners(cfg);
 	log_upstreams(cfg);
 	if (proc.settings->tls_server || proc.settings->tls_server_h2) {
@@ -496,11 +503,13 @@ int main(int argc, char **argv)
 	sdlisten_close(&proc.handed); /* if start() failed before it did */
 	if (rc) {
 		abandon_workers(); /* worker 0 closes the signal handles, if any */
+		dnstap_stop();
 	} else {
 		sdnotify("READY=1");
 		worker_run(proc.workers[0]);
 		for (unsigned i = 1; i < proc.n_workers; i++)
 			worker_join(proc.workers[i]);
+		dnstap_stop(); /* before the stats line, which counts what it wrote */
 		log_stats();
 	}
 	for (unsigned i = 0; i < proc.n_workers; i++)

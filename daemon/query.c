@@ -6,6 +6,7 @@
  */
 #include "daemon/query.h"
 
+#include "daemon/dnstap.h"
 #include "daemon/loop.h"
 #include "lib/cache.h"
 #include "lib/localzone.h"
@@ -256,22 +257,6 @@ static void deadline_cb(uv_timer_t *timer)
 
 /* -- replies -------------------------------------------------------------------- */
 
-/* Every reply to a client leaves through here, counted by its rcode. */
-static void send_reply(const struct frontend_client *client, const uint8_t *msg, size_t len)
-{
-	static const enum metric by_rcode[] = {
-		METRIC_rcode_noerror,  METRIC_rcode_formerr, METRIC_rcode_servfail,
-		METRIC_rcode_nxdomain, METRIC_rcode_notimp,  METRIC_rcode_refused,
-	};
-	unsigned rcode = wire_rcode(msg);
-
-	if (client->ops == &prefetch_ops)
-		return;
-	metrics_inc(rcode < sizeof(by_rcode) / sizeof(by_rcode[0]) ? by_rcode[rcode]
-								   : METRIC_rcode_other);
-	client->ops->reply(client, msg, len);
-}
-
 /* Count @metric once for each client among @q (the leader, unless it is
  * a prefetch) and its followers: how each of their queries ended. */
 static void count_clients(const struct query *q, enum metric metric)
@@ -320,6 +305,26 @@ static size_t add_stream_options(const struct frontend_client *client,
 	return len;
 }
 
+/* Every reply to a client leaves here: counted by its rcode, seen by
+ * dnstap.  @start_ns: when its query came (uv_hrtime()), 0: just now, in
+ * this query_receive(). */
+static void send_reply(const struct frontend_client *client, const uint8_t *msg, size_t len,
+		       uint64_t start_ns)
+{
+	static const enum metric by_rcode[] = {
+		METRIC_rcode_noerror,  METRIC_rcode_formerr, METRIC_rcode_servfail,
+		METRIC_rcode_nxdomain, METRIC_rcode_notimp,  METRIC_rcode_refused,
+	};
+	unsigned rcode = wire_rcode(msg);
+
+	if (client->ops == &prefetch_ops)
+		return;
+	metrics_inc(rcode < sizeof(by_rcode) / sizeof(by_rcode[0]) ? by_rcode[rcode]
+								   : METRIC_rcode_other);
+	dnstap_client_response(client, msg, len, start_ns);
+	client->ops->reply(client, msg, len);
+}
+
 /*
  * Answer one client from the canonical response @src (parsed as @info: an
  * upstream answer with our hop's options removed, or a cache entry): copied,
@@ -329,7 +334,8 @@ static size_t add_stream_options(const struct frontend_client *client,
  */
 static void answer_client(struct query_env *env, const struct frontend_client *client,
 			  const struct wire_info *client_info, const uint8_t *src, size_t len,
-			  const struct wire_info *info, uint32_t elapsed, uint32_t fixed_ttl)
+			  const struct wire_info *info, uint32_t elapsed, uint32_t fixed_ttl,
+			  uint64_t start_ns)
 {
 	uint8_t *msg = env->loop->scratch->reply;
 
@@ -350,18 +356,25 @@ static void answer_client(struct query_env *env, const struct frontend_client *c
 		len = add_stream_options(client, client_info, msg, len,
 					 sizeof(env->loop->scratch->reply), info);
 	}
-	send_reply(client, msg, len);
+	send_reply(client, msg, len, start_ns);
 }
 
-/* Reply to a message that never became a query (or whose query failed). */
-static void reply_now(const struct frontend_client *client, const struct wire_info *info,
-		      enum wire_rcode rcode, int ede)
+/* Reply to a query that failed, which came at @start_ns (0: just now). */
+static void reply_failed(const struct frontend_client *client, const struct wire_info *info,
+			 enum wire_rcode rcode, int ede, uint64_t start_ns)
 {
 	uint8_t buf[WIRE_HEADER_LEN + WIRE_MAX_NAME + 4 + 64];
 	size_t len = wire_make_reply(info, rcode, ede, buf, sizeof(buf));
 
 	if (len)
-		send_reply(client, buf, len);
+		send_reply(client, buf, len, start_ns);
+}
+
+/* Reply to a message that never became a query. */
+static void reply_now(const struct frontend_client *client, const struct wire_info *info,
+		      enum wire_rcode rcode, int ede)
+{
+	reply_failed(client, info, rcode, ede, 0);
 }
 
 /* -- identical questions in flight ------------------------------------------------ */
@@ -499,12 +512,13 @@ static void complete_all(struct query *q, const uint8_t *msg, size_t len,
 		next = f->follow_next;
 		if (log)
 			log_query(&f->client, &f->info, wire_rcode(msg), source, f->start_ns);
-		answer_client(env, &f->client, &f->info, msg, len, info, elapsed, fixed_ttl);
+		answer_client(env, &f->client, &f->info, msg, len, info, elapsed, fixed_ttl,
+			      f->start_ns);
 		release(f);
 	}
 	if (log && q->client.ops != &prefetch_ops)
 		log_query(&q->client, &q->info, wire_rcode(msg), source, q->start_ns);
-	answer_client(env, &q->client, &q->info, msg, len, info, elapsed, fixed_ttl);
+	answer_client(env, &q->client, &q->info, msg, len, info, elapsed, fixed_ttl, q->start_ns);
 	release(q);
 }
 
@@ -615,12 +629,12 @@ static void query_fail(struct query *q, int ede, int metric)
 		next = f->follow_next;
 		if (log)
 			log_query(&f->client, &f->info, WIRE_RCODE_SERVFAIL, source, f->start_ns);
-		reply_now(&f->client, &f->info, WIRE_RCODE_SERVFAIL, ede);
+		reply_failed(&f->client, &f->info, WIRE_RCODE_SERVFAIL, ede, f->start_ns);
 		release(f);
 	}
 	if (log && q->client.ops != &prefetch_ops)
 		log_query(&q->client, &q->info, WIRE_RCODE_SERVFAIL, source, q->start_ns);
-	reply_now(&q->client, &q->info, WIRE_RCODE_SERVFAIL, ede);
+	reply_failed(&q->client, &q->info, WIRE_RCODE_SERVFAIL, ede, q->start_ns);
 	release(q);
 }
 
@@ -745,7 +759,7 @@ static bool answer_from_cache(struct query_pool *pool, const struct frontend_cli
 	metrics_inc(METRIC_cache_hits);
 	if (env->cfg->log_queries)
 		log_query(client, info, wire_rcode(hit.msg), "cache", start_ns);
-	answer_client(env, client, info, hit.msg, hit.len, &cached, hit.age_s, 0);
+	answer_client(env, client, info, hit.msg, hit.len, &cached, hit.age_s, 0, 0);
 	maybe_prefetch(pool, &hit, info, msg, key, hash);
 	return true;
 }
@@ -784,7 +798,7 @@ static bool answer_locally(struct query_env *env, const struct frontend_client *
 	if (env->cfg->log_queries)
 		log_query(client, info, wire_rcode(buf),
 			  v == LOCALZONE_BLOCKED ? "blocked" : "local", start_ns);
-	send_reply(client, buf, len);
+	send_reply(client, buf, len, 0);
 	return true;
 }
 
@@ -862,6 +876,7 @@ struct query *query_receive(struct query_pool *pool, const struct frontend_clien
 	int rc = wire_parse(msg, len, &info);
 	struct query *q = NULL;
 
+	dnstap_client_query(client, msg, len);
 	if (answer_at_once(pool, client, &info, rc)) {
 		client->ops->done(client);
 		return NULL;

@@ -255,6 +255,15 @@ static bool allowed(const struct frontend_client *c)
 	return ((const struct stream_session *)c->conn)->allowed;
 }
 
+static void origin(const struct frontend_client *c, struct frontend_origin *o)
+{
+	const struct stream_session *s = c->conn;
+
+	o->protocol = s->pipe_ops->name;
+	o->client = (const struct sockaddr *)&s->peer_addr;
+	o->local = (const struct sockaddr *)&s->local_addr;
+}
+
 const struct frontend_ops stream_frontend_ops = {
 	.name = "tcp",
 	.reply = reply,
@@ -264,11 +273,19 @@ const struct frontend_ops stream_frontend_ops = {
 	.encrypted = encrypted,
 	.peer = peer,
 	.allowed = allowed,
+	.origin = origin,
 };
+
+static size_t addr_len(const struct sockaddr *sa)
+{
+	return sa->sa_family == AF_INET6  ? sizeof(struct sockaddr_in6)
+	       : sa->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+					  : sizeof(sa->sa_family);
+}
 
 void stream_session_init(struct stream_session *s, struct stream_sessions *all,
 			 struct query_pool *pool, const struct stream_pipe_ops *ops, void *pipe,
-			 const struct sockaddr *peer_sa)
+			 const struct sockaddr *peer_sa, const struct sockaddr *local_sa)
 {
 	struct query_env *env = query_pool_env(pool);
 
@@ -286,7 +303,10 @@ void stream_session_init(struct stream_session *s, struct stream_sessions *all,
 	uv_timer_init(&env->loop->uv, &s->idle);
 	s->idle.data = s;
 	s->resume.cb = resume_cb;
+	if (local_sa)
+		memcpy(&s->local_addr, local_sa, addr_len(local_sa));
 	if (peer_sa) {
+		memcpy(&s->peer_addr, peer_sa, addr_len(peer_sa));
 		s->allowed = acl_allows(&env->cfg->allow, peer_sa);
 		frontend_addr_text(peer_sa, s->peer, sizeof(s->peer));
 	} else {

@@ -72,6 +72,9 @@ struct stream_session {
 	bool timer_closed; /**< the idle timer is closed */
 	bool allowed;	   /**< the peer is in --allow (checked once) */
 	char peer[64];	   /**< "192.0.2.1#41000", for logs */
+	/** The client's address and ours on this connection, for dnstap
+	 * (family AF_UNSPEC when unknown). */
+	struct sockaddr_storage peer_addr, local_addr;
 };
 
 /** The frontend ops of stream sessions (client.conn is the session). */
@@ -88,10 +91,11 @@ void stream_sessions_unreserve(void);
 unsigned stream_sessions_open(void);
 
 /** Start @s (embedded in the carrier's connection, which has reserved a
- * place) for a client at @peer, reading already.  Arms its idle timer. */
+ * place) for a client at @peer that reached us at @local (either NULL when
+ * unknown), reading already.  Arms its idle timer. */
 void stream_session_init(struct stream_session *s, struct stream_sessions *all,
 			 struct query_pool *pool, const struct stream_pipe_ops *ops, void *pipe,
-			 const struct sockaddr *peer);
+			 const struct sockaddr *peer, const struct sockaddr *local);
 
 /** Bytes read from the client. */
 void stream_session_data(struct stream_session *s, uint8_t *data, size_t len);

@@ -8,6 +8,7 @@
  */
 #include "daemon/upstream.h"
 
+#include "daemon/dnstap.h"
 #include "daemon/loop.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
@@ -464,6 +465,8 @@ static bool send_to(struct upstream *up, struct upstream_job *job, bool free_sen
 		return false;
 	if (!free_send)
 		job->sends++;
+	dnstap_forwarder_query(up->ops->name, (const struct sockaddr *)&up->spec->addr.sa, job->msg,
+			       job->len, key);
 	want(up);
 	a->conn = c;
 	a->up = up;
@@ -687,6 +690,8 @@ static bool on_answer(struct transport_conn *c, uint32_t key, void *job_arg, uin
 	}
 	c->answered = true;
 	a->conn = NULL;
+	dnstap_forwarder_response(up->ops->name, (const struct sockaddr *)&up->spec->addr.sa, msg,
+				  len, a->sent_ns);
 	up->ops->cancel(c, key);
 	uint64_t took_ns = uv_hrtime() - a->sent_ns;
 	metrics_bump(&up->m->requests[METRICS_OUTCOME_ANSWERED]);

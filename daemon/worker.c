@@ -7,6 +7,7 @@
  */
 #include "daemon/worker.h"
 
+#include "daemon/dnstap.h"
 #include "daemon/doh.h"
 #include "daemon/dot.h"
 #include "daemon/listen_https.h"
@@ -548,6 +549,7 @@ void worker_post(struct worker *w, unsigned commands, struct settings *s)
 void worker_run(struct worker *w)
 {
 	metrics_use_worker(w->index);
+	dnstap_use_worker(w->index);
 	loop_run(&w->loop);
 }
 

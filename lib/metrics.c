@@ -365,9 +365,14 @@ static const struct family families[] = {
 	FAMILY("dotproxy_upstream_doh_pings_total", PROM_COUNTER, NULL,
 	       "HTTP/2 PINGs sent to DoH upstreams silent for a second.",
 	       S(upstream_doh_pings, NULL)),
+	FAMILY("dotproxy_dnstap_sent_total", PROM_COUNTER, NULL,
+	       "dnstap messages written to the receiver (--dnstap).", S(dnstap_sent, NULL)),
 	FAMILY("dotproxy_dnstap_dropped_total", PROM_COUNTER, NULL,
-	       "dnstap messages dropped (dnstap is not built yet: always 0).",
+	       "dnstap messages not queued: no receiver, or it is too slow.",
 	       S(dnstap_dropped, NULL)),
+	FAMILY("dotproxy_dnstap_lost_total", PROM_COUNTER, NULL,
+	       "dnstap messages queued, then not written: the receiver went away.",
+	       S(dnstap_lost, NULL)),
 };
 
 static const int servfails[] = {

@@ -43,6 +43,9 @@
 	X(dropped_malformed)	  /* client datagrams too short to answer */                       \
 	X(dropped_responses)	  /* messages with QR=1 sent to us by clients */                   \
 	X(udp_send_failed)	  /* replies the kernel would not take */                          \
+	X(dnstap_sent)		  /* dnstap events written to the receiver (--dnstap) */           \
+	X(dnstap_dropped)	  /* dnstap events not queued: no receiver, or it is too slow */   \
+	X(dnstap_lost)		  /* dnstap events queued, then not written: the receiver left */  \
 	X(tcp_accepted)		  /* TCP client connections accepted */                            \
 	X(tcp_refused)		  /* TCP clients closed at once: too many */                       \
 	X(tcp_idle_closed)	  /* TCP clients closed for idleness */                            \
@@ -85,8 +88,7 @@
 	X(rcode_nxdomain)	/* NXDOMAIN */                                                     \
 	X(rcode_notimp)		/* NOTIMP */                                                       \
 	X(rcode_refused)	/* REFUSED */                                                      \
-	X(rcode_other)		/* any other rcode */                                              \
-	X(dnstap_dropped)	/* dnstap messages dropped (no dnstap yet: always 0) */
+	X(rcode_other)		/* any other rcode */
 
 enum metric {
 #define METRIC_ENUM(name) METRIC_##name,

@@ -59,6 +59,8 @@ enum opt_id {
 	OPT_METRICS,
 	OPT_CONTROL,
 	OPT_LOG_QUERIES,
+	OPT_DNSTAP,
+	OPT_DNSTAP_IDENTITY,
 	OPT_VERBOSE,
 	OPT_CHECK_CONFIG,
 	OPT_HELP,
@@ -200,6 +202,12 @@ static const struct option_def table[] = {
 	  "user only): stats, upstreams, flush [NAME], reload; default: none" },
 	{ OPT_LOG_QUERIES, 0, false, "log-queries", NULL,
 	  "log one line per query: client, name, type, rcode, upstream, time" },
+	{ OPT_DNSTAP, 0, false, "dnstap", "PATH",
+	  "stream every query and answer as dnstap to the Frame Streams unix\n"
+	  "socket PATH (e.g. fstrm_capture -t protobuf:dnstap.Dnstap -u PATH);\n"
+	  "never waits for it: while it is away, events are dropped and counted" },
+	{ OPT_DNSTAP_IDENTITY, 0, false, "dnstap-identity", "NAME",
+	  "the identity dnstap messages carry (default: the host name)" },
 	{ OPT_VERBOSE, 'v', false, "verbose", NULL, "log more (repeatable: -v info, -vv debug)" },
 	{ OPT_CHECK_CONFIG, 0, true, "check-config", NULL, "validate the configuration and exit" },
 	{ OPT_HELP, 'h', true, "help", NULL, "show this help and exit" },
@@ -1288,6 +1296,21 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 	case OPT_LOG_QUERIES:
 		cfg->log_queries = true;
 		return 0;
+	case OPT_DNSTAP:
+		if (!value[0] || strlen(value) >= sizeof(cfg->dnstap))
+			return fail(err, errlen,
+				    "bad --dnstap '%s': expected a unix socket path of "
+				    "at most %zu bytes",
+				    value, sizeof(cfg->dnstap) - 1);
+		snprintf(cfg->dnstap, sizeof(cfg->dnstap), "%s", value);
+		return 0;
+	case OPT_DNSTAP_IDENTITY:
+		if (!value[0] || strlen(value) >= sizeof(cfg->dnstap_identity))
+			return fail(err, errlen,
+				    "bad --dnstap-identity '%s': expected 1 to %zu bytes", value,
+				    sizeof(cfg->dnstap_identity) - 1);
+		snprintf(cfg->dnstap_identity, sizeof(cfg->dnstap_identity), "%s", value);
+		return 0;
 	case OPT_VERBOSE:
 		cfg->verbosity++;
 		if (st->source == SRC_CLI)
@@ -1629,6 +1652,9 @@ static int check_whole(struct parse_state *st)
 	if (st->set[OPT_BLOCK_ACTION].given && !cfg->block_file[0])
 		warn(cfg, "--block-action %s (%s) does nothing without --block",
 		     actions[cfg->block_action], origin(st, OPT_BLOCK_ACTION, a, sizeof(a)));
+	if (cfg->dnstap_identity[0] && !cfg->dnstap[0])
+		warn(cfg, "--dnstap-identity %s (%s) does nothing without --dnstap",
+		     cfg->dnstap_identity, origin(st, OPT_DNSTAP_IDENTITY, a, sizeof(a)));
 	if (cfg->profile == OPTIONS_PROFILE_OPPORTUNISTIC) {
 		const struct options_upstream *pinned = NULL;
 		for (unsigned i = 0; i < cfg->n_upstream && !pinned; i++)
@@ -1998,6 +2024,18 @@ void options_print(const struct config *cfg, FILE *out)
 			else
 				print_unset(out, name, NULL);
 			break;
+		case OPT_DNSTAP:
+			if (cfg->dnstap[0])
+				print_path(out, name, cfg->dnstap, false);
+			else
+				print_unset(out, name, NULL);
+			break;
+		case OPT_DNSTAP_IDENTITY:
+			if (cfg->dnstap_identity[0])
+				fprintf(out, "%s %s\n", name, cfg->dnstap_identity);
+			else
+				print_unset(out, name, "the host name");
+			break;
 		case OPT_VERBOSE:
 			for (int i = cfg->cli_verbosity; i < cfg->verbosity; i++)
 				fprintf(out, "%s\n", name);
@@ -2032,7 +2070,7 @@ static bool same_listen(const struct config *a, const struct config *b)
 unsigned options_keep_running(struct config *next, const struct config *running, char *changed,
 			      size_t cap)
 {
-	const char *names[10];
+	const char *names[12];
 	unsigned n = 0;
 
 	if (!same_listen(next, running))
@@ -2057,6 +2095,10 @@ unsigned options_keep_running(struct config *next, const struct config *running,
 		names[n++] = "--metrics";
 	if (strcmp(next->control, running->control) != 0)
 		names[n++] = "--control";
+	if (strcmp(next->dnstap, running->dnstap) != 0)
+		names[n++] = "--dnstap";
+	if (strcmp(next->dnstap_identity, running->dnstap_identity) != 0)
+		names[n++] = "--dnstap-identity";
 
 	memcpy(next->listen, running->listen, sizeof(next->listen));
 	next->n_listen = running->n_listen;
@@ -2072,6 +2114,8 @@ unsigned options_keep_running(struct config *next, const struct config *running,
 	memcpy(next->user, running->user, sizeof(next->user));
 	next->metrics = running->metrics;
 	memcpy(next->control, running->control, sizeof(next->control));
+	memcpy(next->dnstap, running->dnstap, sizeof(next->dnstap));
+	memcpy(next->dnstap_identity, running->dnstap_identity, sizeof(next->dnstap_identity));
 
 	size_t len = 0;
 	if (cap)

@@ -185,6 +185,11 @@ struct config {
 	struct options_addr metrics;
 	/** --control: the unix socket for dotproxyctl; empty: none. */
 	char control[OPTIONS_MAX_UNIX_PATH];
+
+	/** --dnstap: the receiver's unix socket (fits a sun_path); empty: off. */
+	char dnstap[108];
+	/** --dnstap-identity; empty: the host name. */
+	char dnstap_identity[256];
 };
 
 /**
@@ -205,7 +210,7 @@ int options_parse(int argc, char **argv, struct config *cfg, FILE *out, char *er
 /**
  * For a reload: copy into @next what takes effect only at start-up (the
  * listen addresses, --workers, --max-inflight, --cache-size,
- * --udp-recv-buffer and --user) from @running, the configuration in force,
+ * --udp-recv-buffer, --user, --dnstap and --dnstap-identity) from @running, the configuration in force,
  * so that @next describes what runs and a later reload compares with that.
  * Writes into @changed the options among them whose value @next had
  * differently, as "--listen, --workers and --user" ("" if none: listen

@@ -1106,6 +1106,10 @@ static void contradictions(void **state)
 	assert_int_equal(cfg.n_warnings, 1);
 	assert_string_equal(cfg.warnings[0],
 			    "--block-action refused (command line) does nothing without --block");
+	assert_int_equal(parse_args(ARGS("--dnstap-identity", "ns1")), OPTIONS_RUN);
+	assert_int_equal(cfg.n_warnings, 1);
+	assert_string_equal(cfg.warnings[0],
+			    "--dnstap-identity ns1 (command line) does nothing without --dnstap");
 	assert_int_equal(
 	    parse_args(
 		ARGS("--profile", "opportunistic", "--forward-zone",
@@ -1405,6 +1409,17 @@ static void keep_running(void **state)
 			 OPTIONS_RUN);
 	next = cfg;
 	assert_int_equal(options_keep_running(&next, &running, changed, sizeof(changed)), 0);
+
+	/* dnstap's socket and identity are read at start only. */
+	assert_int_equal(parse_args(ARGS("--listen", "127.0.0.1:5300", "--listen", "[::1]:5300",
+					 "--workers", "2", "--cache-size", "1M", "--dnstap",
+					 "/run/tap.sock", "--dnstap-identity", "b")),
+			 OPTIONS_RUN);
+	next = cfg;
+	assert_int_equal(options_keep_running(&next, &running, changed, sizeof(changed)), 2);
+	assert_string_equal(changed, "--dnstap and --dnstap-identity");
+	assert_string_equal(next.dnstap, "");
+	assert_string_equal(next.dnstap_identity, "");
 }
 
 	assert_int_equal(cfg.metrics.sa_len, 0);
