@@ -316,11 +316,14 @@ class TlsStream:
         chunks = []
         while True:
             try:
-                chunks.append(self.tls.read(65536))
+                chunk = self.tls.read(65536)
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError as e:
                 raise StreamClosed("close_notify from the server") from e
+            if not chunk:   # EOF (wrap_bio suppresses ragged EOFs: b"")
+                raise StreamClosed("closed by the server")
+            chunks.append(chunk)
         self.flush()  # TLS 1.3 key updates or alerts, if any
         return b"".join(chunks), rx_ns
 

@@ -624,6 +624,15 @@ def render_transport(ctx, results, t):
         lost = [get(r, "lat", "lost") for r in rs]
         if any(lost):
             parts.append(f"latency run lost {cell(lost, 'raw')}")
+        closed = [f"{get(r, 'lat', 'closed')} after {get(r, 'lat', 'sent')} queries"
+                  for r in rs if get(r, "lat", "closed")]
+        if closed:
+            parts.append(f"latency run: connection closed by the server in {len(closed)} "
+                         f"round(s) ({closed[0]})")
+        waits = [get(r, "lat", "stream_waits") for r in rs]
+        if any(waits):
+            parts.append(f"latency run: queries that waited for a free HTTP/2 stream "
+                         f"{cell(waits, 'raw')} (limit {get(rs[0], 'lat', 'max_streams')})")
         errors = sorted({get(r, k, "error") for r in rs
                          for k in ("lat", "thr", "hs_full", "hs_resumed")} - {None})
         if errors:
