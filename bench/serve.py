@@ -502,7 +502,8 @@ def render_serve(args, ctx, results):
         f"resumed from a session ticket) and one query; CPU-s: the server's own, per 100k "
         f"answers and per 1k connections; peak RSS: VmHWM after the round. Cells: median "
         f"(min–max) over {args.rounds} rounds. Ratios: dotproxy ÷ the best peer of the same "
-        f"round (the best in brackets); above 1 is more (better for qps and hs/s, worse for "
+        f"round (in brackets the best peer, several when it changed between rounds, most "
+        f"often best first); above 1 is more (better for qps and hs/s, worse for "
         f"CPU, latency and RSS).")
     lines.append("")
     for t in ctx["transports"]:
