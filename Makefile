@@ -199,7 +199,14 @@ clean:
 -include $(LIB_OBJ:.o=.d) $(DAEMON_OBJ:.o=.d) $(BUILD)/tools/dotproxyctl.d $(UNIT_BIN:=.d)
 
 # Benchmark against peer DoT proxies on loopback (bench/README.md); ROUNDS=N
-# (default 3), BENCH_SECONDS=N per measurement (default 5). `deps` is phony, so
+# (default 3), BENCH_SECONDS=N per measurement (default 5); BENCH_SERVE=0, dot
+# or doh: which serving tables follow the main one (default both). `deps` is phony, so
 # this runs every time even though bench/ is a directory (bench is not in .PHONY).
-bench: $(BUILD)/dotproxy deps
-	$(PYTHON) bench/run.py --dotproxy $(BUILD)/dotproxy
+bench: $(BUILD)/dotproxy $(BUILD)/tlsload deps
+	$(PYTHON) bench/run.py --dotproxy $(BUILD)/dotproxy --tlsload $(BUILD)/tlsload
+
+# The benchmark's TLS connection load generator (new handshakes per second);
+# not in build/bench/, which each benchmark run empties.
+$(BUILD)/tlsload: bench/tlsload.c | deps
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LDFLAGS_ALL) $(shell pkg-config --libs openssl) -lpthread

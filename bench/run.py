@@ -43,6 +43,12 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
+# bench/serve.py does `import run`: when this file runs as a program it is
+# __main__, and that import must find this module, not load a second copy
+# (with its own list of started daemons).
+if __name__ == "__main__":
+    sys.modules.setdefault("run", sys.modules["__main__"])
+
 import burst  # noqa: E402
 import latency_probe  # noqa: E402
 from netutil import free_port  # noqa: E402  (the integration tests' helpers)
@@ -484,6 +490,12 @@ class Proxy:
     name = "?"            # as the report shows it
     binary = None
     has_cache = True
+    # Text added to the generated configuration (or argv for dotproxy): the
+    # serving rows (bench/serve.py) add their DoT and DoH listeners here.
+    # Empty for the main table.
+
+    def extra_config(self):
+        return ""
 
     @property
     def slug(self):
@@ -539,7 +551,10 @@ class Dotproxy(Proxy):
         # variant, which leaves the default (--cache-size 32M, prefetch on).
         if dotproxy_has_cache(self.dotproxy) and not self.cache:
             argv += ["--cache-size", "0"]
-        return argv
+        return argv + self.extra_argv()
+
+    def extra_argv(self):
+        return []
 
 
 class DotproxyBaseline(Dotproxy):
@@ -649,7 +664,7 @@ server:
   serve-expired: no
   qname-minimisation: no
   minimal-responses: yes
-forward-zone:
+{self.extra_config()}forward-zone:
   name: "."
   forward-tls-upstream: yes
   forward-addr: 127.0.0.1@{self.upstream.port}#{AUTH_NAME}
@@ -692,7 +707,7 @@ setLocal("127.0.0.1:{self.port}")
 newServer({{address="127.0.0.1:{self.upstream.port}", tls="openssl",
   subjectName="{AUTH_NAME}", caStore="{self.ca_file}", validateCertificates=true,
   checkName="n0.{ZONE}"}})
-{cache}""")
+{cache}{self.extra_config()}""")
         return [which("dnsdist"), "--supervised", "--disable-syslog", "-C", conf]
 
 
@@ -716,7 +731,7 @@ trust_anchors.remove('.')
 -- SERVFAIL ~10% of queries at this load; dotproxy allows 4096 per connection.
 net.tcp_pipeline(4096)
 net.listen('127.0.0.1', {self.port}, {{ kind = 'dns' }})
-{self.cache_settings(cache_dir)}
+{self.extra_config()}{self.cache_settings(cache_dir)}
 policy.add(policy.all(policy.TLS_FORWARD({{
   {{'127.0.0.1@{self.upstream.port}', hostname='{AUTH_NAME}', ca_file='{self.ca_file}'}}
 }})))
@@ -759,6 +774,8 @@ def parse_dnsperf(text):
         "runtime": num(r"Run time \(s\):\s+([\d.]+)"),
         "qps_dnsperf": num(r"Queries per second:\s+([\d.]+)"),
         "avg_latency_ms": (num(r"Average Latency \(s\):\s+([\d.]+)") or 0) * 1000,
+        # DoT/DoH: connections dnsperf had to open again (0: long-lived).
+        "reconnections": num(r"Reconnections:\s+(\d+)", int),
     }
 
 
@@ -784,11 +801,12 @@ def dnsperf(args, seconds, verbose=False):
 
 
 def throughput(port, queries, seconds, mode="udp", pid=None, upstream=None,
-               clients=THROUGHPUT_CLIENTS, count=True, timeout=None):
+               clients=THROUGHPUT_CLIENTS, count=True, timeout=None, extra=()):
     """Maximum throughput through port: answered qps, failures, CPU of pid.
-    timeout: dnsperf's per-query timeout in s (None: its default, 5)."""
+    timeout: dnsperf's per-query timeout in s (None: its default, 5);
+    extra: more dnsperf arguments (DoH: its URI)."""
     args = ["-m", mode, "-s", "127.0.0.1", "-p", port, "-d", queries,
-            "-c", clients, "-q", THROUGHPUT_OUTSTANDING]
+            "-c", clients, "-q", THROUGHPUT_OUTSTANDING] + list(extra)
     if timeout:
         args += ["-t", timeout]
     drops0 = udp_listener_drops(port) if mode == "udp" else None
@@ -1054,6 +1072,8 @@ def command_line(args):
                 + (f" BENCH_WORKERS={args.dotproxy_workers}"
                    if args.dotproxy_workers > 1 else "")
                 + (" BENCH_BURST=0" if not args.burst and not args.cache_hit else "")
+                + ({"none": " BENCH_SERVE=0", "all": ""}.get(args.serve, f" BENCH_SERVE={args.serve}")
+                   if not args.cache_hit else "")
                 + (f" (with --baseline {args.baseline_src})" if args.baseline_src else ""))
     return " ".join(["bench/run.py"] + sys.argv[1:])
 
@@ -1080,7 +1100,7 @@ def render_footer(ctx):
     return lines
 
 
-def render(args, ctx, results, elapsed):
+def render(args, ctx, results, elapsed, serve_lines=()):
     up = ctx["upstream"]
     limit_rounds = results["limit"]
     lines = []
@@ -1189,6 +1209,7 @@ def render(args, ctx, results, elapsed):
         lines.append("")
 
     lines += render_burst(ctx, results.get("burst"))
+    lines += list(serve_lines)
     lines += render_footer(ctx)
     lines.append("")
     lines.append(f"Bottleneck check (dnsperf -m dot -q {THROUGHPUT_OUTSTANDING} straight to each "
@@ -1518,6 +1539,9 @@ def render_cache_hit(args, ctx, results, elapsed):
 # Main
 
 def main():
+    # bench/serve.py imports this module: only now is it complete.
+    import serve  # noqa: F401 (used below)
+
     ap = argparse.ArgumentParser(description="dotproxy benchmark harness (loopback only)")
     ap.add_argument("--dotproxy", default=os.path.join(ROOT, "build", "dotproxy"))
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("ROUNDS") or 3))
@@ -1554,7 +1578,21 @@ def main():
                          "drops (default on, ~3 s per proxy and round; BENCH_BURST=0: off)")
     ap.add_argument("--burst-only", action="store_true",
                     help="only the burst table: no throughput or latency rounds")
+    # The serving tables (bench/serve.py): every server as a DoT and DoH
+    # server for clients, after the rounds and bursts of the main table.
+    ap.add_argument("--serve", choices=["all", "dot", "doh", "none"],
+                    default={"0": "none", "": "all"}.get(os.environ.get("BENCH_SERVE", ""),
+                                                         os.environ.get("BENCH_SERVE")),
+                    help="after the main table, each server serving DoT and/or DoH to "
+                         "clients: qps, latency, handshakes/s, CPU, RSS (default all; "
+                         "BENCH_SERVE=0, dot or doh)")
+    ap.add_argument("--serve-only", action="store_true",
+                    help="only the serving tables (the upstream and no main table)")
+    ap.add_argument("--tlsload", default=os.path.join(ROOT, "build", "tlsload"),
+                    help="the handshake load generator (make build/tlsload)")
     args = ap.parse_args()
+    if args.serve not in ("all", "dot", "doh", "none"):
+        ap.error(f"BENCH_SERVE={args.serve}: expected 0, all, dot or doh")
     if args.rounds < 1 or args.seconds < 1:
         ap.error("--rounds and --seconds must be at least 1")
     if args.dotproxy_workers < 1:
@@ -1577,6 +1615,11 @@ def main():
         # Right after dotproxy (the two rows side by side), else first.
         at = peer_names.index("dotproxy") + 1 if "dotproxy" in peer_names else 0
         peer_names.insert(at, BASELINE)
+    if args.serve_only:
+        if args.cache_hit or args.burst_only:
+            ap.error("--serve-only excludes --cache-hit and --burst-only")
+        if args.serve == "none":
+            args.serve = "all"
     if args.burst_only:
         if args.cache_hit:
             ap.error("--burst-only and --cache-hit exclude each other")
@@ -1591,6 +1634,8 @@ def main():
         return 1
     if args.cache_hit:
         return main_cache_hit(args, peer_names)
+    if args.serve_only:
+        return serve.main_serve_only(args, peer_names)
 
     work = os.path.abspath(args.workdir)
     if os.path.isdir(work):
@@ -1742,10 +1787,27 @@ def main():
     if args.burst:
         results["burst"] = run_bursts(ctx, [n for n in live if n in BURST_PEERS], queries,
                                       args.rounds, main_up)
-
     elapsed = time.monotonic() - t0
+
+    # --- The serving tables, with the main table's proxies stopped -------------
+    serve_lines = []
+    if args.serve != "none" and not args.burst_only:
+        for p in list(ctx["main"].values()) + list(ctx["alt"].values()):
+            if p.daemon:
+                p.daemon.stop()
+        if alt_up:
+            alt_up.daemon.stop()
+        log(f"serving tables: certificate for {serve.SERVE_NAME} / 127.0.0.1")
+        scert, skey = pki.leaf("serve", dns_names=[serve.SERVE_NAME],
+                               ip_addresses=["127.0.0.1"])
+        sresults, sctx = serve.run_serve(args, work, scert, skey, ca, main_up, queries,
+                                         binaries, peer_names, results["limit"])
+        serve_lines = serve.render_serve(args, sctx, sresults)
+        serve.save_json(work, args, sctx, sresults, ctx["versions"])
+        elapsed = time.monotonic() - t0
+
     stop_all()
-    text = render(args, ctx, results, elapsed + (t0 - START))
+    text = render(args, ctx, results, elapsed + (t0 - START), serve_lines)
     with open(os.path.join(work, "results.md"), "w") as f:
         f.write(text)
     with open(os.path.join(work, "results.json"), "w") as f:
