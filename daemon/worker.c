@@ -7,6 +7,7 @@
  */
 #include "daemon/worker.h"
 
+#include "daemon/bootstrap.h"
 #include "daemon/doh.h"
 #include "daemon/dot.h"
 #include "daemon/listen_tcp.h"
@@ -44,6 +45,7 @@ struct worker {
 	struct upstream_set *upstreams; /* owned: the default set */
 	struct upstream_set *zone_sets[OPTIONS_MAX_ZONES]; /* owned: settings->cfg.zones[i]'s */
 	unsigned n_zone_sets;
+	struct bootstrap *bootstrap; /* owned: resolves the upstreams given by name; NULL: none */
 	struct udp_listener *udp[OPTIONS_MAX_LISTEN];
 	unsigned n_udp;
 	struct tcp_listener *tcp[OPTIONS_MAX_LISTEN]; /* NULL once closed (drain) */
@@ -106,12 +108,29 @@ static void drained(void *arg)
 
 static void wake_cb(uv_async_t *wake);
 
+/* An upstream name resolved: every set learns its address. */
+static void resolved_cb(void *arg, const char *hostname, const struct sockaddr *sa)
+{
+	struct worker *w = arg;
+
+	if (w->upstreams)
+		upstream_set_address(w->upstreams, hostname, sa);
+	for (unsigned i = 0; i < w->n_zone_sets; i++)
+		upstream_set_address(w->zone_sets[i], hostname, sa);
+}
+
 /* The upstream sets of the settings in force: the default one and one per
- * forward zone, and the query core's routes to them. */
+ * forward zone, and the query core's routes to them; and the bootstrap that
+ * resolves their names, which keeps what the previous one knew, so that a
+ * reload does not make a named upstream unusable for a moment. */
 static void make_sets(struct worker *w)
 {
 	const struct settings *s = w->settings;
 	const struct config *cfg = &s->cfg;
+	struct bootstrap *old_bootstrap = w->bootstrap;
+
+	w->bootstrap = bootstrap_new(&w->loop, cfg, resolved_cb, w, old_bootstrap);
+	bootstrap_free(old_bootstrap);
 
 	w->upstreams = upstream_set_new(&w->tenv, cfg->upstream, cfg->n_upstream, transport_for,
 					&query_upstream_hooks);
@@ -127,6 +146,7 @@ static void make_sets(struct worker *w)
 							.upstreams = w->zone_sets[i] };
 	}
 	w->n_zone_sets = w->qenv.n_zones = cfg->n_zones;
+	bootstrap_replay(w->bootstrap);
 }
 
 /* Every upstream set, for what applies to all of them. */
@@ -382,6 +402,8 @@ static void finish(struct worker *w)
 	stream_sessions_close_all(&w->sessions);
 	for_each_set(w, upstream_set_free);
 	w->upstreams = w->qenv.upstreams = NULL;
+	bootstrap_free(w->bootstrap);
+	w->bootstrap = NULL;
 	w->n_zone_sets = w->qenv.n_zones = 0;
 	for (unsigned i = 0; i < w->n_tcp; i++)
 		if (w->tcp[i])
