@@ -7,6 +7,7 @@ nothing else. The upstream is a fake DoT or DoH server whose certificate
 carries that name alone: the name is what dotproxy authenticates.
 """
 
+import signal
 import time
 
 import dns.message
@@ -166,3 +167,35 @@ def test_name_without_bootstrap_is_a_configuration_error():
     r = run_cli(["--upstream", f"tls://{NAME}"])
     assert r.returncode == 2
     assert "--bootstrap" in r.stderr and "given by name" in r.stderr
+
+
+def test_reload_keeps_the_address(dotproxy, fake_plain, fake_upstream, named_cert):
+    """After SIGHUP the new configuration's upstream by name is usable at
+    once: the address the old bootstrap knew carries over, so no query fails
+    while the name is asked again."""
+    up = fake_upstream(tls=named_cert)
+    boot = fake_plain(responder=bootstrap_responder({"A": ["127.0.0.1"]}))
+    p = dotproxy(extra_args=["--upstream", f"tls://{NAME}:{up.port}",
+                             "--bootstrap", bootstrap_arg(boot), "--cache-size", "0"])
+    assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR, timeout=3)
+    boot.set(stall=True)  # the new bootstrap cannot help: only the old address can
+    offset = p.log_offset()
+    p.send_signal(signal.SIGHUP)
+    assert p.wait_log(r"configuration reloaded", since=offset, timeout=3)
+    for _ in range(5):
+        assert p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR, p.log_tail()
+    assert CLIENT_NAME not in boot.names()
+
+
+def test_every_worker_resolves(dotproxy, fake_plain, fake_upstream, named_cert):
+    up = fake_upstream(tls=named_cert)
+    boot = fake_plain(responder=bootstrap_responder({"A": ["127.0.0.1"]}))
+    p = dotproxy(extra_args=["--upstream", f"tls://{NAME}:{up.port}",
+                             "--bootstrap", bootstrap_arg(boot), "--cache-size", "0",
+                             "--workers", "2"])
+    # Each worker asks (A and AAAA) on its own.
+    assert boot.wait_queries(4, timeout=3)
+    time.sleep(0.2)
+    for i in range(20):
+        assert p.udp(f"q{i}.example.").rcode() == dns.rcode.NOERROR, p.log_tail()
+    assert set(boot.names()) == {NAME + "."}
