@@ -16,6 +16,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,7 @@ struct name;
 /* One question to one server; freed in its socket's close callback. */
 struct exchange {
 	struct name *n; /* NULL once the round dropped it */
+	bool has_udp;	/* udp is open (--bootstrap); else the query went inward */
 	uv_udp_t udp;
 	uint16_t id;
 	uint16_t qtype;
@@ -61,6 +63,7 @@ struct name {
 	struct sockaddr_storage addr;
 	uint64_t expires_ms; /* uv_now() when the TTL of addr runs out */
 	unsigned failures;   /* rounds in a row without an address */
+	bool sending;	     /* ask() is sending: the round cannot end yet */
 	unsigned server;     /* which --bootstrap server the next round asks */
 };
 
@@ -68,6 +71,7 @@ struct bootstrap {
 	struct loop *loop;
 	const struct config *cfg;
 	bootstrap_cb cb;
+	bootstrap_send_fn send; /* without --bootstrap: inward, through the query core */
 	void *arg;
 	unsigned closing; /* timers still closing in bootstrap_free() */
 	unsigned n;
@@ -89,13 +93,18 @@ static void drop_exchange(struct name *n, unsigned i)
 		return;
 	n->x[i] = NULL;
 	x->n = NULL;
-	uv_close((uv_handle_t *)&x->udp, exchange_closed_cb);
+	if (x->has_udp)
+		uv_close((uv_handle_t *)&x->udp, exchange_closed_cb);
+	else
+		free(x);
 }
 
 static const char *server_text(const struct name *n, unsigned server)
 {
 	const struct config *cfg = n->b->cfg;
 
+	if (!cfg->n_bootstrap)
+		return "the upstreams given by address";
 	return cfg->bootstrap[server % cfg->n_bootstrap].text;
 }
 
@@ -155,6 +164,8 @@ static void finish_round(struct name *n)
 
 static void maybe_finish(struct name *n)
 {
+	if (n->sending)
+		return;
 	for (unsigned i = 0; i < 2; i++)
 		if (n->x[i] && !n->x[i]->done)
 			return;
@@ -242,30 +253,22 @@ static void alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 	*buf = uv_buf_init((char *)x->buf, sizeof(x->buf));
 }
 
-static void recv_cb(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *from,
-		    unsigned flags)
+/* An answer from where @x's question went: is it the answer to it? */
+static bool matches(const struct exchange *x, const uint8_t *msg, size_t len,
+		    struct wire_info *info)
 {
-	struct exchange *x = udp->data;
+	return wire_parse(msg, len, info) == 0 && (info->flags & 0x8000) && info->id == x->id &&
+	       info->has_question && info->q.qtype == x->qtype && info->q.qclass == CLASS_IN &&
+	       info->q.name_len == x->n->wire_len &&
+	       same_name(info->q.name, x->n->wire, x->n->wire_len);
+}
+
+static void take_answer(struct exchange *x, const uint8_t *msg, size_t len)
+{
 	struct wire_info info;
 	char text[64];
 
-	(void)buf;
-	(void)from; /* connected: the kernel passes only the server's datagrams */
-	if (!x->n || x->done || nread == 0)
-		return;
-	if (nread < 0) {
-		snprintf(text, sizeof(text), "%s", uv_strerror((int)nread));
-		fail_exchange(x, text);
-		return;
-	}
-	if (flags & UV_UDP_PARTIAL)
-		return;
-	const uint8_t *msg = x->buf;
-	size_t len = (size_t)nread;
-	if (wire_parse(msg, len, &info) < 0 || !(info.flags & 0x8000) || info.id != x->id ||
-	    !info.has_question || info.q.qtype != x->qtype || info.q.qclass != CLASS_IN ||
-	    info.q.name_len != x->n->wire_len ||
-	    !same_name(info.q.name, x->n->wire, x->n->wire_len)) {
+	if (!matches(x, msg, len, &info)) {
 		log_debug("bootstrap: %s: an answer that does not match the question, ignored",
 			  x->n->text);
 		return; /* not ours: keep waiting for the real one */
@@ -288,7 +291,28 @@ static void recv_cb(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf, const str
 	maybe_finish(x->n);
 }
 
-/* One question out to the round's server; 0 or a libuv error. */
+static void recv_cb(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *from,
+		    unsigned flags)
+{
+	struct exchange *x = udp->data;
+	char text[64];
+
+	(void)buf;
+	(void)from; /* connected: the kernel passes only the server's datagrams */
+	if (!x->n || x->done || nread == 0)
+		return;
+	if (nread < 0) {
+		snprintf(text, sizeof(text), "%s", uv_strerror((int)nread));
+		fail_exchange(x, text);
+		return;
+	}
+	if (flags & UV_UDP_PARTIAL)
+		return;
+	take_answer(x, x->buf, (size_t)nread);
+}
+
+/* One question out to the round's server, or inward (@server NULL); 0 or a
+ * negative error.  An inward answer may come back before this returns. */
 static int ask_one(struct name *n, unsigned i, const struct options_addr *server)
 {
 	struct exchange *x = calloc(1, sizeof(*x));
@@ -300,13 +324,6 @@ static int ask_one(struct name *n, unsigned i, const struct options_addr *server
 	x->n = n;
 	x->qtype = i == 0 ? TYPE_A : TYPE_AAAA;
 	x->id = random_u16();
-	rc = uv_udp_init_ex(&n->b->loop->uv, &x->udp, server->sa.ss_family);
-	if (rc < 0) {
-		free(x);
-		return rc;
-	}
-	x->udp.data = x;
-	n->x[i] = x;
 	memset(query, 0, WIRE_HEADER_LEN);
 	wire_write16(query, x->id);
 	wire_write16(query + 2, 0x0100); /* RD */
@@ -317,6 +334,18 @@ static int ask_one(struct name *n, unsigned i, const struct options_addr *server
 	wire_write16(query + len, x->qtype);
 	wire_write16(query + len + 2, CLASS_IN);
 	len += 4;
+	if (!server) {
+		n->x[i] = x;
+		return n->b->send(n->b->arg, query, len);
+	}
+	rc = uv_udp_init_ex(&n->b->loop->uv, &x->udp, server->sa.ss_family);
+	if (rc < 0) {
+		free(x);
+		return rc;
+	}
+	x->udp.data = x;
+	x->has_udp = true;
+	n->x[i] = x;
 	/* connect(2) binds the socket to a port the kernel picks at random. */
 	rc = uv_udp_connect(&x->udp, (const struct sockaddr *)&server->sa);
 	if (rc == 0)
@@ -332,26 +361,42 @@ static int ask_one(struct name *n, unsigned i, const struct options_addr *server
 
 static void ask(struct name *n)
 {
+	const struct config *cfg = n->b->cfg;
 	const struct options_addr *server =
-	    &n->b->cfg->bootstrap[n->server % n->b->cfg->n_bootstrap];
+	    cfg->n_bootstrap ? &cfg->bootstrap[n->server % cfg->n_bootstrap] : NULL;
 
 	n->state = NAME_ASKING;
 	uv_timer_start(&n->timer, timer_cb, BOOTSTRAP_TIMEOUT_MS, 0);
+	n->sending = true;
 	for (unsigned i = 0; i < 2; i++) {
 		int rc = ask_one(n, i, server);
 		if (rc < 0 && n->x[i]) {
-			char text[96];
-			snprintf(text, sizeof(text), "cannot send: %s", uv_strerror(rc));
 			n->x[i]->done = true;
-			snprintf(n->x[i]->why, sizeof(n->x[i]->why), "%s", text);
+			snprintf(n->x[i]->why, sizeof(n->x[i]->why), "cannot send: %s",
+				 server ? uv_strerror(rc) : strerror(-rc));
 		} else if (rc < 0) {
 			log_warn("bootstrap: cannot open a UDP socket: %s", uv_strerror(rc));
 		}
 	}
+	n->sending = false;
 	if (!n->x[0] && !n->x[1])
 		finish_round(n);
 	else
 		maybe_finish(n);
+}
+
+void bootstrap_answer(struct bootstrap *b, const uint8_t *msg, size_t len)
+{
+	struct wire_info info;
+
+	for (unsigned i = 0; b && i < b->n; i++)
+		for (unsigned j = 0; j < 2; j++) {
+			struct exchange *x = b->names[i].x[j];
+			if (x && !x->has_udp && !x->done && matches(x, msg, len, &info)) {
+				take_answer(x, msg, len);
+				return;
+			}
+		}
 }
 
 static void timer_cb(uv_timer_t *timer)
@@ -382,17 +427,18 @@ static void add_name(struct bootstrap *b, const char *text)
 }
 
 struct bootstrap *bootstrap_new(struct loop *loop, const struct config *cfg, bootstrap_cb cb,
-				void *arg, const struct bootstrap *old)
+				bootstrap_send_fn send, void *arg, const struct bootstrap *old)
 {
 	struct bootstrap *b;
 
-	if (!cfg->n_bootstrap)
+	if (!cfg->n_bootstrap && !send)
 		return NULL;
 	b = calloc(1, sizeof(*b));
 	require(b);
 	b->loop = loop;
 	b->cfg = cfg;
 	b->cb = cb;
+	b->send = send;
 	b->arg = arg;
 	for (unsigned i = 0; i < cfg->n_upstream; i++)
 		add_name(b, cfg->upstream[i].hostname);
@@ -403,7 +449,6 @@ struct bootstrap *bootstrap_new(struct loop *loop, const struct config *cfg, boo
 		free(b);
 		return NULL;
 	}
-	uint64_t now = uv_now(&loop->uv);
 	for (unsigned i = 0; i < b->n; i++) {
 		struct name *n = &b->names[i];
 		for (unsigned j = 0; old && j < old->n; j++) {
@@ -414,6 +459,18 @@ struct bootstrap *bootstrap_new(struct loop *loop, const struct config *cfg, boo
 			n->addr = o->addr;
 			n->expires_ms = o->expires_ms;
 		}
+	}
+	return b;
+}
+
+void bootstrap_start(struct bootstrap *b)
+{
+	uint64_t now = b ? uv_now(&b->loop->uv) : 0;
+
+	for (unsigned i = 0; b && i < b->n; i++) {
+		struct name *n = &b->names[i];
+		if (n->have)
+			b->cb(b->arg, n->text, (const struct sockaddr *)&n->addr);
 		if (n->have && n->expires_ms > now) {
 			n->state = NAME_IDLE;
 			uv_timer_start(&n->timer, timer_cb, n->expires_ms - now, 0);
@@ -421,14 +478,6 @@ struct bootstrap *bootstrap_new(struct loop *loop, const struct config *cfg, boo
 			ask(n);
 		}
 	}
-	return b;
-}
-
-void bootstrap_replay(struct bootstrap *b)
-{
-	for (unsigned i = 0; b && i < b->n; i++)
-		if (b->names[i].have)
-			b->cb(b->arg, b->names[i].text, (const struct sockaddr *)&b->names[i].addr);
 }
 
 static void timer_closed_cb(uv_handle_t *handle)

@@ -108,6 +108,60 @@ static void drained(void *arg)
 
 static void wake_cb(uv_async_t *wake);
 
+/* Without --bootstrap, the bootstrap's questions are queries of our own
+ * through the query core, so they go to the upstreams that can be used
+ * (those given by address, until the names resolve) and use the cache;
+ * the answer goes back to the worker's bootstrap of the moment. */
+static void inward_reply(const struct frontend_client *c, const uint8_t *msg, size_t len)
+{
+	struct worker *w = c->conn;
+
+	bootstrap_answer(w->bootstrap, msg, len);
+}
+
+static void inward_done(const struct frontend_client *c)
+{
+	(void)c;
+}
+
+static size_t inward_max_reply(const struct frontend_client *c, const struct wire_info *query)
+{
+	(void)c, (void)query;
+	return WIRE_MAX_MSG;
+}
+
+static void inward_peer(const struct frontend_client *c, char *buf, size_t cap)
+{
+	(void)c;
+	snprintf(buf, cap, "bootstrap");
+}
+
+static bool inward_allowed(const struct frontend_client *c)
+{
+	(void)c;
+	return true;
+}
+
+static const struct frontend_ops inward_ops = {
+	.name = "bootstrap",
+	.reply = inward_reply,
+	.done = inward_done,
+	.max_reply = inward_max_reply,
+	.peer = inward_peer,
+	.allowed = inward_allowed,
+};
+
+static int inward_send(void *arg, const uint8_t *msg, size_t len)
+{
+	struct worker *w = arg;
+	struct frontend_client self = { .ops = &inward_ops, .conn = w };
+
+	if (!w->pool)
+		return -ESHUTDOWN;
+	query_receive(w->pool, &self, msg, len);
+	return 0;
+}
+
 /* An upstream name resolved: every set learns its address. */
 static void resolved_cb(void *arg, const char *hostname, const struct sockaddr *sa)
 {
@@ -129,9 +183,6 @@ static void make_sets(struct worker *w)
 	const struct config *cfg = &s->cfg;
 	struct bootstrap *old_bootstrap = w->bootstrap;
 
-	w->bootstrap = bootstrap_new(&w->loop, cfg, resolved_cb, w, old_bootstrap);
-	bootstrap_free(old_bootstrap);
-
 	w->upstreams = upstream_set_new(&w->tenv, cfg->upstream, cfg->n_upstream, transport_for,
 					&query_upstream_hooks);
 	require(w->upstreams);
@@ -146,7 +197,10 @@ static void make_sets(struct worker *w)
 							.upstreams = w->zone_sets[i] };
 	}
 	w->n_zone_sets = w->qenv.n_zones = cfg->n_zones;
-	bootstrap_replay(w->bootstrap);
+	/* The sets first: an inward question goes through them. */
+	w->bootstrap = bootstrap_new(&w->loop, cfg, resolved_cb, inward_send, w, old_bootstrap);
+	bootstrap_free(old_bootstrap);
+	bootstrap_start(w->bootstrap);
 }
 
 /* Every upstream set, for what applies to all of them. */

@@ -120,8 +120,9 @@ static const struct option_def table[] = {
 	  "TCP client connections at once; beyond, closed (default 1000)" },
 	{ OPT_BOOTSTRAP, 0, false, "bootstrap", "IP[:PORT]",
 	  "plain DNS server (port 53) asked for the A and AAAA records of the\n"
-	  "upstreams given by name, and for nothing else (repeatable); needed\n"
-	  "when an upstream is given by name; the system resolver is never used" },
+	  "upstreams given by name, and for nothing else (repeatable); without\n"
+	  "it, names are resolved through the upstreams given by address; the\n"
+	  "system resolver is never used" },
 	{ OPT_MAX_UDP_SIZE, 0, false, "max-udp-size", "BYTES",
 	  "largest answer sent to a UDP client, whatever it advertises; longer\n"
 	  "ones are truncated (TC=1) (512-65535, default 1232)" },
@@ -586,9 +587,10 @@ static int parse_url_upstream(const char *spec, bool doh, struct options_upstrea
 			name[i] = (char)tolower((unsigned char)name[i]);
 		if (name[host_len - 1] == '.')
 			name[host_len - 1] = '\0';
-		snprintf(up->hostname, sizeof(up->hostname), "%s", name);
+		/* valid_hostname(): at most OPTIONS_MAX_AUTH_NAME bytes, so it fits */
+		memcpy(up->hostname, name, strlen(name) + 1);
 		if (!up->auth_name[0])
-			snprintf(up->auth_name, sizeof(up->auth_name), "%s", name);
+			memcpy(up->auth_name, name, strlen(name) + 1);
 		bool other = strcasecmp(up->auth_name, up->hostname) != 0;
 		snprintf(up->label, sizeof(up->label), "%s://%s:%u%s%s%s", doh ? "https" : "tls",
 			 up->hostname, up->port, up->path, other ? "#" : "",
@@ -1616,12 +1618,15 @@ static int check_whole(struct parse_state *st)
 	static const char *const actions[] = { "nxdomain", "refused", "null" };
 	const struct options_upstream *named = first_named(cfg);
 
-	if (named && !cfg->n_bootstrap)
+	bool by_address = false;
+	for (unsigned i = 0; i < cfg->n_upstream; i++)
+		by_address |= !cfg->upstream[i].hostname[0];
+	if (named && !cfg->n_bootstrap && !by_address)
 		return fail(st->err, st->errlen,
-			    "upstream %s is given by name, and names are resolved only through "
-			    "--bootstrap IP[:PORT] (a plain DNS server asked for upstream names "
-			    "alone; never the system resolver): add one, or give the upstream's "
-			    "IP address with the name after '#'",
+			    "upstream %s is given by name, and no --upstream is given by address "
+			    "to resolve it through: add --bootstrap IP[:PORT] (a plain DNS server "
+			    "asked for upstream names alone; the system resolver is never used) "
+			    "or an upstream given by address",
 			    named->label);
 	if (!named && cfg->n_bootstrap)
 		warn(cfg, "--bootstrap %s (%s) does nothing: no upstream is given by name",

@@ -162,7 +162,7 @@ def test_bootstrap_answers_are_checked(dotproxy, fake_plain, fake_upstream, name
     assert "6.6.6.6" not in p.log()
 
 
-def test_name_without_bootstrap_is_a_configuration_error():
+def test_only_names_without_bootstrap_is_a_configuration_error():
     from dotproxy_proc import run_cli
     r = run_cli(["--upstream", f"tls://{NAME}"])
     assert r.returncode == 2
@@ -199,3 +199,30 @@ def test_every_worker_resolves(dotproxy, fake_plain, fake_upstream, named_cert):
     for i in range(20):
         assert p.udp(f"q{i}.example.").rcode() == dns.rcode.NOERROR, p.log_tail()
     assert set(boot.names()) == {NAME + "."}
+
+
+def test_without_bootstrap_names_go_through_upstreams_by_address(dotproxy, fake_upstream,
+                                                                 named_cert):
+    """No --bootstrap: the upstream given by address resolves the name (A
+    and AAAA, as queries of dotproxy's own), then the named one is used."""
+    from fake_upstream import default_responder
+
+    def respond(query):
+        q = query.question[0]
+        if q.name.to_text().lower() == NAME + ".":
+            return bootstrap_responder({"A": ["127.0.0.1"]})(query)
+        return default_responder(query)
+
+    by_address = fake_upstream(responder=respond)
+    named = fake_upstream(tls=named_cert)
+    p = dotproxy(upstreams=[by_address],
+                 extra_args=["--upstream", f"tls://{NAME}:{named.port}",
+                             "--policy", "round-robin", "--cache-size", "0"])
+    assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR
+                    and named.queries, timeout=4), p.log_tail()
+    asked_by_address = {(m.question[0].name.to_text().lower(), m.question[0].rdtype)
+                        for m in by_address.queries if m is not None}
+    assert (NAME + ".", dns.rdatatype.A) in asked_by_address
+    assert (NAME + ".", dns.rdatatype.AAAA) in asked_by_address
+    assert CLIENT_NAME in {m.question[0].name.to_text().lower()
+                           for m in named.queries if m is not None}

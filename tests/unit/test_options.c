@@ -352,11 +352,22 @@ static void named_upstreams(void **state)
 		assert_contains(err, bad[i].mention);
 	}
 
-	/* A name needs --bootstrap, wherever the upstream is. */
+	/* A name needs --bootstrap, or an --upstream given by address. */
 	assert_int_equal(parse_args(ARGS("--upstream", "tls://dns.google")), -EINVAL);
 	assert_contains(err, "tls://dns.google:853 is given by name");
 	assert_contains(err, "--bootstrap");
-	assert_int_equal(parse_args(ARGS("--forward-zone", "corp=https://doh.corp/q")), -EINVAL);
+	assert_int_equal(parse_args(ARGS("--upstream", "tls://dns.google", "--upstream",
+					 "https://dns.google/dns-query")),
+			 -EINVAL);
+	assert_int_equal(parse_args(ARGS("--upstream", "tls://dns.google", "--upstream",
+					 "9.9.9.9#dns.quad9.net")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.n_bootstrap, 0);
+	assert_int_equal(parse_args(ARGS("--forward-zone", "corp=https://doh.corp/q")),
+			 OPTIONS_RUN); /* the default upstreams are given by address */
+	assert_int_equal(parse_args(ARGS("--upstream", "tls://dns.google", "--forward-zone",
+					 "corp=192.0.2.1#x.corp")),
+			 -EINVAL);
 	assert_contains(err, "--bootstrap");
 	assert_int_equal(parse_args(ARGS("--upstream", "tls://dns.google", "--upstream",
 					 "https://dns.google/dns-query", "--bootstrap", "192.0.2.1",
