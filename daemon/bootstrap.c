@@ -3,10 +3,11 @@
  * exchanges (A and AAAA) over connected UDP sockets, each with a random ID
  * and the random source port connect(2) picks; an answer counts only from
  * that server, with that ID and that question (RFC 5452 §9.1).  A round
- * ends when both have answered or at BOOTSTRAP_TIMEOUT_MS; the first A
- * wins, else the first AAAA.  A truncated answer is a failure: the round
- * is retried later, which does for names whose A and AAAA sets fit 512
- * bytes, i.e. every resolver's name we know of.
+ * ends when both have answered, when an A address came, or at
+ * BOOTSTRAP_TIMEOUT_MS; the first A wins, else the first AAAA.  A
+ * truncated answer is a failure: the round is retried later, which does
+ * for names whose A and AAAA sets fit 512 bytes, i.e. every resolver's
+ * name we know of.
  */
 #include "daemon/bootstrap.h"
 
@@ -162,10 +163,15 @@ static void finish_round(struct name *n)
 	uv_timer_start(&n->timer, timer_cb, ms, 0);
 }
 
+/* Both answered, or the A that wins anyway: the round is over. */
 static void maybe_finish(struct name *n)
 {
 	if (n->sending)
 		return;
+	if (n->x[0] && n->x[0]->got) {
+		finish_round(n);
+		return;
+	}
 	for (unsigned i = 0; i < 2; i++)
 		if (n->x[i] && !n->x[i]->done)
 			return;

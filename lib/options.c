@@ -1852,7 +1852,8 @@ void options_print(const struct config *cfg, FILE *out)
 			break;
 		case OPT_BOOTSTRAP:
 			if (!cfg->n_bootstrap)
-				print_unset(out, name, "no upstream is given by name");
+				print_unset(out, name,
+					    "names go through the upstreams given by address");
 			for (unsigned i = 0; i < cfg->n_bootstrap; i++)
 				fprintf(out, "%s %s\n", name, cfg->bootstrap[i].text);
 			break;

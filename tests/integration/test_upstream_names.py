@@ -63,6 +63,7 @@ def test_dot_by_name(dotproxy, fake_plain, fake_upstream, named_cert):
     r = p.udp(CLIENT_NAME)
     assert [rr.address for rrset in r.answer for rr in rrset] == [ANSWER_A]
     assert up.sni_names and set(up.sni_names) == {NAME}
+    assert boot.wait_queries(2)
     # The bootstrap server saw the upstream's name, A and AAAA, and nothing else.
     assert set(asked(boot)) == {(NAME + ".", "A"), (NAME + ".", "AAAA")}
     assert CLIENT_NAME not in boot.names()
