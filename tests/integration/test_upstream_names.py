@@ -227,3 +227,19 @@ def test_without_bootstrap_names_go_through_upstreams_by_address(dotproxy, fake_
     assert (NAME + ".", dns.rdatatype.AAAA) in asked_by_address
     assert CLIENT_NAME in {m.question[0].name.to_text().lower()
                            for m in named.queries if m is not None}
+
+
+def test_truncated_bootstrap_answer_is_retried_later(dotproxy, fake_plain, fake_upstream,
+                                                     named_cert):
+    """No TCP to the bootstrap server: a truncated answer is a failure, and
+    the name is asked again after the backoff (1 s)."""
+    up = fake_upstream(tls=named_cert)
+    boot = fake_plain(responder=bootstrap_responder({"A": ["127.0.0.1"]}), truncate=True)
+    p = dotproxy(extra_args=["--upstream", f"tls://{NAME}:{up.port}",
+                             "--bootstrap", bootstrap_arg(boot), "--cache-size", "0"])
+    assert p.wait_log(r"cannot resolve dns\.named\.test .*truncated", timeout=3), p.log_tail()
+    assert p.udp(CLIENT_NAME).rcode() == dns.rcode.SERVFAIL
+    assert not any(r.transport == "tcp" for r in boot.received)
+    boot.set(truncate=False)
+    assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR,
+                    timeout=4), p.log_tail()
