@@ -14,6 +14,7 @@
 #include "lib/metrics.h"
 #include "lib/random.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
 #include <stddef.h>
@@ -43,7 +44,11 @@ enum slow_stage {
 
 struct upstream {
 	struct upstream_set *set;
-	const struct options_upstream *spec;		  /* from the config (not owned) */
+	const struct options_upstream *spec;		  /* &own: what transports read */
+	struct options_upstream own;			  /* a copy of the configured spec,
+							   * its address filled once a name
+							   * resolves (upstream_set_address) */
+	bool resolved;					  /* own.addr is an address */
 	const struct transport_ops *ops;		  /* how to reach it */
 	void *peer;					  /* the transport's state for it (owned) */
 	uint32_t identity;				  /* stable across reloads: from the spec */
@@ -124,7 +129,9 @@ struct upstream_set *upstream_set_new(const struct transport_env *env,
 	for (unsigned i = 0; i < set->n; i++) {
 		struct upstream *up = &set->ups[i];
 		up->set = set;
-		up->spec = &specs[i];
+		up->own = specs[i];
+		up->spec = &up->own;
+		up->resolved = !up->own.hostname[0];
 		up->ops = transport_for(up->spec);
 		up->peer = up->ops->peer_new(up->spec);
 		require(up->peer);
@@ -245,7 +252,7 @@ static void probe_cb(uv_timer_t *timer)
 {
 	struct upstream *up = timer->data;
 
-	if (!up->down || up->set->next || up->set->stopping)
+	if (!up->down || !up->resolved || up->set->next || up->set->stopping)
 		return; /* back already, or retired */
 	tell_outage(up);
 	if (up->n_conns) {
@@ -319,7 +326,7 @@ static void mark_tried(struct upstream_job *job, const struct upstream *up)
 
 static bool usable(const struct upstream *up, const struct upstream_job *job)
 {
-	return !up->down && !tried(job, up) && !attempted(job, up);
+	return up->resolved && !up->down && !tried(job, up) && !attempted(job, up);
 }
 
 static double expected_us(const struct upstream *up)
@@ -885,5 +892,51 @@ void upstream_set_reset(struct upstream_set *set)
 		metrics_put(&up->m->srtt_us, 0);
 		uv_timer_stop(&up->probe_timer);
 		close_current(up, "network changed");
+	}
+}
+
+void upstream_set_address(struct upstream_set *set, const char *hostname, const struct sockaddr *sa)
+{
+	struct options_addr addr = { .sa_len = 0 };
+	char ip[INET6_ADDRSTRLEN];
+
+	if (sa->sa_family == AF_INET6) {
+		memcpy(&addr.sa, sa, sizeof(struct sockaddr_in6));
+		addr.sa_len = sizeof(struct sockaddr_in6);
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
+	} else {
+		require(sa->sa_family == AF_INET);
+		memcpy(&addr.sa, sa, sizeof(struct sockaddr_in));
+		addr.sa_len = sizeof(struct sockaddr_in);
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, ip, sizeof(ip));
+	}
+	for (unsigned i = 0; i < set->n; i++) {
+		struct upstream *up = &set->ups[i];
+		if (strcmp(up->own.hostname, hostname) != 0 || !hostname[0])
+			continue;
+		bool v6 = sa->sa_family == AF_INET6;
+		if (up->resolved && strcmp(up->own.ip, ip) == 0)
+			continue; /* the same address: nothing to do */
+		if (v6)
+			((struct sockaddr_in6 *)&addr.sa)->sin6_port = htons(up->own.port);
+		else
+			((struct sockaddr_in *)&addr.sa)->sin_port = htons(up->own.port);
+		snprintf(addr.text, sizeof(addr.text), "%s%s%s:%u", v6 ? "[" : "", ip,
+			 v6 ? "]" : "", up->own.port);
+		log_info("upstream %s: %s is %s", up->spec->label, hostname, ip);
+		up->own.addr = addr;
+		snprintf(up->own.ip, sizeof(up->own.ip), "%s", ip);
+		if (up->resolved) {
+			/* Another address: what we knew of the old one does not
+			 * apply, and its connections go (their jobs are resent). */
+			up->down = false;
+			up->failures = 0;
+			up->silences = 0;
+			up->samples = 0;
+			up->down_since_ns = 0;
+			uv_timer_stop(&up->probe_timer);
+			close_current(up, "its address changed");
+		}
+		up->resolved = true;
 	}
 }

@@ -11,7 +11,9 @@
  * is sent to it, and it is re-probed in the background (a new connection)
  * after a backoff: 250 ms doubling up to 1 s while jobs want it, 60 s while
  * nothing does.  When every upstream a job could use is down, the job fails
- * at once.  An answer from an upstream makes it fully healthy again.
+ * at once.  An answer from an upstream makes it fully healthy again.  An
+ * upstream given by name is not used before its address is known
+ * (upstream_set_address(), from the worker's bootstrap).
  *
  * Speed: each upstream keeps a smoothed RTT (RFC 6298 style).  A job whose
  * upstream has not answered within an adaptive delay (bounded below and
@@ -117,6 +119,14 @@ void upstream_set_retire(struct upstream_set *set, struct upstream_set *next);
 /** The network changed (addresses, routes): close every connection (jobs
  * are resent) and forget every upstream's health and latency. */
 void upstream_set_reset(struct upstream_set *set);
+
+/** The name @hostname resolved to @sa (AF_INET or AF_INET6; its port is not
+ * used): every upstream of @set given by that name connects there from now
+ * on (an upstream given by name is not used until this is called).  One
+ * that had another address forgets its health and latency and closes its
+ * connections, whose jobs are resent. */
+void upstream_set_address(struct upstream_set *set, const char *hostname,
+			  const struct sockaddr *sa);
 
 /** How often a lasting outage is logged ("still down after N s"): once a
  * minute.  A variable only so that the unit tests can shorten it. */

@@ -7,6 +7,7 @@
  */
 #include "daemon/worker.h"
 
+#include "daemon/bootstrap.h"
 #include "daemon/dnstap.h"
 #include "daemon/doh.h"
 #include "daemon/dot.h"
@@ -64,6 +65,7 @@ struct worker {
 	struct query_pool *pool;	/* owned */
 	struct upstream_set *upstreams; /* owned: the default set */
 	struct upstream_set *zone_sets[OPTIONS_MAX_ZONES]; /* owned: settings->cfg.zones[i]'s */
+	struct bootstrap *bootstrap; /* owned: resolves the upstreams given by name; NULL: none */
 	struct udp_listener *udp[OPTIONS_MAX_LISTEN];
 	struct tcp_listener *tcp[OPTIONS_MAX_LISTEN]; /* NULL once closed (drain) */
 	struct tls_listener *dot[OPTIONS_MAX_LISTEN]; /* --listen-tls */
@@ -129,12 +131,80 @@ static void drained(void *arg)
 
 static void wake_cb(uv_async_t *wake);
 
+/* Without --bootstrap, the bootstrap's questions are queries of our own
+ * through the query core, so they go to the upstreams that can be used
+ * (those given by address, until the names resolve) and use the cache;
+ * the answer goes back to the worker's bootstrap of the moment. */
+static void inward_reply(const struct frontend_client *c, const uint8_t *msg, size_t len)
+{
+	struct worker *w = c->conn;
+
+	bootstrap_answer(w->bootstrap, msg, len);
+}
+
+static void inward_done(const struct frontend_client *c)
+{
+	(void)c;
+}
+
+static size_t inward_max_reply(const struct frontend_client *c, const struct wire_info *query)
+{
+	(void)c, (void)query;
+	return WIRE_MAX_MSG;
+}
+
+static void inward_peer(const struct frontend_client *c, char *buf, size_t cap)
+{
+	(void)c;
+	snprintf(buf, cap, "bootstrap");
+}
+
+static bool inward_allowed(const struct frontend_client *c)
+{
+	(void)c;
+	return true;
+}
+
+static const struct frontend_ops inward_ops = {
+	.name = "bootstrap",
+	.reply = inward_reply,
+	.done = inward_done,
+	.max_reply = inward_max_reply,
+	.peer = inward_peer,
+	.allowed = inward_allowed,
+};
+
+static int inward_send(void *arg, const uint8_t *msg, size_t len)
+{
+	struct worker *w = arg;
+	struct frontend_client self = { .ops = &inward_ops, .conn = w };
+
+	if (!w->pool)
+		return -ESHUTDOWN;
+	query_receive(w->pool, &self, msg, len);
+	return 0;
+}
+
+/* An upstream name resolved: every set learns its address. */
+static void resolved_cb(void *arg, const char *hostname, const struct sockaddr *sa)
+{
+	struct worker *w = arg;
+
+	if (w->upstreams)
+		upstream_set_address(w->upstreams, hostname, sa);
+	for (unsigned i = 0; i < w->n_zone_sets; i++)
+		upstream_set_address(w->zone_sets[i], hostname, sa);
+}
+
 /* The upstream sets of the settings in force: the default one and one per
- * forward zone, and the query core's routes to them. */
+ * forward zone, and the query core's routes to them; and the bootstrap that
+ * resolves their names, which keeps what the previous one knew, so that a
+ * reload does not make a named upstream unusable for a moment. */
 static void make_sets(struct worker *w)
 {
 	const struct settings *s = w->settings;
 	const struct config *cfg = &s->cfg;
+	struct bootstrap *old_bootstrap = w->bootstrap;
 
 	w->upstreams = upstream_set_new(&w->tenv, cfg->upstream, cfg->n_upstream, transport_for,
 					&query_upstream_hooks);
@@ -150,6 +220,10 @@ static void make_sets(struct worker *w)
 							.upstreams = w->zone_sets[i] };
 	}
 	w->n_zone_sets = w->qenv.n_zones = cfg->n_zones;
+	/* The sets first: an inward question goes through them. */
+	w->bootstrap = bootstrap_new(&w->loop, cfg, resolved_cb, inward_send, w, old_bootstrap);
+	bootstrap_free(old_bootstrap);
+	bootstrap_start(w->bootstrap);
 }
 
 /* Every upstream set, for what applies to all of them. */
@@ -425,6 +499,8 @@ static void finish(struct worker *w)
 	listen_https_close_all(&w->doh_clients);
 	for_each_set(w, upstream_set_free);
 	w->upstreams = w->qenv.upstreams = NULL;
+	bootstrap_free(w->bootstrap);
+	w->bootstrap = NULL;
 	w->n_zone_sets = w->qenv.n_zones = 0;
 	for (unsigned i = 0; i < w->n_tcp; i++)
 		if (w->tcp[i])

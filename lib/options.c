@@ -26,6 +26,7 @@ enum opt_id {
 	OPT_KEY_FILE,
 	OPT_UPSTREAM,
 	OPT_FORWARD_ZONE,
+	OPT_BOOTSTRAP,
 	OPT_MAX_UDP_SIZE,
 	OPT_CA_FILE,
 	OPT_TIMEOUT,
@@ -100,9 +101,12 @@ static const struct option_def table[] = {
 	  "AUTH-NAME is sent as SNI and must match the certificate, without it\n"
 	  "the certificate must carry the IP address; each PIN is the base64\n"
 	  "SHA-256 of an acceptable SubjectPublicKeyInfo (RFC 7858 SPKI pin);\n"
-	  "https://IP[:PORT][/PATH][#AUTH-NAME][^PIN]... forwards over HTTPS\n"
+	  "https://HOST[:PORT][/PATH][#AUTH-NAME][^PIN]... forwards over HTTPS\n"
 	  "instead (DoH, RFC 8484, HTTP/2; port 443, path /dns-query; IPv6 as\n"
-	  "[2620:fe::fe]), AUTH-NAME also being the HTTP authority\n"
+	  "[2620:fe::fe]), AUTH-NAME also being the HTTP authority;\n"
+	  "tls://HOST[:PORT][#AUTH-NAME][^PIN]... is DoT as a URL; a HOST that\n"
+	  "is a name is resolved through --bootstrap and is the AUTH-NAME\n"
+	  "unless one is given\n"
 	  "default: 9.9.9.9@853#dns.quad9.net 1.1.1.1@853#cloudflare-dns.com\n"
 	  "         8.8.8.8@853#dns.google https://9.9.9.9/dns-query#dns.quad9.net\n"
 	  "         https://1.1.1.1/dns-query#cloudflare-dns.com\n"
@@ -129,6 +133,11 @@ static const struct option_def table[] = {
 	{ OPT_MAX_CLIENTS_PER_ADDRESS, 0, false, "max-clients-per-address", "N",
 	  "TLS client connections (DoT and DoH) at once from one IP address;\n"
 	  "beyond, closed (default 32)" },
+	{ OPT_BOOTSTRAP, 0, false, "bootstrap", "IP[:PORT]",
+	  "plain DNS server (port 53) asked for the A and AAAA records of the\n"
+	  "upstreams given by name, and for nothing else (repeatable); without\n"
+	  "it, names are resolved through the upstreams given by address; the\n"
+	  "system resolver is never used" },
 	{ OPT_MAX_UDP_SIZE, 0, false, "max-udp-size", "BYTES",
 	  "largest answer sent to a UDP client, whatever it advertises; longer\n"
 	  "ones are truncated (TC=1) (512-65535, default 1232)" },
@@ -226,6 +235,7 @@ struct parse_state {
 	enum source upstream_from; /* where the current upstream list came from */
 	enum source allow_from;	   /* where the current allow list came from */
 	enum source zones_from;	   /* where the current forward zones came from */
+	enum source bootstrap_from;
 	enum source local_data_from;
 	enum source hosts_from;
 	enum source no_builtin_from;
@@ -357,8 +367,11 @@ static bool is_wildcard(const struct options_addr *a)
  * name (case-insensitive); pins do not make it another one. */
 static bool same_upstream(const struct options_upstream *a, const struct options_upstream *b)
 {
-	return a->transport == b->transport && same_addr(&a->addr, &b->addr) &&
-	       strcasecmp(a->auth_name, b->auth_name) == 0;
+	if (a->transport != b->transport || strcasecmp(a->auth_name, b->auth_name) != 0)
+		return false;
+	if (a->hostname[0] || b->hostname[0])
+		return strcmp(a->hostname, b->hostname) == 0 && a->port == b->port;
+	return same_addr(&a->addr, &b->addr);
 }
 
 /* Decode standard base64 (with '=' padding) into exactly @len bytes. */
@@ -522,14 +535,17 @@ static bool valid_url_path(const char *path)
 	return true;
 }
 
-/* https://HOST[:PORT][/PATH][#AUTH-NAME], the pins already cut off: DoH.
- * HOST is an IP literal (IPv6 in brackets) or, later, a name. */
-static int parse_doh_upstream(const char *spec, struct options_upstream *up, char *err,
+/* https://HOST[:PORT][/PATH][#AUTH-NAME] (DoH) or tls://HOST[:PORT][#AUTH-NAME]
+ * (DoT), the pins already cut off.  HOST is an IP literal (IPv6 in brackets)
+ * or a name, to be resolved through --bootstrap. */
+static int parse_url_upstream(const char *spec, bool doh, struct options_upstream *up, char *err,
 			      size_t errlen)
 {
-	static const char form[] = "expected https://IP[:PORT][/PATH][#AUTH-NAME], IPv6 as "
-				   "https://[2620:fe::fe]/dns-query";
-	const char *host = spec + strlen("https://"), *host_end, *rest;
+	const char *form = doh ? "expected https://HOST[:PORT][/PATH][#AUTH-NAME], IPv6 as "
+				 "https://[2620:fe::fe]/dns-query"
+			       : "expected tls://HOST[:PORT][#AUTH-NAME], IPv6 as "
+				 "tls://[2620:fe::fe]:853";
+	const char *host = spec + strlen(doh ? "https://" : "tls://"), *host_end, *rest;
 	char name[OPTIONS_MAX_AUTH_NAME + 2];
 	const char *hash = strchr(host, '#');
 	size_t host_len;
@@ -549,7 +565,7 @@ static int parse_doh_upstream(const char *spec, struct options_upstream *up, cha
 		return fail(err, errlen, "bad upstream '%s': %s", spec, form);
 	memcpy(name, host, host_len);
 	name[host_len] = '\0';
-	up->port = OPTIONS_DEFAULT_PORT_DOH;
+	up->port = doh ? OPTIONS_DEFAULT_PORT_DOH : OPTIONS_DEFAULT_PORT_DOT;
 	if (*rest == ':') {
 		char port[8];
 		size_t port_len = strcspn(rest + 1, "/#");
@@ -562,8 +578,9 @@ static int parse_doh_upstream(const char *spec, struct options_upstream *up, cha
 				    spec, port);
 		rest += 1 + port_len;
 	}
-	snprintf(up->path, sizeof(up->path), "/dns-query");
-	if (*rest == '/') {
+	if (doh)
+		snprintf(up->path, sizeof(up->path), "/dns-query");
+	if (doh && *rest == '/') {
 		size_t path_len = strcspn(rest, "#");
 		if (path_len >= sizeof(up->path))
 			return fail(err, errlen, "bad upstream '%s': path longer than %d bytes",
@@ -585,23 +602,38 @@ static int parse_doh_upstream(const char *spec, struct options_upstream *up, cha
 	} else if (*rest) {
 		return fail(err, errlen, "bad upstream '%s': %s", spec, form);
 	}
+	up->transport = doh ? OPTIONS_TRANSPORT_DOH : OPTIONS_TRANSPORT_DOT;
 	if (!make_addr(name, up->port, &up->addr) ||
 	    (host[-1] == '[') != (up->addr.sa.ss_family == AF_INET6)) {
-		if (host[-1] == '[' || !valid_hostname(name) || strchr(name, ':'))
+		if (host[-1] == '[' || !valid_hostname(name) || strchr(name, ':') ||
+		    strspn(name, "0123456789.") == host_len)
 			return fail(err, errlen, "bad upstream '%s': '%s' is not an IP address",
 				    spec, name);
-		snprintf(up->hostname, sizeof(up->hostname), "%s", name);
-		return fail(err, errlen,
-			    "bad upstream '%s': '%s' is a host name, and names are not supported "
-			    "yet: give its IP address, with the name after '#' "
-			    "(https://IP/dns-query#%s)",
-			    spec, name, name);
+		/* A name: resolved later (--bootstrap), authenticated as itself. */
+		memset(&up->addr, 0, sizeof(up->addr));
+		for (size_t i = 0; i < host_len; i++)
+			name[i] = (char)tolower((unsigned char)name[i]);
+		if (name[host_len - 1] == '.')
+			name[host_len - 1] = '\0';
+		/* valid_hostname(): at most OPTIONS_MAX_AUTH_NAME bytes, so it fits */
+		memcpy(up->hostname, name, strlen(name) + 1);
+		if (!up->auth_name[0])
+			memcpy(up->auth_name, name, strlen(name) + 1);
+		bool other = strcasecmp(up->auth_name, up->hostname) != 0;
+		snprintf(up->label, sizeof(up->label), "%s://%s:%u%s%s%s", doh ? "https" : "tls",
+			 up->hostname, up->port, up->path, other ? "#" : "",
+			 other ? up->auth_name : "");
+		return 0;
 	}
-	up->transport = OPTIONS_TRANSPORT_DOH;
 	memcpy(up->ip, name, host_len + 1); /* inet_pton accepted it: it fits */
 	bool v6 = up->addr.sa.ss_family == AF_INET6;
-	snprintf(up->label, sizeof(up->label), "https://%s%s%s:%u%s%s%s", v6 ? "[" : "", up->ip,
-		 v6 ? "]" : "", up->port, up->path, up->auth_name[0] ? "#" : "", up->auth_name);
+	if (doh)
+		snprintf(up->label, sizeof(up->label), "https://%s%s%s:%u%s%s%s", v6 ? "[" : "",
+			 up->ip, v6 ? "]" : "", up->port, up->path, up->auth_name[0] ? "#" : "",
+			 up->auth_name);
+	else /* the same upstream as IP@PORT#NAME: the same label and identity */
+		snprintf(up->label, sizeof(up->label), "%s@%u%s%s", up->ip, up->port,
+			 up->auth_name[0] ? "#" : "", up->auth_name);
 	return 0;
 }
 
@@ -609,7 +641,7 @@ int options_parse_upstream(const char *full_spec, struct options_upstream *up, c
 			   size_t errlen)
 {
 	char ip[INET6_ADDRSTRLEN + 1];
-	char spec[INET6_ADDRSTRLEN + 32 + OPTIONS_MAX_DOH_PATH + OPTIONS_MAX_AUTH_NAME];
+	char spec[sizeof(up->label)];
 	size_t spec_len = strcspn(full_spec, "^");
 	size_t ip_len;
 	int rc;
@@ -625,7 +657,9 @@ int options_parse_upstream(const char *full_spec, struct options_upstream *up, c
 	if (rc)
 		return rc;
 	if (strncmp(spec, "https://", 8) == 0)
-		return parse_doh_upstream(spec, up, err, errlen);
+		return parse_url_upstream(spec, true, up, err, errlen);
+	if (strncmp(spec, "tls://", 6) == 0)
+		return parse_url_upstream(spec, false, up, err, errlen);
 	const char *hash = strchr(spec, '#');
 	const char *at = strchr(spec, '@');
 	if (at && hash && at > hash)
@@ -662,8 +696,9 @@ int options_parse_upstream(const char *full_spec, struct options_upstream *up, c
 						 : "the port follows '@', as in unbound",
 				    fix);
 		return fail(err, errlen,
-			    "bad upstream '%s': '%s' is not an IP address (names are not resolved)",
-			    spec, ip);
+			    "bad upstream '%s': '%s' is not an IP address (an upstream given by "
+			    "name is written tls://%s, with --bootstrap)",
+			    spec, ip, ip);
 	}
 	memcpy(up->ip, ip, ip_len + 1); /* inet_pton accepted it: it fits */
 	snprintf(up->label, sizeof(up->label), "%s@%u%s%s", ip, up->port,
@@ -1090,6 +1125,32 @@ static int parse_https_path(const char *value, struct config *cfg, char *err, si
 	return 0;
 }
 
+/* --bootstrap IP[:PORT]: one more plain DNS server for the upstreams' names. */
+static int parse_bootstrap(struct parse_state *st, const char *value)
+{
+	struct config *cfg = st->cfg;
+	char url[INET6_ADDRSTRLEN + 32];
+	struct options_upstream up;
+
+	if (list_room(st, &st->bootstrap_from, &cfg->n_bootstrap, OPTIONS_MAX_BOOTSTRAP,
+		      "bootstrap"))
+		return -EINVAL;
+	if (strlen(value) + 7 >= sizeof(url) || strncmp(value, "udp://", 6) == 0)
+		return fail(st->err, st->errlen,
+			    "bad --bootstrap '%s': expected IP[:PORT] (IPv6 as [::1]:53)", value);
+	snprintf(url, sizeof(url), "udp://%s", value);
+	if (parse_plain_upstream(url, &up, st->err, st->errlen) < 0)
+		return fail(st->err, st->errlen,
+			    "bad --bootstrap '%s': expected IP[:PORT] (IPv6 as [::1]:53)", value);
+	for (unsigned i = 0; i < cfg->n_bootstrap; i++)
+		if (same_addr(&cfg->bootstrap[i], &up.addr))
+			return fail(st->err, st->errlen,
+				    "--bootstrap %s: the same server as %s, given before", value,
+				    cfg->bootstrap[i].text);
+	cfg->bootstrap[cfg->n_bootstrap++] = up.addr;
+	return 0;
+}
+
 /* Apply one option from the current source; @value is NULL for flags. */
 static int apply(struct parse_state *st, const struct option_def *o, const char *value)
 {
@@ -1154,6 +1215,8 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 		return 0;
 	case OPT_FORWARD_ZONE:
 		return parse_forward_zone(st, value);
+	case OPT_BOOTSTRAP:
+		return parse_bootstrap(st, value);
 	case OPT_MAX_UDP_SIZE:
 		return parse_uint(o->name, value, 512, 65535, &cfg->max_udp_size, err, errlen);
 	case OPT_CA_FILE:
@@ -1623,11 +1686,39 @@ static void warn(struct config *cfg, const char *fmt, ...)
  * --cache-size 0 on the command line) should not mean editing the rest of
  * the file.
  */
+/* The first upstream given by name, default or in a zone; NULL if none. */
+static const struct options_upstream *first_named(const struct config *cfg)
+{
+	for (unsigned i = 0; i < cfg->n_upstream; i++)
+		if (cfg->upstream[i].hostname[0])
+			return &cfg->upstream[i];
+	for (unsigned z = 0; z < cfg->n_zones; z++)
+		for (unsigned i = 0; i < cfg->zones[z].n_upstream; i++)
+			if (cfg->zones[z].upstream[i].hostname[0])
+				return &cfg->zones[z].upstream[i];
+	return NULL;
+}
+
 static int check_whole(struct parse_state *st)
 {
 	struct config *cfg = st->cfg;
 	char a[OPTIONS_MAX_PATH + 16], b[OPTIONS_MAX_PATH + 16];
 	static const char *const actions[] = { "nxdomain", "refused", "null" };
+	const struct options_upstream *named = first_named(cfg);
+
+	bool by_address = false;
+	for (unsigned i = 0; i < cfg->n_upstream; i++)
+		by_address |= !cfg->upstream[i].hostname[0];
+	if (named && !cfg->n_bootstrap && !by_address)
+		return fail(st->err, st->errlen,
+			    "upstream %s is given by name, and no --upstream is given by address "
+			    "to resolve it through: add --bootstrap IP[:PORT] (a plain DNS server "
+			    "asked for upstream names alone; the system resolver is never used) "
+			    "or an upstream given by address",
+			    named->label);
+	if (!named && cfg->n_bootstrap)
+		warn(cfg, "--bootstrap %s (%s) does nothing: no upstream is given by name",
+		     cfg->bootstrap[0].text, origin(st, OPT_BOOTSTRAP, a, sizeof(a)));
 
 	if (cfg->cache_min_ttl > cfg->cache_max_ttl)
 		return fail(st->err, st->errlen,
@@ -1864,6 +1955,13 @@ void options_print(const struct config *cfg, FILE *out)
 				print_upstream(out, &cfg->upstream[i]);
 				fputc('\n', out);
 			}
+			break;
+		case OPT_BOOTSTRAP:
+			if (!cfg->n_bootstrap)
+				print_unset(out, name,
+					    "names go through the upstreams given by address");
+			for (unsigned i = 0; i < cfg->n_bootstrap; i++)
+				fprintf(out, "%s %s\n", name, cfg->bootstrap[i].text);
 			break;
 		case OPT_FORWARD_ZONE:
 			if (!cfg->n_zones)

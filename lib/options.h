@@ -27,7 +27,8 @@ enum {
 	OPTIONS_MAX_ZONES = 16,		/**< --forward-zone */
 	OPTIONS_MAX_ZONE_UPSTREAMS = 8, /**< upstreams of one forward zone */
 	OPTIONS_MAX_PINS = 8,
-	OPTIONS_PIN_LEN = 32, /**< SHA-256 */
+	OPTIONS_PIN_LEN = 32,	   /**< SHA-256 */
+	OPTIONS_MAX_BOOTSTRAP = 4, /**< --bootstrap servers */
 };
 
 /** Bounds of the local policy options (the config is copied by value:
@@ -76,7 +77,8 @@ struct options_addr {
 
 /** How an upstream is reached. */
 enum options_transport {
-	OPTIONS_TRANSPORT_DOT = 0, /**< DNS over TLS (RFC 7858): IP[@PORT][#AUTH-NAME] */
+	OPTIONS_TRANSPORT_DOT = 0, /**< DNS over TLS (RFC 7858): IP[@PORT][#AUTH-NAME] or
+				    *   tls://HOST[:PORT][#AUTH-NAME] */
 	OPTIONS_TRANSPORT_PLAIN,   /**< plain DNS, udp://IP[:PORT]: only in a --forward-zone */
 	OPTIONS_TRANSPORT_DOH,	   /**< DNS over HTTPS (RFC 8484, HTTP/2):
 				    *   https://HOST[:PORT][/PATH][#AUTH-NAME] */
@@ -88,24 +90,25 @@ enum options_doh_method {
 	OPTIONS_DOH_GET,      /**< the message base64url-encoded in ?dns= (RFC 8484 §4.1) */
 };
 
-/** One upstream resolver, from IP[@PORT][#AUTH-NAME], udp://IP[:PORT] or
- * https://HOST[:PORT][/PATH][#AUTH-NAME]. */
+/** One upstream resolver, from IP[@PORT][#AUTH-NAME], udp://IP[:PORT],
+ * tls://HOST[:PORT][#AUTH-NAME] or https://HOST[:PORT][/PATH][#AUTH-NAME]. */
 struct options_upstream {
 	enum options_transport transport;
+	/** Where to connect; with a hostname, all zero (AF_UNSPEC) here: the
+	 * daemon fills a copy of the spec once the name resolves. */
 	struct options_addr addr;
-	char ip[INET6_ADDRSTRLEN]; /**< the IP as text, for IP verification */
+	char ip[INET6_ADDRSTRLEN]; /**< the IP as text, for IP verification ("" with a name) */
 	uint16_t port;
-	/** HOST when it was given as a name rather than an IP literal (DoH);
-	 * empty otherwise.  Such a name would be resolved through --bootstrap,
-	 * which is not supported yet: options_parse_upstream() fills this and
-	 * then rejects the spec, so a parsed upstream always has an address. */
+	/** HOST when it was given as a name rather than an IP literal (tls://,
+	 * https://); empty otherwise.  The name is resolved through --bootstrap;
+	 * auth_name defaults to it. */
 	char hostname[OPTIONS_MAX_AUTH_NAME + 1];
 	char auth_name[OPTIONS_MAX_AUTH_NAME + 1];	 /**< empty: verify the IP instead */
 	char path[OPTIONS_MAX_DOH_PATH];		 /**< DoH: "/dns-query" by default */
 	uint8_t pins[OPTIONS_MAX_PINS][OPTIONS_PIN_LEN]; /**< SPKI SHA-256 pins (RFC 7858 §4.2) */
 	unsigned n_pins;				 /**< 0: no pinning */
 	char label[INET6_ADDRSTRLEN + 32 + OPTIONS_MAX_DOH_PATH +
-		   OPTIONS_MAX_AUTH_NAME]; /**< the spec without pins, for logs */
+		   2 * OPTIONS_MAX_AUTH_NAME]; /**< the spec without pins, for logs */
 };
 
 /** A zone whose names go to upstreams of their own (--forward-zone). */
@@ -131,6 +134,10 @@ struct config {
 	unsigned n_upstream;
 	struct options_zone zones[OPTIONS_MAX_ZONES]; /**< --forward-zone, other than "." */
 	unsigned n_zones;
+	/** --bootstrap: plain DNS servers asked for the upstreams' names (and
+	 * nothing else); required when an upstream is given by name. */
+	struct options_addr bootstrap[OPTIONS_MAX_BOOTSTRAP];
+	unsigned n_bootstrap;
 	unsigned max_udp_size;	      /**< cap on answers to UDP clients (--max-udp-size) */
 	char ca_file[4096];	      /**< empty: the system trust store */
 	int verbosity;		      /**< number of -v given */
@@ -231,10 +238,12 @@ unsigned options_keep_running(struct config *next, const struct config *running,
 void options_print(const struct config *cfg, FILE *out);
 
 /** Parse one upstream spec IP[@PORT][#AUTH-NAME][^PIN]...  (PIN: base64 of the
- * SHA-256 of the certificate's SubjectPublicKeyInfo), DNS over TLS;
- * https://HOST[:PORT][/PATH][#AUTH-NAME][^PIN]..., DNS over HTTPS (HOST an IP
- * literal, IPv6 in brackets; port 443 and path /dns-query by default); or
- * udp://IP[:PORT] (plain DNS; the caller decides where that is allowed).
+ * SHA-256 of the certificate's SubjectPublicKeyInfo), DNS over TLS, or the
+ * same as tls://HOST[:PORT][#AUTH-NAME][^PIN]...;
+ * https://HOST[:PORT][/PATH][#AUTH-NAME][^PIN]..., DNS over HTTPS (port 443
+ * and path /dns-query by default); or udp://IP[:PORT] (plain DNS; the caller
+ * decides where that is allowed).  HOST is an IP literal (IPv6 in brackets)
+ * or a name, which fills hostname and, without '#', auth_name.
  * 0 or -EINVAL with @err. */
 int options_parse_upstream(const char *spec, struct options_upstream *up, char *err, size_t errlen);
 

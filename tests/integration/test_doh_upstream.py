@@ -283,7 +283,7 @@ def test_idle_timeout_default_is_under_30s():
 def test_bad_doh_specs_are_configuration_errors():
     r = run_cli(["--upstream", "https://dns.google/dns-query"])
     assert r.returncode == 2
-    assert "names are not supported yet" in r.stderr
+    assert "given by name" in r.stderr and "--bootstrap" in r.stderr
     r = run_cli(["--upstream", "https://1.1.1.1/dns query"])
     assert r.returncode == 2
     r = run_cli(["--doh-method", "put"])

@@ -255,8 +255,6 @@ static void doh_upstream_forms(void **state)
 	assert_int_equal(cfg.doh_method, OPTIONS_DOH_GET);
 }
 
-/* A HOST given by name is recognised (and kept in hostname, for when
- * names are resolved), but refused for now with a reason that says so. */
 static void doh_upstream_rejects(void **state)
 {
 	(void)state;
@@ -264,9 +262,8 @@ static void doh_upstream_rejects(void **state)
 		const char *spec;
 		const char *mention;
 	} bad[] = {
-		{ "https://dns.google/dns-query", "names are not supported yet" },
-		{ "https://", "expected https://IP" },
-		{ "https:///dns-query", "expected https://IP" },
+		{ "https://", "expected https://HOST" },
+		{ "https:///dns-query", "expected https://HOST" },
 		{ "https://1.2.3.4:0/", "port '0'" },
 		{ "https://1.2.3.4:/", "bad port" },
 		{ "https://1.2.3.4:99999", "99999" },
@@ -275,9 +272,10 @@ static void doh_upstream_rejects(void **state)
 		{ "https://1.2.3.4/dns-query#", "'' is not a host name" },
 		{ "https://1.2.3.4/dns-query#bad name", "bad name" },
 		{ "https://[1.2.3.4]/", "not an IP address" },
-		{ "https://[::1/", "expected https://IP" },
-		{ "https://::1/dns-query", "expected https://IP" },
-		{ "https://1.2.3.4x/", "names are not supported yet" },
+		{ "https://[::1/", "expected https://HOST" },
+		{ "https://::1/dns-query", "expected https://HOST" },
+		{ "https://1.2.3/", "not an IP address" },
+		{ "https://dns_.goo gle/", "not an IP address" },
 		{ "https://1.2.3.4/dns-query^AAAA", "pin" },
 	};
 	struct options_upstream up;
@@ -291,15 +289,111 @@ static void doh_upstream_rejects(void **state)
 		assert_int_equal(parse_args(ARGS("--upstream", bad[i].spec)), -EINVAL);
 		assert_contains(err, bad[i].mention);
 	}
-	assert_int_equal(
-	    options_parse_upstream("https://dns.google/dns-query", &up, err, sizeof(err)), -EINVAL);
-	assert_string_equal(up.hostname, "dns.google");
-	assert_contains(err, "https://IP/dns-query#dns.google");
-
 	char spec[400];
 	snprintf(spec, sizeof(spec), "https://1.2.3.4/%0300d", 0);
 	assert_int_equal(options_parse_upstream(spec, &up, err, sizeof(err)), -EINVAL);
 	assert_contains(err, "path longer than 255 bytes");
+}
+
+/* A HOST given by name (https://, tls://) is kept in hostname, without an
+ * address, and is its own authentication name unless '#' gives another. */
+static void named_upstreams(void **state)
+{
+	(void)state;
+	struct options_upstream up;
+
+	assert_int_equal(
+	    options_parse_upstream("https://DNS.Quad9.net./dns-query", &up, err, sizeof(err)), 0);
+	assert_int_equal(up.transport, OPTIONS_TRANSPORT_DOH);
+	assert_string_equal(up.hostname, "dns.quad9.net");
+	assert_string_equal(up.auth_name, "dns.quad9.net");
+	assert_string_equal(up.ip, "");
+	assert_int_equal(up.addr.sa.ss_family, AF_UNSPEC);
+	assert_int_equal(up.port, 443);
+	assert_string_equal(up.label, "https://dns.quad9.net:443/dns-query");
+
+	assert_int_equal(options_parse_upstream("tls://dns.google", &up, err, sizeof(err)), 0);
+	assert_int_equal(up.transport, OPTIONS_TRANSPORT_DOT);
+	assert_string_equal(up.hostname, "dns.google");
+	assert_string_equal(up.auth_name, "dns.google");
+	assert_int_equal(up.port, 853);
+	assert_string_equal(up.label, "tls://dns.google:853");
+
+	assert_int_equal(
+	    options_parse_upstream("tls://dot.example:8853#other.example", &up, err, sizeof(err)),
+	    0);
+	assert_string_equal(up.auth_name, "other.example");
+	assert_int_equal(up.port, 8853);
+	assert_string_equal(up.label, "tls://dot.example:8853#other.example");
+
+	/* tls:// with an IP is the IP@PORT#NAME upstream, label and all. */
+	assert_int_equal(
+	    options_parse_upstream("tls://9.9.9.9#dns.quad9.net", &up, err, sizeof(err)), 0);
+	assert_string_equal(up.hostname, "");
+	assert_string_equal(up.ip, "9.9.9.9");
+	assert_string_equal(up.label, "9.9.9.9@853#dns.quad9.net");
+	assert_int_equal(options_parse_upstream("tls://[2620:fe::fe]:853", &up, err, sizeof(err)),
+			 0);
+	assert_string_equal(up.label, "2620:fe::fe@853");
+
+	static const struct {
+		const char *spec;
+		const char *mention;
+	} bad[] = {
+		{ "tls://dns.google/dns-query", "expected tls://HOST" },
+		{ "tls://", "expected tls://HOST" },
+		{ "tls://dns.google:0", "port '0'" },
+		{ "tls://[dns.google]", "not an IP address" },
+		{ "dns.google", "tls://dns.google" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (options_parse_upstream(bad[i].spec, &up, err, sizeof(err)) != -EINVAL)
+			fail_msg("'%s' was accepted", bad[i].spec);
+		assert_contains(err, bad[i].mention);
+	}
+
+	/* A name needs --bootstrap, or an --upstream given by address. */
+	assert_int_equal(parse_args(ARGS("--upstream", "tls://dns.google")), -EINVAL);
+	assert_contains(err, "tls://dns.google:853 is given by name");
+	assert_contains(err, "--bootstrap");
+	assert_int_equal(parse_args(ARGS("--upstream", "tls://dns.google", "--upstream",
+					 "https://dns.google/dns-query")),
+			 -EINVAL);
+	assert_int_equal(parse_args(ARGS("--upstream", "tls://dns.google", "--upstream",
+					 "9.9.9.9#dns.quad9.net")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.n_bootstrap, 0);
+	assert_int_equal(parse_args(ARGS("--forward-zone", "corp=https://doh.corp/q")),
+			 OPTIONS_RUN); /* the default upstreams are given by address */
+	assert_int_equal(parse_args(ARGS("--upstream", "tls://dns.google", "--forward-zone",
+					 "corp=192.0.2.1#x.corp")),
+			 -EINVAL);
+	assert_contains(err, "--bootstrap");
+	assert_int_equal(parse_args(ARGS("--upstream", "tls://dns.google", "--upstream",
+					 "https://dns.google/dns-query", "--bootstrap", "192.0.2.1",
+					 "--bootstrap", "[2001:db8::1]:5353")),
+			 OPTIONS_RUN);
+	assert_int_equal(cfg.n_bootstrap, 2);
+	assert_string_equal(cfg.bootstrap[0].text, "192.0.2.1:53");
+	assert_string_equal(cfg.bootstrap[1].text, "[2001:db8::1]:5353");
+	assert_int_equal(cfg.n_warnings, 0);
+
+	/* The same name twice, however spelled, is the same upstream. */
+	assert_int_equal(parse_args(ARGS("--upstream", "tls://dns.google", "--upstream",
+					 "tls://DNS.google.:853", "--bootstrap", "192.0.2.1")),
+			 -EINVAL);
+	assert_contains(err, "the same upstream");
+
+	/* --bootstrap: checked, and a warning when nothing needs it. */
+	assert_int_equal(parse_args(ARGS("--bootstrap", "192.0.2.1")), OPTIONS_RUN);
+	assert_int_equal(cfg.n_warnings, 1);
+	assert_contains(cfg.warnings[0], "--bootstrap 192.0.2.1:53");
+	assert_int_equal(parse_args(ARGS("--bootstrap", "dns.google")), -EINVAL);
+	assert_contains(err, "bad --bootstrap 'dns.google'");
+	assert_int_equal(parse_args(ARGS("--bootstrap", "udp://1.2.3.4")), -EINVAL);
+	assert_int_equal(
+	    parse_args(ARGS("--bootstrap", "192.0.2.1", "--bootstrap", "192.0.2.1:53")), -EINVAL);
+	assert_contains(err, "the same server");
 }
 
 static void upstream_rejects(void **state)
@@ -1530,6 +1624,7 @@ int main(void)
 		cmocka_unit_test(upstream_duplicates),
 		cmocka_unit_test(contradictions),
 		cmocka_unit_test(other_notations),
+		cmocka_unit_test(named_upstreams),
 		cmocka_unit_test(print_settings),
 		cmocka_unit_test(keep_running),
 		cmocka_unit_test(metrics_and_control_options),

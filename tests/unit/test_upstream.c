@@ -19,6 +19,7 @@
 #include "lib/wire.h"
 #include "tests/unit/msg_builder.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -269,12 +270,13 @@ static const struct upstream_hooks hooks = {
 	.failed = job_failed,
 };
 
-/* @upstreams: letters from "abc", in the order the set lists them. */
+/* @upstreams: letters from "abcd", in the order the set lists them ("d" is
+ * given by name, tls://d.test:8534). */
 static void configure(struct config *c, const char *upstreams, const char *policy,
 		      const char *timeout_ms)
 {
 	static const char *const specs[] = { "127.0.0.1@8531#a.test", "127.0.0.2@8532#b.test",
-					     "127.0.0.3@8533#c.test" };
+					     "127.0.0.3@8533#c.test", "tls://d.test:8534" };
 	char *argv[16];
 	int argc = 0;
 	char err[256];
@@ -283,6 +285,10 @@ static void configure(struct config *c, const char *upstreams, const char *polic
 	for (const char *u = upstreams; *u; u++) {
 		argv[argc++] = (char *)"--upstream";
 		argv[argc++] = (char *)specs[*u - 'a'];
+	}
+	if (strchr(upstreams, 'd')) { /* given by name */
+		argv[argc++] = (char *)"--bootstrap";
+		argv[argc++] = (char *)"192.0.2.1";
 	}
 	argv[argc++] = (char *)"--policy";
 	argv[argc++] = (char *)policy;
@@ -571,6 +577,63 @@ static void failover_always_picks_first_healthy_upstream(void **state)
 		job_start(t[i]);
 		assert_ptr_equal(holder(t[i]), conns[0]);
 	}
+}
+
+/* An upstream given by name is not used until upstream_set_address(); then
+ * its connections go to that address, and a new address replaces them. */
+static void named_upstream_is_used_once_its_address_is_known(void **state)
+{
+	(void)state;
+	start_world("d", "failover", "2000");
+	struct tjob *t = job_new("example.com", TYPE_A);
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+
+	job_start(t);
+	assert_int_equal(t->failed, 1); /* at once, as when every upstream is down */
+	assert_int_equal(t->ede, WIRE_EDE_NETWORK_ERROR);
+	assert_int_equal(n_conns, 0);
+
+	sa.sin_addr.s_addr = htonl(0x7f000004);
+	upstream_set_address(set, "other.test", (struct sockaddr *)&sa);
+	job_start(t);
+	assert_int_equal(t->failed, 1); /* another name: still unknown */
+	assert_int_equal(n_conns, 0);
+	upstream_set_address(set, "d.test", (struct sockaddr *)&sa);
+	job_start(t);
+	assert_int_equal(n_conns, 1);
+	struct fake_conn *f = conns[0];
+	assert_string_equal(f->spec->ip, "127.0.0.4");
+	assert_string_equal(f->spec->auth_name, "d.test");
+	assert_int_equal(f->spec->addr.sa.ss_family, AF_INET);
+	assert_int_equal(ntohs(((const struct sockaddr_in *)&f->spec->addr.sa)->sin_port), 8534);
+	assert_string_equal(f->spec->addr.text, "127.0.0.4:8534");
+	drive_ready(f);
+	assert_true(answer(f, t));
+
+	/* The same address again changes nothing. */
+	upstream_set_address(set, "d.test", (struct sockaddr *)&sa);
+	assert_int_equal(f->close_calls, 0);
+	/* Another one: the old connection goes, new ones use the new address. */
+	struct sockaddr_in6 sa6 = { .sin6_family = AF_INET6 };
+	sa6.sin6_addr.s6_addr[15] = 1;
+	upstream_set_address(set, "d.test", (struct sockaddr *)&sa6);
+	assert_int_equal(f->close_calls, 1);
+	job_start(t);
+	assert_int_equal(n_conns, 2);
+	assert_string_equal(conns[1]->spec->ip, "::1");
+	assert_string_equal(conns[1]->spec->addr.text, "[::1]:8534");
+}
+
+/* Until its name resolves, the jobs go to the other upstreams. */
+static void jobs_skip_a_named_upstream_without_address(void **state)
+{
+	(void)state;
+	start_world("da", "failover", "2000");
+	struct tjob *t = job_new("example.com", TYPE_A);
+
+	job_start(t);
+	assert_int_equal(n_conns, 1);
+	assert_int_equal(which(holder(t)), 'a');
 }
 
 static void round_robin_rotates_through_upstreams(void **state)
@@ -1302,6 +1365,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		TEST(failover_always_picks_first_healthy_upstream),
+		TEST(named_upstream_is_used_once_its_address_is_known),
+		TEST(jobs_skip_a_named_upstream_without_address),
 		TEST(round_robin_rotates_through_upstreams),
 		TEST(fastest_prefers_lowest_srtt_and_samples_others_one_in_16),
 		TEST(failed_connect_moves_job_to_next_upstream_and_marks_first_down),
