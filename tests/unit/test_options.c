@@ -1293,8 +1293,6 @@ static void assert_line(const char *text, const char *line)
  * wrong or warned about that was not there.
  */
 static void print_settings(void **state)
-/* --metrics ADDR:PORT and --control PATH: off by default, checked. */
-static void metrics_and_control_options(void **state)
 {
 	(void)state;
 	char path[64];
@@ -1516,6 +1514,13 @@ static void keep_running(void **state)
 	assert_string_equal(next.dnstap_identity, "");
 }
 
+/* --metrics ADDR:PORT and --control PATH: off by default, checked. */
+static void metrics_and_control_options(void **state)
+{
+	(void)state;
+	char path[64];
+
+	assert_int_equal(parse_args(ARGS(NULL)), OPTIONS_RUN);
 	assert_int_equal(cfg.metrics.sa_len, 0);
 	assert_string_equal(cfg.control, "");
 	assert_int_equal(
@@ -1552,6 +1557,10 @@ static void keep_running(void **state)
 	char *text = captured(ARGS("--help"), &rc);
 	assert_contains(text, "--metrics ADDR:PORT");
 	assert_contains(text, "--control PATH");
+	free(text);
+}
+
+/* --listen-https, --https-path and --max-clients-per-address. */
 static void https_listener_options(void **state)
 {
 	(void)state;
