@@ -199,6 +199,13 @@ static void close_process_handles(void *arg)
 		uv_signal_stop(sigs[i]);
 		uv_close((uv_handle_t *)sigs[i], NULL);
 	}
+	/* uv_signal_stop() put the default actions back: another SIGTERM in
+	 * the last moments of a clean exit (a supervisor asking again) would
+	 * kill the process instead.  The loops are ending: ignore them. */
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	signal(SIGUSR1, SIG_IGN);
 	netwatch_free(proc.netwatch);
 	proc.netwatch = NULL;
 	if (proc.metrics)
