@@ -281,10 +281,15 @@ static void log_query(const struct frontend_client *client, const struct wire_in
 	double ms = (double)(uv_hrtime() - start_ns) / 1e6;
 
 	client->ops->peer(client, peer, sizeof(peer));
+	/* The stream frontend carries TCP and DoT alike: its origin says which. */
+	struct frontend_origin origin = { .protocol = client->ops->name };
+	if (client->ops->origin)
+		client->ops->origin(client, &origin);
 	if (client->ops == &prefetch_ops)
 		snprintf(who, sizeof(who), "%s", peer);
 	else
-		snprintf(who, sizeof(who), "%s/%s", peer, client->ops->name);
+		snprintf(who, sizeof(who), "%s/%s", peer,
+			 origin.protocol ? origin.protocol : client->ops->name);
 	wire_name_to_text(info->q.name, info->q.name_len, name, sizeof(name));
 	log_tagged("query", "client=%s name=%s type=%s rcode=%s upstream=%s ms=%.2f", who, name,
 		   wire_type_to_text(info->q.qtype, type_buf, sizeof(type_buf)),

@@ -389,3 +389,12 @@ def test_handshakes_under_way_do_not_hold_up_a_shutdown(dot_proxy):
     finally:
         for s in idle:
             s.close()
+
+
+def test_the_query_log_names_dot_clients_as_dot(dot_proxy, pki):
+    p, port, _ = dot_proxy(extra=["--log-queries"])
+    with connect(port, pki) as c:
+        c.send(make_query(f"www.{LAN_NAME}"))
+        c.recv()
+    assert p.wait_log(rf"query: client=127\.0\.0\.1#\d+/dot name=www\.{re.escape(LAN_NAME)}\. "),\
+        p.log()
