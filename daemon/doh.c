@@ -116,8 +116,17 @@ static unsigned max_reqs(const struct config *cfg)
 
 static void timer_cb(uv_timer_t *timer);
 
-/* While jobs are out: the next liveness check; otherwise the idle timeout
- * (a DRAINING connection with nothing left closes at once instead). */
+/* --doh-keepalive: an idle connection stays open, and a PING every so
+ * often proves it still works (and keeps NAT state and the server's idle
+ * timer fresh); a DRAINING one closes as usual. */
+static bool keeps_alive(const struct doh_conn *conn)
+{
+	return conn->cfg->doh_keepalive_ms && conn->state == H2_READY;
+}
+
+/* While jobs are out: the next liveness check; otherwise the idle timeout,
+ * or with --doh-keepalive the next PING (a DRAINING connection with
+ * nothing left closes at once instead). */
 static void arm_timer(struct doh_conn *conn)
 {
 	uint64_t now = uv_now(&conn->loop->uv), due;
@@ -129,7 +138,14 @@ static void arm_timer(struct doh_conn *conn)
 			conn->idle = true;
 			conn->idle_since_ms = now;
 		}
-		due = conn->idle_since_ms + conn->cfg->idle_timeout_ms;
+		if (!keeps_alive(conn))
+			due = conn->idle_since_ms + conn->cfg->idle_timeout_ms;
+		else if (conn->ping_ms > conn->last_frame_ms)
+			due = conn->ping_ms + LIVENESS_MS; /* the PING's answer */
+		else
+			due = (conn->idle_since_ms > conn->last_frame_ms ? conn->idle_since_ms
+									 : conn->last_frame_ms) +
+			      conn->cfg->doh_keepalive_ms;
 	} else {
 		if (conn->idle) {
 			/* Busy again: silence counts from now, not from the
@@ -163,6 +179,34 @@ static void check_liveness(struct doh_conn *conn, uint64_t now)
 	metrics_inc(METRIC_upstream_doh_pings);
 	log_debug("upstream %s: nothing received for %u ms with %u queries out: PING",
 		  conn->spec->label, LIVENESS_MS, idmap_count(conn->ids));
+	conn->ping_ms = now;
+	loop_flush_queue(conn->loop, &conn->flush);
+}
+
+/* An idle connection kept open: a PING when nothing has come for
+ * --doh-keepalive; a PING unanswered for a second means the server (or the
+ * path to it) is gone, found before a query has to find it. */
+static void keep_alive(struct doh_conn *conn, uint64_t now)
+{
+	uint64_t quiet_since =
+	    conn->idle_since_ms > conn->last_frame_ms ? conn->idle_since_ms : conn->last_frame_ms;
+
+	if (conn->ping_ms > conn->last_frame_ms) {
+		if (now - conn->ping_ms >= LIVENESS_MS)
+			close_conn(conn, TRANSPORT_CLOSED_SILENT,
+				   "silent: an idle connection's HTTP/2 PING went unanswered "
+				   "for a second");
+		return;
+	}
+	if (now - quiet_since < conn->cfg->doh_keepalive_ms)
+		return;
+	if (doh_ping(conn->h2) < 0) {
+		close_conn(conn, TRANSPORT_CLOSED_BROKEN, doh_error(conn->h2));
+		return;
+	}
+	metrics_inc(METRIC_upstream_doh_pings);
+	log_debug("upstream %s: idle for %u ms: keepalive PING", conn->spec->label,
+		  (unsigned)(now - quiet_since));
 	conn->ping_ms = now;
 	loop_flush_queue(conn->loop, &conn->flush);
 }
@@ -203,7 +247,11 @@ static void timer_cb(uv_timer_t *timer)
 		return;
 	case H2_READY:
 	case H2_DRAINING:
-		if (idmap_count(conn->ids) == 0) {
+		if (idmap_count(conn->ids) == 0 && keeps_alive(conn)) {
+			keep_alive(conn, now);
+			if (conn->state == H2_CLOSED)
+				return;
+		} else if (idmap_count(conn->ids) == 0) {
 			if (now - conn->idle_since_ms >= conn->cfg->idle_timeout_ms) {
 				close_conn(conn, TRANSPORT_CLOSED_IDLE, "idle");
 				return;

@@ -43,6 +43,7 @@ enum opt_id {
 	OPT_PROFILE,
 	OPT_NO_PADDING,
 	OPT_DOH_METHOD,
+	OPT_DOH_KEEPALIVE,
 	OPT_NO_SESSION_RESUMPTION,
 	OPT_CACHE_SIZE,
 	OPT_UDP_RECV_BUFFER,
@@ -164,6 +165,10 @@ static const struct option_def table[] = {
 	{ OPT_DOH_METHOD, 0, false, "doh-method", "post|get",
 	  "how DoH upstreams are asked: post (default) sends the query as the\n"
 	  "request body, get base64url-encoded in the URL (?dns=)" },
+	{ OPT_DOH_KEEPALIVE, 0, false, "doh-keepalive", "MSEC",
+	  "keep idle DoH upstream connections open, with an HTTP/2 PING every\n"
+	  "MSEC, instead of closing them after --idle-timeout (1000-3600000;\n"
+	  "default 0: off)" },
 	{ OPT_NO_SESSION_RESUMPTION, 0, false, "no-session-resumption", NULL,
 	  "always do a full TLS handshake (session tickets can link connections)" },
 	{ OPT_CACHE_SIZE, 0, false, "cache-size", "BYTES",
@@ -1283,6 +1288,15 @@ static int apply(struct parse_state *st, const struct option_def *o, const char 
 			return fail(err, errlen, "bad --doh-method '%s': expected post or get",
 				    value);
 		return 0;
+	case OPT_DOH_KEEPALIVE:
+		if (parse_uint(o->name, value, 0, 3600000, &cfg->doh_keepalive_ms, err, errlen) <
+			0 ||
+		    (cfg->doh_keepalive_ms && cfg->doh_keepalive_ms < 1000))
+			return fail(err, errlen,
+				    "bad --doh-keepalive '%s': expected 0 (off) or a number from "
+				    "1000 to 3600000",
+				    value);
+		return 0;
 	case OPT_CACHE_SIZE:
 		return parse_size(o->name, value, &cfg->cache_bytes, err, errlen);
 	case OPT_UDP_RECV_BUFFER:
@@ -1699,6 +1713,19 @@ static const struct options_upstream *first_named(const struct config *cfg)
 	return NULL;
 }
 
+/* The first DoH upstream, default or in a zone; NULL if none. */
+static const struct options_upstream *first_doh(const struct config *cfg)
+{
+	for (unsigned i = 0; i < cfg->n_upstream; i++)
+		if (cfg->upstream[i].transport == OPTIONS_TRANSPORT_DOH)
+			return &cfg->upstream[i];
+	for (unsigned z = 0; z < cfg->n_zones; z++)
+		for (unsigned i = 0; i < cfg->zones[z].n_upstream; i++)
+			if (cfg->zones[z].upstream[i].transport == OPTIONS_TRANSPORT_DOH)
+				return &cfg->zones[z].upstream[i];
+	return NULL;
+}
+
 static int check_whole(struct parse_state *st)
 {
 	struct config *cfg = st->cfg;
@@ -1743,6 +1770,9 @@ static int check_whole(struct parse_state *st)
 	if (st->set[OPT_BLOCK_ACTION].given && !cfg->block_file[0])
 		warn(cfg, "--block-action %s (%s) does nothing without --block",
 		     actions[cfg->block_action], origin(st, OPT_BLOCK_ACTION, a, sizeof(a)));
+	if (cfg->doh_keepalive_ms && !first_doh(cfg))
+		warn(cfg, "--doh-keepalive %u (%s) does nothing: no upstream is a DoH upstream",
+		     cfg->doh_keepalive_ms, origin(st, OPT_DOH_KEEPALIVE, a, sizeof(a)));
 	if (cfg->dnstap_identity[0] && !cfg->dnstap[0])
 		warn(cfg, "--dnstap-identity %s (%s) does nothing without --dnstap",
 		     cfg->dnstap_identity, origin(st, OPT_DNSTAP_IDENTITY, a, sizeof(a)));
@@ -2030,6 +2060,9 @@ void options_print(const struct config *cfg, FILE *out)
 		case OPT_DOH_METHOD:
 			fprintf(out, "%s %s\n", name,
 				cfg->doh_method == OPTIONS_DOH_GET ? "get" : "post");
+			break;
+		case OPT_DOH_KEEPALIVE:
+			fprintf(out, "%s %u\n", name, cfg->doh_keepalive_ms);
 			break;
 		case OPT_PROFILE:
 			fprintf(out, "%s %s\n", name, profiles[cfg->profile]);

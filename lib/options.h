@@ -148,6 +148,7 @@ struct config {
 	unsigned max_tcp_clients;     /**< TCP client connections at once */
 	unsigned max_tcp_pipeline;    /**< queries in flight per TCP client */
 	unsigned idle_timeout_ms;     /**< idle upstream connections are closed after this */
+	unsigned doh_keepalive_ms;    /**< idle DoH connections: PING this often, not close; 0: off */
 	unsigned busy_poll_us;	      /**< poll this long for a near upstream's answer */
 	unsigned workers;	      /**< event loops (threads) sharing the listen addresses */
 	unsigned max_connections;     /**< TLS connections per upstream */

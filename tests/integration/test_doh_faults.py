@@ -251,6 +251,37 @@ def test_server_goaway_when_idle_is_routine(fake_doh, dotproxy):
     assert len(f.connections) == 2
 
 
+def test_keepalive_keeps_an_idle_connection_open_with_pings(fake_doh, dotproxy):
+    """--doh-keepalive: idle far past --idle-timeout, the connection stays,
+    a PING goes out each period, and the next query needs no new handshake."""
+    f = fake_doh()
+    p = dotproxy([spec(f)], ["--idle-timeout", "300", "--doh-keepalive", "1000"] + NO_CACHE)
+    assert addrs(ask(p, "www.example.com.")) == [ANSWER_A]
+    time.sleep(3.4)
+    c = f.connections[0]
+    assert c.closed_by is None and not c.goaways_received
+    assert 2 <= c.pings <= 4, c.pings
+    assert addrs(ask(p, "www2.example.com.")) == [ANSWER_A]
+    assert len(f.connections) == 1
+    s = p.stats()
+    assert s["upstream_closed"] == 0 and s["upstream_doh_pings"] == c.pings
+
+
+def test_keepalive_finds_a_dead_idle_connection(fake_doh, dotproxy):
+    """An idle connection whose PING goes unanswered is closed a second
+    later, before any query has to find out; the next query opens a new one."""
+    f = fake_doh(ping_ack=False)
+    p = dotproxy([spec(f)], ["--doh-keepalive", "1000"] + NO_CACHE, verbose=1)
+    assert addrs(ask(p, "www.example.com.")) == [ANSWER_A]
+    t0 = time.monotonic()
+    assert p.wait_log(r"idle connection's HTTP/2 PING went unanswered", timeout=4), p.log_tail()
+    assert 1.5 < time.monotonic() - t0 < 3.0
+    assert f.wait_until(lambda fd: fd.connections[0].closed_by == "client", timeout=2)
+    f.set(ping_ack=True)
+    assert addrs(ask(p, "www2.example.com.")) == [ANSWER_A]
+    assert len(f.connections) == 2
+
+
 @pytest.mark.parametrize("alpn", [("http/1.1",), None])
 def test_no_h2_no_queries(fake_doh, dotproxy, alpn):
     f = fake_doh(alpn=alpn)

@@ -242,6 +242,17 @@ static void doh_upstream_forms(void **state)
 	assert_int_equal(parse_args(ARGS("--doh-method", "put")), -EINVAL);
 	assert_contains(err, "--doh-method 'put'");
 
+	/* --doh-keepalive: off by default; 0 or at least a second. */
+	assert_int_equal(cfg.doh_keepalive_ms, 0);
+	assert_int_equal(parse_args(ARGS("--doh-keepalive", "25000")), OPTIONS_RUN);
+	assert_int_equal(cfg.doh_keepalive_ms, 25000);
+	assert_int_equal(parse_args(ARGS("--doh-keepalive", "0")), OPTIONS_RUN);
+	assert_int_equal(cfg.doh_keepalive_ms, 0);
+	assert_int_equal(parse_args(ARGS("--doh-keepalive", "999")), -EINVAL);
+	assert_contains(err, "bad --doh-keepalive '999': expected 0 (off) or a number from 1000");
+	assert_int_equal(parse_args(ARGS("--doh-keepalive", "1h")), -EINVAL);
+	assert_contains(err, "--doh-keepalive '1h'");
+
 	/* In a config file: the URL's '#' is not a comment, the next one is. */
 	char path[64];
 	write_config(path, sizeof(path),
@@ -835,7 +846,8 @@ static void example_config(void **state)
 	static const char *const names[] = { "listen",		"upstream",	    "ca-file",
 					     "timeout",		"tcp-idle-timeout", "max-inflight",
 					     "max-tcp-clients", "max-tcp-pipeline", "log-queries",
-					     "verbose",		"doh-method",	"metrics", "control" };
+					     "verbose",		"doh-method",	    "metrics",
+					     "control" };
 	const char *example = "contrib/dotproxy.conf";
 	FILE *f = fopen(example, "r");
 	if (!f)
@@ -1204,6 +1216,20 @@ static void contradictions(void **state)
 	assert_int_equal(cfg.n_warnings, 1);
 	assert_string_equal(cfg.warnings[0],
 			    "--dnstap-identity ns1 (command line) does nothing without --dnstap");
+	/* The defaults include DoH upstreams; a DoT-only list has none. */
+	assert_int_equal(parse_args(ARGS("--doh-keepalive", "20000")), OPTIONS_RUN);
+	assert_int_equal(cfg.n_warnings, 0);
+	assert_int_equal(
+	    parse_args(ARGS("--doh-keepalive", "20000", "--upstream", "127.0.0.1@853#x.example")),
+	    OPTIONS_RUN);
+	assert_int_equal(cfg.n_warnings, 1);
+	assert_string_equal(cfg.warnings[0], "--doh-keepalive 20000 (command line) does nothing: "
+					     "no upstream is a DoH upstream");
+	assert_int_equal(
+	    parse_args(ARGS("--doh-keepalive", "20000", "--upstream", "127.0.0.1@853#x.example",
+			    "--forward-zone", "lan=https://192.168.1.1/dns-query")),
+	    OPTIONS_RUN);
+	assert_int_equal(cfg.n_warnings, 0);
 	assert_int_equal(
 	    parse_args(
 		ARGS("--profile", "opportunistic", "--forward-zone",
