@@ -148,7 +148,6 @@ struct config {
 	unsigned max_tcp_clients;     /**< TCP client connections at once */
 	unsigned max_tcp_pipeline;    /**< queries in flight per TCP client */
 	unsigned idle_timeout_ms;     /**< idle upstream connections are closed after this */
-	unsigned doh_keepalive_ms;    /**< idle DoH connections: PING this often, not close; 0: off */
 	unsigned busy_poll_us;	      /**< poll this long for a near upstream's answer */
 	unsigned workers;	      /**< event loops (threads) sharing the listen addresses */
 	unsigned max_connections;     /**< TLS connections per upstream */
@@ -167,12 +166,15 @@ struct config {
 	unsigned cache_max_ttl; /**< and at most this long (s) */
 	unsigned serve_stale;	/**< expired answers may serve this long when every
 				      *   upstream fails (RFC 8767), 0: never */
-	bool prefetch;		/**< refresh popular entries before they expire */
-	char block_file[4096];	/**< blocklist file, empty: none */
-	int block_action;	/**< enum localzone_block_action */
-	struct acl allow;	/**< clients that may ask (--allow); default loopback */
-	char user[64];		/**< --user: drop root for this user after binding */
-	bool check_only;	/**< --check-config */
+	/** --doh-keepalive: idle DoH connections get a PING this often instead
+	 * of closing after idle_timeout_ms; 0: off. */
+	unsigned doh_keepalive_ms;
+	bool prefetch;	       /**< refresh popular entries before they expire */
+	char block_file[4096]; /**< blocklist file, empty: none */
+	int block_action;      /**< enum localzone_block_action */
+	struct acl allow;      /**< clients that may ask (--allow); default loopback */
+	char user[64];	       /**< --user: drop root for this user after binding */
+	bool check_only;       /**< --check-config */
 	/** --local-data lines as given, each accepted by localdata_check_line(). */
 	char local_data[OPTIONS_MAX_LOCAL_DATA][OPTIONS_LOCAL_DATA_LEN];
 	unsigned n_local_data;
