@@ -248,6 +248,7 @@ static void connection_cb(uv_stream_t *server, int status)
 	c->sessions = l->sessions;
 	c->pool = l->pool;
 	require(tlsio_init(&c->io, env->loop, &tlsio_cbs) == 0); /* io.tcp.data: &c->io == c */
+	tlsio_coalesce(&c->io); /* a round's answers: one record, one write(2) */
 	if (uv_accept(server, (uv_stream_t *)&c->io.tcp) < 0 ||
 	    !listen_tcp_admit(l->pool, &l->fd_warned_ms)) {
 		c->io.tcp.data = c;

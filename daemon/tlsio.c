@@ -11,9 +11,15 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+
+enum {
+	PENDING_MIN = 2048,   /* first buffer of a coalescing stream */
+	PENDING_KEEP = 16384, /* a larger one is freed after its flush */
+};
 
 struct write_req {
 	uv_write_t req;
@@ -87,10 +93,50 @@ static int send_cipher(struct tlsio *io)
 	return 0;
 }
 
+/* Output is ready: send it now, or when coalescing at the end of the
+ * round, with whatever else the round produces. */
+static int push_cipher(struct tlsio *io)
+{
+	if (!io->coalesce)
+		return send_cipher(io);
+	loop_flush_queue(io->loop, &io->flush);
+	return 0;
+}
+
+/* The end of a round: what was written goes into one TLS record (OpenSSL
+ * splits above 16 KiB), and all of the ciphertext into one write(2). */
+static void flush_cb(struct loop_flush *f)
+{
+	struct tlsio *io = (struct tlsio *)((char *)f - offsetof(struct tlsio, flush));
+	size_t len = io->pending_len;
+
+	io->pending_len = 0;
+	if (io->stopped || !io->tls)
+		return;
+	if (len && tls_conn_write(io->tls, io->pending, len) < 0) {
+		end(io, TLSIO_END_ERROR, "cannot encrypt (out of memory)");
+		return;
+	}
+	if (io->pending_cap > PENDING_KEEP) { /* a burst: do not keep its buffer */
+		free(io->pending);
+		io->pending = NULL;
+		io->pending_cap = 0;
+	}
+	int rc = send_cipher(io);
+	if (rc < 0)
+		end(io, TLSIO_END_ERROR, uv_strerror(rc));
+}
+
+void tlsio_coalesce(struct tlsio *io)
+{
+	io->coalesce = true;
+	io->flush.cb = flush_cb;
+}
+
 static void drive_handshake(struct tlsio *io)
 {
 	int rc = tls_conn_handshake(io->tls);
-	int sent = send_cipher(io);
+	int sent = push_cipher(io);
 
 	if (rc == TLS_EAGAIN && sent == 0)
 		return;
@@ -124,7 +170,7 @@ static void read_plain(struct tlsio *io)
 		}
 		io->cb->data(io, buf, (size_t)n);
 	}
-	if (!io->stopped && send_cipher(io) < 0) /* e.g. a key update answered */
+	if (!io->stopped && push_cipher(io) < 0) /* e.g. a key update answered */
 		end(io, TLSIO_END_ERROR, "write failed");
 }
 
@@ -181,6 +227,22 @@ int tlsio_write(struct tlsio *io, const uint8_t *data, size_t len)
 {
 	if (io->stopped || !io->ready)
 		return -EPIPE;
+	if (io->coalesce) {
+		if (io->pending_len + len > io->pending_cap) {
+			size_t cap = io->pending_cap ? io->pending_cap : PENDING_MIN;
+			while (cap < io->pending_len + len)
+				cap *= 2;
+			uint8_t *grown = realloc(io->pending, cap);
+			if (!grown)
+				return -ENOMEM;
+			io->pending = grown;
+			io->pending_cap = cap;
+		}
+		memcpy(io->pending + io->pending_len, data, len);
+		io->pending_len += len;
+		loop_flush_queue(io->loop, &io->flush);
+		return 0;
+	}
 	if (tls_conn_write(io->tls, data, len) < 0)
 		return -EPROTO;
 	return send_cipher(io);
@@ -200,7 +262,7 @@ int tlsio_resume(struct tlsio *io)
 
 size_t tlsio_backlog(const struct tlsio *io)
 {
-	return io->tcp.write_queue_size;
+	return io->tcp.write_queue_size + io->pending_len;
 }
 
 void tlsio_stop(struct tlsio *io)
@@ -208,20 +270,29 @@ void tlsio_stop(struct tlsio *io)
 	bool was_ready = io->ready && !io->stopped;
 
 	io->stopped = true;
+	loop_flush_cancel(io->loop, &io->flush);
 	uv_read_stop((uv_stream_t *)&io->tcp);
 	if (!was_ready || !io->tls)
 		return;
+	/* Answers of this round first (the last ones at shutdown), then
+	 * close_notify: one try each, as much as the kernel takes at once. */
+	if (io->pending_len)
+		(void)tls_conn_write(io->tls, io->pending, io->pending_len);
+	io->pending_len = 0;
 	tls_conn_shutdown(io->tls);
 	uint8_t *buf = io->loop->scratch->cipher;
-	size_t n = tls_conn_out_take(io->tls, buf, sizeof(io->loop->scratch->cipher));
-	uv_buf_t b = uv_buf_init((char *)buf, (unsigned)n);
-	if (n && io->tcp.write_queue_size == 0)
-		(void)uv_try_write((uv_stream_t *)&io->tcp, &b, 1);
+	while (io->tcp.write_queue_size == 0 && tls_conn_out_pending(io->tls) > 0) {
+		size_t n = tls_conn_out_take(io->tls, buf, sizeof(io->loop->scratch->cipher));
+		uv_buf_t b = uv_buf_init((char *)buf, (unsigned)n);
+		if (uv_try_write((uv_stream_t *)&io->tcp, &b, 1) != (int)n)
+			break;
+	}
 }
 
 void tlsio_close(struct tlsio *io, uv_close_cb close_cb)
 {
 	io->stopped = true;
+	loop_flush_cancel(io->loop, &io->flush);
 	uv_close((uv_handle_t *)&io->tcp, close_cb);
 }
 
@@ -229,4 +300,7 @@ void tlsio_deinit(struct tlsio *io)
 {
 	tls_conn_free(io->tls);
 	io->tls = NULL;
+	free(io->pending);
+	io->pending = NULL;
+	io->pending_len = io->pending_cap = 0;
 }

@@ -8,12 +8,13 @@
  */
 #pragma once
 
+#include "daemon/loop.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
-struct loop;
 struct tls_conn;
 struct tlsio;
 
@@ -44,6 +45,13 @@ struct tlsio {
 	struct loop *loop;
 	struct tls_conn *tls; /**< owned once started; freed by tlsio_deinit() */
 	const struct tlsio_callbacks *cb;
+	/** tlsio_coalesce(): what was written this loop round, not yet
+	 * encrypted; it leaves in one record and one write(2) when the loop
+	 * flushes (and the handshake's output with it). */
+	uint8_t *pending;
+	size_t pending_len, pending_cap;
+	struct loop_flush flush;
+	bool coalesce;
 	bool ready;   /**< handshake complete */
 	bool stopped; /**< tlsio_stop() called: no more callbacks */
 };
@@ -55,8 +63,15 @@ int tlsio_init(struct tlsio *io, struct loop *loop, const struct tlsio_callbacks
  * the first handshake flight.  Returns 0 or a libuv error. */
 int tlsio_start(struct tlsio *io, struct tls_conn *tls);
 
-/** Encrypt @len bytes and send them.  Returns 0, or a negative error
- * (ended is not called: the caller decides). */
+/** From now on, hold what is written until the end of the loop round:
+ * many small messages (answers to pipelined queries, a handshake's session
+ * tickets and the first answer) then go out as one TLS record in one
+ * write(2).  A write that fails at the flush ends the stream (ended). */
+void tlsio_coalesce(struct tlsio *io);
+
+/** Encrypt @len bytes and send them (with tlsio_coalesce(), queue them for
+ * the end of the round).  Returns 0, or a negative error (ended is not
+ * called: the caller decides). */
 int tlsio_write(struct tlsio *io, const uint8_t *data, size_t len);
 
 /** Stop reading from the socket (a stream session at its pipeline cap);
@@ -65,7 +80,8 @@ int tlsio_write(struct tlsio *io, const uint8_t *data, size_t len);
 void tlsio_pause(struct tlsio *io);
 int tlsio_resume(struct tlsio *io);
 
-/** Bytes queued in the kernel's stead (a peer not reading). */
+/** Bytes queued in the kernel's stead (a peer not reading), and those
+ * held for the end of the round. */
 size_t tlsio_backlog(const struct tlsio *io);
 
 /** An orderly end: one try at sending close_notify, no queue.  It keeps

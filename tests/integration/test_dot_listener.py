@@ -93,6 +93,39 @@ def test_dig_tls_is_answered(dot_proxy):
     assert out.stdout.split() == ["192.0.2.7"], out
 
 
+@pytest.mark.skipif(not shutil.which("dnsperf"), reason="dnsperf not installed")
+def test_dnsperf_dot_gets_every_answer(dot_proxy, workdir):
+    """dnsperf's DoT client, 2 connections with 50 queries in flight each:
+    answers come many to a TLS record, and every one arrives."""
+    p, port, up = dot_proxy()
+    data = workdir / "queries.txt"
+    data.write_text(f"www.{LAN_NAME} A\nwww.example. A\n")
+    out = subprocess.run(["dnsperf", "-m", "dot", "-s", "127.0.0.1", "-p", str(port),
+                          "-d", str(data), "-n", "500", "-c", "2", "-q", "50", "-t", "3"],
+                         capture_output=True, text=True, timeout=60)
+    assert "Queries completed:    1000 (100.00%)" in out.stdout, out.stdout + out.stderr
+    assert p.stats()["queries_dot"] == 1000
+
+
+def test_answers_of_one_round_share_a_tls_record(dot_proxy, pki):
+    """Twenty local queries sent in one write are answered in one loop round;
+    their answers leave as one TLS record (one encryption, one write(2)), so
+    one recv() of the record's plaintext holds all twenty."""
+    p, port, _ = dot_proxy()
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    with client_ctx(pki.ca_file).wrap_socket(raw, server_hostname=LAN_NAME) as s:
+        wire = b"".join(len(m).to_bytes(2, "big") + m for m in
+                        (make_query(f"www.{LAN_NAME}", id=i).to_wire() for i in range(20)))
+        s.sendall(wire)
+        first = s.recv(65536)  # the plaintext of one TLS record, at most
+        got = []
+        while len(first) >= 2:
+            n = int.from_bytes(first[:2], "big")
+            got.append(dns.message.from_wire(first[2:2 + n]).id)
+            first = first[2 + n:]
+    assert sorted(got) == list(range(20))
+
+
 def test_pipelined_queries_come_back_in_completion_order(dot_proxy, fake_upstream, pki):
     slow = fake_upstream(delay=0.3)
     p, port, _ = dot_proxy(upstream=slow)
