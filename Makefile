@@ -200,7 +200,8 @@ clean:
 
 # Benchmark against peer DoT proxies on loopback (bench/README.md); ROUNDS=N
 # (default 3), BENCH_SECONDS=N per measurement (default 5); BENCH_SERVE=0, dot
-# or doh: which serving tables follow the main one (default both). `deps` is phony, so
+# or doh: which serving tables follow the main one (default both);
+# BENCH_UPSTREAM_TRANSPORT=0 skips the DoH-against-DoT-upstreams table. `deps` is phony, so
 # this runs every time even though bench/ is a directory (bench is not in .PHONY).
 bench: $(BUILD)/dotproxy $(BUILD)/tlsload deps
 	$(PYTHON) bench/run.py --dotproxy $(BUILD)/dotproxy --tlsload $(BUILD)/tlsload

@@ -1074,6 +1074,8 @@ def command_line(args):
                 + (" BENCH_BURST=0" if not args.burst and not args.cache_hit else "")
                 + ({"none": " BENCH_SERVE=0", "all": ""}.get(args.serve, f" BENCH_SERVE={args.serve}")
                    if not args.cache_hit else "")
+                + (" BENCH_UPSTREAM_TRANSPORT=0"
+                   if not args.upstream_transport and not args.cache_hit else "")
                 + (f" (with --baseline {args.baseline_src})" if args.baseline_src else ""))
     return " ".join(["bench/run.py"] + sys.argv[1:])
 
@@ -1539,8 +1541,10 @@ def render_cache_hit(args, ctx, results, elapsed):
 # Main
 
 def main():
-    # bench/serve.py imports this module: only now is it complete.
+    # bench/serve.py and bench/upstream_transport.py import this module: only
+    # now is it complete.
     import serve  # noqa: F401 (used below)
+    import upstream_transport  # noqa: F401 (used below)
 
     ap = argparse.ArgumentParser(description="dotproxy benchmark harness (loopback only)")
     ap.add_argument("--dotproxy", default=os.path.join(ROOT, "build", "dotproxy"))
@@ -1588,6 +1592,15 @@ def main():
                          "BENCH_SERVE=0, dot or doh)")
     ap.add_argument("--serve-only", action="store_true",
                     help="only the serving tables (the upstream and no main table)")
+    # The upstream-transport table (bench/upstream_transport.py): dotproxy and
+    # dnsdist forwarding over DoT and over DoH to one server that speaks both.
+    ap.add_argument("--upstream-transport", action=argparse.BooleanOptionalAction,
+                    default=os.environ.get("BENCH_UPSTREAM_TRANSPORT", "1") != "0",
+                    help="after the other tables, dotproxy and dnsdist forwarding over DoT and "
+                         "over DoH to one upstream: qps, CPU, latency, RSS, and issue 12's "
+                         "ratios (default on; BENCH_UPSTREAM_TRANSPORT=0: off)")
+    ap.add_argument("--upstream-transport-only", action="store_true",
+                    help="only the upstream-transport table (its own upstream, no main table)")
     ap.add_argument("--tlsload", default=os.path.join(ROOT, "build", "tlsload"),
                     help="the handshake load generator (make build/tlsload)")
     args = ap.parse_args()
@@ -1620,6 +1633,11 @@ def main():
             ap.error("--serve-only excludes --cache-hit and --burst-only")
         if args.serve == "none":
             args.serve = "all"
+    if args.upstream_transport_only:
+        if args.cache_hit or args.burst_only or args.serve_only:
+            ap.error("--upstream-transport-only excludes --cache-hit, --burst-only and "
+                     "--serve-only")
+        args.upstream_transport = True
     if args.burst_only:
         if args.cache_hit:
             ap.error("--burst-only and --cache-hit exclude each other")
@@ -1636,6 +1654,8 @@ def main():
         return main_cache_hit(args, peer_names)
     if args.serve_only:
         return serve.main_serve_only(args, peer_names)
+    if args.upstream_transport_only:
+        return upstream_transport.main_only(args)
 
     work = os.path.abspath(args.workdir)
     if os.path.isdir(work):
@@ -1790,13 +1810,14 @@ def main():
     elapsed = time.monotonic() - t0
 
     # --- The serving tables, with the main table's proxies stopped -------------
-    serve_lines = []
-    if args.serve != "none" and not args.burst_only:
+    serve_lines, ut_lines = [], []
+    if (args.serve != "none" or args.upstream_transport) and not args.burst_only:
         for p in list(ctx["main"].values()) + list(ctx["alt"].values()):
             if p.daemon:
                 p.daemon.stop()
         if alt_up:
             alt_up.daemon.stop()
+    if args.serve != "none" and not args.burst_only:
         log(f"serving tables: certificate for {serve.SERVE_NAME} / 127.0.0.1")
         scert, skey = pki.leaf("serve", dns_names=[serve.SERVE_NAME],
                                ip_addresses=["127.0.0.1"])
@@ -1806,8 +1827,17 @@ def main():
         serve.save_json(work, args, sctx, sresults, ctx["versions"])
         elapsed = time.monotonic() - t0
 
+    # --- DoH against DoT upstreams, with its own upstream ---------------------
+    if args.upstream_transport and not args.burst_only:
+        main_up.daemon.stop()
+        uresults, uctx = upstream_transport.run_table(args, work, cert, key, ca, queries,
+                                                      binaries)
+        ut_lines = upstream_transport.render(args, uctx, uresults)
+        upstream_transport.save_json(work, args, uctx, uresults, ctx["versions"])
+        elapsed = time.monotonic() - t0
+
     stop_all()
-    text = render(args, ctx, results, elapsed + (t0 - START), serve_lines)
+    text = render(args, ctx, results, elapsed + (t0 - START), serve_lines + ut_lines)
     with open(os.path.join(work, "results.md"), "w") as f:
         f.write(text)
     with open(os.path.join(work, "results.json"), "w") as f:
