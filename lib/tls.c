@@ -272,8 +272,10 @@ static bool make_ticket_key(struct ticket_key *k)
 
 /* Seal (enc) or open a session ticket.  A new key every
  * TLS_TICKET_KEY_SECONDS, made when the first ticket after that is sealed
- * or opened; the previous key still opens tickets, and a ticket it opened
- * is replaced (return 2).  An unknown key name means a full handshake. */
+ * or opened; the previous key still opens tickets.  Every ticket opened is
+ * replaced (return 2): TLS 1.3 clients use a ticket once (RFC 8446, C.4),
+ * so a resumption without a new ticket would leave the next connection a
+ * full handshake.  An unknown key name means a full handshake. */
 static int ticket_key_cb(SSL *ssl, unsigned char name[16], unsigned char *iv,
 			 EVP_CIPHER_CTX *cipher, EVP_MAC_CTX *mac, int enc)
 {
@@ -304,7 +306,7 @@ static int ticket_key_cb(SSL *ssl, unsigned char name[16], unsigned char *iv,
 			return 0;
 		}
 		key = ctx->ticket_keys[i];
-		ret = i == 0 ? 1 : 2;
+		ret = 2;
 	}
 	pthread_mutex_unlock(&ctx->ticket_lock);
 
@@ -430,6 +432,10 @@ struct tls_ctx *tls_server_ctx_new(const char *cert_file, const char *key_file,
 	SSL_CTX_set_options(ctx->ssl_ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
 					      SSL_OP_CIPHER_SERVER_PREFERENCE);
 	SSL_CTX_set_session_cache_mode(ctx->ssl_ctx, SSL_SESS_CACHE_OFF);
+	/* One ticket per connection, full or resumed (see ticket_key_cb()):
+	 * each client always holds one fresh ticket, and a full handshake
+	 * does not pay for a second one that a client rarely uses. */
+	SSL_CTX_set_num_tickets(ctx->ssl_ctx, 1);
 	SSL_CTX_set_alpn_select_cb(ctx->ssl_ctx, alpn_select_cb, ctx);
 	if (SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx->ssl_ctx, ticket_key_cb) != 1) {
 		openssl_error(err, errlen, "cannot set up session tickets");

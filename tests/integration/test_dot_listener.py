@@ -212,6 +212,26 @@ def test_returning_clients_resume_their_session(dot_proxy, pki, version):
     assert s["dot_handshakes"] == 2 and s["dot_resumed"] == 1
 
 
+def test_each_resumption_brings_a_fresh_ticket(dot_proxy, pki):
+    """TLS 1.3 tickets are single-use (RFC 8446, C.4): a client that offers
+    the ticket of its previous connection each time resumes every time only
+    if every connection, resumed ones included, gets a new ticket."""
+    p, port, _ = dot_proxy()
+    ctx = client_ctx(pki.ca_file, min_version=ssl.TLSVersion.TLSv1_3)
+    session = None
+    for i in range(5):
+        c = DoTClient(port, ca_file=pki.ca_file, server_hostname=LAN_NAME, context=ctx,
+                      session=session)
+        assert c.session_reused == (i > 0), i
+        c.send(make_query(f"www.{LAN_NAME}"))
+        assert a_records(c.recv()) == ["192.0.2.7"]  # the tickets came before it
+        assert session is None or c.session.id != session.id, "no new ticket"
+        session = c.session
+        c.close()
+    s = p.stats()
+    assert s["dot_handshakes"] == 5 and s["dot_resumed"] == 4
+
+
 def serial_of(client):
     from cryptography import x509
     return x509.load_der_x509_certificate(client.peer_certificate()).serial_number
