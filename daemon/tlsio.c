@@ -194,9 +194,10 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 		return;
 	}
 	/* Acknowledge at once: peers without TCP_NODELAY hold their next record
-	 * until our ACK arrives, and a delayed ACK costs up to 40 ms. */
+	 * until our ACK arrives, and a delayed ACK costs up to 40 ms.  Not
+	 * during the handshake: our next flight leaves at once and carries it. */
 	uv_os_fd_t fd;
-	if (uv_fileno((uv_handle_t *)stream, &fd) == 0) {
+	if (io->ready && uv_fileno((uv_handle_t *)stream, &fd) == 0) {
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
 	}
