@@ -88,11 +88,6 @@ static struct doh_conn *from_tc(struct tlsconnect *tc)
 	return (struct doh_conn *)((char *)tc - offsetof(struct doh_conn, tc));
 }
 
-static struct doh_conn *from_io(struct tlsio *io)
-{
-	return from_tc((struct tlsconnect *)((char *)io - offsetof(struct tlsconnect, io)));
-}
-
 static unsigned max_reqs(const struct config *cfg)
 {
 	return cfg->max_inflight < MAX_REQS_PER_CONN ? cfg->max_inflight : MAX_REQS_PER_CONN;
@@ -549,9 +544,9 @@ static void flush_cb(struct loop_flush *f)
 	pump(conn); /* requests not sent (after a GOAWAY), slots freed by resets */
 }
 
-static void data_cb(struct tlsio *io, uint8_t *data, size_t len)
+static void data_cb(struct tlsconnect *tc, uint8_t *data, size_t len)
 {
-	struct doh_conn *conn = from_io(io);
+	struct doh_conn *conn = from_tc(tc);
 
 	if (conn->state != H2_READY && conn->state != H2_DRAINING)
 		return;
@@ -566,12 +561,12 @@ static void data_cb(struct tlsio *io, uint8_t *data, size_t len)
 		loop_flush_queue(conn->loop, &conn->flush); /* acks, window updates */
 }
 
-static void handshaken_cb(struct tlsio *io)
+static void handshaken_cb(struct tlsconnect *tc)
 {
-	struct doh_conn *conn = from_io(io);
+	struct doh_conn *conn = from_tc(tc);
 
 	conn->state = H2_READY;
-	tlsconnect_handshaken(&conn->tc, &conn->base, "HTTP/2");
+	tlsconnect_handshaken(tc, &conn->base, "HTTP/2");
 	conn->last_frame_ms = uv_now(&conn->loop->uv);
 	conn->base.ev->ready(&conn->base);
 	if (conn->state != H2_READY)
@@ -597,12 +592,8 @@ static void freed(struct tlsconnect *tc)
 }
 
 static const struct tlsconnect_ops tlsconnect_ops = {
-	.io =
-	    {
-		.handshaken = handshaken_cb,
-		.data = data_cb,
-		.ended = tlsconnect_ended_cb,
-	    },
+	.handshaken = handshaken_cb,
+	.data = data_cb,
 	.close = tc_close,
 	.freed = freed,
 };

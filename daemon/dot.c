@@ -85,11 +85,6 @@ static struct dot_conn *from_tc(struct tlsconnect *tc)
 	return (struct dot_conn *)((char *)tc - offsetof(struct dot_conn, tc));
 }
 
-static struct dot_conn *from_io(struct tlsio *io)
-{
-	return from_tc((struct tlsconnect *)((char *)io - offsetof(struct tlsconnect, io)));
-}
-
 static void freed(struct tlsconnect *tc)
 {
 	struct dot_conn *conn = from_tc(tc);
@@ -193,20 +188,20 @@ static int frame_cb(void *arg, uint8_t *msg, size_t len)
 	return conn->state == DOT_CLOSED;
 }
 
-static void data_cb(struct tlsio *io, uint8_t *data, size_t len)
+static void data_cb(struct tlsconnect *tc, uint8_t *data, size_t len)
 {
-	struct dot_conn *conn = from_io(io);
+	struct dot_conn *conn = from_tc(tc);
 
 	if (framing_feed(&conn->reader, data, len, frame_cb, conn) < 0)
 		close_conn(conn, TRANSPORT_CLOSED_BROKEN, "out of memory");
 }
 
-static void handshaken_cb(struct tlsio *io)
+static void handshaken_cb(struct tlsconnect *tc)
 {
-	struct dot_conn *conn = from_io(io);
+	struct dot_conn *conn = from_tc(tc);
 
 	conn->state = DOT_READY;
-	tlsconnect_handshaken(&conn->tc, &conn->base, NULL);
+	tlsconnect_handshaken(tc, &conn->base, NULL);
 	conn->base.ev->ready(&conn->base);
 	if (conn->state != DOT_READY)
 		return;
@@ -220,12 +215,8 @@ static void tc_close(struct tlsconnect *tc, enum transport_close_reason reason, 
 }
 
 static const struct tlsconnect_ops tlsconnect_ops = {
-	.io =
-	    {
-		.handshaken = handshaken_cb,
-		.data = data_cb,
-		.ended = tlsconnect_ended_cb,
-	    },
+	.handshaken = handshaken_cb,
+	.data = data_cb,
 	.close = tc_close,
 	.freed = freed,
 };

@@ -103,6 +103,48 @@ static void connect_cb(uv_connect_t *req, int status)
 		tc->ops->close(tc, TRANSPORT_CLOSED_FAILED, "cannot start TLS");
 }
 
+static void handshaken_cb(struct tlsio *io)
+{
+	struct tlsconnect *tc = from_io(io);
+
+	tc->ops->handshaken(tc);
+}
+
+static void data_cb(struct tlsio *io, uint8_t *data, size_t len)
+{
+	struct tlsconnect *tc = from_io(io);
+
+	tc->ops->data(tc, data, len);
+}
+
+/* What the end of the TLS stream means for the connection. */
+static void ended_cb(struct tlsio *io, enum tlsio_end how, const char *why)
+{
+	struct tlsconnect *tc = from_io(io);
+
+	if (how == TLSIO_END_HANDSHAKE) {
+		char text[256];
+		metrics_inc(METRIC_upstream_tls_failures);
+		snprintf(text, sizeof(text), "TLS failed: %s; nothing was sent to it", why);
+		tc->ops->close(tc, TRANSPORT_CLOSED_FAILED, text);
+		return;
+	}
+	if (!tc->was_ready) {
+		char text[160];
+		snprintf(text, sizeof(text), "connection failed: %s", why);
+		tc->ops->close(tc, TRANSPORT_CLOSED_FAILED, text);
+		return;
+	}
+	tc->ops->close(
+	    tc, how == TLSIO_END_EOF ? TRANSPORT_CLOSED_BY_SERVER : TRANSPORT_CLOSED_BROKEN, why);
+}
+
+static const struct tlsio_callbacks tlsio_cbs = {
+	.handshaken = handshaken_cb,
+	.data = data_cb,
+	.ended = ended_cb,
+};
+
 void *tlsconnect_peer_new(const struct options_upstream *spec)
 {
 	(void)spec;
@@ -124,7 +166,7 @@ int tlsconnect_open(struct tlsconnect *tc, const struct transport_env *env,
 	tc->spec = spec;
 	tc->session = session;
 	tc->alpn = alpn;
-	tlsio_init(&tc->io, env->loop, &ops->io);
+	tlsio_init(&tc->io, env->loop, &tlsio_cbs);
 	uv_timer_init(&env->loop->uv, &tc->timer);
 	tc->timer.data = owner;
 	tc->handles_open = 2;
@@ -170,27 +212,6 @@ void tlsconnect_handshaken(struct tlsconnect *tc, struct transport_conn *base, c
 		 unauthenticated	 ? "unauthenticated"
 		 : tls_conn_resumed(tls) ? "verified session"
 					 : "certificate verified");
-}
-
-void tlsconnect_ended_cb(struct tlsio *io, enum tlsio_end how, const char *why)
-{
-	struct tlsconnect *tc = from_io(io);
-
-	if (how == TLSIO_END_HANDSHAKE) {
-		char text[256];
-		metrics_inc(METRIC_upstream_tls_failures);
-		snprintf(text, sizeof(text), "TLS failed: %s; nothing was sent to it", why);
-		tc->ops->close(tc, TRANSPORT_CLOSED_FAILED, text);
-		return;
-	}
-	if (!tc->was_ready) {
-		char text[160];
-		snprintf(text, sizeof(text), "connection failed: %s", why);
-		tc->ops->close(tc, TRANSPORT_CLOSED_FAILED, text);
-		return;
-	}
-	tc->ops->close(
-	    tc, how == TLSIO_END_EOF ? TRANSPORT_CLOSED_BY_SERVER : TRANSPORT_CLOSED_BROKEN, why);
 }
 
 void tlsconnect_close(struct tlsconnect *tc, const char *why, unsigned in_flight)

@@ -13,26 +13,12 @@
 #include "daemon/transport.h"
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 struct tls_session;
-struct tlsconnect;
-
-/** What a transport does for its connections; one static table each. */
-struct tlsconnect_ops {
-	/** The tlsio callbacks: handshaken and data are the transport's;
-	 * ended may be tlsconnect_ended_cb. */
-	struct tlsio_callbacks io;
-	/** Close the connection (the transport's own close, which calls
-	 * tlsconnect_close()) with @reason, @why in words: the set-up failed
-	 * (TRANSPORT_CLOSED_FAILED), or the stream ended
-	 * (tlsconnect_ended_cb). */
-	void (*close)(struct tlsconnect *tc, enum transport_close_reason reason, const char *why);
-	/** Both handles are closed and the TLS session freed: free the
-	 * connection.  Comes once, after tlsconnect_close() or a failed
-	 * tlsconnect_open(). */
-	void (*freed)(struct tlsconnect *tc);
-};
+struct tlsconnect_ops;
 
 /** Embedded in a transport's connection, which it belongs to. */
 struct tlsconnect {
@@ -52,6 +38,27 @@ struct tlsconnect {
 	bool closed;		     /**< tlsconnect_close(), or tlsconnect_open() failed */
 };
 
+/** What a transport does for its connections; one static table each. */
+struct tlsconnect_ops {
+	/** The handshake completed (and the server verified, or the
+	 * opportunistic profile let it through); tlsconnect_handshaken()
+	 * comes first. */
+	void (*handshaken)(struct tlsconnect *tc);
+	/** Decrypted bytes from the server; @data is scratch, valid during the
+	 * call only. */
+	void (*data)(struct tlsconnect *tc, uint8_t *data, size_t len);
+	/** Close the connection (the transport's own close, which calls
+	 * tlsconnect_close()) with @reason, @why in words: the set-up failed,
+	 * or the TLS stream ended (a failed handshake or connection:
+	 * TRANSPORT_CLOSED_FAILED; then the server closing, or a broken
+	 * stream). */
+	void (*close)(struct tlsconnect *tc, enum transport_close_reason reason, const char *why);
+	/** Both handles are closed and the TLS session freed: free the
+	 * connection.  Comes once, after tlsconnect_close() or a failed
+	 * tlsconnect_open(). */
+	void (*freed)(struct tlsconnect *tc);
+};
+
 /** transport_ops.peer_new and peer_free of a TLS transport: the upstream's
  * slot for the session its next connection resumes (struct tls_session).
  * NULL on allocation failure. */
@@ -62,9 +69,8 @@ void tlsconnect_peer_free(void *peer);
  * Connect to @spec (counted in METRIC_upstream_connects) under the connect
  * deadline, then start TLS under the handshake deadline: with @alpn, the
  * server must select that protocol.  @owner goes into the timer's data.
- * Failures of the set-up (connect, deadlines, no TLS session) go to
- * ops->close with TRANSPORT_CLOSED_FAILED; a failed handshake comes as the
- * tlsio's ended callback.  Returns 0, or a libuv error when the connect
+ * Failures of the set-up (connect, deadlines, no TLS session, the
+ * handshake) go to ops->close with TRANSPORT_CLOSED_FAILED.  Returns 0, or a libuv error when the connect
  * cannot even start (logged and counted; the handles close and ops->freed
  * follows, nothing else).
  */
@@ -79,11 +85,6 @@ int tlsconnect_open(struct tlsconnect *tc, const struct transport_env *env,
  * @proto (NULL, or e.g. "HTTP/2") and how the server was verified.
  */
 void tlsconnect_handshaken(struct tlsconnect *tc, struct transport_conn *base, const char *proto);
-
-/** A tlsio ended callback: ops->close with what the end means (a failed
- * handshake or connection: TRANSPORT_CLOSED_FAILED; then the server
- * closing, or a broken stream). */
-void tlsconnect_ended_cb(struct tlsio *io, enum tlsio_end how, const char *why);
 
 /**
  * Log the close at info level (@why, if not NULL, with the @in_flight jobs
