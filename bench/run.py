@@ -870,14 +870,9 @@ def run_bursts(ctx, names, queries, rounds, upstream):
     before every measurement), then bench/burst.py. {name: [result, ...]}."""
     out = {n: [] for n in names}
     for rnd in range(rounds):
-        order = names[rnd % len(names):] + names[:rnd % len(names)] if names else []
-        log(f"burst {rnd + 1}/{rounds}: {BURST_COUNT} UDP queries in {BURST_WINDOW_MS} ms, "
-            f"order {', '.join(order)}")
-        for name in order:
-            p = ctx["main"][name]
-            if not p.daemon or not p.daemon.alive():
-                log(f"  {name} is no longer running: skipped")
-                continue
+        for name, p in round_order(names, rnd, ctx["main"],
+                                   f"burst {rnd + 1}/{rounds}: {BURST_COUNT} UDP queries in "
+                                   f"{BURST_WINDOW_MS} ms,"):
             warmup(p.port, queries)
             with CpuMeter([p.pid, upstream.daemon.pid]) as m:
                 r = burst.run("127.0.0.1", p.port, BURST_COUNT, BURST_WINDOW_MS)
@@ -1080,6 +1075,66 @@ def command_line(args):
     return " ".join(["bench/run.py"] + sys.argv[1:])
 
 
+def report_head(args, subtitle, elapsed, what=None):
+    """The first lines of a report: the title (`## dotproxy benchmark`, then
+    @subtitle, e.g. ": cache hits") with the date, then the machine, the
+    command line, @what was run (default: the rounds and the seconds per
+    measurement) and the @elapsed seconds."""
+    what = what or f"({args.rounds} rounds, {args.seconds:g} s per measurement, "
+    return [f"## dotproxy benchmark{subtitle} "
+            f"({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
+            f"Machine: {machine_line()}. Command: `{command_line(args)}` "
+            f"{what}{elapsed / 60:.1f} min in all).", ""]
+
+
+def write_report(md, text, save_json, append=False):
+    """The end of a run: @text written to @md (or appended, after a blank
+    line if @md exists), save_json() for the numbers, @text printed, and how
+    long it all took."""
+    appended = append and os.path.exists(md)
+    with open(md, "a" if append else "w") as f:
+        f.write(("\n" if appended else "") + text)
+    save_json()
+    sys.stdout.write(text)
+    log(f"done in {(time.monotonic() - START) / 60:.1f} min; "
+        f"{'appended to' if appended else 'written to'} {os.path.relpath(md, ROOT)}")
+
+
+def write_table_report(args, work, subtitle, body, peer_names, binary_id, save_json):
+    """The report of a run of one table alone (--serve-only,
+    --upstream-transport-only): report_head(), @body, the versions of
+    dnsperf and @peer_names (@binary_id: the binaries' identities), into
+    WORKDIR/results.md; save_json(versions) for the numbers."""
+    versions = bench_versions(args, peer_names)
+    text = "\n".join(report_head(args, subtitle, time.monotonic() - START) + body
+                     + [versions_line({"versions": versions, "binary_id": binary_id})]) + "\n"
+    write_report(os.path.join(work, "results.md"), text, lambda: save_json(versions))
+
+
+def part_if_known(parts, label, values, kind, suffix=""):
+    """One part of a report's diagnostics line: @label, the cell of
+    @values (one per round, formatted as @kind) and @suffix, added to
+    @parts when any of the values is known."""
+    if any(v is not None for v in values):
+        parts.append(f"{label} {cell(values, kind)}{suffix}")
+
+
+def round_order(names, rnd, procs, heading):
+    """One round over @names (keys of @procs): every one once, the order
+    rotated by the round number @rnd so that none always runs first (or
+    right after what ends a round), logged after @heading.  Yields (name,
+    proc) for each whose daemon still runs; the others are logged as
+    skipped."""
+    order = names[rnd % len(names):] + names[:rnd % len(names)] if names else []
+    log(f"{heading} order {', '.join(order)}")
+    for name in order:
+        p = procs[name]
+        if not p.daemon or not p.daemon.alive():
+            log(f"  {name} is no longer running: skipped")
+            continue
+        yield name, p
+
+
 def get(run, *keys):
     for k in keys:
         if not isinstance(run, dict) or k not in run:
@@ -1105,14 +1160,8 @@ def render_footer(ctx):
 def render(args, ctx, results, elapsed, serve_lines=()):
     up = ctx["upstream"]
     limit_rounds = results["limit"]
-    lines = []
-    lines.append(f"## dotproxy benchmark ({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)")
-    lines.append("")
-    lines.append(f"Machine: {machine_line()}. Command: `{command_line(args)}` "
-                 + (f"({args.rounds} rounds of bursts only, " if args.burst_only else
-                    f"({args.rounds} rounds, {args.seconds:g} s per measurement, ")
-                 + f"{elapsed / 60:.1f} min in all).")
-    lines.append("")
+    lines = report_head(args, "", elapsed,
+                        f"({args.rounds} rounds of bursts only, " if args.burst_only else None)
     if args.burst_only:
         lines += render_burst(ctx, results.get("burst")) + render_footer(ctx)
         return "\n".join(lines) + "\n"
@@ -1153,11 +1202,9 @@ def render(args, ctx, results, elapsed, serve_lines=()):
             continue
         parts = []
         upa = [get(r, "thr", "upstream_per_answer") for r in rs]
-        if any(v is not None for v in upa):
-            parts.append(f"upstream queries per answer {cell(upa, 'cpu')}")
+        part_if_known(parts, "upstream queries per answer", upa, "cpu")
         drops = [get(r, "thr", "listener_drops") for r in rs]
-        if any(v is not None for v in drops):
-            parts.append(f"UDP drops at its listening socket {cell(drops, 'raw')}")
+        part_if_known(parts, "UDP drops at its listening socket", drops, "raw")
         busy = [get(r, "thr", "machine_busy_pct") for r in rs]
         other = [get(r, "thr", "other_pct") for r in rs]
         parts.append(f"machine CPU busy {cell(busy, 'pct')}%, of which other "
@@ -1167,8 +1214,7 @@ def render(args, ctx, results, elapsed, serve_lines=()):
         lag = [get(r, "lat", "max_send_lag_ms") for r in rs]
         parts.append(f"probe max send lag {cell(lag, 'ms')} ms")
         conns = [get(r, "thr", "upstream_connections") for r in rs]
-        if any(v is not None for v in conns):
-            parts.append(f"TLS connections to the upstream under load {cell(conns, 'raw')}")
+        part_if_known(parts, "TLS connections to the upstream under load", conns, "raw")
         nd = sorted({get(r, "thr", "upstream_nodelay") for r in rs} - {None})
         if nd:
             parts.append(f"TCP_NODELAY on them: {', '.join(nd)}")
@@ -1224,6 +1270,13 @@ def versions_line(ctx):
     ids = "; ".join(f"{k}: {v}" for k, v in ctx.get("binary_id", {}).items())
     return ("Versions: " + ", ".join(f"{k} {v}" for k, v in ctx["versions"].items())
             + (f" ({ids})" if ids else ""))
+
+
+def bench_versions(args, peer_names):
+    """dnsperf's version, then those of @peer_names (peer_versions())."""
+    versions = {"dnsperf": tool_version([which("dnsperf"), "-h"], r"Version (\S+)")}
+    versions.update(peer_versions(args, peer_names))
+    return versions
 
 
 def peer_versions(args, peer_names):
@@ -1355,8 +1408,7 @@ def main_cache_hit(args, peer_names):
         if p.unavailable:
             log(f"  {name} not run: {p.unavailable}")
         ctx["main"][name] = p
-    ctx["versions"] = {"dnsperf": tool_version([which("dnsperf"), "-h"], r"Version (\S+)")}
-    ctx["versions"].update(peer_versions(args, peer_names))
+    ctx["versions"] = bench_versions(args, peer_names)
 
     live = [n for n in peer_names if not ctx["main"][n].unavailable]
     for name in live:
@@ -1379,13 +1431,7 @@ def main_cache_hit(args, peer_names):
 
     results = {"reference": [], "proxies": {n: [] for n in live}}
     for rnd in range(args.rounds):
-        order = live[rnd % len(live):] + live[:rnd % len(live)] if live else []
-        log(f"round {rnd + 1}/{args.rounds}: order {', '.join(order)}")
-        for name in order:
-            p = ctx["main"][name]
-            if not p.daemon or not p.daemon.alive():
-                log(f"  {name} is no longer running: skipped")
-                continue
+        for name, p in round_order(live, rnd, ctx["main"], f"round {rnd + 1}/{args.rounds}:"):
             lat, thr = measure_cached(p, up, queries, args.seconds)
             rec = {"round": rnd, "lat": lat, "thr": thr, "rss_mib": peak_rss_mib(p.pid)}
             results["proxies"][name].append(rec)
@@ -1403,20 +1449,16 @@ def main_cache_hit(args, peer_names):
     elapsed = time.monotonic() - t0
     stop_all()
     text = render_cache_hit(args, ctx, results, elapsed + (t0 - START))
-    md = os.path.join(base, "results.md")
-    appended = os.path.exists(md)
-    with open(md, "a") as f:
-        f.write(("\n" if appended else "") + text)
-    with open(os.path.join(work, "results.json"), "w") as f:
-        json.dump({"args": vars(args), "machine": machine_line(), "upstream": up.name,
-                   "cache_names": CACHE_NAMES, "ttl": CACHE_TTL, "versions": ctx["versions"],
-                   "binaries": ctx["binary_id"],
-                   "warm": ctx["warm"],
-                   "unavailable": {n: ctx["main"][n].unavailable for n in peer_names},
-                   "results": results}, f, indent=1, default=str)
-    sys.stdout.write(text)
-    log(f"done in {(time.monotonic() - START) / 60:.1f} min; "
-        f"{'appended to' if appended else 'written to'} {os.path.relpath(md, ROOT)}")
+
+    def save_json():
+        with open(os.path.join(work, "results.json"), "w") as f:
+            json.dump({"args": vars(args), "machine": machine_line(), "upstream": up.name,
+                       "cache_names": CACHE_NAMES, "ttl": CACHE_TTL, "versions": ctx["versions"],
+                       "binaries": ctx["binary_id"],
+                       "warm": ctx["warm"],
+                       "unavailable": {n: ctx["main"][n].unavailable for n in peer_names},
+                       "results": results}, f, indent=1, default=str)
+    write_report(os.path.join(base, "results.md"), text, save_json, append=True)
     return 0
 
 
@@ -1440,14 +1482,7 @@ def cell_ratio(values):
 def render_cache_hit(args, ctx, results, elapsed):
     up = ctx["upstream"]
     ref = results["reference"]
-    lines = []
-    lines.append(f"## dotproxy benchmark: cache hits "
-                 f"({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)")
-    lines.append("")
-    lines.append(f"Machine: {machine_line()}. Command: `{command_line(args)}` "
-                 f"({args.rounds} rounds, {args.seconds:g} s per measurement, "
-                 f"{elapsed / 60:.1f} min in all).")
-    lines.append("")
+    lines = report_head(args, ": cache hits", elapsed)
     lines.append(f"Every proxy with its cache on at its usual size, forwarding to {up.name} over "
                  f"DoT on loopback; hot set of {CACHE_NAMES:,} names (TTL {CACHE_TTL}), each cache "
                  f"warmed by whole passes over it before the rounds. Throughput: `dnsperf -c "
@@ -1502,8 +1537,7 @@ def render_cache_hit(args, ctx, results, elapsed):
                          f" (latency run: {cell_ratio([get(r, 'lat', 'upstream_per_answer') for r in rs])}"
                          f" per answer)")
         drops = [get(r, "thr", "listener_drops") for r in rs]
-        if any(v is not None for v in drops):
-            parts.append(f"UDP drops at its listening socket {cell(drops, 'raw')}")
+        part_if_known(parts, "UDP drops at its listening socket", drops, "raw")
         lost = [get(r, "thr", "lost") for r in rs]
         if any(lost):
             parts.append(f"queries lost (throughput) {cell(lost, 'raw')}")
@@ -1750,7 +1784,6 @@ def main():
     ctx["upstream"], ctx["alt_upstream"] = main_up, alt_up
 
     # --- Proxies ---------------------------------------------------------------
-    ctx["versions"] = {"dnsperf": tool_version([which("dnsperf"), "-h"], r"Version (\S+)")}
     for name in peer_names:
         cls = ALL_PEERS[name]
         for role, up in (("main", main_up), ("alt", alt_up if do_nodelay else None)):
@@ -1765,7 +1798,7 @@ def main():
             if p.unavailable:
                 log(f"  {name} unavailable: {p.unavailable}")
             ctx[role][name] = p
-    ctx["versions"].update(peer_versions(args, peer_names))
+    ctx["versions"] = bench_versions(args, peer_names)
 
     # --- Rounds ----------------------------------------------------------------
     live = [n for n in peer_names if not ctx["main"][n].unavailable]
@@ -1774,13 +1807,7 @@ def main():
     for rnd in range(0 if args.burst_only else args.rounds):
         # Alternate: every proxy once per round, the order rotated each round
         # so that no proxy always runs first (or right after the limit run).
-        order = live[rnd % len(live):] + live[:rnd % len(live)] if live else []
-        log(f"round {rnd + 1}/{args.rounds}: order {', '.join(order)}")
-        for name in order:
-            p = ctx["main"][name]
-            if not p.daemon or not p.daemon.alive():
-                log(f"  {name} is no longer running: skipped")
-                continue
+        for name, p in round_order(live, rnd, ctx["main"], f"round {rnd + 1}/{args.rounds}:"):
             warmup(p.port, queries)
             lat = latency(p.port, queries, args.seconds, pids=[p.pid, main_up.daemon.pid])
             thr = throughput(p.port, queries, args.seconds, pid=p.pid, upstream=main_up)
@@ -1838,17 +1865,16 @@ def main():
 
     stop_all()
     text = render(args, ctx, results, elapsed + (t0 - START), serve_lines + ut_lines)
-    with open(os.path.join(work, "results.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(work, "results.json"), "w") as f:
-        json.dump({"args": vars(args), "machine": machine_line(), "upstream": main_up.name,
-                   "bottleneck": ctx["bottleneck"], "upstream_nodelay": ctx["upstream_nodelay"],
-"versions": ctx["versions"], "binaries": ctx["binary_id"],
-                   "unavailable": {n: ctx["main"][n].unavailable for n in peer_names},
-                   "results": results}, f, indent=1, default=str)
-    sys.stdout.write(text)
-    log(f"done in {(time.monotonic() - START) / 60:.1f} min; "
-        f"written to {os.path.relpath(os.path.join(work, 'results.md'), ROOT)}")
+
+    def save_json():
+        with open(os.path.join(work, "results.json"), "w") as f:
+            json.dump({"args": vars(args), "machine": machine_line(), "upstream": main_up.name,
+                       "bottleneck": ctx["bottleneck"],
+                       "upstream_nodelay": ctx["upstream_nodelay"],
+                       "versions": ctx["versions"], "binaries": ctx["binary_id"],
+                       "unavailable": {n: ctx["main"][n].unavailable for n in peer_names},
+                       "results": results}, f, indent=1, default=str)
+    write_report(os.path.join(work, "results.md"), text, save_json)
     return 0
 
 

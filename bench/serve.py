@@ -35,7 +35,6 @@ import select
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 
 import latency_probe
@@ -387,13 +386,8 @@ def run_serve(args, work, cert, key, ca, upstream, queries, binaries, peer_names
     for rnd in range(args.rounds):
         for t in transports:
             live = [n for n in names if ctx["servers"][n].serves(t)]
-            order = live[rnd % len(live):] + live[:rnd % len(live)] if live else []
-            log(f"serve round {rnd + 1}/{args.rounds}, {LABEL[t]}: order {', '.join(order)}")
-            for name in order:
-                p = ctx["servers"][name]
-                if not p.daemon or not p.daemon.alive():
-                    log(f"  {name} is no longer running: skipped")
-                    continue
+            for name, p in run.round_order(live, rnd, ctx["servers"],
+                                           f"serve round {rnd + 1}/{args.rounds}, {LABEL[t]}:"):
                 rec = measure(p, t, queries, seconds, hs_secs, upstream, tlsload)
                 rec["round"] = rnd
                 results[t][name].append(rec)
@@ -582,14 +576,11 @@ def render_transport(ctx, results, t):
         if threads:
             parts.append(f"threads {'/'.join(map(str, threads))}")
         rc = [get(r, "thr", "reconnections") for r in rs]
-        if any(v is not None for v in rc):
-            parts.append(f"reconnections during the qps run {cell(rc, 'raw')}")
+        run.part_if_known(parts, "reconnections during the qps run", rc, "raw")
         upa = [get(r, "thr", "upstream_per_answer") for r in rs]
-        if any(v is not None for v in upa):
-            parts.append(f"upstream queries per answer {cell(upa, 'cpu')}")
+        run.part_if_known(parts, "upstream queries per answer", upa, "cpu")
         conns = [get(r, "thr", "upstream_connections") for r in rs]
-        if any(v is not None for v in conns):
-            parts.append(f"TLS connections to the upstream under load {cell(conns, 'raw')}")
+        run.part_if_known(parts, "TLS connections to the upstream under load", conns, "raw")
         tls = sorted({" ".join(x for x in (get(r, "hs_full", "tls", "version"),
                                            get(r, "hs_full", "tls", "cipher"),
                                            get(r, "hs_full", "tls", "group")) if x)
@@ -606,11 +597,9 @@ def render_transport(ctx, results, t):
             parts.append(f"session tickets per full handshake {cell(tf, 'ratio')}, "
                          f"per resumption {cell(tr, 'ratio')}")
         rp = [get(r, "hs_resumed", "resumed_pct") for r in rs]
-        if any(v is not None for v in rp):
-            parts.append(f"resumed run: {cell(rp, 'pct1')}% resumed")
+        run.part_if_known(parts, "resumed run:", rp, "pct1", "% resumed")
         hp = [get(r, "hs_full", "handshake_ms", "p50") for r in rs]
-        if any(v is not None for v in hp):
-            parts.append(f"full handshake time p50 {cell(hp, 'ms')} ms with {HS_CONNS} under way")
+        run.part_if_known(parts, "full handshake time p50", hp, "ms", f" ms with {HS_CONNS} under way")
         fails = {}
         for k in ("hs_full", "hs_resumed"):
             for r in rs:
@@ -699,23 +688,10 @@ def main_serve_only(args, peer_names):
     results, ctx = run_serve(args, work, cert, key, pki.ca_file, up, queries, binaries,
                              peer_names)
     run.stop_all()
-    versions = {"dnsperf": run.tool_version([which("dnsperf"), "-h"], r"Version (\S+)")}
-    versions.update(run.peer_versions(args, [n for n in peer_names if n in SERVE_CLASSES]))
-    text = "\n".join(
-        [f"## dotproxy benchmark: serving DoT and DoH "
-         f"({run.datetime.datetime.now(run.datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
-         f"Machine: {run.machine_line()}. Command: `{run.command_line(args)}` "
-         f"({args.rounds} rounds, {args.seconds:g} s per measurement, "
-         f"{(time.monotonic() - run.START) / 60:.1f} min in all).", ""]
-        + render_serve(args, ctx, results)
-        + [run.versions_line({"versions": versions, "binary_id": ctx0.get("binary_id", {})})])
-    text += "\n"
-    with open(os.path.join(work, "results.md"), "w") as f:
-        f.write(text)
-    save_json(work, args, ctx, results, versions)
-    sys.stdout.write(text)
-    log(f"done in {(time.monotonic() - run.START) / 60:.1f} min; written to "
-        f"{os.path.relpath(os.path.join(work, 'results.md'), run.ROOT)}")
+    run.write_table_report(args, work, ": serving DoT and DoH", render_serve(args, ctx, results),
+                           [n for n in peer_names if n in SERVE_CLASSES],
+                           ctx0.get("binary_id", {}),
+                           lambda versions: save_json(work, args, ctx, results, versions))
     return 0
 
 

@@ -31,7 +31,6 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import time
 
 import latency_probe
@@ -228,13 +227,8 @@ def run_table(args, work, cert, key, ca, queries, binaries):
     live = [r for r in ROWS if not ctx["rows"][r].unavailable]
     t0 = time.monotonic()
     for rnd in range(args.rounds):
-        order = live[rnd % len(live):] + live[:rnd % len(live)] if live else []
-        log(f"upstream transports round {rnd + 1}/{args.rounds}: order {', '.join(order)}")
-        for row in order:
-            p = ctx["rows"][row]
-            if not p.daemon or not p.daemon.alive():
-                log(f"  {row} is no longer running: skipped")
-                continue
+        for row, p in run.round_order(live, rnd, ctx["rows"],
+                                      f"upstream transports round {rnd + 1}/{args.rounds}:"):
             rec = measure(p, up, queries, args.seconds)
             rec["round"] = rnd
             results["rows"][row].append(rec)
@@ -376,8 +370,7 @@ def render(args, ctx, results):
         if threads:
             parts.append(f"threads {'/'.join(map(str, threads))}")
         conns = [get(r, "thr", "upstream_connections") for r in rs]
-        if any(v is not None for v in conns):
-            parts.append(f"connections to the upstream under load {cell(conns, 'raw')}")
+        run.part_if_known(parts, "connections to the upstream under load", conns, "raw")
         nd = sorted({get(r, "thr", "upstream_nodelay") for r in rs} - {None})
         if nd:
             parts.append(f"TCP_NODELAY on them: {', '.join(nd)}")
@@ -406,12 +399,10 @@ def render(args, ctx, results):
             continue
         parts = []
         rc = [get(r, "thr", "reconnections") for r in ref]
-        if any(v is not None for v in rc):
-            parts.append(f"reconnections {cell(rc, 'raw')}")
+        run.part_if_known(parts, "reconnections", rc, "raw")
         client = [get(r, "thr", "dnsperf_cpu_s") if t == "dot" else get(r, "thr", "client_cpu_s")
                   for r in ref]
-        if any(v is not None for v in client):
-            parts.append(f"load generator CPU-s {cell(client, 'cpu')} in {args.seconds:g} s")
+        run.part_if_known(parts, "load generator CPU-s", client, "cpu", f" in {args.seconds:g} s")
         other = [get(r, "thr", "other_pct") for r in ref]
         parts.append(f"other processes {cell(other, 'pct')}% of the machine")
         errors = sorted({get(r, k, "error") for r in ref for k in ("lat", "thr")} - {None})
@@ -457,21 +448,7 @@ def main_only(args):
     binaries = run.snapshot_binaries(args, ["dotproxy"], work, ctx0)
     results, ctx = run_table(args, work, cert, key, pki.ca_file, queries, binaries)
     run.stop_all()
-    versions = {"dnsperf": run.tool_version([which("dnsperf"), "-h"], r"Version (\S+)")}
-    versions.update(run.peer_versions(args, ["dotproxy", "dnsdist"]))
-    text = "\n".join(
-        [f"## dotproxy benchmark: DoH against DoT upstreams "
-         f"({run.datetime.datetime.now(run.datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
-         f"Machine: {run.machine_line()}. Command: `{run.command_line(args)}` "
-         f"({args.rounds} rounds, {args.seconds:g} s per measurement, "
-         f"{(time.monotonic() - run.START) / 60:.1f} min in all).", ""]
-        + render(args, ctx, results)
-        + [run.versions_line({"versions": versions, "binary_id": ctx0.get("binary_id", {})})])
-    text += "\n"
-    with open(os.path.join(work, "results.md"), "w") as f:
-        f.write(text)
-    save_json(work, args, ctx, results, versions)
-    sys.stdout.write(text)
-    log(f"done in {(time.monotonic() - run.START) / 60:.1f} min; written to "
-        f"{os.path.relpath(os.path.join(work, 'results.md'), run.ROOT)}")
+    run.write_table_report(args, work, ": DoH against DoT upstreams", render(args, ctx, results),
+                           ["dotproxy", "dnsdist"], ctx0.get("binary_id", {}),
+                           lambda versions: save_json(work, args, ctx, results, versions))
     return 0 if not ctx.get("error") else 1

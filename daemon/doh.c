@@ -13,6 +13,7 @@
 #include "daemon/doh.h"
 
 #include "daemon/loop.h"
+#include "daemon/tlsconnect.h"
 #include "daemon/tlsio.h"
 #include "lib/doh.h"
 #include "lib/idmap.h"
@@ -31,13 +32,10 @@ enum {
 	MAX_REQS_PER_CONN = 1024,     /* jobs on a connection: in streams or waiting for one */
 	OUT_BACKLOG_MAX = 256 * 1024, /* bytes the kernel did not take: no new job meanwhile */
 	LIVENESS_MS = 1000,	      /* silent this long with jobs out: PING; then close */
-	MIN_HANDSHAKE_MS = 100,
-	MAX_CONNECT_MS = 1000,
 };
 
 enum h2_state {
-	H2_CONNECTING,
-	H2_HANDSHAKING,
+	H2_SETUP, /* TCP connect and TLS handshake (tlsconnect) */
 	H2_READY,
 	H2_DRAINING, /* GOAWAY, or the stream IDs used up: no new job; closes when empty */
 	H2_CLOSED,
@@ -56,20 +54,14 @@ struct doh_req {
 
 struct doh_conn {
 	struct transport_conn base; /* first: the upstream layer's view */
-	struct tlsio io;
-	uv_timer_t timer; /* set-up deadline, then liveness and idle */
-	uv_connect_t connect_req;
+	struct tlsconnect tc;	    /* its timer: the set-up deadlines, then liveness and idle */
 	struct loop *loop;
 	const struct config *cfg;
-	struct tls_ctx *tls_ctx;
 	const struct options_upstream *spec;
-	struct tls_session *session; /* the upstream's, to resume (not owned) */
 	enum h2_state state;
 	enum transport_close_reason drain_reason; /* how a DRAINING one closes */
-	bool was_ready;
-	bool in_pump;	       /* pump() is running: do not nest it */
-	bool warned;	       /* an HTTP error was logged as a warning once */
-	unsigned handles_open; /* tcp and timer; freed when both are closed */
+	bool in_pump;				  /* pump() is running: do not nest it */
+	bool warned;				  /* an HTTP error was logged as a warning once */
 	struct doh_session *h2;
 	struct idmap *ids; /* owned; key -> struct doh_req (owned) */
 	struct doh_req *waiting, **waiting_tail;
@@ -91,20 +83,9 @@ static struct doh_conn *from_base(struct transport_conn *c)
 	return (struct doh_conn *)c;
 }
 
-static struct doh_conn *from_io(struct tlsio *io)
+static struct doh_conn *from_tc(struct tlsconnect *tc)
 {
-	return (struct doh_conn *)((char *)io - offsetof(struct doh_conn, io));
-}
-
-static void *peer_new(const struct options_upstream *spec)
-{
-	(void)spec;
-	return tls_session_new();
-}
-
-static void peer_free(void *peer)
-{
-	tls_session_free(peer);
+	return (struct doh_conn *)((char *)tc - offsetof(struct doh_conn, tc));
 }
 
 static unsigned max_reqs(const struct config *cfg)
@@ -156,7 +137,7 @@ static void arm_timer(struct doh_conn *conn)
 		due = (conn->ping_ms > conn->last_frame_ms ? conn->ping_ms : conn->last_frame_ms) +
 		      LIVENESS_MS;
 	}
-	uv_timer_start(&conn->timer, timer_cb, due > now ? due - now : 0, 0);
+	uv_timer_start(&conn->tc.timer, timer_cb, due > now ? due - now : 0, 0);
 }
 
 /* Liveness: a connection with jobs out from which nothing has come for a
@@ -211,39 +192,13 @@ static void keep_alive(struct doh_conn *conn, uint64_t now)
 	loop_flush_queue(conn->loop, &conn->flush);
 }
 
-/* Half the query deadline: a dead upstream leaves time to try the next. */
-static unsigned handshake_limit_ms(const struct config *cfg)
-{
-	unsigned limit = cfg->timeout_ms / 2;
-
-	return limit < MIN_HANDSHAKE_MS ? MIN_HANDSHAKE_MS : limit;
-}
-
-static unsigned connect_limit_ms(const struct config *cfg)
-{
-	unsigned limit = handshake_limit_ms(cfg);
-
-	return limit < MAX_CONNECT_MS ? limit : MAX_CONNECT_MS;
-}
-
 static void timer_cb(uv_timer_t *timer)
 {
 	struct doh_conn *conn = timer->data;
 	uint64_t now = uv_now(&conn->loop->uv);
-	char text[96];
 
 	switch (conn->state) {
-	case H2_CONNECTING:
-		metrics_inc(METRIC_upstream_connect_failures);
-		snprintf(text, sizeof(text), "cannot connect: no answer within %u ms",
-			 connect_limit_ms(conn->cfg));
-		close_conn(conn, TRANSPORT_CLOSED_FAILED, text);
-		return;
-	case H2_HANDSHAKING:
-		metrics_inc(METRIC_upstream_connect_failures);
-		snprintf(text, sizeof(text), "no TLS session within %u ms",
-			 handshake_limit_ms(conn->cfg));
-		close_conn(conn, TRANSPORT_CLOSED_FAILED, text);
+	case H2_SETUP: /* the set-up's deadlines are tlsconnect's */
 		return;
 	case H2_READY:
 	case H2_DRAINING:
@@ -466,7 +421,7 @@ static int send_job(struct transport_conn *c, const uint8_t *msg, size_t len, vo
 
 	if (conn->state == H2_CLOSED || conn->state == H2_DRAINING || doh_closing(conn->h2))
 		return -EPIPE;
-	if (tlsio_backlog(&conn->io) > OUT_BACKLOG_MAX)
+	if (tlsio_backlog(&conn->tc.io) > OUT_BACKLOG_MAX)
 		return -ENOSPC;
 	struct doh_req *req = make_req(conn, msg, len);
 	if (!req)
@@ -533,7 +488,7 @@ static unsigned capacity(const struct transport_conn *c)
 	unsigned used = idmap_count(conn->ids), cap = max_reqs(conn->cfg);
 
 	if (conn->state == H2_CLOSED || conn->state == H2_DRAINING || used >= cap ||
-	    tlsio_backlog(&conn->io) > OUT_BACKLOG_MAX)
+	    tlsio_backlog(&conn->tc.io) > OUT_BACKLOG_MAX)
 		return 0;
 	unsigned room = doh_room(conn->h2);
 	room = room > conn->n_waiting ? room - conn->n_waiting : 0;
@@ -569,7 +524,7 @@ static int write_out(struct doh_conn *conn)
 		append_out(conn, p, n);
 	if (conn->out_len == 0)
 		return 0;
-	int rc = tlsio_write(&conn->io, conn->out, conn->out_len);
+	int rc = tlsio_write(&conn->tc.io, conn->out, conn->out_len);
 	conn->out_len = 0;
 	return rc;
 }
@@ -583,15 +538,15 @@ static void flush_cb(struct loop_flush *f)
 	int rc = write_out(conn);
 	if (rc < 0) {
 		close_conn(conn, TRANSPORT_CLOSED_BROKEN,
-			   rc == -EPROTO ? tls_conn_error(conn->io.tls) : uv_strerror(rc));
+			   rc == -EPROTO ? tls_conn_error(conn->tc.io.tls) : uv_strerror(rc));
 		return;
 	}
 	pump(conn); /* requests not sent (after a GOAWAY), slots freed by resets */
 }
 
-static void data_cb(struct tlsio *io, uint8_t *data, size_t len)
+static void data_cb(struct tlsconnect *tc, uint8_t *data, size_t len)
 {
-	struct doh_conn *conn = from_io(io);
+	struct doh_conn *conn = from_tc(tc);
 
 	if (conn->state != H2_READY && conn->state != H2_DRAINING)
 		return;
@@ -606,33 +561,12 @@ static void data_cb(struct tlsio *io, uint8_t *data, size_t len)
 		loop_flush_queue(conn->loop, &conn->flush); /* acks, window updates */
 }
 
-static void handshaken_cb(struct tlsio *io)
+static void handshaken_cb(struct tlsconnect *tc)
 {
-	struct doh_conn *conn = from_io(io);
-	struct tls_conn *tls = io->tls;
-	char desc[128];
+	struct doh_conn *conn = from_tc(tc);
 
 	conn->state = H2_READY;
-	conn->was_ready = true;
-	uv_timer_stop(&conn->timer);
-	metrics_inc(METRIC_upstream_handshakes);
-	conn->base.tls = TRANSPORT_TLS_FULL; /* for the per-upstream handshake metrics */
-	if (tls_conn_resumed(tls)) {
-		metrics_inc(METRIC_upstream_resumed);
-		conn->base.tls = TRANSPORT_TLS_RESUMED;
-	}
-	tls_conn_describe(tls, desc, sizeof(desc));
-	const char *unauthenticated = tls_conn_auth_failure(tls);
-	if (unauthenticated) {
-		metrics_inc(METRIC_upstream_unauthenticated);
-		log_warn("upstream %s: NOT authenticated (%s); opportunistic profile: encrypted "
-			 "anyway",
-			 conn->spec->label, unauthenticated);
-	}
-	log_info("upstream %s: connected, %s, HTTP/2, %s", conn->spec->label, desc,
-		 unauthenticated	 ? "unauthenticated"
-		 : tls_conn_resumed(tls) ? "verified session"
-					 : "certificate verified");
+	tlsconnect_handshaken(tc, &conn->base, "HTTP/2");
 	conn->last_frame_ms = uv_now(&conn->loop->uv);
 	conn->base.ev->ready(&conn->base);
 	if (conn->state != H2_READY)
@@ -642,75 +576,27 @@ static void handshaken_cb(struct tlsio *io)
 		arm_timer(conn);
 }
 
-static void ended_cb(struct tlsio *io, enum tlsio_end how, const char *why)
+static void tc_close(struct tlsconnect *tc, enum transport_close_reason reason, const char *why)
 {
-	struct doh_conn *conn = from_io(io);
-
-	if (how == TLSIO_END_HANDSHAKE) {
-		char text[256];
-		metrics_inc(METRIC_upstream_tls_failures);
-		snprintf(text, sizeof(text), "TLS failed: %s; nothing was sent to it", why);
-		close_conn(conn, TRANSPORT_CLOSED_FAILED, text);
-		return;
-	}
-	if (!conn->was_ready) {
-		char text[160];
-		snprintf(text, sizeof(text), "connection failed: %s", why);
-		close_conn(conn, TRANSPORT_CLOSED_FAILED, text);
-		return;
-	}
-	close_conn(
-	    conn, how == TLSIO_END_EOF ? TRANSPORT_CLOSED_BY_SERVER : TRANSPORT_CLOSED_BROKEN, why);
+	close_conn(from_tc(tc), reason, why);
 }
 
-static const struct tlsio_callbacks tlsio_cbs = {
-	.handshaken = handshaken_cb,
-	.data = data_cb,
-	.ended = ended_cb,
-};
-
-static void connect_cb(uv_connect_t *req, int status)
+static void freed(struct tlsconnect *tc)
 {
-	struct doh_conn *conn = req->data;
-	const struct options_upstream *spec = conn->spec;
+	struct doh_conn *conn = from_tc(tc);
 
-	if (conn->state == H2_CLOSED)
-		return;
-	if (status < 0) {
-		char text[128];
-		metrics_inc(METRIC_upstream_connect_failures);
-		snprintf(text, sizeof(text), "cannot connect: %s", uv_strerror(status));
-		close_conn(conn, TRANSPORT_CLOSED_FAILED, text);
-		return;
-	}
-	struct tls_conn *tls =
-	    tls_conn_new(conn->tls_ctx, spec->auth_name[0] ? spec->auth_name : NULL, spec->ip,
-			 conn->cfg->session_resumption ? conn->session : NULL);
-	if (!tls || tls_conn_require_alpn(tls, "h2") != 0) {
-		tls_conn_free(tls);
-		close_conn(conn, TRANSPORT_CLOSED_FAILED, "cannot create a TLS session");
-		return;
-	}
-	tls_conn_set_pins(tls, (const uint8_t(*)[32])spec->pins, spec->n_pins);
-	conn->state = H2_HANDSHAKING;
-	uv_timer_start(&conn->timer, timer_cb, handshake_limit_ms(conn->cfg), 0);
-	int rc = tlsio_start(&conn->io, tls);
-	if (rc < 0 && conn->state != H2_CLOSED)
-		close_conn(conn, TRANSPORT_CLOSED_FAILED, "cannot start TLS");
-}
-
-static void handle_closed_cb(uv_handle_t *handle)
-{
-	struct doh_conn *conn = handle->type == UV_TIMER ? handle->data : from_io(handle->data);
-
-	if (--conn->handles_open)
-		return;
-	tlsio_deinit(&conn->io);
 	doh_session_free(conn->h2);
 	idmap_free(conn->ids);
 	free(conn->out);
 	free(conn);
 }
+
+static const struct tlsconnect_ops tlsconnect_ops = {
+	.handshaken = handshaken_cb,
+	.data = data_cb,
+	.close = tc_close,
+	.freed = freed,
+};
 
 /* :authority: the name that is authenticated, or the IP (RFC 3986: IPv6 in
  * brackets), with the port unless it is https's. */
@@ -742,32 +628,18 @@ static struct transport_conn *open_conn(const struct transport_env *env,
 	conn->base.owner = owner;
 	conn->loop = env->loop;
 	conn->cfg = env->cfg;
-	conn->tls_ctx = env->tls;
 	conn->spec = spec;
-	conn->session = peer;
-	conn->state = H2_CONNECTING;
+	conn->state = H2_SETUP;
 	conn->ids = idmap_new(max_reqs(env->cfg));
 	require(conn->ids);
 	conn->waiting_tail = &conn->waiting;
 	conn->flush.cb = flush_cb;
-	tlsio_init(&conn->io, env->loop, &tlsio_cbs);
-	uv_timer_init(&env->loop->uv, &conn->timer);
-	conn->timer.data = conn;
-	conn->connect_req.data = conn;
-	conn->handles_open = 2;
-	metrics_inc(METRIC_upstream_connects);
-	int rc = uv_tcp_connect(&conn->connect_req, &conn->io.tcp,
-				(const struct sockaddr *)&spec->addr.sa, connect_cb);
-	if (rc < 0) {
-		metrics_inc(METRIC_upstream_connect_failures);
-		log_info("upstream %s: cannot connect: %s", spec->label, uv_strerror(rc));
+	/* ALPN "h2" required: a server that does not speak HTTP/2 cannot be
+	 * used, authenticated or not. */
+	if (tlsconnect_open(&conn->tc, env, spec, peer, "h2", &tlsconnect_ops, conn) < 0) {
 		conn->state = H2_CLOSED;
-		tlsio_close(&conn->io, handle_closed_cb);
-		uv_close((uv_handle_t *)&conn->timer, handle_closed_cb);
 		return NULL;
 	}
-	uv_timer_start(&conn->timer, timer_cb, connect_limit_ms(env->cfg), 0);
-	log_debug("upstream %s: connecting", spec->label);
 	return &conn->base;
 }
 
@@ -780,29 +652,15 @@ static void close_conn(struct doh_conn *conn, enum transport_close_reason reason
 
 	if (conn->state == H2_CLOSED)
 		return;
-	/* At info level: the upstream layer says once, at warning level, that
-	 * the upstream is down and why (the first failure of an outage). */
-	if (why) {
-		if (!conn->was_ready)
-			log_info("upstream %s: %s", conn->spec->label, why);
-		else
-			log_info("upstream %s: connection closed: %s (%u queries in flight)",
-				 conn->spec->label, why, idmap_count(conn->ids));
-	}
-	if (conn->was_ready) {
-		metrics_inc(METRIC_upstream_closed);
-		/* Say goodbye in HTTP/2 too, while the stream can carry it. */
-		if (reason != TRANSPORT_CLOSED_BY_SERVER && reason != TRANSPORT_CLOSED_BROKEN) {
-			doh_shutdown(conn->h2);
-			(void)write_out(conn);
-		}
+	/* Say goodbye in HTTP/2 too, while the stream can carry it. */
+	if (conn->tc.was_ready && reason != TRANSPORT_CLOSED_BY_SERVER &&
+	    reason != TRANSPORT_CLOSED_BROKEN) {
+		doh_shutdown(conn->h2);
+		(void)write_out(conn);
 	}
 	conn->state = H2_CLOSED;
-	tlsio_stop(&conn->io); /* close_notify: keeps the session resumable */
 	loop_flush_cancel(conn->loop, &conn->flush);
-	uv_timer_stop(&conn->timer);
-	tlsio_close(&conn->io, handle_closed_cb);
-	uv_close((uv_handle_t *)&conn->timer, handle_closed_cb);
+	tlsconnect_close(&conn->tc, why, idmap_count(conn->ids));
 	while ((req = idmap_pop(conn->ids, &key)) != NULL) {
 		req->sent = req->stream && doh_stream_sent(conn->h2, req->stream);
 		req->next = NULL;
@@ -830,8 +688,8 @@ static void close_op(struct transport_conn *c, const char *why)
 
 const struct transport_ops doh_transport = {
 	.name = "doh",
-	.peer_new = peer_new,
-	.peer_free = peer_free,
+	.peer_new = tlsconnect_peer_new,
+	.peer_free = tlsconnect_peer_free,
 	.open = open_conn,
 	.send = send_job,
 	.cancel = cancel,

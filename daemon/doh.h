@@ -1,8 +1,9 @@
 /*
  * DNS over HTTPS to an upstream (RFC 8484) over HTTP/2, one transport
- * behind transport.h: TCP, TLS with ALPN "h2" (tlsio), and lib/doh.  Each
- * query is one stream, so answers come in any order and a slow one holds
- * up no other.  CONNECTING -> HANDSHAKING -> READY -> (DRAINING) -> CLOSED:
+ * behind transport.h: TCP, TLS with ALPN "h2" (tlsconnect, tlsio), and
+ * lib/doh.  Each query is one stream, so answers come in any order and a
+ * slow one holds up no other.  SETUP (TCP connect and TLS handshake) ->
+ * READY -> (DRAINING) -> CLOSED:
  * queries wait until the certificate is verified and the server selected
  * h2, so a server that fails authentication never sees one.  No more
  * streams are open at once than the server's SETTINGS_MAX_CONCURRENT_STREAMS

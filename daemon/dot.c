@@ -8,6 +8,7 @@
 #include "daemon/dot.h"
 
 #include "daemon/loop.h"
+#include "daemon/tlsconnect.h"
 #include "daemon/tlsio.h"
 #include "lib/framing.h"
 #include "lib/idmap.h"
@@ -23,30 +24,21 @@
 
 enum {
 	MAX_INFLIGHT_PER_CONN = 1024, /* with 4 connections, 4096 per upstream; a small ID table */
-	MIN_HANDSHAKE_MS = 100,
-	MAX_CONNECT_MS = 1000,
 };
 
 enum dot_state {
-	DOT_CONNECTING,
-	DOT_HANDSHAKING,
+	DOT_SETUP, /* TCP connect and TLS handshake (tlsconnect) */
 	DOT_READY,
 	DOT_CLOSED,
 };
 
 struct dot_conn {
 	struct transport_conn base; /* first: the upstream layer's view */
-	struct tlsio io;
-	uv_timer_t timer; /* handshake deadline, then idle timeout */
-	uv_connect_t connect_req;
+	struct tlsconnect tc;	    /* its timer: the set-up deadlines, then the idle timeout */
 	struct loop *loop;
 	const struct config *cfg;
-	struct tls_ctx *tls_ctx;
 	const struct options_upstream *spec;
-	struct tls_session *session; /* the upstream's, to resume (not owned) */
 	enum dot_state state;
-	bool was_ready;
-	unsigned handles_open; /* tcp and timer; freed when both are closed */
 	struct idmap *ids;     /* owned; DNS ID -> job */
 	struct framing reader; /* answers split across TLS records */
 	uint8_t *out;	       /* owned: framed queries awaiting the next flush */
@@ -57,22 +49,10 @@ struct dot_conn {
 };
 
 static void close_conn(struct dot_conn *conn, enum transport_close_reason reason, const char *why);
-static void handshake_timer_cb(uv_timer_t *timer);
 
 static struct dot_conn *from_base(struct transport_conn *c)
 {
 	return (struct dot_conn *)c;
-}
-
-static void *peer_new(const struct options_upstream *spec)
-{
-	(void)spec;
-	return tls_session_new();
-}
-
-static void peer_free(void *peer)
-{
-	tls_session_free(peer);
 }
 
 static void idle_timer_cb(uv_timer_t *timer)
@@ -91,7 +71,7 @@ static void arm_idle(struct dot_conn *conn)
 
 	if (conn->keepalive_known && conn->keepalive_ms < ms)
 		ms = conn->keepalive_ms;
-	uv_timer_start(&conn->timer, idle_timer_cb, ms, 0);
+	uv_timer_start(&conn->tc.timer, idle_timer_cb, ms, 0);
 }
 
 static void maybe_idle(struct dot_conn *conn)
@@ -100,18 +80,15 @@ static void maybe_idle(struct dot_conn *conn)
 		arm_idle(conn);
 }
 
-static struct dot_conn *from_io(struct tlsio *io)
+static struct dot_conn *from_tc(struct tlsconnect *tc)
 {
-	return (struct dot_conn *)((char *)io - offsetof(struct dot_conn, io));
+	return (struct dot_conn *)((char *)tc - offsetof(struct dot_conn, tc));
 }
 
-static void handle_closed_cb(uv_handle_t *handle)
+static void freed(struct tlsconnect *tc)
 {
-	struct dot_conn *conn = handle->type == UV_TIMER ? handle->data : from_io(handle->data);
+	struct dot_conn *conn = from_tc(tc);
 
-	if (--conn->handles_open)
-		return;
-	tlsio_deinit(&conn->io);
 	idmap_free(conn->ids);
 	framing_deinit(&conn->reader);
 	free(conn->out);
@@ -124,11 +101,11 @@ static void flush_cb(struct loop_flush *f)
 
 	if (conn->state != DOT_READY || conn->out_len == 0)
 		return;
-	int rc = tlsio_write(&conn->io, conn->out, conn->out_len);
+	int rc = tlsio_write(&conn->tc.io, conn->out, conn->out_len);
 	conn->out_len = 0;
 	if (rc < 0)
 		close_conn(conn, TRANSPORT_CLOSED_BROKEN,
-			   rc == -EPROTO ? tls_conn_error(conn->io.tls) : uv_strerror(rc));
+			   rc == -EPROTO ? tls_conn_error(conn->tc.io.tls) : uv_strerror(rc));
 }
 
 static int send_job(struct transport_conn *c, const uint8_t *msg, size_t len, void *job,
@@ -159,7 +136,7 @@ static int send_job(struct transport_conn *c, const uint8_t *msg, size_t len, vo
 	conn->out_len = need;
 	*key = id;
 	if (conn->state == DOT_READY) {
-		uv_timer_stop(&conn->timer); /* busy, not idle */
+		uv_timer_stop(&conn->tc.timer); /* busy, not idle */
 		loop_flush_queue(conn->loop, &conn->flush);
 	}
 	return 0;
@@ -211,41 +188,20 @@ static int frame_cb(void *arg, uint8_t *msg, size_t len)
 	return conn->state == DOT_CLOSED;
 }
 
-static void data_cb(struct tlsio *io, uint8_t *data, size_t len)
+static void data_cb(struct tlsconnect *tc, uint8_t *data, size_t len)
 {
-	struct dot_conn *conn = from_io(io);
+	struct dot_conn *conn = from_tc(tc);
 
 	if (framing_feed(&conn->reader, data, len, frame_cb, conn) < 0)
 		close_conn(conn, TRANSPORT_CLOSED_BROKEN, "out of memory");
 }
 
-static void handshaken_cb(struct tlsio *io)
+static void handshaken_cb(struct tlsconnect *tc)
 {
-	struct dot_conn *conn = from_io(io);
-	struct tls_conn *tls = io->tls;
-	char desc[128];
+	struct dot_conn *conn = from_tc(tc);
 
 	conn->state = DOT_READY;
-	conn->was_ready = true;
-	uv_timer_stop(&conn->timer);
-	metrics_inc(METRIC_upstream_handshakes);
-	conn->base.tls = TRANSPORT_TLS_FULL;
-	if (tls_conn_resumed(tls)) {
-		metrics_inc(METRIC_upstream_resumed);
-		conn->base.tls = TRANSPORT_TLS_RESUMED;
-	}
-	tls_conn_describe(tls, desc, sizeof(desc));
-	const char *unauthenticated = tls_conn_auth_failure(tls);
-	if (unauthenticated) {
-		metrics_inc(METRIC_upstream_unauthenticated);
-		log_warn("upstream %s: NOT authenticated (%s); opportunistic profile: encrypted "
-			 "anyway",
-			 conn->spec->label, unauthenticated);
-	}
-	log_info("upstream %s: connected, %s, %s", conn->spec->label, desc,
-		 unauthenticated	 ? "unauthenticated"
-		 : tls_conn_resumed(tls) ? "verified session"
-					 : "certificate verified");
+	tlsconnect_handshaken(tc, &conn->base, NULL);
 	conn->base.ev->ready(&conn->base);
 	if (conn->state != DOT_READY)
 		return;
@@ -253,97 +209,17 @@ static void handshaken_cb(struct tlsio *io)
 	flush_cb(&conn->flush);
 }
 
-static void ended_cb(struct tlsio *io, enum tlsio_end how, const char *why)
+static void tc_close(struct tlsconnect *tc, enum transport_close_reason reason, const char *why)
 {
-	struct dot_conn *conn = from_io(io);
-
-	if (how == TLSIO_END_HANDSHAKE) {
-		char text[256];
-		metrics_inc(METRIC_upstream_tls_failures);
-		snprintf(text, sizeof(text), "TLS failed: %s; nothing was sent to it", why);
-		close_conn(conn, TRANSPORT_CLOSED_FAILED, text);
-		return;
-	}
-	if (!conn->was_ready) {
-		char text[160];
-		snprintf(text, sizeof(text), "connection failed: %s", why);
-		close_conn(conn, TRANSPORT_CLOSED_FAILED, text);
-		return;
-	}
-	close_conn(
-	    conn, how == TLSIO_END_EOF ? TRANSPORT_CLOSED_BY_SERVER : TRANSPORT_CLOSED_BROKEN, why);
+	close_conn(from_tc(tc), reason, why);
 }
 
-static const struct tlsio_callbacks tlsio_cbs = {
+static const struct tlsconnect_ops tlsconnect_ops = {
 	.handshaken = handshaken_cb,
 	.data = data_cb,
-	.ended = ended_cb,
+	.close = tc_close,
+	.freed = freed,
 };
-
-/* Half the query deadline: a dead upstream leaves time to try the next. */
-static unsigned handshake_limit_ms(const struct config *cfg)
-{
-	unsigned limit = cfg->timeout_ms / 2;
-
-	return limit < MIN_HANDSHAKE_MS ? MIN_HANDSHAKE_MS : limit;
-}
-
-/* A TCP connect answers within a round trip, or is refused; one that does
- * not complete in a second is being dropped (a firewall, a captive portal)
- * and waiting longer only makes every query wait. */
-static unsigned connect_limit_ms(const struct config *cfg)
-{
-	unsigned limit = handshake_limit_ms(cfg);
-
-	return limit < MAX_CONNECT_MS ? limit : MAX_CONNECT_MS;
-}
-
-static void connect_cb(uv_connect_t *req, int status)
-{
-	struct dot_conn *conn = req->data;
-	const struct options_upstream *spec = conn->spec;
-
-	if (conn->state == DOT_CLOSED)
-		return;
-	if (status < 0) {
-		char text[128];
-		metrics_inc(METRIC_upstream_connect_failures);
-		snprintf(text, sizeof(text), "cannot connect: %s", uv_strerror(status));
-		close_conn(conn, TRANSPORT_CLOSED_FAILED, text);
-		return;
-	}
-	struct tls_conn *tls =
-	    tls_conn_new(conn->tls_ctx, spec->auth_name[0] ? spec->auth_name : NULL, spec->ip,
-			 conn->cfg->session_resumption ? conn->session : NULL);
-	if (!tls) {
-		close_conn(conn, TRANSPORT_CLOSED_FAILED, "cannot create a TLS session");
-		return;
-	}
-	tls_conn_set_pins(tls, (const uint8_t(*)[32])spec->pins, spec->n_pins);
-	conn->state = DOT_HANDSHAKING;
-	uv_timer_start(&conn->timer, handshake_timer_cb, handshake_limit_ms(conn->cfg), 0);
-	int rc = tlsio_start(&conn->io, tls);
-	if (rc < 0 && conn->state != DOT_CLOSED)
-		close_conn(conn, TRANSPORT_CLOSED_FAILED, "cannot start TLS");
-}
-
-static void handshake_timer_cb(uv_timer_t *timer)
-{
-	struct dot_conn *conn = timer->data;
-	char text[96];
-
-	if (conn->state == DOT_CONNECTING) {
-		metrics_inc(METRIC_upstream_connect_failures);
-		snprintf(text, sizeof(text), "cannot connect: no answer within %u ms",
-			 connect_limit_ms(conn->cfg));
-		close_conn(conn, TRANSPORT_CLOSED_FAILED, text);
-	} else if (conn->state == DOT_HANDSHAKING) {
-		metrics_inc(METRIC_upstream_connect_failures);
-		snprintf(text, sizeof(text), "no TLS session within %u ms",
-			 handshake_limit_ms(conn->cfg));
-		close_conn(conn, TRANSPORT_CLOSED_FAILED, text);
-	}
-}
 
 static struct transport_conn *open_conn(const struct transport_env *env,
 					const struct options_upstream *spec, void *peer,
@@ -359,32 +235,18 @@ static struct transport_conn *open_conn(const struct transport_env *env,
 	conn->base.owner = owner;
 	conn->loop = env->loop;
 	conn->cfg = env->cfg;
-	conn->tls_ctx = env->tls;
 	conn->spec = spec;
-	conn->session = peer;
-	conn->state = DOT_CONNECTING;
+	conn->state = DOT_SETUP;
 	conn->ids = idmap_new(cap);
 	require(conn->ids);
 	conn->flush.cb = flush_cb;
 	framing_init(&conn->reader);
-	tlsio_init(&conn->io, env->loop, &tlsio_cbs);
-	uv_timer_init(&env->loop->uv, &conn->timer);
-	conn->timer.data = conn;
-	conn->connect_req.data = conn;
-	conn->handles_open = 2;
-	metrics_inc(METRIC_upstream_connects);
-	int rc = uv_tcp_connect(&conn->connect_req, &conn->io.tcp,
-				(const struct sockaddr *)&spec->addr.sa, connect_cb);
-	if (rc < 0) {
-		metrics_inc(METRIC_upstream_connect_failures);
-		log_info("upstream %s: cannot connect: %s", spec->label, uv_strerror(rc));
+	/* ALPN: the context's "dot", offered, not required (RFC 7858
+	 * predates it: a server that selects none is used too). */
+	if (tlsconnect_open(&conn->tc, env, spec, peer, NULL, &tlsconnect_ops, conn) < 0) {
 		conn->state = DOT_CLOSED;
-		tlsio_close(&conn->io, handle_closed_cb);
-		uv_close((uv_handle_t *)&conn->timer, handle_closed_cb);
 		return NULL;
 	}
-	uv_timer_start(&conn->timer, handshake_timer_cb, connect_limit_ms(env->cfg), 0);
-	log_debug("upstream %s: connecting", spec->label);
 	return &conn->base;
 }
 
@@ -397,23 +259,9 @@ static void close_conn(struct dot_conn *conn, enum transport_close_reason reason
 
 	if (conn->state == DOT_CLOSED)
 		return;
-	/* At info level: the upstream layer says once, at warning level, that
-	 * the upstream is down and why (the first failure of an outage). */
-	if (why) {
-		if (!conn->was_ready)
-			log_info("upstream %s: %s", conn->spec->label, why);
-		else
-			log_info("upstream %s: connection closed: %s (%u queries in flight)",
-				 conn->spec->label, why, idmap_count(conn->ids));
-	}
-	if (conn->was_ready)
-		metrics_inc(METRIC_upstream_closed);
 	conn->state = DOT_CLOSED;
-	tlsio_stop(&conn->io); /* close_notify: keeps the session resumable */
 	loop_flush_cancel(conn->loop, &conn->flush);
-	uv_timer_stop(&conn->timer);
-	tlsio_close(&conn->io, handle_closed_cb);
-	uv_close((uv_handle_t *)&conn->timer, handle_closed_cb);
+	tlsconnect_close(&conn->tc, why, idmap_count(conn->ids));
 	conn->base.ev->closed(&conn->base, reason, why);
 	for (size_t off = 0; off + 2 + WIRE_HEADER_LEN <= conn->out_len;) {
 		size_t len = wire_read16(conn->out + off);
@@ -434,8 +282,8 @@ static void close_op(struct transport_conn *c, const char *why)
 
 const struct transport_ops dot_transport = {
 	.name = "dot",
-	.peer_new = peer_new,
-	.peer_free = peer_free,
+	.peer_new = tlsconnect_peer_new,
+	.peer_free = tlsconnect_peer_free,
 	.open = open_conn,
 	.send = send_job,
 	.cancel = cancel,

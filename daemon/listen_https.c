@@ -1,7 +1,7 @@
 /*
- * DoH listener.  A client is admitted like a TCP one (listen_tcp_admit:
+ * DoH listener.  A client is admitted like a TCP one (listen_tcp_accept:
  * the client budget and the descriptor reserve) and counted against its
- * address (clients_admit), has HANDSHAKE_MS to finish its TLS handshake and
+ * address, has 5 seconds to finish its TLS handshake (tlsaccept) and
  * then FIRST_REQUEST_MS to complete a first request, after which the idle
  * timer applies, reset only by whole requests.  Each stream carrying a DNS
  * query becomes one query_receive() whose client handle points at a
@@ -22,6 +22,7 @@
 #include "daemon/loop.h"
 #include "daemon/query.h"
 #include "daemon/stream.h"
+#include "daemon/tlsaccept.h"
 #include "daemon/tlsio.h"
 #include "lib/acl.h"
 #include "lib/doh_server.h"
@@ -34,7 +35,6 @@
 #include <string.h>
 
 enum {
-	HANDSHAKE_MS = 5000,
 	FIRST_REQUEST_MS = 5000,
 	OUT_PAUSE = 256 * 1024,
 };
@@ -65,7 +65,7 @@ struct https_conn {
 		struct sockaddr_storage ss;
 	} peer;
 	char peer_text[64]; /* "192.0.2.1#41000", for logs */
-	bool admitted;	    /* counted in clients_admit() */
+	bool admitted;	    /* counted in tlsaccept_admit() */
 	bool started;	    /* the handshake is done: the session runs */
 	bool allowed;	    /* the peer is in --allow (checked once) */
 	bool reading;	    /* not paused for output */
@@ -457,19 +457,8 @@ static void connection_cb(uv_stream_t *server, int status)
 	c->all = l->clients;
 	c->flush.cb = flush_cb;
 	require(tlsio_init(&c->io, env->loop, &tlsio_cbs) == 0); /* io.tcp.data: &c->io == c */
-	int len = sizeof(c->peer);
-	if (uv_accept(server, (uv_stream_t *)&c->io.tcp) < 0 ||
-	    !listen_tcp_admit(l->pool, &l->fd_warned_ms)) {
-		c->io.tcp.data = c;
-		uv_close((uv_handle_t *)&c->io.tcp, free_cb);
+	if (!listen_tcp_accept(server, &c->io.tcp, l->pool, &l->fd_warned_ms))
 		return;
-	}
-	if (uv_tcp_getpeername(&c->io.tcp, &c->peer.sa, &len) == 0) {
-		frontend_addr_text(&c->peer.sa, c->peer_text, sizeof(c->peer_text));
-	} else {
-		c->peer.sa.sa_family = AF_UNSPEC;
-		snprintf(c->peer_text, sizeof(c->peer_text), "?");
-	}
 	c->next = l->clients->head;
 	if (c->next)
 		c->next->prev = c;
@@ -477,28 +466,21 @@ static void connection_cb(uv_stream_t *server, int status)
 	c->handles = 2;
 	uv_timer_init(&env->loop->uv, &c->timer);
 	c->timer.data = c;
-	if (!clients_admit(&c->peer.sa, env->cfg->max_clients_per_address)) {
-		metrics_inc(METRIC_tls_address_refused);
+	bool admitted = tlsaccept_admit(&c->io.tcp, &c->peer.ss, env->cfg);
+	if (c->peer.sa.sa_family != AF_UNSPEC)
+		frontend_addr_text(&c->peer.sa, c->peer_text, sizeof(c->peer_text));
+	else
+		snprintf(c->peer_text, sizeof(c->peer_text), "?");
+	if (!admitted) {
 		log_debug("DoH client %s: --max-clients-per-address reached", c->peer_text);
 		conn_close(c);
 		return;
 	}
 	c->admitted = true;
 	metrics_inc(METRIC_doh_accepted);
-	/* NULL after a reload that took the certificate away (the listener
-	 * stays until a restart): nothing to serve with. */
-	struct tls_conn *tls = *l->ctx ? tls_conn_new_server(*l->ctx) : NULL;
-	if (!tls) {
-		drop_unstarted(c, *l->ctx ? "out of memory" : "no certificate configured");
-		return;
-	}
-	unsigned limit = env->cfg->tcp_idle_timeout_ms < HANDSHAKE_MS
-			     ? env->cfg->tcp_idle_timeout_ms
-			     : HANDSHAKE_MS;
-	uv_timer_start(&c->timer, timer_cb, limit, 0);
-	int rc = tlsio_start(&c->io, tls);
-	if (rc < 0 && !c->closing)
-		drop_unstarted(c, uv_strerror(rc));
+	const char *why = tlsaccept_start(&c->io, *l->ctx, &c->timer, timer_cb, env->cfg);
+	if (why && !c->closing)
+		drop_unstarted(c, why);
 }
 
 struct https_listener *listen_https_start(struct query_pool *pool, struct https_clients *clients,

@@ -183,7 +183,7 @@ static bool room_for_client(struct query_pool *pool, uint64_t *warned_ms)
 	return false;
 }
 
-bool listen_tcp_admit(struct query_pool *pool, uint64_t *warned_ms)
+static bool admit(struct query_pool *pool, uint64_t *warned_ms)
 {
 	struct query_env *env = query_pool_env(pool);
 
@@ -194,6 +194,16 @@ bool listen_tcp_admit(struct query_pool *pool, uint64_t *warned_ms)
 	if (env->draining || !room_for_client(pool, warned_ms)) {
 		stream_sessions_unreserve();
 		metrics_inc(METRIC_tcp_refused);
+		return false;
+	}
+	return true;
+}
+
+bool listen_tcp_accept(uv_stream_t *server, uv_tcp_t *tcp, struct query_pool *pool,
+		       uint64_t *warned_ms)
+{
+	if (uv_accept(server, (uv_stream_t *)tcp) < 0 || !admit(pool, warned_ms)) {
+		uv_close((uv_handle_t *)tcp, free_cb);
 		return false;
 	}
 	return true;
@@ -213,14 +223,8 @@ static void connection_cb(uv_stream_t *server, int status)
 	c->loop = env->loop;
 	uv_tcp_init(&env->loop->uv, &c->tcp);
 	c->tcp.data = c;
-	if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
-		uv_close((uv_handle_t *)&c->tcp, free_cb);
+	if (!listen_tcp_accept(server, &c->tcp, l->pool, &l->fd_warned_ms))
 		return;
-	}
-	if (!listen_tcp_admit(l->pool, &l->fd_warned_ms)) {
-		uv_close((uv_handle_t *)&c->tcp, free_cb);
-		return;
-	}
 	metrics_inc(METRIC_tcp_accepted);
 	uv_tcp_nodelay(&c->tcp, 1);
 	struct sockaddr_storage ss, local;

@@ -25,13 +25,16 @@ struct tcp_listener *listen_tcp_start(struct query_pool *pool, struct stream_ses
 				      const struct options_addr *addr, bool share, int *rc,
 				      char *err, size_t errlen);
 
-/** May a client just accepted by a stream listener (TCP or TLS) feeding
- * @pool be served?  True with its place in the client budget taken (the
- * session gives it back); false, counted in tcp_refused, when the budget
- * (--max-tcp-clients) or the descriptor limit leaves no room, or the worker
- * is draining.  @warned_ms: the listener's, so that running out of
- * descriptors is logged once a second at most. */
-bool listen_tcp_admit(struct query_pool *pool, uint64_t *warned_ms);
+/** Accept a client of a stream listener (TCP or TLS) feeding @pool into
+ * @tcp, initialised and the first member of the calloc()ed client, and
+ * see whether it may be served.  True with its place in the client budget
+ * taken (the session gives it back); false when the accept fails, or,
+ * counted in tcp_refused, when the budget (--max-tcp-clients) or the
+ * descriptor limit leaves no room, or the worker is draining: then @tcp
+ * closes and the client is freed.  @warned_ms: the listener's, so that
+ * running out of descriptors is logged once a second at most. */
+bool listen_tcp_accept(uv_stream_t *server, uv_tcp_t *tcp, struct query_pool *pool,
+		       uint64_t *warned_ms);
 
 /** Bind and listen on @addr with @tcp, the first member of a calloc()ed
  * listener whose handle data is itself, accepting with @cb; @what ("tcp",

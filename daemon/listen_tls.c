@@ -1,8 +1,9 @@
 /*
- * DoT listener.  A client is admitted like a TCP one (listen_tcp_admit:
- * the client budget and the descriptor reserve), then has HANDSHAKE_MS to
- * complete its TLS handshake -- a connection that never does costs a
- * descriptor for that long, not for the idle timeout -- and only then
+ * DoT listener.  A client is admitted like a TCP one (listen_tcp_accept:
+ * the client budget and the descriptor reserve) and by its address, then
+ * has 5 seconds to complete its TLS handshake (tlsaccept) -- a connection
+ * that never does costs a descriptor for that long, not for the idle
+ * timeout -- and only then
  * becomes a stream session, whose idle timer covers the wait for the first
  * query.  Replies are framed into one buffer so that each leaves as one
  * TLS record.
@@ -14,6 +15,7 @@
 #include "daemon/listen_tcp.h"
 #include "daemon/query.h"
 #include "daemon/stream.h"
+#include "daemon/tlsaccept.h"
 #include "daemon/tlsio.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
@@ -22,8 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-enum { HANDSHAKE_MS = 5000 };
 
 struct tls_client;
 
@@ -44,7 +44,7 @@ struct tls_client {
 	struct query_pool *pool;
 	struct tls_listener *listener;	/* while in the handshake */
 	struct tls_client *prev, *next; /* in listener->pending */
-	struct sockaddr_storage peer;	/* counted in clients_admit() when admitted */
+	struct sockaddr_storage peer;	/* counted in tlsaccept_admit() when admitted */
 	bool admitted;
 	bool started;	  /* the handshake is done: the session runs */
 	bool closing;	  /* handles closing */
@@ -249,17 +249,9 @@ static void connection_cb(uv_stream_t *server, int status)
 	c->pool = l->pool;
 	require(tlsio_init(&c->io, env->loop, &tlsio_cbs) == 0); /* io.tcp.data: &c->io == c */
 	tlsio_coalesce(&c->io); /* a round's answers: one record, one write(2) */
-	if (uv_accept(server, (uv_stream_t *)&c->io.tcp) < 0 ||
-	    !listen_tcp_admit(l->pool, &l->fd_warned_ms)) {
-		c->io.tcp.data = c;
-		uv_close((uv_handle_t *)&c->io.tcp, free_cb);
+	if (!listen_tcp_accept(server, &c->io.tcp, l->pool, &l->fd_warned_ms))
 		return;
-	}
-	int len = sizeof(c->peer);
-	if (uv_tcp_getpeername(&c->io.tcp, (struct sockaddr *)&c->peer, &len) != 0)
-		c->peer.ss_family = AF_UNSPEC;
-	if (!clients_admit((struct sockaddr *)&c->peer, env->cfg->max_clients_per_address)) {
-		metrics_inc(METRIC_tls_address_refused);
+	if (!tlsaccept_admit(&c->io.tcp, &c->peer, env->cfg)) {
 		stream_sessions_unreserve();
 		c->io.tcp.data = c;
 		uv_close((uv_handle_t *)&c->io.tcp, free_cb);
@@ -272,23 +264,12 @@ static void connection_cb(uv_stream_t *server, int status)
 	if (l->pending)
 		l->pending->prev = c;
 	l->pending = c;
-	/* NULL after a reload that took the certificate away (the listener
-	 * stays until a restart): nothing to serve with. */
-	struct tls_conn *tls = *l->ctx ? tls_conn_new_server(*l->ctx) : NULL;
 	c->handles = 2;
 	uv_timer_init(&env->loop->uv, &c->timer);
 	c->timer.data = c;
-	if (!tls) {
-		drop_unstarted(c, *l->ctx ? "out of memory" : "no certificate configured");
-		return;
-	}
-	unsigned limit = env->cfg->tcp_idle_timeout_ms < HANDSHAKE_MS
-			     ? env->cfg->tcp_idle_timeout_ms
-			     : HANDSHAKE_MS;
-	uv_timer_start(&c->timer, handshake_timer_cb, limit, 0);
-	int rc = tlsio_start(&c->io, tls);
-	if (rc < 0 && !c->closing)
-		drop_unstarted(c, uv_strerror(rc));
+	const char *why = tlsaccept_start(&c->io, *l->ctx, &c->timer, handshake_timer_cb, env->cfg);
+	if (why && !c->closing)
+		drop_unstarted(c, why);
 }
 
 struct tls_listener *listen_tls_start(struct query_pool *pool, struct stream_sessions *sessions,
