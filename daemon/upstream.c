@@ -95,6 +95,7 @@ static void probe_cb(uv_timer_t *timer);
 static void close_current(struct upstream *up, const char *why);
 static void dispatch(struct upstream_set *set, struct upstream_job *job, bool free_send);
 static void unreachable(struct upstream *up, const char *why);
+static void carry_addresses(const struct upstream_set *set, struct upstream_set *next);
 
 /* Every change of `down` goes through here: the metrics count, per worker,
  * the sets in which an upstream is down. */
@@ -877,6 +878,7 @@ static void close_current(struct upstream *up, const char *why)
 
 void upstream_set_retire(struct upstream_set *set, struct upstream_set *next)
 {
+	carry_addresses(set, next); /* before the jobs move there */
 	set->next = next;
 	for (unsigned i = 0; i < set->n; i++) {
 		uv_timer_stop(&set->ups[i].probe_timer);
@@ -963,6 +965,27 @@ static void unreachable(struct upstream *up, const char *why)
 			 old, why, up->own.ip);
 	}
 	close_current(up, "trying the next address");
+}
+
+/* Reload: a named upstream of @next that has the same list as one of @set
+ * and no connection yet goes on with the address @set's was using, rather
+ * than its first, which may be the one that failed. */
+static void carry_addresses(const struct upstream_set *set, struct upstream_set *next)
+{
+	for (unsigned i = 0; i < set->n; i++) {
+		const struct upstream *old = &set->ups[i];
+		if (!old->n_addrs || !old->resolved)
+			continue;
+		for (unsigned j = 0; j < next->n; j++) {
+			struct upstream *up = &next->ups[j];
+			if (up->n_conns || !up->resolved || up->n_addrs != old->n_addrs ||
+			    strcmp(up->own.hostname, old->own.hostname) != 0 ||
+			    memcmp(up->addrs, old->addrs, old->n_addrs * sizeof(old->addrs[0])) !=
+				0)
+				continue;
+			use_address(up, old->addr_i);
+		}
+	}
 }
 
 void upstream_set_address(struct upstream_set *set, const char *hostname,

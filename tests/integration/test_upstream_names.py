@@ -324,3 +324,21 @@ def test_the_same_answer_again_keeps_the_working_address(dotproxy, fake_plain, f
     assert p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR, p.log_tail()
     assert p.log().count("trying its next address") == 1, p.log_tail()
     assert up.connections == connections
+
+
+def test_reload_keeps_the_working_address(dotproxy, fake_plain, fake_upstream, named_cert):
+    """After SIGHUP, the upstream goes on with the address that works, not
+    the first one of the list, which failed: no query fails."""
+    up = fake_upstream(tls=named_cert)
+    boot = fake_plain(responder=bootstrap_responder({"A": [DEAD, "127.0.0.1"]}, ordered=True))
+    p = dotproxy(extra_args=["--upstream", f"tls://{NAME}:{up.port}",
+                             "--bootstrap", bootstrap_arg(boot), "--cache-size", "0"])
+    assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR,
+                    timeout=3), p.log_tail()
+    assert switched(p, DEAD, "127.0.0.1"), p.log_tail()
+    offset = p.log_offset()
+    p.send_signal(signal.SIGHUP)
+    assert p.wait_log(r"configuration reloaded", since=offset, timeout=3)
+    for i in range(5):
+        assert p.udp(f"r{i}.example.").rcode() == dns.rcode.NOERROR, p.log_tail()
+    assert "failed" not in p.log_since(offset), p.log_tail()

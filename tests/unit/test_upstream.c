@@ -1459,6 +1459,36 @@ static void reload_resends_by_identity_not_position(void **state)
 		assert_false(conns[i]->env == &env2 && which(conns[i]) == 'a');
 }
 
+/* A reload: the new set's named upstream, given the same addresses (the
+ * bootstrap lends them), goes on with the one that worked, not the first
+ * one, which failed. */
+static void reload_keeps_the_address_a_named_upstream_moved_to(void **state)
+{
+	(void)state;
+	start_world("d", "failover", "2000");
+	struct tjob *t = job_new("example.com", TYPE_A);
+
+	resolve("d.test", "127.0.0.4 127.0.0.5");
+	job_start(t);
+	connect_fails(holder(t), t);
+	run_for(300);
+	assert_int_equal(n_conns, 2);
+	assert_string_equal(conns[1]->ip, "127.0.0.5");
+	drive_ready(conns[1]);
+
+	configure(&cfg2, "d", "failover", "2000");
+	env2 = (struct transport_env){ .loop = &loop, .cfg = &cfg2, .tls = NULL };
+	struct upstream_set *old = set;
+	set = upstream_set_new(&env2, cfg2.upstream, cfg2.n_upstream, fake_transport_for, &hooks);
+	assert_non_null(set);
+	resolve("d.test", "127.0.0.4 127.0.0.5"); /* as bootstrap_start() does */
+	upstream_set_retire(old, set);
+	job_start(t);
+	struct fake_conn *f = holder(t);
+	assert_ptr_equal(f->env, &env2);
+	assert_string_equal(f->ip, "127.0.0.5");
+}
+
 #define TEST(f) cmocka_unit_test_teardown(f, teardown)
 
 int main(void)
@@ -1493,6 +1523,7 @@ int main(void)
 		TEST(transport_silence_resends_free),
 		TEST(full_connections_open_more_then_queue),
 		TEST(reload_resends_by_identity_not_position),
+		TEST(reload_keeps_the_address_a_named_upstream_moved_to),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
