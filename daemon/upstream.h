@@ -115,8 +115,10 @@ struct upstream_set *upstream_set_new(const struct transport_env *env,
  * close first).  Jobs still on a connection fail (servfail_shutdown). */
 void upstream_set_free(struct upstream_set *set);
 
-/** Reload: @set gives way to @next.  Its connections close, and the jobs on
- * them move to @next without using their budget; then free @set. */
+/** Reload: @set gives way to @next.  An upstream of @next given by name,
+ * with the same addresses as in @set and no connection yet, goes on with
+ * the address @set's was using.  Then @set's connections close, and the
+ * jobs on them move to @next without using their budget; then free @set. */
 void upstream_set_retire(struct upstream_set *set, struct upstream_set *next);
 
 /** The network changed (addresses, routes): close every connection (jobs
