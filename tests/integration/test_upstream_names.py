@@ -342,3 +342,20 @@ def test_reload_keeps_the_working_address(dotproxy, fake_plain, fake_upstream, n
     for i in range(5):
         assert p.udp(f"r{i}.example.").rcode() == dns.rcode.NOERROR, p.log_tail()
     assert "failed" not in p.log_since(offset), p.log_tail()
+
+
+def test_a_hijacked_address_gives_way_to_the_next(dotproxy, fake_plain, fake_upstream,
+                                                   named_cert):
+    """The first address answers TLS with a certificate for another name (a
+    router that hijacks it): the handshake fails, the next address is used."""
+    up = fake_upstream(tls=named_cert)
+    hijacker = fake_upstream(host="127.0.0.30", port=up.port)  # certs.good: another name
+    boot = fake_plain(responder=bootstrap_responder({"A": ["127.0.0.30", "127.0.0.1"]},
+                                                    ordered=True))
+    p = dotproxy(extra_args=["--upstream", f"tls://{NAME}:{up.port}",
+                             "--bootstrap", bootstrap_arg(boot), "--cache-size", "0"])
+    assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR,
+                    timeout=3), p.log_tail()
+    assert switched(p, "127.0.0.30", "127.0.0.1"), p.log_tail()
+    assert hijacker.connections and not hijacker.queries
+    assert up.queries
