@@ -359,3 +359,16 @@ def test_a_hijacked_address_gives_way_to_the_next(dotproxy, fake_plain, fake_ups
     assert switched(p, "127.0.0.30", "127.0.0.1"), p.log_tail()
     assert hijacker.connections and not hijacker.queries
     assert up.queries
+
+
+def test_doh_dead_address_gives_way_to_the_next(dotproxy, fake_plain, fake_doh):
+    up = fake_doh(cert_name=NAME)
+    boot = fake_plain(responder=bootstrap_responder({"A": [DEAD, "127.0.0.1"]}, ordered=True))
+    p = dotproxy(extra_args=["--upstream", f"https://{NAME}:{up.port}/dns-query",
+                             "--bootstrap", bootstrap_arg(boot), "--cache-size", "0"])
+    assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR,
+                    timeout=3), p.log_tail()
+    assert p.wait_log(rf"notice: upstream https://{NAME.replace('.', '[.]')}:\d+/dns-query: "
+                      rf"{DEAD.replace('.', '[.]')} failed \(.+\); trying its next address "
+                      rf"127[.]0[.]0[.]1$", timeout=3), p.log_tail()
+    assert CLIENT_NAME in up.names()
