@@ -939,18 +939,17 @@ static void use_address(struct upstream *up, unsigned i)
 }
 
 /* @up could not be reached (a connection failed before it was ready, or
- * could not be opened): down, and when its name has another address and no
- * connection of it is ready (one that is shows that the address works),
- * the next connection goes to the next address.  Connections still opening
- * to the old one go: each would fail in turn and skip an address. */
+ * could not be opened): down, and when its name has another address and
+ * no other connection is left, the next connection goes to the next
+ * address.  While one is left, it is to the same address: a ready one shows
+ * that the address works; one still opening decides when it ends (each
+ * failing in turn must not skip an address).  Nothing is closed here: this
+ * may run while a job is being sent (open_more()). */
 static void unreachable(struct upstream *up, const char *why)
 {
 	mark_down(up, why);
-	if (up->n_addrs < 2 || up->set->stopping || up->set->next)
+	if (up->n_addrs < 2 || up->n_conns || up->set->stopping || up->set->next)
 		return;
-	for (unsigned i = 0; i < up->n_conns; i++)
-		if (up->conns[i]->ready)
-			return;
 	char old[INET6_ADDRSTRLEN];
 	snprintf(old, sizeof(old), "%s", up->own.ip);
 	use_address(up, (up->addr_i + 1) % up->n_addrs);
@@ -964,7 +963,6 @@ static void unreachable(struct upstream *up, const char *why)
 		log_info("upstream %s: %s failed (%s); trying its next address %s", up->spec->label,
 			 old, why, up->own.ip);
 	}
-	close_current(up, "trying the next address");
 }
 
 /* Reload: a named upstream of @next that has the same list as one of @set

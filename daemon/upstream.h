@@ -133,9 +133,9 @@ void upstream_set_reset(struct upstream_set *set);
  * them from now on (an upstream given by name is not used until this is
  * called).  It starts with the first.  When a connection to the address in
  * use fails before it is ready (cannot connect, refused, timed out, TLS
- * failure) and no other connection of the upstream is ready, the next
- * address (after the last, the first) is used for the next connection and
- * probe: logged at notice ("ADDRESS failed (why); trying its next address
+ * failure) and the upstream has no other connection left (none ready, none
+ * still opening), the next address (after the last, the first) is used for
+ * the next connection and probe: logged at notice ("ADDRESS failed (why); trying its next address
  * ADDRESS2"), and probed after the shortest backoff while the outage has
  * not tried it yet.  A list that holds the address in use keeps it; one
  * that does not makes the upstream use its first, forget its health and

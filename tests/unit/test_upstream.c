@@ -724,6 +724,33 @@ static void a_failure_beside_a_ready_connection_keeps_the_address(void **state)
 	assert_true(answer(f, t));
 }
 
+/* Two connections opening to a dead address: the first failure leaves the
+ * address to the second, whose failure moves on, to the next address and
+ * not past it. */
+static void connections_opening_to_a_dead_address_move_on_once(void **state)
+{
+	(void)state;
+	start_world("d", "failover", "2000");
+	cfg.max_connections = 2;
+	fake_cap = 1;
+	struct tjob *t = job_new("example.com", TYPE_A);
+	struct tjob *u = job_new("example.net", TYPE_A);
+
+	resolve("d.test", "127.0.0.4 127.0.0.5 127.0.0.6");
+	job_start(t);
+	job_start(u);
+	assert_int_equal(n_conns, 2);
+	assert_string_equal(conns[1]->ip, "127.0.0.4");
+	connect_fails(conns[0], t);
+	assert_string_equal(conns[1]->spec->ip, "127.0.0.4");
+	assert_int_equal(conns[1]->close_calls, 0);
+	connect_fails(conns[1], u);
+	assert_string_equal(conns[1]->spec->ip, "127.0.0.5");
+	run_for(300);
+	assert_int_equal(n_conns, 3);
+	assert_string_equal(conns[2]->ip, "127.0.0.5");
+}
+
 /* Until its name resolves, the jobs go to the other upstreams. */
 static void jobs_skip_a_named_upstream_without_address(void **state)
 {
@@ -1498,6 +1525,7 @@ int main(void)
 		TEST(named_upstream_is_used_once_its_address_is_known),
 		TEST(named_upstream_tries_its_next_address_when_one_fails),
 		TEST(a_failure_beside_a_ready_connection_keeps_the_address),
+		TEST(connections_opening_to_a_dead_address_move_on_once),
 		TEST(jobs_skip_a_named_upstream_without_address),
 		TEST(round_robin_rotates_through_upstreams),
 		TEST(fastest_prefers_lowest_srtt_and_samples_others_one_in_16),
