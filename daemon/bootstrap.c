@@ -3,9 +3,13 @@
  * exchanges (A and AAAA) over connected UDP sockets, each with a random ID
  * and the random source port connect(2) picks; an answer counts only from
  * that server, with that ID and that question (RFC 5452 §9.1).  A round
- * ends when both have answered, when an A address came, or at
- * BOOTSTRAP_TIMEOUT_MS; the first A wins, else the first AAAA.  A
- * truncated answer is a failure: the round is retried later, which does
+ * ends when both have answered, BOOTSTRAP_AAAA_WAIT_MS after the A answer
+ * came with addresses (a server that drops AAAA questions does not hold the
+ * name up for long), or at BOOTSTRAP_TIMEOUT_MS.  It keeps every address
+ * that came, up to the caps: the A addresses first, then the AAAA, each in
+ * the server's order, so that the upstream layer has another address to
+ * try when one cannot be reached; the TTL is the least along the answers.
+ * A truncated answer is a failure: the round is retried later, which does
  * for names whose A and AAAA sets fit 512 bytes, i.e. every resolver's
  * name we know of.
  */
@@ -39,11 +43,11 @@ struct exchange {
 	uv_udp_t udp;
 	uint16_t id;
 	uint16_t qtype;
-	bool done;		      /* answered (or failed for good this round) */
-	bool got;		      /* with an address */
-	struct sockaddr_storage addr; /* that address, port 0 */
-	uint32_t ttl;		      /* its TTL, the least along the answer */
-	char why[96];		      /* a failure, for the log */
+	bool done;	  /* answered (or failed for good this round) */
+	uint32_t ttl;	  /* the least TTL along the answer */
+	unsigned n_addrs; /* addresses of qtype in the answer, kept up to the cap */
+	struct sockaddr_storage addrs[BOOTSTRAP_MAX_PER_FAMILY]; /* port 0, in order */
+	char why[96];						 /* a failure, for the log */
 	uint8_t buf[ANSWER_MAX];
 };
 
@@ -59,10 +63,10 @@ struct name {
 	size_t wire_len;
 	enum name_state state;
 	uv_timer_t timer;
-	struct exchange *x[2]; /* A, AAAA; NULL when not out */
-	bool have;	       /* addr is known */
-	struct sockaddr_storage addr;
-	uint64_t expires_ms; /* uv_now() when the TTL of addr runs out */
+	struct exchange *x[2];				    /* A, AAAA; NULL when not out */
+	unsigned n_addrs;				    /* addresses known (0: none yet) */
+	struct sockaddr_storage addrs[BOOTSTRAP_MAX_ADDRS]; /* A first, then AAAA; port 0 */
+	uint64_t expires_ms; /* uv_now() when the TTL of addrs runs out */
 	unsigned failures;   /* rounds in a row without an address */
 	bool sending;	     /* ask() is sending: the round cannot end yet */
 	unsigned server;     /* which --bootstrap server the next round asks */
@@ -112,20 +116,28 @@ static const char *server_text(const struct name *n, unsigned server)
 /* The round is over: take what it found, or count a failure. */
 static void finish_round(struct name *n)
 {
-	const struct exchange *best = NULL;
+	struct sockaddr_storage addrs[BOOTSTRAP_MAX_ADDRS];
+	unsigned n_addrs = 0, n_v4 = 0;
+	uint32_t ttl = UINT32_MAX;
 	char why[128] = "no answer";
 	unsigned asked = n->server;
 
+	/* x[0] is the A question: its addresses come first. */
 	for (unsigned i = 0; i < 2; i++) {
 		const struct exchange *x = n->x[i];
-		if (x && x->got && !best)
-			best = x;
+		if (x && x->n_addrs) {
+			memcpy(addrs + n_addrs, x->addrs, x->n_addrs * sizeof(addrs[0]));
+			n_addrs += x->n_addrs;
+			if (i == 0)
+				n_v4 = x->n_addrs;
+			if (x->ttl < ttl)
+				ttl = x->ttl;
+		}
 		if (x && x->why[0])
 			snprintf(why, sizeof(why), "%s", x->why);
 	}
 	n->state = NAME_IDLE;
-	if (best) {
-		uint32_t ttl = best->ttl;
+	if (n_addrs) {
 		if (ttl < BOOTSTRAP_MIN_TTL)
 			ttl = BOOTSTRAP_MIN_TTL;
 		if (ttl > BOOTSTRAP_MAX_TTL)
@@ -133,15 +145,15 @@ static void finish_round(struct name *n)
 		if (n->failures)
 			log_tagged("notice", "bootstrap: %s resolves again", n->text);
 		n->failures = 0;
-		n->have = true;
-		n->addr = best->addr;
+		memcpy(n->addrs, addrs, n_addrs * sizeof(addrs[0]));
+		n->n_addrs = n_addrs;
 		n->expires_ms = uv_now(&n->b->loop->uv) + ttl * 1000ull;
-		log_debug("bootstrap: %s is %s for %u s", n->text,
-			  best->qtype == TYPE_A ? "an IPv4 address" : "an IPv6 address", ttl);
+		log_debug("bootstrap: %s has %u IPv4 and %u IPv6 addresses for %u s", n->text, n_v4,
+			  n_addrs - n_v4, ttl);
 		drop_exchange(n, 0);
 		drop_exchange(n, 1);
 		uv_timer_start(&n->timer, timer_cb, ttl * 1000ull, 0);
-		n->b->cb(n->b->arg, n->text, (const struct sockaddr *)&n->addr);
+		n->b->cb(n->b->arg, n->text, n->addrs, n->n_addrs);
 		return;
 	}
 	drop_exchange(n, 0);
@@ -155,7 +167,7 @@ static void finish_round(struct name *n)
 	if (n->failures == 1)
 		log_warn("bootstrap: cannot resolve %s through %s: %s; %s, asking again in %llu ms",
 			 n->text, server_text(n, asked), why,
-			 n->have ? "keeping its last address" : "its upstreams wait for it",
+			 n->n_addrs ? "keeping its last addresses" : "its upstreams wait for it",
 			 (unsigned long long)ms);
 	else
 		log_info("bootstrap: %s: failure %u in a row through %s: %s; again in %llu ms",
@@ -163,18 +175,21 @@ static void finish_round(struct name *n)
 	uv_timer_start(&n->timer, timer_cb, ms, 0);
 }
 
-/* Both answered, or the A that wins anyway: the round is over. */
+/* Both answered: the round is over.  Once the A answer came with
+ * addresses, the AAAA has BOOTSTRAP_AAAA_WAIT_MS more (the round's timer,
+ * shortened), and the round ends without it after that. */
 static void maybe_finish(struct name *n)
 {
 	if (n->sending)
 		return;
-	if (n->x[0] && n->x[0]->got) {
-		finish_round(n);
-		return;
-	}
-	for (unsigned i = 0; i < 2; i++)
-		if (n->x[i] && !n->x[i]->done)
+	for (unsigned i = 0; i < 2; i++) {
+		if (n->x[i] && !n->x[i]->done) {
+			if (i == 1 && n->x[0] && n->x[0]->n_addrs &&
+			    uv_timer_get_due_in(&n->timer) > BOOTSTRAP_AAAA_WAIT_MS)
+				uv_timer_start(&n->timer, timer_cb, BOOTSTRAP_AAAA_WAIT_MS, 0);
 			return;
+		}
+	}
 	finish_round(n);
 }
 
@@ -208,7 +223,8 @@ static size_t skip_name(const uint8_t *msg, size_t len, size_t pos)
 	return 0;
 }
 
-/* Take the first address of x->qtype from the answer section. */
+/* Take the addresses of x->qtype from the answer section, in order, up to
+ * the cap (a repeated one once). */
 static void read_answer(struct exchange *x, const uint8_t *msg, size_t len,
 			const struct wire_info *info)
 {
@@ -233,20 +249,26 @@ static void read_answer(struct exchange *x, const uint8_t *msg, size_t len,
 			ttl = 0; /* RFC 2181 §8 */
 		if (ttl < least)
 			least = ttl;
-		if (x->got || type != x->qtype)
+		if (x->n_addrs == BOOTSTRAP_MAX_PER_FAMILY || type != x->qtype)
 			continue;
-		memset(&x->addr, 0, sizeof(x->addr));
+		struct sockaddr_storage sa;
+		memset(&sa, 0, sizeof(sa));
 		if (type == TYPE_A && rdlen == 4) {
-			struct sockaddr_in *v4 = (struct sockaddr_in *)&x->addr;
+			struct sockaddr_in *v4 = (struct sockaddr_in *)&sa;
 			v4->sin_family = AF_INET;
 			memcpy(&v4->sin_addr, rdata, 4);
-			x->got = true;
 		} else if (type == TYPE_AAAA && rdlen == 16) {
-			struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&x->addr;
+			struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&sa;
 			v6->sin6_family = AF_INET6;
 			memcpy(&v6->sin6_addr, rdata, 16);
-			x->got = true;
+		} else {
+			continue;
 		}
+		bool seen = false;
+		for (unsigned j = 0; j < x->n_addrs; j++)
+			seen |= memcmp(&x->addrs[j], &sa, sizeof(sa)) == 0;
+		if (!seen)
+			x->addrs[x->n_addrs++] = sa;
 	}
 	x->ttl = least;
 }
@@ -292,7 +314,7 @@ static void take_answer(struct exchange *x, const uint8_t *msg, size_t len)
 	}
 	read_answer(x, msg, len, &info);
 	x->done = true;
-	if (!x->got)
+	if (!x->n_addrs)
 		snprintf(x->why, sizeof(x->why), "no address in the answer");
 	maybe_finish(x->n);
 }
@@ -459,10 +481,10 @@ struct bootstrap *bootstrap_new(struct loop *loop, const struct config *cfg, boo
 		struct name *n = &b->names[i];
 		for (unsigned j = 0; old && j < old->n; j++) {
 			const struct name *o = &old->names[j];
-			if (strcmp(o->text, n->text) != 0 || !o->have)
+			if (strcmp(o->text, n->text) != 0 || !o->n_addrs)
 				continue;
-			n->have = true;
-			n->addr = o->addr;
+			memcpy(n->addrs, o->addrs, o->n_addrs * sizeof(o->addrs[0]));
+			n->n_addrs = o->n_addrs;
 			n->expires_ms = o->expires_ms;
 		}
 	}
@@ -475,9 +497,9 @@ void bootstrap_start(struct bootstrap *b)
 
 	for (unsigned i = 0; b && i < b->n; i++) {
 		struct name *n = &b->names[i];
-		if (n->have)
-			b->cb(b->arg, n->text, (const struct sockaddr *)&n->addr);
-		if (n->have && n->expires_ms > now) {
+		if (n->n_addrs)
+			b->cb(b->arg, n->text, n->addrs, n->n_addrs);
+		if (n->n_addrs && n->expires_ms > now) {
 			n->state = NAME_IDLE;
 			uv_timer_start(&n->timer, timer_cb, n->expires_ms - now, 0);
 		} else {

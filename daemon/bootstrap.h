@@ -8,10 +8,13 @@
  * back through bootstrap_answer().  One per worker, on
  * its loop.  Each name is resolved at once (start-up does not wait for it),
  * again when its TTL runs out (clamped to BOOTSTRAP_MIN_TTL ..
- * BOOTSTRAP_MAX_TTL seconds), and after a failure with a backoff; an
- * address, once known, is kept until another answer replaces it.  What it
- * learns goes to the callback it was given: the worker passes it on to its
- * upstream sets (upstream_set_address).
+ * BOOTSTRAP_MAX_TTL seconds), and after a failure with a backoff; the
+ * addresses, once known, are kept until another answer replaces them.  A
+ * name's addresses are every A of the answer, then every AAAA (up to
+ * BOOTSTRAP_MAX_PER_FAMILY each), in the order the server gave them: what
+ * it learns goes to the callback it was given, and the worker passes the
+ * list on to its upstream sets (upstream_set_address), which use the first
+ * and move to the next when one cannot be reached.
  */
 #pragma once
 
@@ -28,13 +31,20 @@ enum {
 	BOOTSTRAP_TIMEOUT_MS = 2000,	/**< per exchange; then the next server */
 	BOOTSTRAP_RETRY_MIN_MS = 1000,	/**< after a failure, doubling ... */
 	BOOTSTRAP_RETRY_MAX_MS = 60000, /**< ... up to this */
+	BOOTSTRAP_AAAA_WAIT_MS = 50,	/**< once the A answer came with addresses, how
+					 *   long the AAAA may still take (RFC 8305 §3) */
+	BOOTSTRAP_MAX_PER_FAMILY = 4,	/**< A (or AAAA) addresses kept for one name */
+	BOOTSTRAP_MAX_ADDRS = 2 * BOOTSTRAP_MAX_PER_FAMILY, /**< addresses of one name */
 };
 
 struct bootstrap;
 
-/** @hostname (as in options_upstream.hostname) has the address @sa (its
- * port 0); called on every answer, whether the address changed or not. */
-typedef void (*bootstrap_cb)(void *arg, const char *hostname, const struct sockaddr *sa);
+/** @hostname (as in options_upstream.hostname) has the @n addresses
+ * @addrs (AF_INET first, then AF_INET6, each in the server's order; port
+ * 0; 1 <= @n <= BOOTSTRAP_MAX_ADDRS; valid during the call); called on
+ * every answer, whether the addresses changed or not. */
+typedef void (*bootstrap_cb)(void *arg, const char *hostname, const struct sockaddr_storage *addrs,
+			     unsigned n);
 
 /** Without --bootstrap: send the query @msg inward; its answer is to reach
  * bootstrap_answer() (at once or later; never is fine: the round times
@@ -58,7 +68,7 @@ struct bootstrap *bootstrap_new(struct loop *loop, const struct config *cfg, boo
  * NULL. */
 void bootstrap_answer(struct bootstrap *b, const uint8_t *msg, size_t len);
 
-/** Call the callback at once for every name whose address is known, and
+/** Call the callback at once for every name whose addresses are known, and
  * ask for the others (the callback may run before this returns: an inward
  * answer may come from the cache).  @b may be NULL. */
 void bootstrap_start(struct bootstrap *b);

@@ -44,11 +44,16 @@ enum slow_stage {
 
 struct upstream {
 	struct upstream_set *set;
-	const struct options_upstream *spec;		  /* &own: what transports read */
-	struct options_upstream own;			  /* a copy of the configured spec,
+	const struct options_upstream *spec; /* &own: what transports read */
+	struct options_upstream own;	     /* a copy of the configured spec,
 							   * its address filled once a name
 							   * resolves (upstream_set_address) */
-	bool resolved;					  /* own.addr is an address */
+	bool resolved;			     /* own.addr is an address */
+	/* Given by name: its addresses (port 0, in the order to try them),
+	 * which one own.addr is, and how many failed since it was last
+	 * reachable (up to n_addrs, a new address is probed soon). */
+	unsigned n_addrs, addr_i, addr_tries;
+	struct sockaddr_storage addrs[UPSTREAM_MAX_ADDRS];
 	const struct transport_ops *ops;		  /* how to reach it */
 	void *peer;					  /* the transport's state for it (owned) */
 	uint32_t identity;				  /* stable across reloads: from the spec */
@@ -89,6 +94,8 @@ static const struct transport_events events;
 static void probe_cb(uv_timer_t *timer);
 static void close_current(struct upstream *up, const char *why);
 static void dispatch(struct upstream_set *set, struct upstream_job *job, bool free_send);
+static void unreachable(struct upstream *up, const char *why);
+static void carry_addresses(const struct upstream_set *set, struct upstream_set *next);
 
 /* Every change of `down` goes through here: the metrics count, per worker,
  * the sets in which an upstream is down. */
@@ -263,7 +270,7 @@ static void probe_cb(uv_timer_t *timer)
 	}
 	log_debug("upstream %s: probing", up->spec->label);
 	if (!open_conn(up, METRICS_OPEN_PROBE))
-		mark_down(up, "cannot connect");
+		unreachable(up, "cannot connect");
 }
 
 /* -- a job's attempts ----------------------------------------------------------- */
@@ -388,7 +395,7 @@ static struct transport_conn *open_more(struct upstream *up, enum metrics_open_r
 		return NULL;
 	struct transport_conn *c = open_conn(up, why);
 	if (!c)
-		mark_down(up, "cannot connect");
+		unreachable(up, "cannot connect");
 	return c;
 }
 
@@ -665,6 +672,7 @@ static void on_ready(struct transport_conn *c)
 	struct upstream *up = c->owner;
 
 	c->ready = true;
+	up->addr_tries = 0; /* its address works */
 	/* A handshake is not an answer: the failure count stays, so an upstream
 	 * that handshakes but never answers keeps backing off. */
 	if (up->down)
@@ -743,7 +751,7 @@ static void on_closed(struct transport_conn *c, enum transport_close_reason reas
 		}
 	}
 	if (reason == TRANSPORT_CLOSED_FAILED && !c->retiring && !up->set->stopping)
-		mark_down(up, why ? why : "connection failed");
+		unreachable(up, why ? why : "connection failed");
 	if (reason == TRANSPORT_CLOSED_SILENT && !c->retiring && !up->set->stopping) {
 		/* The transport found the silence (an unanswered HTTP/2 PING):
 		 * as in slow_cb(), the jobs on it are resent freely and the
@@ -870,6 +878,7 @@ static void close_current(struct upstream *up, const char *why)
 
 void upstream_set_retire(struct upstream_set *set, struct upstream_set *next)
 {
+	carry_addresses(set, next); /* before the jobs move there */
 	set->next = next;
 	for (unsigned i = 0; i < set->n; i++) {
 		uv_timer_stop(&set->ups[i].probe_timer);
@@ -895,37 +904,144 @@ void upstream_set_reset(struct upstream_set *set)
 	}
 }
 
-void upstream_set_address(struct upstream_set *set, const char *hostname, const struct sockaddr *sa)
+/* The IP of @sa as text: "192.0.2.1", "2001:db8::1". */
+static void ip_text(const struct sockaddr_storage *sa, char *ip, size_t cap)
 {
-	struct options_addr addr = { .sa_len = 0 };
+	const void *a = sa->ss_family == AF_INET6
+			    ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+			    : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
+
+	if (!inet_ntop(sa->ss_family, a, ip, (socklen_t)cap))
+		snprintf(ip, cap, "?");
+}
+
+/* Connect to addrs[@i] from now on. */
+static void use_address(struct upstream *up, unsigned i)
+{
+	const struct sockaddr_storage *sa = &up->addrs[i];
+	struct options_addr addr = { .sa = *sa };
+	bool v6 = sa->ss_family == AF_INET6;
 	char ip[INET6_ADDRSTRLEN];
 
-	if (sa->sa_family == AF_INET6) {
-		memcpy(&addr.sa, sa, sizeof(struct sockaddr_in6));
+	ip_text(sa, ip, sizeof(ip));
+	if (v6) {
 		addr.sa_len = sizeof(struct sockaddr_in6);
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
+		((struct sockaddr_in6 *)&addr.sa)->sin6_port = htons(up->own.port);
 	} else {
-		require(sa->sa_family == AF_INET);
-		memcpy(&addr.sa, sa, sizeof(struct sockaddr_in));
 		addr.sa_len = sizeof(struct sockaddr_in);
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, ip, sizeof(ip));
+		((struct sockaddr_in *)&addr.sa)->sin_port = htons(up->own.port);
 	}
+	snprintf(addr.text, sizeof(addr.text), "%s%s%s:%u", v6 ? "[" : "", ip, v6 ? "]" : "",
+		 up->own.port);
+	up->own.addr = addr;
+	snprintf(up->own.ip, sizeof(up->own.ip), "%s", ip);
+	up->addr_i = i;
+}
+
+/* @up could not be reached (a connection failed before it was ready, or
+ * could not be opened): down, and when its name has another address and
+ * no other connection is left, the next connection goes to the next
+ * address.  While one is left, it is to the same address: a ready one shows
+ * that the address works; one still opening decides when it ends (each
+ * failing in turn must not skip an address).  Nothing is closed here: this
+ * may run while a job is being sent (open_more()). */
+static void unreachable(struct upstream *up, const char *why)
+{
+	mark_down(up, why);
+	if (up->n_addrs < 2 || up->n_conns || up->set->stopping || up->set->next)
+		return;
+	char old[INET6_ADDRSTRLEN];
+	snprintf(old, sizeof(old), "%s", up->own.ip);
+	use_address(up, (up->addr_i + 1) % up->n_addrs);
+	if (++up->addr_tries < up->n_addrs) {
+		/* An address this outage has not tried yet: probe it soon.  Once
+		 * every one failed, the usual backoff (and less said). */
+		log_tagged("notice", "upstream %s: %s failed (%s); trying its next address %s",
+			   up->spec->label, old, why, up->own.ip);
+		uv_timer_start(&up->probe_timer, probe_cb, BACKOFF_FIRST_MS, 0);
+	} else {
+		log_info("upstream %s: %s failed (%s); trying its next address %s", up->spec->label,
+			 old, why, up->own.ip);
+	}
+}
+
+/* Reload: a named upstream of @next that has the same list as one of @set
+ * and no connection yet goes on with the address @set's was using, rather
+ * than its first, which may be the one that failed. */
+static void carry_addresses(const struct upstream_set *set, struct upstream_set *next)
+{
+	for (unsigned i = 0; i < set->n; i++) {
+		const struct upstream *old = &set->ups[i];
+		if (!old->n_addrs || !old->resolved)
+			continue;
+		for (unsigned j = 0; j < next->n; j++) {
+			struct upstream *up = &next->ups[j];
+			if (up->n_conns || !up->resolved || up->n_addrs != old->n_addrs ||
+			    strcmp(up->own.hostname, old->own.hostname) != 0 ||
+			    memcmp(up->addrs, old->addrs, old->n_addrs * sizeof(old->addrs[0])) !=
+				0)
+				continue;
+			use_address(up, old->addr_i);
+		}
+	}
+}
+
+void upstream_set_address(struct upstream_set *set, const char *hostname,
+			  const struct sockaddr_storage *addrs, unsigned n)
+{
+	struct sockaddr_storage list[UPSTREAM_MAX_ADDRS];
+	char text[UPSTREAM_MAX_ADDRS * (INET6_ADDRSTRLEN + 2)] = "";
+	unsigned n_list = 0;
+	size_t len = 0;
+
+	/* A copy with nothing but family and address, so that lists compare
+	 * with memcmp(). */
+	for (unsigned i = 0; i < n && n_list < UPSTREAM_MAX_ADDRS; i++) {
+		struct sockaddr_storage *sa = &list[n_list];
+		char ip[INET6_ADDRSTRLEN];
+		memset(sa, 0, sizeof(*sa));
+		if (addrs[i].ss_family == AF_INET6) {
+			sa->ss_family = AF_INET6;
+			((struct sockaddr_in6 *)sa)->sin6_addr =
+			    ((const struct sockaddr_in6 *)&addrs[i])->sin6_addr;
+		} else if (addrs[i].ss_family == AF_INET) {
+			sa->ss_family = AF_INET;
+			((struct sockaddr_in *)sa)->sin_addr =
+			    ((const struct sockaddr_in *)&addrs[i])->sin_addr;
+		} else {
+			continue;
+		}
+		ip_text(sa, ip, sizeof(ip));
+		int w = snprintf(text + len, sizeof(text) - len, "%s%s", n_list ? ", " : "", ip);
+		if (w > 0 && (size_t)w < sizeof(text) - len)
+			len += (size_t)w;
+		n_list++;
+	}
+	if (!n_list || !hostname[0])
+		return;
 	for (unsigned i = 0; i < set->n; i++) {
 		struct upstream *up = &set->ups[i];
-		if (strcmp(up->own.hostname, hostname) != 0 || !hostname[0])
+		if (strcmp(up->own.hostname, hostname) != 0)
 			continue;
-		bool v6 = sa->sa_family == AF_INET6;
-		if (up->resolved && strcmp(up->own.ip, ip) == 0)
-			continue; /* the same address: nothing to do */
-		if (v6)
-			((struct sockaddr_in6 *)&addr.sa)->sin6_port = htons(up->own.port);
-		else
-			((struct sockaddr_in *)&addr.sa)->sin_port = htons(up->own.port);
-		snprintf(addr.text, sizeof(addr.text), "%s%s%s:%u", v6 ? "[" : "", ip,
-			 v6 ? "]" : "", up->own.port);
-		log_info("upstream %s: %s is %s", up->spec->label, hostname, ip);
-		up->own.addr = addr;
-		snprintf(up->own.ip, sizeof(up->own.ip), "%s", ip);
+		if (up->resolved && up->n_addrs == n_list &&
+		    memcmp(up->addrs, list, n_list * sizeof(list[0])) == 0)
+			continue; /* the same addresses: nothing to do */
+		memcpy(up->addrs, list, n_list * sizeof(list[0]));
+		up->n_addrs = n_list;
+		log_info("upstream %s: %s is %s", up->spec->label, hostname, text);
+		bool kept = false;
+		for (unsigned j = 0; up->resolved && j < n_list && !kept; j++) {
+			char ip[INET6_ADDRSTRLEN];
+			ip_text(&list[j], ip, sizeof(ip));
+			if (strcmp(ip, up->own.ip) == 0) {
+				up->addr_i = j; /* still among them: keep using it */
+				kept = true;
+			}
+		}
+		if (kept)
+			continue;
+		use_address(up, 0);
+		up->addr_tries = 0;
 		if (up->resolved) {
 			/* Another address: what we knew of the old one does not
 			 * apply, and its connections go (their jobs are resent). */

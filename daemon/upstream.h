@@ -12,8 +12,10 @@
  * after a backoff: 250 ms doubling up to 1 s while jobs want it, 60 s while
  * nothing does.  When every upstream a job could use is down, the job fails
  * at once.  An answer from an upstream makes it fully healthy again.  An
- * upstream given by name is not used before its address is known
- * (upstream_set_address(), from the worker's bootstrap).
+ * upstream given by name is not used before its addresses are known
+ * (upstream_set_address(), from the worker's bootstrap); it uses one of
+ * them at a time, and when a connection to that one fails before it is
+ * ready, the next one (in turn) for the next connection and probe.
  *
  * Speed: each upstream keeps a smoothed RTT (RFC 6298 style).  A job whose
  * upstream has not answered within an adaptive delay (bounded below and
@@ -51,6 +53,7 @@ enum {
 	UPSTREAM_MAX_SENDS = 4,	   /**< budgeted sends of one job: hedges and failures */
 	UPSTREAM_MAX_REFUSALS = 8, /**< free resends of one job after refusals (REFUSED_STREAM);
 				    *   beyond, a refusal counts as a failure */
+	UPSTREAM_MAX_ADDRS = 8,	   /**< addresses kept for an upstream given by name */
 };
 
 /** One send of a job to one connection. */
@@ -112,21 +115,34 @@ struct upstream_set *upstream_set_new(const struct transport_env *env,
  * close first).  Jobs still on a connection fail (servfail_shutdown). */
 void upstream_set_free(struct upstream_set *set);
 
-/** Reload: @set gives way to @next.  Its connections close, and the jobs on
- * them move to @next without using their budget; then free @set. */
+/** Reload: @set gives way to @next.  An upstream of @next given by name,
+ * with the same addresses as in @set and no connection yet, goes on with
+ * the address @set's was using.  Then @set's connections close, and the
+ * jobs on them move to @next without using their budget; then free @set. */
 void upstream_set_retire(struct upstream_set *set, struct upstream_set *next);
 
 /** The network changed (addresses, routes): close every connection (jobs
  * are resent) and forget every upstream's health and latency. */
 void upstream_set_reset(struct upstream_set *set);
 
-/** The name @hostname resolved to @sa (AF_INET or AF_INET6; its port is not
- * used): every upstream of @set given by that name connects there from now
- * on (an upstream given by name is not used until this is called).  One
- * that had another address forgets its health and latency and closes its
- * connections, whose jobs are resent. */
+/**
+ * The name @hostname resolved to the @n addresses @addrs (AF_INET or
+ * AF_INET6, in the order to try them; their ports are not used; beyond
+ * UPSTREAM_MAX_ADDRS, or of another family, ignored; @n 0: nothing
+ * happens): every upstream of @set given by that name connects to one of
+ * them from now on (an upstream given by name is not used until this is
+ * called).  It starts with the first.  When a connection to the address in
+ * use fails before it is ready (cannot connect, refused, timed out, TLS
+ * failure) and the upstream has no other connection left (none ready, none
+ * still opening), the next address (after the last, the first) is used for
+ * the next connection and probe: logged at notice ("ADDRESS failed (why); trying its next address
+ * ADDRESS2"), and probed after the shortest backoff while the outage has
+ * not tried it yet.  A list that holds the address in use keeps it; one
+ * that does not makes the upstream use its first, forget its health and
+ * latency and close its connections, whose jobs are resent.
+ */
 void upstream_set_address(struct upstream_set *set, const char *hostname,
-			  const struct sockaddr *sa);
+			  const struct sockaddr_storage *addrs, unsigned n);
 
 /** How often a lasting outage is logged ("still down after N s"): once a
  * minute.  A variable only so that the unit tests can shorten it. */

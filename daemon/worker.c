@@ -185,15 +185,16 @@ static int inward_send(void *arg, const uint8_t *msg, size_t len)
 	return 0;
 }
 
-/* An upstream name resolved: every set learns its address. */
-static void resolved_cb(void *arg, const char *hostname, const struct sockaddr *sa)
+/* An upstream name resolved: every set learns its addresses. */
+static void resolved_cb(void *arg, const char *hostname, const struct sockaddr_storage *addrs,
+			unsigned n)
 {
 	struct worker *w = arg;
 
 	if (w->upstreams)
-		upstream_set_address(w->upstreams, hostname, sa);
+		upstream_set_address(w->upstreams, hostname, addrs, n);
 	for (unsigned i = 0; i < w->n_zone_sets; i++)
-		upstream_set_address(w->zone_sets[i], hostname, sa);
+		upstream_set_address(w->zone_sets[i], hostname, addrs, n);
 }
 
 /* The upstream sets of the settings in force: the default one and one per

@@ -23,9 +23,11 @@ NAME = "dns.named.test"
 CLIENT_NAME = "client-secret.example."
 
 
-def bootstrap_responder(addresses, ttl=300):
+def bootstrap_responder(addresses, ttl=300, ordered=False):
     """A responder answering NAME with addresses (a dict type -> [address]),
-    REFUSED for anything else. `addresses` may be changed between queries."""
+    REFUSED for anything else. `addresses` may be changed between queries.
+    dnspython shuffles the records of a set on the wire: `ordered` sends
+    them in the order given (as wire bytes)."""
     def respond(query):
         q = query.question[0]
         resp = dns.message.make_response(query, recursion_available=True)
@@ -36,7 +38,7 @@ def bootstrap_responder(addresses, ttl=300):
         addrs = addresses.get(kind, [])
         if addrs:
             resp.answer.append(dns.rrset.from_text(q.name, ttl, "IN", kind, *addrs))
-        return resp
+        return resp.to_wire(want_shuffle=False) if ordered else resp
     return respond
 
 
@@ -243,3 +245,130 @@ def test_truncated_bootstrap_answer_is_retried_later(dotproxy, fake_plain, fake_
     boot.set(truncate=False)
     assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR,
                     timeout=4), p.log_tail()
+
+
+# A loopback address where nothing listens on the upstream's port: a
+# connection there is refused at once.
+DEAD = "127.0.0.29"
+
+
+def ipv6_loopback():
+    import socket
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def switched(p, dead, working):
+    return p.wait_log(rf"notice: upstream tls://{NAME.replace('.', '[.]')}:\d+: "
+                      rf"{dead.replace('.', '[.]')} failed \(.+\); "
+                      rf"trying its next address {working.replace('.', '[.]')}$", timeout=3)
+
+
+def test_a_dead_address_gives_way_to_the_next(dotproxy, fake_plain, fake_upstream, named_cert):
+    """Two A records, the first where nothing listens: once the connection
+    there fails, the upstream uses the second; only its name was asked."""
+    up = fake_upstream(tls=named_cert)
+    boot = fake_plain(responder=bootstrap_responder({"A": [DEAD, "127.0.0.1"]}, ordered=True))
+    p = dotproxy(extra_args=["--upstream", f"tls://{NAME}:{up.port}",
+                             "--bootstrap", bootstrap_arg(boot), "--cache-size", "0"])
+    assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR,
+                    timeout=3), p.log_tail()
+    assert switched(p, DEAD, "127.0.0.1"), p.log_tail()
+    for i in range(5):
+        assert p.udp(f"q{i}.example.").rcode() == dns.rcode.NOERROR, p.log_tail()
+    assert up.queries
+    assert set(boot.names()) == {NAME + "."}
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback (::1)")
+def test_an_unreachable_ipv4_address_gives_way_to_the_ipv6_one(dotproxy, fake_plain,
+                                                              fake_upstream, named_cert):
+    """A and AAAA: the IPv4 address does not work, the IPv6 one does."""
+    up = fake_upstream(tls=named_cert, host="::1")
+    boot = fake_plain(responder=bootstrap_responder({"A": [DEAD], "AAAA": ["::1"]}))
+    p = dotproxy(extra_args=["--upstream", f"tls://{NAME}:{up.port}",
+                             "--bootstrap", bootstrap_arg(boot), "--cache-size", "0"])
+    assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR,
+                    timeout=3), p.log_tail()
+    assert switched(p, DEAD, "::1"), p.log_tail()
+    assert up.queries
+    assert set(asked(boot)) == {(NAME + ".", "A"), (NAME + ".", "AAAA")}
+    assert CLIENT_NAME not in boot.names()
+
+
+def test_the_same_answer_again_keeps_the_working_address(dotproxy, fake_plain, fake_upstream,
+                                                         named_cert):
+    """A TTL of 1 s: the name is asked again and again, with the same list;
+    the upstream stays on the address that works (its connection too)
+    instead of going back to the first one."""
+    up = fake_upstream(tls=named_cert)
+    boot = fake_plain(responder=bootstrap_responder({"A": [DEAD, "127.0.0.1"]}, ttl=1,
+                                                  ordered=True))
+    p = dotproxy(extra_args=["--upstream", f"tls://{NAME}:{up.port}",
+                             "--bootstrap", bootstrap_arg(boot), "--cache-size", "0"])
+    assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR,
+                    timeout=3), p.log_tail()
+    assert switched(p, DEAD, "127.0.0.1"), p.log_tail()
+    connections = up.connections
+    n_asked = len(boot.received)
+    # Two more rounds (A and AAAA each), a query every 100 ms meanwhile.
+    deadline = time.monotonic() + 5
+    while len(boot.received) < n_asked + 4 and time.monotonic() < deadline:
+        assert p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR, p.log_tail()
+        time.sleep(0.1)
+    assert len(boot.received) >= n_asked + 4
+    assert p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR, p.log_tail()
+    assert p.log().count("trying its next address") == 1, p.log_tail()
+    assert up.connections == connections
+
+
+def test_reload_keeps_the_working_address(dotproxy, fake_plain, fake_upstream, named_cert):
+    """After SIGHUP, the upstream goes on with the address that works, not
+    the first one of the list, which failed: no query fails."""
+    up = fake_upstream(tls=named_cert)
+    boot = fake_plain(responder=bootstrap_responder({"A": [DEAD, "127.0.0.1"]}, ordered=True))
+    p = dotproxy(extra_args=["--upstream", f"tls://{NAME}:{up.port}",
+                             "--bootstrap", bootstrap_arg(boot), "--cache-size", "0"])
+    assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR,
+                    timeout=3), p.log_tail()
+    assert switched(p, DEAD, "127.0.0.1"), p.log_tail()
+    offset = p.log_offset()
+    p.send_signal(signal.SIGHUP)
+    assert p.wait_log(r"configuration reloaded", since=offset, timeout=3)
+    for i in range(5):
+        assert p.udp(f"r{i}.example.").rcode() == dns.rcode.NOERROR, p.log_tail()
+    assert "failed" not in p.log_since(offset), p.log_tail()
+
+
+def test_a_hijacked_address_gives_way_to_the_next(dotproxy, fake_plain, fake_upstream,
+                                                   named_cert):
+    """The first address answers TLS with a certificate for another name (a
+    router that hijacks it): the handshake fails, the next address is used."""
+    up = fake_upstream(tls=named_cert)
+    hijacker = fake_upstream(host="127.0.0.30", port=up.port)  # certs.good: another name
+    boot = fake_plain(responder=bootstrap_responder({"A": ["127.0.0.30", "127.0.0.1"]},
+                                                    ordered=True))
+    p = dotproxy(extra_args=["--upstream", f"tls://{NAME}:{up.port}",
+                             "--bootstrap", bootstrap_arg(boot), "--cache-size", "0"])
+    assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR,
+                    timeout=3), p.log_tail()
+    assert switched(p, "127.0.0.30", "127.0.0.1"), p.log_tail()
+    assert hijacker.connections and not hijacker.queries
+    assert up.queries
+
+
+def test_doh_dead_address_gives_way_to_the_next(dotproxy, fake_plain, fake_doh):
+    up = fake_doh(cert_name=NAME)
+    boot = fake_plain(responder=bootstrap_responder({"A": [DEAD, "127.0.0.1"]}, ordered=True))
+    p = dotproxy(extra_args=["--upstream", f"https://{NAME}:{up.port}/dns-query",
+                             "--bootstrap", bootstrap_arg(boot), "--cache-size", "0"])
+    assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR,
+                    timeout=3), p.log_tail()
+    assert p.wait_log(rf"notice: upstream https://{NAME.replace('.', '[.]')}:\d+/dns-query: "
+                      rf"{DEAD.replace('.', '[.]')} failed \(.+\); trying its next address "
+                      rf"127[.]0[.]0[.]1$", timeout=3), p.log_tail()
+    assert CLIENT_NAME in up.names()

@@ -62,7 +62,8 @@ struct fake_conn {
 	struct transport_conn base; /* first: what the upstream layer sees */
 	const struct transport_env *env;
 	const struct options_upstream *spec;
-	unsigned index; /* in conns[], in the order opened */
+	char ip[INET6_ADDRSTRLEN]; /* spec->ip when it was opened */
+	unsigned index;		   /* in conns[], in the order opened */
 	struct sent sent[MAX_SENDS];
 	unsigned n_sent;
 	unsigned close_calls; /* close() by the upstream layer */
@@ -110,6 +111,7 @@ static struct transport_conn *fake_open(const struct transport_env *env,
 	f->base.owner = owner;
 	f->env = env;
 	f->spec = spec;
+	snprintf(f->ip, sizeof(f->ip), "%s", spec->ip);
 	f->index = n_conns;
 	conns[n_conns++] = f;
 	return &f->base;
@@ -553,6 +555,31 @@ static struct fake_conn *take_sample(struct tjob *t, unsigned delay_ms)
 	return f;
 }
 
+/* The bootstrap's answer for @hostname: the space-separated IPs @ips. */
+static void resolve(const char *hostname, const char *ips)
+{
+	struct sockaddr_storage addrs[UPSTREAM_MAX_ADDRS + 2];
+	char copy[256], *save = NULL;
+	unsigned n = 0;
+
+	snprintf(copy, sizeof(copy), "%s", ips);
+	for (char *ip = strtok_r(copy, " ", &save); ip; ip = strtok_r(NULL, " ", &save)) {
+		assert_true(n < UPSTREAM_MAX_ADDRS + 2);
+		struct sockaddr_storage *sa = &addrs[n++];
+		memset(sa, 0, sizeof(*sa));
+		if (strchr(ip, ':')) {
+			sa->ss_family = AF_INET6;
+			assert_int_equal(
+			    inet_pton(AF_INET6, ip, &((struct sockaddr_in6 *)sa)->sin6_addr), 1);
+		} else {
+			sa->ss_family = AF_INET;
+			assert_int_equal(
+			    inet_pton(AF_INET, ip, &((struct sockaddr_in *)sa)->sin_addr), 1);
+		}
+	}
+	upstream_set_address(set, hostname, addrs, n);
+}
+
 /* -- policy ------------------------------------------------------------------------ */
 
 static void failover_always_picks_first_healthy_upstream(void **state)
@@ -586,19 +613,17 @@ static void named_upstream_is_used_once_its_address_is_known(void **state)
 	(void)state;
 	start_world("d", "failover", "2000");
 	struct tjob *t = job_new("example.com", TYPE_A);
-	struct sockaddr_in sa = { .sin_family = AF_INET };
 
 	job_start(t);
 	assert_int_equal(t->failed, 1); /* at once, as when every upstream is down */
 	assert_int_equal(t->ede, WIRE_EDE_NETWORK_ERROR);
 	assert_int_equal(n_conns, 0);
 
-	sa.sin_addr.s_addr = htonl(0x7f000004);
-	upstream_set_address(set, "other.test", (struct sockaddr *)&sa);
+	resolve("other.test", "127.0.0.4");
 	job_start(t);
 	assert_int_equal(t->failed, 1); /* another name: still unknown */
 	assert_int_equal(n_conns, 0);
-	upstream_set_address(set, "d.test", (struct sockaddr *)&sa);
+	resolve("d.test", "127.0.0.4");
 	job_start(t);
 	assert_int_equal(n_conns, 1);
 	struct fake_conn *f = conns[0];
@@ -611,17 +636,119 @@ static void named_upstream_is_used_once_its_address_is_known(void **state)
 	assert_true(answer(f, t));
 
 	/* The same address again changes nothing. */
-	upstream_set_address(set, "d.test", (struct sockaddr *)&sa);
+	resolve("d.test", "127.0.0.4");
 	assert_int_equal(f->close_calls, 0);
 	/* Another one: the old connection goes, new ones use the new address. */
-	struct sockaddr_in6 sa6 = { .sin6_family = AF_INET6 };
-	sa6.sin6_addr.s6_addr[15] = 1;
-	upstream_set_address(set, "d.test", (struct sockaddr *)&sa6);
+	resolve("d.test", "::1");
 	assert_int_equal(f->close_calls, 1);
 	job_start(t);
 	assert_int_equal(n_conns, 2);
 	assert_string_equal(conns[1]->spec->ip, "::1");
 	assert_string_equal(conns[1]->spec->addr.text, "[::1]:8534");
+}
+
+/* A name with several addresses: a connection that fails before it is
+ * ready moves the upstream to the next address, probed soon since it is
+ * new; an answer that still holds the address in use keeps it; one that
+ * does not starts at its first; the last address fails over to the
+ * first. */
+static void named_upstream_tries_its_next_address_when_one_fails(void **state)
+{
+	(void)state;
+	start_world("d", "failover", "2000");
+	struct tjob *t = job_new("example.com", TYPE_A);
+
+	resolve("d.test", "127.0.0.4 127.0.0.5");
+	job_start(t);
+	assert_int_equal(n_conns, 1);
+	assert_string_equal(conns[0]->ip, "127.0.0.4");
+	connect_fails(conns[0], t);
+	assert_int_equal(t->failed, 1); /* its only upstream is down */
+	/* No job wants it, yet the new address is probed after 250 ms, not
+	 * in a minute. */
+	run_for(200);
+	assert_int_equal(n_conns, 1);
+	run_for(100);
+	assert_int_equal(n_conns, 2);
+	struct fake_conn *f = conns[1];
+	assert_string_equal(f->ip, "127.0.0.5");
+	assert_string_equal(f->spec->addr.text, "127.0.0.5:8534");
+	drive_ready(f);
+	job_start(t);
+	assert_ptr_equal(holder(t), f);
+	assert_true(answer(f, t));
+
+	/* The same list again, or another that holds 127.0.0.5: it stays. */
+	resolve("d.test", "127.0.0.4 127.0.0.5");
+	resolve("d.test", "127.0.0.6 127.0.0.5");
+	assert_int_equal(f->close_calls, 0);
+	job_start(t);
+	assert_ptr_equal(holder(t), f);
+	assert_true(answer(f, t));
+	/* A list without it: its first address. */
+	resolve("d.test", "127.0.0.7 127.0.0.8");
+	assert_int_equal(f->close_calls, 1);
+	job_start(t);
+	f = holder(t);
+	assert_string_equal(f->ip, "127.0.0.7");
+
+	/* 127.0.0.7 fails, then 127.0.0.8: back to 127.0.0.7. */
+	connect_fails(f, t);
+	run_for(300);
+	assert_int_equal(n_conns, 4);
+	assert_string_equal(conns[3]->ip, "127.0.0.8");
+	drive_closed(conns[3], TRANSPORT_CLOSED_FAILED);
+	assert_string_equal(conns[3]->spec->ip, "127.0.0.7"); /* the next connection's */
+	assert_string_equal(conns[3]->spec->addr.text, "127.0.0.7:8534");
+}
+
+/* A connection of a named upstream that fails while another one is ready:
+ * the address works, it stays. */
+static void a_failure_beside_a_ready_connection_keeps_the_address(void **state)
+{
+	(void)state;
+	start_world("d", "failover", "2000");
+	cfg.max_connections = 2;
+	fake_cap = 1; /* a second job opens a second connection */
+	struct tjob *t = job_new("example.com", TYPE_A);
+	struct tjob *u = job_new("example.net", TYPE_A);
+
+	resolve("d.test", "127.0.0.4 127.0.0.5");
+	struct fake_conn *f = start_ready(t);
+	assert_string_equal(f->ip, "127.0.0.4");
+	job_start(u);
+	assert_int_equal(n_conns, 2);
+	connect_fails(conns[1], u);
+	assert_string_equal(f->spec->ip, "127.0.0.4");
+	assert_int_equal(f->close_calls, 0);
+	assert_true(answer(f, t));
+}
+
+/* Two connections opening to a dead address: the first failure leaves the
+ * address to the second, whose failure moves on, to the next address and
+ * not past it. */
+static void connections_opening_to_a_dead_address_move_on_once(void **state)
+{
+	(void)state;
+	start_world("d", "failover", "2000");
+	cfg.max_connections = 2;
+	fake_cap = 1;
+	struct tjob *t = job_new("example.com", TYPE_A);
+	struct tjob *u = job_new("example.net", TYPE_A);
+
+	resolve("d.test", "127.0.0.4 127.0.0.5 127.0.0.6");
+	job_start(t);
+	job_start(u);
+	assert_int_equal(n_conns, 2);
+	assert_string_equal(conns[1]->ip, "127.0.0.4");
+	connect_fails(conns[0], t);
+	assert_string_equal(conns[1]->spec->ip, "127.0.0.4");
+	assert_int_equal(conns[1]->close_calls, 0);
+	connect_fails(conns[1], u);
+	assert_string_equal(conns[1]->spec->ip, "127.0.0.5");
+	run_for(300);
+	assert_int_equal(n_conns, 3);
+	assert_string_equal(conns[2]->ip, "127.0.0.5");
 }
 
 /* Until its name resolves, the jobs go to the other upstreams. */
@@ -1359,6 +1486,36 @@ static void reload_resends_by_identity_not_position(void **state)
 		assert_false(conns[i]->env == &env2 && which(conns[i]) == 'a');
 }
 
+/* A reload: the new set's named upstream, given the same addresses (the
+ * bootstrap lends them), goes on with the one that worked, not the first
+ * one, which failed. */
+static void reload_keeps_the_address_a_named_upstream_moved_to(void **state)
+{
+	(void)state;
+	start_world("d", "failover", "2000");
+	struct tjob *t = job_new("example.com", TYPE_A);
+
+	resolve("d.test", "127.0.0.4 127.0.0.5");
+	job_start(t);
+	connect_fails(holder(t), t);
+	run_for(300);
+	assert_int_equal(n_conns, 2);
+	assert_string_equal(conns[1]->ip, "127.0.0.5");
+	drive_ready(conns[1]);
+
+	configure(&cfg2, "d", "failover", "2000");
+	env2 = (struct transport_env){ .loop = &loop, .cfg = &cfg2, .tls = NULL };
+	struct upstream_set *old = set;
+	set = upstream_set_new(&env2, cfg2.upstream, cfg2.n_upstream, fake_transport_for, &hooks);
+	assert_non_null(set);
+	resolve("d.test", "127.0.0.4 127.0.0.5"); /* as bootstrap_start() does */
+	upstream_set_retire(old, set);
+	job_start(t);
+	struct fake_conn *f = holder(t);
+	assert_ptr_equal(f->env, &env2);
+	assert_string_equal(f->ip, "127.0.0.5");
+}
+
 #define TEST(f) cmocka_unit_test_teardown(f, teardown)
 
 int main(void)
@@ -1366,6 +1523,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		TEST(failover_always_picks_first_healthy_upstream),
 		TEST(named_upstream_is_used_once_its_address_is_known),
+		TEST(named_upstream_tries_its_next_address_when_one_fails),
+		TEST(a_failure_beside_a_ready_connection_keeps_the_address),
+		TEST(connections_opening_to_a_dead_address_move_on_once),
 		TEST(jobs_skip_a_named_upstream_without_address),
 		TEST(round_robin_rotates_through_upstreams),
 		TEST(fastest_prefers_lowest_srtt_and_samples_others_one_in_16),
@@ -1391,6 +1551,7 @@ int main(void)
 		TEST(transport_silence_resends_free),
 		TEST(full_connections_open_more_then_queue),
 		TEST(reload_resends_by_identity_not_position),
+		TEST(reload_keeps_the_address_a_named_upstream_moved_to),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
