@@ -1045,7 +1045,7 @@ void upstream_set_address(struct upstream_set *set, const char *hostname,
 		if (up->resolved) {
 			/* Another address: what we knew of the old one does not
 			 * apply, and its connections go (their jobs are resent). */
-			up->down = false;
+			set_down(up, false);
 			up->failures = 0;
 			up->silences = 0;
 			up->samples = 0;

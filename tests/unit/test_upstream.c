@@ -702,6 +702,35 @@ static void named_upstream_tries_its_next_address_when_one_fails(void **state)
 	assert_string_equal(conns[3]->spec->addr.text, "127.0.0.7:8534");
 }
 
+/* Whether upstream @label is down in any worker, as /metrics shows it. */
+static bool shown_down(const char *label)
+{
+	struct metrics_upstream_view views[64];
+	size_t n = metrics_upstreams(views, 64);
+
+	for (size_t i = 0; i < n && i < 64; i++)
+		if (strcmp(views[i].label, label) == 0)
+			return !views[i].up;
+	fail_msg("upstream %s is not in the metrics", label);
+	return false;
+}
+
+/* A down named upstream whose name moves to another address starts
+ * afresh: up, and so in the metrics too (the per-upstream down gauge). */
+static void new_address_of_a_down_upstream_is_shown_up(void **state)
+{
+	(void)state;
+	start_world("d", "failover", "2000");
+	struct tjob *t = job_new("example.com", TYPE_A);
+
+	resolve("d.test", "127.0.0.4");
+	job_start(t);
+	connect_fails(conns[0], t);
+	assert_true(shown_down("tls://d.test:8534"));
+	resolve("d.test", "127.0.0.9");
+	assert_false(shown_down("tls://d.test:8534"));
+}
+
 /* A connection of a named upstream that fails while another one is ready:
  * the address works, it stays. */
 static void a_failure_beside_a_ready_connection_keeps_the_address(void **state)
@@ -1524,6 +1553,7 @@ int main(void)
 		TEST(failover_always_picks_first_healthy_upstream),
 		TEST(named_upstream_is_used_once_its_address_is_known),
 		TEST(named_upstream_tries_its_next_address_when_one_fails),
+		TEST(new_address_of_a_down_upstream_is_shown_up),
 		TEST(a_failure_beside_a_ready_connection_keeps_the_address),
 		TEST(connections_opening_to_a_dead_address_move_on_once),
 		TEST(jobs_skip_a_named_upstream_without_address),
