@@ -263,7 +263,7 @@ int tlsio_resume(struct tlsio *io)
 
 size_t tlsio_backlog(const struct tlsio *io)
 {
-	return io->tcp.write_queue_size + io->pending_len;
+	return io->tcp.write_queue_size;
 }
 
 void tlsio_stop(struct tlsio *io)

@@ -3,8 +3,9 @@
  * memory buffers) and a socket.  Ciphertext received is fed to the session;
  * ciphertext produced is written with uv_try_write first and queued only
  * for what the kernel does not take; plaintext comes out through a
- * callback.  Used by the DoT upstream transport and the DoT listener:
- * nothing here knows which side it is on.
+ * callback.  Used by the DoT and DoH upstream transports (through
+ * tlsconnect) and the DoT and DoH listeners: nothing here knows which side
+ * it is on.
  */
 #pragma once
 
@@ -80,8 +81,10 @@ int tlsio_write(struct tlsio *io, const uint8_t *data, size_t len);
 void tlsio_pause(struct tlsio *io);
 int tlsio_resume(struct tlsio *io);
 
-/** Bytes queued in the kernel's stead (a peer not reading), and those
- * held for the end of the round. */
+/** Bytes queued in the kernel's stead: a peer not reading.  What
+ * tlsio_coalesce() holds for the end of the round is not counted: it
+ * leaves at the flush, and a round's answers are bounded by the pipeline
+ * cap, whether the peer reads or not. */
 size_t tlsio_backlog(const struct tlsio *io);
 
 /** An orderly end: one try at sending close_notify, no queue.  It keeps

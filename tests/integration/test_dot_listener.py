@@ -107,6 +107,47 @@ def test_dnsperf_dot_gets_every_answer(dot_proxy, workdir):
     assert p.stats()["queries_dot"] == 1000
 
 
+def big_hosts(workdir):
+    """A hosts file giving big.LAN_NAME 800 addresses: a 13 KiB answer."""
+    hosts = workdir / "hosts"
+    hosts.write_text("".join(f"10.9.{i // 250}.{i % 250 + 1} big.{LAN_NAME}\n"
+                             for i in range(800)))
+    return hosts
+
+
+def test_a_round_of_large_answers_is_not_a_client_that_does_not_read(dot_proxy, pki, workdir):
+    """100 pipelined queries for a local name of 800 addresses (13 KiB an
+    answer) are answered in one round: 1.3 MiB held for the flush, more than
+    the 1 MiB a session may leave unread.  What waits for the end of the
+    round is not a backlog: every answer arrives."""
+    p, port, _ = dot_proxy(extra=["--hosts", str(big_hosts(workdir)),
+                                  "--max-tcp-pipeline", "128"])
+    with connect(port, pki) as c:
+        c.send(*[make_query(f"big.{LAN_NAME}", id=i) for i in range(100)])
+        answers = [c.recv() for _ in range(100)]
+    assert sorted(a.id for a in answers) == list(range(100))
+    assert all(len(a_records(a)) == 800 for a in answers)
+
+
+def test_a_client_that_does_not_read_is_closed_at_the_backlog_cap(dot_proxy, pki, workdir):
+    """A client that asks and asks and never reads: once more than 1 MiB of
+    its answers waits for the kernel, it is closed, and others are served."""
+    p, port, _ = dot_proxy(extra=["--hosts", str(big_hosts(workdir))], verbose=2)
+    with connect(port, pki) as c:
+        for round_ in range(60):  # at most 6,000 answers of 13 KiB: 78 MiB unread
+            try:
+                c.send(*[make_query(f"big.{LAN_NAME}", id=i) for i in range(100)])
+            except (OSError, ssl.SSLError):
+                break  # closed under us
+            if p.wait_log(r"dot client .* does not read its answers: closing", timeout=0.05):
+                break
+        assert p.wait_log(r"dot client .* does not read its answers: closing", timeout=5), \
+            p.log_tail()
+    with connect(port, pki) as other:
+        other.send(make_query(f"www.{LAN_NAME}"))
+        assert a_records(other.recv()) == ["192.0.2.7"]
+
+
 def test_answers_of_one_round_share_a_tls_record(dot_proxy, pki):
     """Twenty local queries sent in one write are answered in one loop round;
     their answers leave as one TLS record (one encryption, one write(2)), so
