@@ -27,34 +27,20 @@ import hpack
 import pytest
 
 import h2wire
-from doh_client import DNS_MESSAGE, ALPNError, DoHClient, b64url, make_doh_query
+from doh_client import DNS_MESSAGE, DoHClient, b64url, make_doh_query
+from lan_listener import LAN_NAME, a_records, lan_leaf, listener_starter
 from netutil import DoTClient, client_tls_context, ede_codes, free_port, make_query
-
-LAN_NAME = "dns.lan.test"
-LOCAL = ["--local-data", f"www.{LAN_NAME} A 192.0.2.7"]
-
-
-def a_records(msg):
-    return sorted(rr.to_text() for rrset in msg.answer for rr in rrset)
 
 
 @pytest.fixture
 def lan_cert(pki):
-    return pki.leaf("lan", dns_names=[LAN_NAME], ip_addresses=["127.0.0.1", "::1"])
+    return lan_leaf(pki)
 
 
 @pytest.fixture
 def doh_proxy(dotproxy, fake_upstream, lan_cert):
     """dotproxy with a DoH listener; returns (proc, https port, fake upstream)."""
-    def start(extra=(), upstream=None, cert=None, **kw):
-        up = upstream or fake_upstream()
-        port = free_port()
-        cert_file, key_file = cert or lan_cert
-        p = dotproxy([up], extra_args=["--listen-https", f"127.0.0.1:{port}",
-                                       "--cert-file", cert_file, "--key-file", key_file,
-                                       *LOCAL, *extra], **kw)
-        return p, port, up
-    return start
+    return listener_starter(dotproxy, fake_upstream, lan_cert, "--listen-https")
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ certificate read again on SIGHUP (new connections get it, open ones keep
 theirs, a bad pair changes nothing), start-up errors, handshakes that never
 finish, the cap per client address, --allow, and many clients at once."""
 
-import os
 import re
 import resource
 import shutil
@@ -24,34 +23,20 @@ import dns.message
 import dns.rcode
 import pytest
 
-from dotproxy_proc import AUTH_NAME, run_cli
+from dotproxy_proc import run_cli
+from lan_listener import LAN_NAME, a_records, lan_leaf, listener_starter
 from netutil import DoTClient, ede_codes, free_port, make_query
-
-LAN_NAME = "dns.lan.test"
-LOCAL = ["--local-data", f"www.{LAN_NAME} A 192.0.2.7"]
-
-
-def a_records(reply):
-    return sorted(rr.to_text() for rrset in reply.answer for rr in rrset)
 
 
 @pytest.fixture
 def lan_cert(pki):
-    return pki.leaf("lan", dns_names=[LAN_NAME], ip_addresses=["127.0.0.1", "::1"])
+    return lan_leaf(pki)
 
 
 @pytest.fixture
 def dot_proxy(dotproxy, fake_upstream, lan_cert):
     """dotproxy with a DoT listener; returns (proc, tls port, fake upstream)."""
-    def start(extra=(), upstream=None, cert=None, **kw):
-        up = upstream or fake_upstream()
-        port = free_port()
-        cert_file, key_file = cert or lan_cert
-        p = dotproxy([up], extra_args=["--listen-tls", f"127.0.0.1:{port}",
-                                       "--cert-file", cert_file, "--key-file", key_file,
-                                       *LOCAL, *extra], **kw)
-        return p, port, up
-    return start
+    return listener_starter(dotproxy, fake_upstream, lan_cert, "--listen-tls")
 
 
 def client_ctx(ca_file, *, alpn=("dot",), max_version=None, min_version=None):
