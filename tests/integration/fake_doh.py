@@ -103,11 +103,9 @@ import asyncio
 import base64
 import binascii
 import collections
-import concurrent.futures
 import copy
 import dataclasses
 import fcntl
-import ipaddress
 import logging
 import re
 import socket
@@ -128,7 +126,7 @@ import h2.settings
 
 import h2wire
 from fake_plain import poisoned
-from fake_upstream import LINGER_SECONDS, default_responder
+from fake_upstream import LINGER_SECONDS, LoopServer, default_responder
 
 log = logging.getLogger("fake_doh")
 
@@ -870,26 +868,19 @@ class _Conn(asyncio.Protocol):
             self.close(b["idle_close"])
 
 
-class FakeDoH:
+class FakeDoH(LoopServer):
     """A DoH server on a background thread; see the module docstring.
 
     Counters and records are safe to read from the test thread at any time;
     list attributes return snapshots (copies).
     """
+    what = "fake DoH"
 
     def __init__(self, cert, key, *, host="127.0.0.1", port=0, alpn=("h2",),
                  session_tickets=True, **behaviour):
         self.cert, self.key, self.host, self.port = cert, key, host, port
         self.alpn = tuple(alpn or ())
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
-        ctx.load_cert_chain(cert, key)
-        if self.alpn:
-            ctx.set_alpn_protocols(list(self.alpn))
-        if not session_tickets:
-            ctx.options |= ssl.OP_NO_TICKET
-            ctx.num_tickets = 0
+        ctx = self.server_context(cert, key, session_tickets=session_tickets, alpn=self.alpn)
         ctx.sni_callback = self._on_sni
         self._ctx = ctx
         self._lock = threading.Lock()
@@ -906,70 +897,8 @@ class FakeDoH:
 
     # -- lifecycle ------------------------------------------------------------
 
-    def start(self):
-        """Bind (SO_REUSEADDR) and serve. After stop(), rebinds the same port."""
-        if self._thread is not None:
-            raise RuntimeError("FakeDoH already started")
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever,
-                                        name=f"fake-doh-{self.port}", daemon=True)
-        self._thread.start()
-        try:
-            self._call(self._listen())
-        except BaseException:
-            self._shutdown_loop()
-            raise
-        return self
-
-    def stop(self):
-        """Close the listener and every connection abruptly."""
-        if self._thread is None:
-            return
-        try:
-            self._call(self._close_all())
-        finally:
-            self._shutdown_loop()
-
-    @property
-    def running(self):
-        return self._thread is not None
-
-    def __enter__(self):
-        return self.start() if not self.running else self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def _call(self, coro, timeout=5.0):
-        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return fut.result(timeout)
-        except concurrent.futures.TimeoutError:
-            fut.cancel()
-            raise TimeoutError("fake DoH event loop did not respond") from None
-
-    def _shutdown_loop(self):
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        if self._thread.is_alive():
-            self.errors.append("the event loop thread did not stop within 5 s")
-        else:
-            self._loop.close()
-        self._thread = None
-        self._loop = None
-
-    async def _listen(self):
-        fam = socket.AF_INET6 if ipaddress.ip_address(self.host).version == 6 else socket.AF_INET
-        sock = socket.socket(fam, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
-        except OSError:
-            sock.close()
-            raise
-        self.port = sock.getsockname()[1]
-        self._server = await self._loop.create_server(
-            lambda: _Conn(self), sock=sock, backlog=1024)
+    def _new_conn(self):
+        return _Conn(self)
 
     async def _close_all(self):
         self._server.close()

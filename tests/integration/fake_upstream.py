@@ -469,55 +469,45 @@ class _Conn(asyncio.Protocol):
             self.close(b["close_mode"])
 
 
-class FakeUpstream:
-    """A DoT server on a background thread; see the module docstring for behaviours.
+class LoopServer:
+    """A TLS server on an asyncio loop of its own thread: the lifecycle both
+    fake servers (this one and fake_doh.FakeDoH) share.  A subclass sets
+    `what` (for messages and the thread's name), makes `self._ctx` (see
+    server_context()), and gives _new_conn() (the protocol of one accepted
+    connection) and _close_all() (a coroutine that closes every connection
+    and the listener)."""
+    what = "server"
 
-    Counters and records are safe to read from the test thread at any time;
-    list attributes return snapshots (copies).
-    """
-
-    def __init__(self, cert, key, *, host="127.0.0.1", port=0, session_tickets=True,
-                 **behaviour):
-        self.cert, self.key, self.host = cert, key, host
-        self.port = port
+    @staticmethod
+    def server_context(cert, key, *, session_tickets=True, alpn=()):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         # Without this a client's bare TCP close reads like its close_notify.
         ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
         ctx.load_cert_chain(cert, key)
+        if alpn:
+            ctx.set_alpn_protocols(list(alpn))
         if not session_tickets:
             # TLS 1.2 tickets and TLS 1.3 tickets are switched off separately.
             ctx.options |= ssl.OP_NO_TICKET
             ctx.num_tickets = 0
-        ctx.sni_callback = self._on_sni
-        self._ctx = ctx  # kept across stop()/start(), so tickets stay valid
-        self._lock = threading.Lock()
-        self._behaviour = dict(DEFAULT_BEHAVIOUR)
-        self.set(**behaviour)
-        self._loop = None
-        self._thread = None
-        self._server = None
-        self._conns = set()
-        self._bg_tasks = set()  # tasks that outlive their connection (delayed resets)
-        self.errors = []  # internal failures of the fake itself; tests assert it is empty
-        self.reset_counters()
-
-    # -- lifecycle ------------------------------------------------------------
+        return ctx
 
     def start(self):
         """Bind (SO_REUSEADDR) and serve. After stop(), rebinds the same port."""
         if self._thread is not None:
-            raise RuntimeError("FakeUpstream already started")
+            raise RuntimeError(f"{self.what} already started")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever,
-                                        name=f"fake-upstream-{self.port}", daemon=True)
+                                        name=f"{self.what.replace(' ', '-')}-{self.port}",
+                                        daemon=True)
         self._thread.start()
         try:
             self._call(self._listen())
         except BaseException:
             self._shutdown_loop()
             raise
-        log.debug("fake upstream listening on %s:%s", self.host, self.port)
+        log.debug("%s listening on %s:%s", self.what, self.host, self.port)
         return self
 
     def stop(self):
@@ -545,12 +535,14 @@ class FakeUpstream:
             return fut.result(timeout)
         except concurrent.futures.TimeoutError:
             fut.cancel()
-            raise TimeoutError("fake upstream event loop did not respond") from None
+            raise TimeoutError(f"{self.what} event loop did not respond") from None
 
     def _shutdown_loop(self):
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
-        if not self._thread.is_alive():
+        if self._thread.is_alive():
+            self.errors.append("the event loop thread did not stop within 5 s")
+        else:
             self._loop.close()
         self._thread = None
         self._loop = None
@@ -566,8 +558,39 @@ class FakeUpstream:
             sock.close()
             raise
         self.port = sock.getsockname()[1]
-        self._server = await self._loop.create_server(
-            lambda: _Conn(self), sock=sock, backlog=1024)
+        self._server = await self._loop.create_server(self._new_conn, sock=sock, backlog=1024)
+
+
+class FakeUpstream(LoopServer):
+    """A DoT server on a background thread; see the module docstring for behaviours.
+
+    Counters and records are safe to read from the test thread at any time;
+    list attributes return snapshots (copies).
+    """
+    what = "fake upstream"
+
+    def __init__(self, cert, key, *, host="127.0.0.1", port=0, session_tickets=True,
+                 **behaviour):
+        self.cert, self.key, self.host = cert, key, host
+        self.port = port
+        ctx = self.server_context(cert, key, session_tickets=session_tickets)
+        ctx.sni_callback = self._on_sni
+        self._ctx = ctx  # kept across stop()/start(), so tickets stay valid
+        self._lock = threading.Lock()
+        self._behaviour = dict(DEFAULT_BEHAVIOUR)
+        self.set(**behaviour)
+        self._loop = None
+        self._thread = None
+        self._server = None
+        self._conns = set()
+        self._bg_tasks = set()  # tasks that outlive their connection (delayed resets)
+        self.errors = []  # internal failures of the fake itself; tests assert it is empty
+        self.reset_counters()
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def _new_conn(self):
+        return _Conn(self)
 
     async def _close_all(self):
         self._server.close()
