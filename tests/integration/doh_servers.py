@@ -27,7 +27,6 @@ and padding options present or not).
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 
@@ -137,16 +136,10 @@ class DoHServer:
         if self.proc is None:
             return None
         proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
+        status = procutil.terminate(proc, timeout)
         if self._log:
             self._log.close()
-        return proc.returncode
+        return status
 
     @property
     def running(self):

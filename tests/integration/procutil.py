@@ -11,7 +11,9 @@ import ctypes
 import os
 import re
 import shutil
+import signal
 import socket
+import subprocess
 import time
 
 _SETPRIV = shutil.which("setpriv")
@@ -29,6 +31,19 @@ def die_with_parent(argv):
     if _SETPRIV is None:
         return argv
     return [_SETPRIV, "--pdeathsig", "TERM", "--"] + argv
+
+
+def terminate(proc, timeout=5.0):
+    """SIGTERM a child we started (a subprocess.Popen), wait, SIGKILL if it
+    will not go; its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+    return proc.returncode
 
 
 def proc_status(pid):

@@ -12,7 +12,6 @@ last fence every destination address is on the do-not-query list.
 """
 
 import os
-import signal
 import subprocess
 import time
 
@@ -185,15 +184,9 @@ class UnboundDoT:
         if self.proc is None:
             return None
         proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
+        status = procutil.terminate(proc, timeout)
         self._stderr.close()
-        return proc.returncode
+        return status
 
     @property
     def running(self):
