@@ -218,6 +218,46 @@ def test_tls12_is_the_minimum(dot_proxy, pki):
     assert p.stats()["dot_handshake_failures"] >= 1
 
 
+def test_aes128_gcm_is_preferred_over_the_clients_order(dot_proxy, pki):
+    """The listener picks the suite (server preference): AES-128-GCM, whose
+    SHA-256 key schedule is the cheaper for both sides, although OpenSSL
+    clients list AES-256-GCM first; over TLS 1.2 likewise."""
+    p, port, _ = dot_proxy()
+    with connect(port, pki) as c:
+        assert c.tls.cipher()[0] == "TLS_AES_128_GCM_SHA256", c.tls.cipher()
+    ctx = client_ctx(pki.ca_file, max_version=ssl.TLSVersion.TLSv1_2)
+    ctx.set_ciphers("ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256")
+    with DoTClient(port, ca_file=pki.ca_file, server_hostname=LAN_NAME, context=ctx) as c:
+        assert c.tls.cipher()[0] == "ECDHE-ECDSA-AES128-GCM-SHA256", c.tls.cipher()
+        c.send(make_query(f"www.{LAN_NAME}"))
+        assert a_records(c.recv()) == ["192.0.2.7"]
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl(1) not installed")
+def test_a_client_that_lists_chacha20_first_gets_it(dot_proxy, pki):
+    """A phone without AES instructions lists ChaCha20-Poly1305 first and
+    gets it (SSL_OP_PRIORITIZE_CHACHA), server preference notwithstanding."""
+    p, port, _ = dot_proxy()
+    out = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-brief",
+         "-servername", LAN_NAME, "-CAfile", pki.ca_file, "-verify_return_error",
+         "-ciphersuites",
+         "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256"],
+        input="", capture_output=True, text=True, timeout=10)
+    assert re.search(r"Ciphersuite: TLS_CHACHA20_POLY1305_SHA256", out.stderr + out.stdout), out
+
+
+def test_tls12_without_ecdhe_and_aead_is_refused(dot_proxy, pki):
+    """RFC 9325 §4.2: over TLS 1.2, only ECDHE key exchange with an AEAD
+    cipher; a client offering CBC suites only is refused."""
+    p, port, _ = dot_proxy()
+    ctx = client_ctx(pki.ca_file, max_version=ssl.TLSVersion.TLSv1_2)
+    ctx.set_ciphers("ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES128-SHA")
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        DoTClient(port, ca_file=pki.ca_file, server_hostname=LAN_NAME, context=ctx)
+    assert p.stats()["dot_handshake_failures"] >= 1
+
+
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
 def test_returning_clients_resume_their_session(dot_proxy, pki, version):
     p, port, _ = dot_proxy()
