@@ -226,7 +226,6 @@ static void connection_cb(uv_stream_t *server, int status)
 	if (!listen_tcp_accept(server, &c->tcp, l->pool, &l->fd_warned_ms))
 		return;
 	metrics_inc(METRIC_tcp_accepted);
-	uv_tcp_nodelay(&c->tcp, 1);
 	struct sockaddr_storage ss, local;
 	int len = sizeof(ss), local_len = sizeof(local);
 	bool known = uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0;
@@ -257,6 +256,10 @@ int listen_stream_socket(struct loop *loop, uv_tcp_t *tcp, const struct options_
 	if (rc == 0)
 		rc = uv_tcp_bind(tcp, (const struct sockaddr *)&addr->sa,
 				 addr->sa.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
+	/* Accepted sockets inherit TCP_NODELAY from the listener (Linux): one
+	 * setsockopt(2) here rather than one per connection. */
+	if (rc == 0)
+		rc = uv_tcp_nodelay(tcp, 1);
 	if (rc == 0)
 		rc = uv_listen((uv_stream_t *)tcp, 1024, cb);
 	if (rc < 0) {
@@ -302,8 +305,10 @@ struct tcp_listener *listen_tcp_open(struct query_pool *pool, struct stream_sess
 	if (rc < 0)
 		close(fd); /* not the handle's yet */
 	else
-		/* listen(2) again on a listening socket only sets the backlog,
-		 * the same as on the sockets dotproxy binds itself. */
+		rc = uv_tcp_nodelay(&l->tcp, 1); /* inherited: listen_stream_socket() */
+	/* listen(2) again on a listening socket only sets the backlog, the
+	 * same as on the sockets dotproxy binds itself. */
+	if (rc == 0)
 		rc = uv_listen((uv_stream_t *)&l->tcp, 1024, connection_cb);
 	if (rc < 0)
 		uv_close((uv_handle_t *)&l->tcp, free_cb);

@@ -98,6 +98,7 @@ static void connect_cb(uv_connect_t *req, int status)
 	}
 	tls_conn_set_pins(tls, (const uint8_t(*)[32])spec->pins, spec->n_pins);
 	uv_timer_start(&tc->timer, deadline_cb, handshake_limit_ms(tc->cfg), 0);
+	uv_tcp_nodelay(&tc->io.tcp, 1); /* a listener's sockets have it from the listener */
 	int rc = tlsio_start(&tc->io, tls);
 	if (rc < 0 && !tc->closed)
 		tc->ops->close(tc, TRANSPORT_CLOSED_FAILED, "cannot start TLS");

@@ -193,14 +193,7 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 		    nread == UV_EOF ? "closed by the peer" : uv_strerror((int)nread));
 		return;
 	}
-	/* Acknowledge at once: peers without TCP_NODELAY hold their next record
-	 * until our ACK arrives, and a delayed ACK costs up to 40 ms.  Not
-	 * during the handshake: our next flight leaves at once and carries it. */
-	uv_os_fd_t fd;
-	if (io->ready && uv_fileno((uv_handle_t *)stream, &fd) == 0) {
-		int one = 1;
-		setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
-	}
+	bool was_ready = io->ready;
 	if (tls_conn_feed(io->tls, (const uint8_t *)buf->base, (size_t)nread) < 0) {
 		end(io, TLSIO_END_ERROR, "out of memory");
 		return;
@@ -211,12 +204,22 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 			return;
 	}
 	read_plain(io);
+	/* Acknowledge at once: peers without TCP_NODELAY hold their next record
+	 * until our ACK arrives, and a delayed ACK costs up to 40 ms.  Not
+	 * when something of ours leaves this round and carries the ACK: the
+	 * handshake's next flight, answers held for the round's flush, or the
+	 * end of the stream. */
+	uv_os_fd_t fd;
+	if (was_ready && !io->stopped && io->pending_len == 0 &&
+	    uv_fileno((uv_handle_t *)stream, &fd) == 0) {
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+	}
 }
 
 int tlsio_start(struct tlsio *io, struct tls_conn *tls)
 {
 	io->tls = tls;
-	uv_tcp_nodelay(&io->tcp, 1);
 	int rc = uv_read_start((uv_stream_t *)&io->tcp, alloc_cb, read_cb);
 	if (rc < 0)
 		return rc;

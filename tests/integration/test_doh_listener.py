@@ -27,6 +27,7 @@ import hpack
 import pytest
 
 import h2wire
+import procutil
 from doh_client import DNS_MESSAGE, DoHClient, b64url, make_doh_query
 from lan_listener import LAN_NAME, a_records, lan_leaf, listener_starter
 from netutil import DoTClient, client_tls_context, ede_codes, free_port, make_query
@@ -221,6 +222,13 @@ def test_another_https_path(doh_proxy, doh):
 def test_alpn_is_h2(doh_proxy, doh):
     p, port, _ = doh_proxy()
     assert doh(port).alpn_protocol == "h2"
+
+
+def test_client_connections_have_tcp_nodelay(doh_proxy, doh):
+    """As for DoT: the accepted socket has TCP_NODELAY, from the listener."""
+    p, port, _ = doh_proxy()
+    doh(port)
+    assert procutil.tcp_nodelay(p.proc.pid, local_port=port) == [True]
 
 
 def test_an_http11_client_gets_the_no_application_protocol_alert(doh_proxy, pki):

@@ -23,6 +23,7 @@ import dns.message
 import dns.rcode
 import pytest
 
+import procutil
 from dotproxy_proc import run_cli
 from lan_listener import LAN_NAME, a_records, lan_leaf, listener_starter
 from netutil import DoTClient, ede_codes, free_port, make_query
@@ -216,6 +217,16 @@ def test_tls12_is_the_minimum(dot_proxy, pki):
     with pytest.raises((ssl.SSLError, ConnectionError)):
         DoTClient(port, ca_file=pki.ca_file, server_hostname=LAN_NAME, context=ctx)
     assert p.stats()["dot_handshake_failures"] >= 1
+
+
+def test_client_connections_have_tcp_nodelay(dot_proxy, pki):
+    """Answers must not wait for Nagle: the accepted socket has TCP_NODELAY
+    (inherited from the listening socket), read from the live socket."""
+    p, port, _ = dot_proxy()
+    with connect(port, pki) as c:
+        c.send(make_query(f"www.{LAN_NAME}"))
+        assert a_records(c.recv()) == ["192.0.2.7"]
+        assert procutil.tcp_nodelay(p.proc.pid, local_port=port) == [True]
 
 
 def test_aes128_gcm_is_preferred_over_the_clients_order(dot_proxy, pki):
