@@ -376,11 +376,12 @@ static void handshaken_cb(struct tlsio *io)
 			     ? env->cfg->tcp_idle_timeout_ms
 			     : FIRST_REQUEST_MS;
 	uv_timer_start(&c->timer, timer_cb, limit, 0);
-	/* Our SETTINGS at once for h2; without ALPN, only once the client's
-	 * first bytes show it speaks HTTP/2 (an HTTP/1 client gets its 505 and
-	 * nothing before it). */
+	/* Our SETTINGS in this round for h2, with the session ticket and the
+	 * answers of the round (one write(2)); without ALPN, only once the
+	 * client's first bytes show it speaks HTTP/2 (an HTTP/1 client gets
+	 * its 505 and nothing before it). */
 	if (alpn[0])
-		flush(c);
+		loop_flush_queue(env->loop, &c->flush);
 }
 
 static void data_cb(struct tlsio *io, uint8_t *data, size_t len)

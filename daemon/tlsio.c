@@ -27,11 +27,14 @@ struct write_req {
 	uint8_t data[];
 };
 
+static void tail_flush_cb(struct loop_flush *f);
+
 int tlsio_init(struct tlsio *io, struct loop *loop, const struct tlsio_callbacks *cb)
 {
 	memset(io, 0, sizeof(*io));
 	io->loop = loop;
 	io->cb = cb;
+	io->flush.cb = tail_flush_cb;
 	int rc = uv_tcp_init(&loop->uv, &io->tcp);
 	io->tcp.data = io;
 	return rc;
@@ -127,6 +130,19 @@ static void flush_cb(struct loop_flush *f)
 		end(io, TLSIO_END_ERROR, uv_strerror(rc));
 }
 
+/* The end of the round after the handshake's: its last output, unless a
+ * write of the owner's took it along (drive_handshake()). */
+static void tail_flush_cb(struct loop_flush *f)
+{
+	struct tlsio *io = (struct tlsio *)((char *)f - offsetof(struct tlsio, flush));
+
+	if (io->stopped || !io->tls)
+		return;
+	int rc = send_cipher(io);
+	if (rc < 0)
+		end(io, TLSIO_END_ERROR, uv_strerror(rc));
+}
+
 void tlsio_coalesce(struct tlsio *io)
 {
 	io->coalesce = true;
@@ -136,6 +152,19 @@ void tlsio_coalesce(struct tlsio *io)
 static void drive_handshake(struct tlsio *io)
 {
 	int rc = tls_conn_handshake(io->tls);
+
+	if (rc == 0) {
+		/* What the handshake's end produced (a client's Finished, a
+		 * TLS 1.2 server's ticket and Finished) leaves with the owner's
+		 * first write of this round, or at the round's end
+		 * (tail_flush_cb): one write(2) rather than two.  Queued before
+		 * anything the owner queues, so it runs after it (the list is
+		 * LIFO). */
+		loop_flush_queue(io->loop, &io->flush);
+		io->ready = true;
+		io->cb->handshaken(io);
+		return;
+	}
 	int sent = push_cipher(io);
 
 	if (rc == TLS_EAGAIN && sent == 0)
@@ -144,12 +173,8 @@ static void drive_handshake(struct tlsio *io)
 		end(io, TLSIO_END_HANDSHAKE, tls_conn_error(io->tls));
 		return;
 	}
-	if (sent < 0) {
+	if (sent < 0)
 		end(io, TLSIO_END_HANDSHAKE, uv_strerror(sent));
-		return;
-	}
-	io->ready = true;
-	io->cb->handshaken(io);
 }
 
 static void read_plain(struct tlsio *io)
@@ -170,8 +195,6 @@ static void read_plain(struct tlsio *io)
 		}
 		io->cb->data(io, buf, (size_t)n);
 	}
-	if (!io->stopped && push_cipher(io) < 0) /* e.g. a key update answered */
-		end(io, TLSIO_END_ERROR, "write failed");
 }
 
 static void alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
@@ -194,6 +217,10 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 		return;
 	}
 	bool was_ready = io->ready;
+	/* What TLS itself says while reading (a server's session tickets, an
+	 * answer to a key update) leaves with the owner's writes of this
+	 * round, or at its end: queued first, this flush runs last. */
+	loop_flush_queue(io->loop, &io->flush);
 	if (tls_conn_feed(io->tls, (const uint8_t *)buf->base, (size_t)nread) < 0) {
 		end(io, TLSIO_END_ERROR, "out of memory");
 		return;

@@ -3,7 +3,10 @@
  * memory buffers) and a socket.  Ciphertext received is fed to the session;
  * ciphertext produced is written with uv_try_write first and queued only
  * for what the kernel does not take; plaintext comes out through a
- * callback.  Used by the DoT and DoH upstream transports (through
+ * callback.  What TLS says by itself once the handshake is over (a
+ * server's session tickets, a client's Finished, an answer to a key
+ * update) waits for the owner's next write of the loop round, or for the
+ * round's end: one write(2) for both.  Used by the DoT and DoH upstream transports (through
  * tlsconnect) and the DoT and DoH listeners: nothing here knows which side
  * it is on.
  */

@@ -445,6 +445,39 @@ def request_block(path="/dns-query?dns=AAABAAABAAAAAAAAA3d3dwdleGFtcGxlAAABAAE",
                                    (":authority", LAN_NAME), (":path", path), *extra])
 
 
+def test_settings_and_the_first_answer_share_a_tls_record(doh_proxy, pki):
+    """A client whose Finished and first request arrive together gets our
+    SETTINGS and the answer in one TLS record (and, with the session ticket
+    before it, one write(2)), rather than SETTINGS at the handshake's end
+    and the answer after: one TLS record decrypted holds both."""
+    p, port, _ = doh_proxy()
+    ctx = client_tls_context(pki.ca_file)
+    ctx.set_alpn_protocols(["h2"])
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=LAN_NAME)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                raw.sendall(outgoing.read())
+                incoming.write(raw.recv(65536))
+        path = get_path(make_doh_query(f"www.{LAN_NAME}"))
+        tls.write(h2wire.PREFACE + h2wire.settings({}) +
+                  frame(h2wire.HEADERS, h2wire.FLAG_END_STREAM | h2wire.FLAG_END_HEADERS, 1,
+                        request_block(path)))
+        raw.sendall(outgoing.read())  # Finished and the request in one write
+        while True:
+            try:
+                first = tls.read(65536)  # the plaintext of one TLS record
+                break
+            except ssl.SSLWantReadError:
+                incoming.write(raw.recv(65536))
+    types = [f.type for f in h2wire.FrameReader(preface=False).feed(first)]
+    assert h2wire.SETTINGS in types and h2wire.DATA in types, types
+
+
 def test_a_continuation_flood_is_cut_off(doh_proxy, doh, pki):
     p, port, _ = doh_proxy()
     c = raw_h2(port, pki)
