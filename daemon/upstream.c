@@ -31,8 +31,13 @@ enum {
 	HEDGE_UNKNOWN_MS = 400,	  /* before the first RTT sample */
 	SILENCE_MS = 1000,	  /* nothing at all received this long: the connection is dead */
 	SILENCES_DOWN = 2,	  /* silent connections in a row that mark an upstream down */
-	BUSY_INFLIGHT = 32,	  /* jobs on a connection before another one opens */
-	SAMPLE_EVERY = 16,	  /* fastest: one job in this many samples another upstream */
+	/* Queries in a row answered with an error (DoH: an HTTP error status,
+	 * another content type, a reset stream, a body that is no answer)
+	 * that mark an upstream down.  One may be the question's fault; five
+	 * with no answer between them are the server's. */
+	ERRORS_DOWN = 5,
+	BUSY_INFLIGHT = 32, /* jobs on a connection before another one opens */
+	SAMPLE_EVERY = 16,  /* fastest: one job in this many samples another upstream */
 };
 
 /* What a job's timer checks next. */
@@ -64,6 +69,7 @@ struct upstream {
 	uint64_t last_answer_ns;   /* uv_hrtime() of its last well-formed answer, any connection */
 	unsigned failures;	   /* consecutive failures; reset by an answer */
 	unsigned silences;	   /* consecutive silent connections */
+	unsigned errors;	   /* queries in a row answered with an error; reset by an answer */
 	uv_timer_t probe_timer;	   /* background re-probe while down */
 	double srtt_us, rttvar_us; /* smoothed answer time and its variation */
 	unsigned samples;	   /* RTT samples taken (0: unknown) */
@@ -642,6 +648,7 @@ static void answered(struct upstream *up, double rtt_us)
 		metrics_put(&up->m->failures, 0);
 	up->failures = 0;
 	up->silences = 0;
+	up->errors = 0;
 	uv_timer_stop(&up->probe_timer);
 	if (rtt_us < 0)
 		return;
@@ -665,6 +672,22 @@ static void lost_race(struct upstream *up)
 	metrics_inc(METRIC_upstream_silent);
 	mark_down(up, "does not answer");
 	close_current(up, "does not answer");
+}
+
+/* A query answered with an error: after ERRORS_DOWN in a row, down, as a
+ * server that cannot answer, and its connections closed (a new one may
+ * reach a healthier backend, and the probe needs none open).  The count
+ * stays until an answer, so once a probe's handshake brings the upstream
+ * back, its first error sends it down again, for a longer backoff. */
+static void erred(struct upstream *up, const char *reason)
+{
+	if (++up->errors < ERRORS_DOWN || up->down)
+		return;
+	char why[160];
+	snprintf(why, sizeof(why), "%u queries in a row answered with an error, the last: %s",
+		 up->errors, reason);
+	mark_down(up, why);
+	close_current(up, why);
 }
 
 static void on_ready(struct transport_conn *c)
@@ -842,6 +865,8 @@ static void on_failed(struct transport_conn *c, uint32_t key, void *job_arg, boo
 		  counts ? "trying another upstream" : "sending it again");
 	if (counts)
 		mark_tried(job, up);
+	if (maybe_processed)
+		erred(up, reason);
 	if (active_attempts(job) > 0)
 		return; /* still waiting elsewhere */
 	struct upstream_set *set = current(up->set);

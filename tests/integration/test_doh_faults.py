@@ -121,6 +121,41 @@ def test_non_answer_fails_over_to_the_next_upstream(fake_doh, unbound, dotproxy)
     assert r.rcode() == dns.rcode.NOERROR and addrs(r) == ["192.0.2.10"]
 
 
+def test_an_upstream_that_answers_only_errors_is_marked_down(fake_doh, fake_upstream,
+                                                               dotproxy):
+    """Five queries in a row answered with an error (here HTTP 503) mark a
+    DoH upstream down, with a warning that says why: the queries after them
+    go straight to the next upstream rather than each paying a round trip to
+    the broken one first (under failover, every one of them went to it)."""
+    f = fake_doh(action=503)
+    up = fake_upstream()
+    p = dotproxy([spec(f), up], ["--policy", "failover"] + NO_CACHE)
+    off = p.log_offset()
+    for i in range(30):
+        r = ask(p, f"q{i}.example.com.")
+        assert addrs(r) == [ANSWER_A], (i, r)
+    # Five, then about one a probe (the probe's handshake brings it back,
+    # its first error sends it down again).
+    assert 5 <= len(f.requests) <= 12, len(f.requests)
+    log = p.log_since(off)
+    assert "is down: 5 queries in a row answered with an error, the last: HTTP status 503" \
+        in log, log
+
+
+def test_an_answer_between_errors_keeps_the_upstream(fake_doh, fake_upstream, dotproxy):
+    """Errors only count in a row: a server that fails some questions and
+    answers others stays in use."""
+    f = fake_doh(rules=(("bad", 503),))
+    up = fake_upstream()
+    p = dotproxy([spec(f), up], ["--policy", "failover"] + NO_CACHE)
+    for i in range(12):
+        assert addrs(ask(p, f"bad{i}.example.com.")) == [ANSWER_A]
+        if i % 4 == 3:
+            assert addrs(ask(p, f"good{i}.example.com.")) == [ANSWER_A]
+    assert len(f.requests) == 15  # every one went to it first
+    assert "good11.example.com." in f.names()
+
+
 def test_age_is_taken_off_the_ttls(fake_doh, dotproxy):
     f = fake_doh(age=100)
     p = dotproxy([spec(f)], NO_CACHE)
