@@ -37,7 +37,7 @@
 enum {
 	MAX_CONNS = 64,	 /* fake connections one test may open */
 	MAX_SENDS = 512, /* jobs one fake connection may be given */
-	MAX_JOBS = 8,	 /* jobs one test may use at once */
+	MAX_JOBS = 16,	 /* jobs one test may use at once */
 	MSG_CAP = 128,	 /* our queries are short */
 	CAPACITY = 100,	 /* jobs a fake connection takes at once */
 	TYPE_A = 1,
@@ -1371,6 +1371,44 @@ static void http_error_moves_job_on_then_fails_it(void **state)
 	assert_ptr_equal(holder(v), a0);
 }
 
+/* Five jobs in a row answered with an error (DoH: an HTTP error status):
+ * the server is failing, not the questions.  Down, its connection closed;
+ * an answer between errors resets the count. */
+static void five_errors_in_a_row_mark_down(void **state)
+{
+	(void)state;
+	start_world("ab", "failover", "2000");
+	char name[32];
+	struct fake_conn *a0 = NULL;
+
+	for (unsigned i = 0; i < 9; i++) {
+		snprintf(name, sizeof(name), "q%u.example.com", i);
+		struct tjob *t = job_new(name, TYPE_A);
+		if (!a0) {
+			a0 = start_ready(t);
+		} else {
+			job_start(t);
+			assert_ptr_equal(holder(t), a0);
+		}
+		if (i == 4) { /* four errors, then an answer */
+			assert_true(answer(a0, t));
+			continue;
+		}
+		drive_failed(a0, t, true);
+		assert_int_equal(which(holder(t)), 'b');
+	}
+	/* Four after the answer: still in use. */
+	assert_int_equal(a0->close_calls, 0);
+	struct tjob *u = job_new("u.example.com", TYPE_A);
+	job_start(u);
+	assert_ptr_equal(holder(u), a0);
+	drive_failed(a0, u, true); /* the fifth in a row */
+	assert_int_equal(a0->close_calls, 1);
+	struct tjob *v = job_new("v.example.com", TYPE_A);
+	job_start(v);
+	assert_int_equal(which(holder(v)), 'b');
+}
+
 /* A server that refuses everything: free resends, but only so many. */
 static void refusals_are_free_only_so_often(void **state)
 {
@@ -1576,6 +1614,7 @@ int main(void)
 		TEST(answer_with_wrong_key_or_question_not_taken),
 		TEST(refused_job_is_resent_free),
 		TEST(http_error_moves_job_on_then_fails_it),
+		TEST(five_errors_in_a_row_mark_down),
 		TEST(refusals_are_free_only_so_often),
 		TEST(failed_attempt_with_hedge_waiting),
 		TEST(transport_silence_resends_free),
