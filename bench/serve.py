@@ -322,15 +322,16 @@ def threads_of(pid):
         return None
 
 
-def measure(p, transport, queries, seconds, hs_seconds, upstream, tlsload):
+def measure(p, transport, queries, seconds, hs_seconds, upstream, tlsload,
+            handshakes_only=False):
     port = p.ports[transport]
     pids = [p.pid, upstream.daemon.pid]
     # Warm-up: opens the server's upstream connection (closed for idleness
     # between rounds, perhaps) and its first client connection's costs.
     stream_latency(port, transport, queries, WARMUP_SECONDS, rate=1000)
-    rec = {"lat": stream_latency(port, transport, queries, seconds, pids=pids),
-           "thr": stream_throughput(port, transport, queries, seconds, p.pid, upstream,
-                                    tlsload)}
+    rec = {} if handshakes_only else {
+        "lat": stream_latency(port, transport, queries, seconds, pids=pids),
+        "thr": stream_throughput(port, transport, queries, seconds, p.pid, upstream, tlsload)}
     if tlsload:
         for key, resume in (("hs_full", False), ("hs_resumed", True)):
             rec[key] = handshakes(tlsload, port, transport, hs_seconds, queries, resume,
@@ -388,13 +389,14 @@ def run_serve(args, work, cert, key, ca, upstream, queries, binaries, peer_names
             live = [n for n in names if ctx["servers"][n].serves(t)]
             for name, p in run.round_order(live, rnd, ctx["servers"],
                                            f"serve round {rnd + 1}/{args.rounds}, {LABEL[t]}:"):
-                rec = measure(p, t, queries, seconds, hs_secs, upstream, tlsload)
+                rec = measure(p, t, queries, seconds, hs_secs, upstream, tlsload,
+                              getattr(args, "handshakes_only", False))
                 rec["round"] = rnd
                 results[t][name].append(rec)
                 log(f"  {name} {LABEL[t]}: " + summary(rec))
                 if not p.daemon.alive():
                     log(f"  {name} exited: {p.daemon.log_tail()}")
-            if t == "dot":
+            if t == "dot" and not getattr(args, "handshakes_only", False):
                 log(f"  reference: DoT straight to {upstream.name}")
                 lat = stream_latency(upstream.port, "dot", queries, seconds, ca_file=ca,
                                      name=AUTH_NAME, pids=[upstream.daemon.pid])
