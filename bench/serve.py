@@ -417,9 +417,10 @@ def run_serve(args, work, cert, key, ca, upstream, queries, binaries, peer_names
 
 def summary(rec):
     thr, lat = rec.get("thr", {}), rec.get("lat", {})
-    parts = [f"{get(thr, 'qps') or 0:,.0f} qps, fail {get(thr, 'fail_pct') or 0:.2f}%, "
-             f"{get(thr, 'cpu_per_100k') or 0:.2f} CPU-s/100k, p50 {lat.get('p50_ms')} ms, "
-             f"p99 {lat.get('p99_ms')} ms"]
+    parts = [] if not thr and not lat else [
+        f"{get(thr, 'qps') or 0:,.0f} qps, fail {get(thr, 'fail_pct') or 0:.2f}%, "
+        f"{get(thr, 'cpu_per_100k') or 0:.2f} CPU-s/100k, p50 {lat.get('p50_ms')} ms, "
+        f"p99 {lat.get('p99_ms')} ms"]  # none with --handshakes-only
     for k in ("hs_full", "hs_resumed"):
         h = rec.get(k)
         if h:
