@@ -130,8 +130,10 @@ static void flush_cb(struct loop_flush *f)
 		end(io, TLSIO_END_ERROR, uv_strerror(rc));
 }
 
-/* The end of the round after the handshake's: its last output, unless a
- * write of the owner's took it along (drive_handshake()). */
+/* The end of a round in which TLS may have said something of its own (the
+ * handshake's end, session tickets, an answer to a key update: queued by
+ * drive_handshake() and read_cb()): what no write of the owner's took
+ * along. */
 static void tail_flush_cb(struct loop_flush *f)
 {
 	struct tlsio *io = (struct tlsio *)((char *)f - offsetof(struct tlsio, flush));

@@ -6,9 +6,9 @@
  * callback.  What TLS says by itself once the handshake is over (a
  * server's session tickets, a client's Finished, an answer to a key
  * update) waits for the owner's next write of the loop round, or for the
- * round's end: one write(2) for both.  Used by the DoT and DoH upstream transports (through
- * tlsconnect) and the DoT and DoH listeners: nothing here knows which side
- * it is on.
+ * round's end: one write(2) for both.  Used by the DoT and DoH upstream
+ * transports (through tlsconnect) and the DoT and DoH listeners: nothing
+ * here knows which side it is on.
  */
 #pragma once
 

@@ -31,13 +31,9 @@ enum {
 	HEDGE_UNKNOWN_MS = 400,	  /* before the first RTT sample */
 	SILENCE_MS = 1000,	  /* nothing at all received this long: the connection is dead */
 	SILENCES_DOWN = 2,	  /* silent connections in a row that mark an upstream down */
-	/* Queries in a row answered with an error (DoH: an HTTP error status,
-	 * another content type, a reset stream, a body that is no answer)
-	 * that mark an upstream down.  One may be the question's fault; five
-	 * with no answer between them are the server's. */
-	ERRORS_DOWN = 5,
-	BUSY_INFLIGHT = 32, /* jobs on a connection before another one opens */
-	SAMPLE_EVERY = 16,  /* fastest: one job in this many samples another upstream */
+	ERRORS_DOWN = 5,	  /* queries in a row answered with an error: the same (erred()) */
+	BUSY_INFLIGHT = 32,	  /* jobs on a connection before another one opens */
+	SAMPLE_EVERY = 16,	  /* fastest: one job in this many samples another upstream */
 };
 
 /* What a job's timer checks next. */
@@ -674,8 +670,10 @@ static void lost_race(struct upstream *up)
 	close_current(up, "does not answer");
 }
 
-/* A query answered with an error: after ERRORS_DOWN in a row, down, as a
- * server that cannot answer, and its connections closed (a new one may
+/* A query answered with an error (DoH: an HTTP error status, another
+ * content type, a reset stream, a body that is no answer).  One may be the
+ * question's fault; ERRORS_DOWN in a row, with no answer between them,
+ * are the server's: down, and its connections closed (a new one may
  * reach a healthier backend, and the probe needs none open).  The count
  * stays until an answer, so once a probe's handshake brings the upstream
  * back, its first error sends it down again, for a longer backoff. */
