@@ -66,6 +66,7 @@ struct upstream {
 	unsigned failures;	   /* consecutive failures; reset by an answer */
 	unsigned silences;	   /* consecutive silent connections */
 	unsigned errors;	   /* queries in a row answered with an error; reset by an answer */
+	bool moving_on;		   /* down by its answers: next address, its conns gone */
 	uv_timer_t probe_timer;	   /* background re-probe while down */
 	double srtt_us, rttvar_us; /* smoothed answer time and its variation */
 	unsigned samples;	   /* RTT samples taken (0: unknown) */
@@ -97,6 +98,7 @@ static void probe_cb(uv_timer_t *timer);
 static void close_current(struct upstream *up, const char *why);
 static void dispatch(struct upstream_set *set, struct upstream_job *job, bool free_send);
 static void unreachable(struct upstream *up, const char *why);
+static void next_address(struct upstream *up, const char *why);
 static void carry_addresses(const struct upstream_set *set, struct upstream_set *next);
 
 /* Every change of `down` goes through here: the metrics count, per worker,
@@ -242,6 +244,16 @@ static void mark_down(struct upstream *up, const char *why)
 	}
 	log_info("upstream %s: failure %u in a row, probing again in %u ms: %s", up->spec->label,
 		 up->failures, ms, why);
+}
+
+/* Down by how it answered (silence, lost races, errors), not by a failed
+ * connect: its address may be the trouble (one anycast node, one backend
+ * behind it), so a named upstream's next connection, once the ones it has
+ * are gone, goes to its next address (on_closed()). */
+static void down_by_answers(struct upstream *up, const char *why)
+{
+	mark_down(up, why);
+	up->moving_on = up->n_addrs > 1;
 }
 
 static struct transport_conn *open_conn(struct upstream *up, enum metrics_open_reason why)
@@ -623,7 +635,7 @@ static void slow_cb(uv_timer_t *timer)
 	struct transport_conn *c = a->conn;
 	metrics_inc(METRIC_upstream_silent);
 	if (++up->silences >= SILENCES_DOWN)
-		mark_down(up, "connections go silent");
+		down_by_answers(up, "connections go silent");
 	c->retiring = true;
 	up->ops->close(c, "silent: no answer to a query for a second");
 }
@@ -645,6 +657,7 @@ static void answered(struct upstream *up, double rtt_us)
 	up->failures = 0;
 	up->silences = 0;
 	up->errors = 0;
+	up->moving_on = false;
 	uv_timer_stop(&up->probe_timer);
 	if (rtt_us < 0)
 		return;
@@ -666,7 +679,7 @@ static void lost_race(struct upstream *up)
 	if (++up->silences < SILENCES_DOWN || up->down)
 		return;
 	metrics_inc(METRIC_upstream_silent);
-	mark_down(up, "does not answer");
+	down_by_answers(up, "does not answer");
 	close_current(up, "does not answer");
 }
 
@@ -684,7 +697,7 @@ static void erred(struct upstream *up, const char *reason)
 	char why[160];
 	snprintf(why, sizeof(why), "%u queries in a row answered with an error, the last: %s",
 		 up->errors, reason);
-	mark_down(up, why);
+	down_by_answers(up, why);
 	close_current(up, why);
 }
 
@@ -780,8 +793,10 @@ static void on_closed(struct transport_conn *c, enum transport_close_reason reas
 		c->retiring = true;
 		metrics_inc(METRIC_upstream_silent);
 		if (++up->silences >= SILENCES_DOWN)
-			mark_down(up, "connections go silent");
+			down_by_answers(up, "connections go silent");
 	}
+	if (up->moving_on && up->n_conns == 0 && !up->set->stopping)
+		next_address(up, up->why);
 }
 
 static void on_orphaned(struct transport_conn *c, void *job_arg, bool maybe_processed)
@@ -971,8 +986,16 @@ static void use_address(struct upstream *up, unsigned i)
 static void unreachable(struct upstream *up, const char *why)
 {
 	mark_down(up, why);
+	next_address(up, why);
+}
+
+/* The next connection goes to @up's next address, unless it has one alone
+ * or connections (see unreachable()).  @why: what failed at the old one. */
+static void next_address(struct upstream *up, const char *why)
+{
 	if (up->n_addrs < 2 || up->n_conns || up->set->stopping || up->set->next)
 		return;
+	up->moving_on = false; /* moved */
 	char old[INET6_ADDRSTRLEN];
 	snprintf(old, sizeof(old), "%s", up->own.ip);
 	use_address(up, (up->addr_i + 1) % up->n_addrs);

@@ -344,18 +344,26 @@ def test_reload_keeps_the_working_address(dotproxy, fake_plain, fake_upstream, n
     assert "failed" not in p.log_since(offset), p.log_tail()
 
 
+def answering_by_name(dotproxy, fake_plain, upstream, addresses, timeout=3):
+    """dotproxy with one upstream given by NAME (`upstream`: its URL),
+    whose bootstrap answers the A `addresses` in that order, once it
+    answers a query."""
+    boot = fake_plain(responder=bootstrap_responder({"A": addresses}, ordered=True))
+    p = dotproxy(extra_args=["--upstream", upstream,
+                             "--bootstrap", bootstrap_arg(boot), "--cache-size", "0"])
+    assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR,
+                    timeout=timeout), p.log_tail()
+    return p
+
+
 def test_a_hijacked_address_gives_way_to_the_next(dotproxy, fake_plain, fake_upstream,
                                                    named_cert):
     """The first address answers TLS with a certificate for another name (a
     router that hijacks it): the handshake fails, the next address is used."""
     up = fake_upstream(tls=named_cert)
     hijacker = fake_upstream(host="127.0.0.30", port=up.port)  # certs.good: another name
-    boot = fake_plain(responder=bootstrap_responder({"A": ["127.0.0.30", "127.0.0.1"]},
-                                                    ordered=True))
-    p = dotproxy(extra_args=["--upstream", f"tls://{NAME}:{up.port}",
-                             "--bootstrap", bootstrap_arg(boot), "--cache-size", "0"])
-    assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR,
-                    timeout=3), p.log_tail()
+    p = answering_by_name(dotproxy, fake_plain, f"tls://{NAME}:{up.port}",
+                          ["127.0.0.30", "127.0.0.1"])
     assert switched(p, "127.0.0.30", "127.0.0.1"), p.log_tail()
     assert hijacker.connections and not hijacker.queries
     assert up.queries
@@ -372,3 +380,25 @@ def test_doh_dead_address_gives_way_to_the_next(dotproxy, fake_plain, fake_doh):
                       rf"{DEAD.replace('.', '[.]')} failed \(.+\); trying its next address "
                       rf"127[.]0[.]0[.]1$", timeout=3), p.log_tail()
     assert CLIENT_NAME in up.names()
+
+
+def test_an_address_that_answers_only_errors_gives_way_to_the_next(dotproxy, fake_plain,
+                                                                    fake_doh):
+    """The first address completes its handshakes but answers every query
+    with HTTP 503 (one bad backend behind one address): after five errors
+    the upstream is down, its connection closed, and its next connection
+    goes to the next address, which answers."""
+    bad = fake_doh(cert_name=NAME, host="127.0.0.2", action=503)
+    good = fake_doh(cert_name=NAME, host="127.0.0.1", port=bad.port)
+    p = answering_by_name(dotproxy, fake_plain, f"https://{NAME}:{bad.port}/dns-query",
+                          ["127.0.0.2", "127.0.0.1"], timeout=5)
+    assert p.wait_log(rf"upstream https://{NAME.replace('.', '[.]')}:\d+/dns-query: "
+                      rf"127[.]0[.]0[.]2 failed \(5 queries in a row answered with an error, "
+                      rf"the last: HTTP status 503\); trying its next address 127[.]0[.]0[.]1$",
+                      timeout=3), p.log_tail()
+    assert 5 <= len(bad.requests) <= 6, len(bad.requests)
+    for i in range(5):
+        assert p.udp(f"q{i}.example.").rcode() == dns.rcode.NOERROR, p.log_tail()
+    assert CLIENT_NAME in good.names()
+    assert len(bad.requests) <= 6
+
