@@ -702,6 +702,35 @@ static void named_upstream_tries_its_next_address_when_one_fails(void **state)
 	assert_string_equal(conns[3]->spec->addr.text, "127.0.0.7:8534");
 }
 
+/* A name with two addresses, the first of which completes handshakes but
+ * answers only errors: down after five, its connection closed, and the
+ * probe goes to the second address. */
+static void named_upstream_down_by_errors_tries_its_next_address(void **state)
+{
+	(void)state;
+	start_world("d", "failover", "2000");
+	char name[32];
+
+	resolve("d.test", "127.0.0.4 127.0.0.5");
+	struct fake_conn *f = NULL;
+	for (unsigned i = 0; i < 5; i++) {
+		snprintf(name, sizeof(name), "q%u.example.com", i);
+		struct tjob *t = job_new(name, TYPE_A);
+		if (!f)
+			f = start_ready(t);
+		else
+			job_start(t);
+		assert_ptr_equal(holder(t), f);
+		drive_failed(f, t, true);
+	}
+	assert_string_equal(f->ip, "127.0.0.4");
+	assert_int_equal(f->close_calls, 1);
+	assert_int_equal(n_conns, 1);
+	run_for(300); /* a new address: probed after 250 ms */
+	assert_int_equal(n_conns, 2);
+	assert_string_equal(conns[1]->ip, "127.0.0.5");
+}
+
 /* Whether upstream @label is down in any worker, as /metrics shows it. */
 static bool shown_down(const char *label)
 {
@@ -1591,6 +1620,7 @@ int main(void)
 		TEST(failover_always_picks_first_healthy_upstream),
 		TEST(named_upstream_is_used_once_its_address_is_known),
 		TEST(named_upstream_tries_its_next_address_when_one_fails),
+		TEST(named_upstream_down_by_errors_tries_its_next_address),
 		TEST(new_address_of_a_down_upstream_is_shown_up),
 		TEST(a_failure_beside_a_ready_connection_keeps_the_address),
 		TEST(connections_opening_to_a_dead_address_move_on_once),
