@@ -50,6 +50,18 @@ def asked(server):
     return sorted((r.name, dns.rdatatype.to_text(r.rdtype)) for r in server.received)
 
 
+def by_name(dotproxy, fake_plain, upstream, *addresses, timeout=3, **responder):
+    """dotproxy with the one upstream `upstream` (a URL naming NAME), cache
+    off, whose bootstrap server answers bootstrap_responder(*addresses,
+    **responder), once it answers a query; returns (proc, bootstrap server)."""
+    boot = fake_plain(responder=bootstrap_responder(*addresses, **responder))
+    p = dotproxy(extra_args=["--upstream", upstream,
+                             "--bootstrap", bootstrap_arg(boot), "--cache-size", "0"])
+    assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR,
+                    timeout=timeout), p.log_tail()
+    return p, boot
+
+
 @pytest.fixture
 def named_cert(pki):
     return pki.leaf("named-upstream", dns_names=[NAME])
@@ -57,11 +69,8 @@ def named_cert(pki):
 
 def test_dot_by_name(dotproxy, fake_plain, fake_upstream, named_cert):
     up = fake_upstream(tls=named_cert)
-    boot = fake_plain(responder=bootstrap_responder({"A": ["127.0.0.1"], "AAAA": []}))
-    p = dotproxy(extra_args=["--upstream", f"tls://{NAME}:{up.port}",
-                             "--bootstrap", bootstrap_arg(boot), "--cache-size", "0"])
-    assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR,
-                    timeout=3), p.log_tail()
+    p, boot = by_name(dotproxy, fake_plain, f"tls://{NAME}:{up.port}",
+                      {"A": ["127.0.0.1"], "AAAA": []})
     r = p.udp(CLIENT_NAME)
     assert [rr.address for rrset in r.answer for rr in rrset] == [ANSWER_A]
     assert up.sni_names and set(up.sni_names) == {NAME}
@@ -73,11 +82,8 @@ def test_dot_by_name(dotproxy, fake_plain, fake_upstream, named_cert):
 
 def test_doh_by_name(dotproxy, fake_plain, fake_doh):
     up = fake_doh(cert_name=NAME)
-    boot = fake_plain(responder=bootstrap_responder({"A": ["127.0.0.1"]}))
-    p = dotproxy(extra_args=["--upstream", f"https://{NAME}:{up.port}/dns-query",
-                             "--bootstrap", bootstrap_arg(boot), "--cache-size", "0"])
-    assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR,
-                    timeout=3), p.log_tail()
+    p, boot = by_name(dotproxy, fake_plain, f"https://{NAME}:{up.port}/dns-query",
+                      {"A": ["127.0.0.1"]})
     assert CLIENT_NAME in up.names()
     assert set(asked(boot)) <= {(NAME + ".", "A"), (NAME + ".", "AAAA")}
     assert CLIENT_NAME not in boot.names()
@@ -272,11 +278,8 @@ def test_a_dead_address_gives_way_to_the_next(dotproxy, fake_plain, fake_upstrea
     """Two A records, the first where nothing listens: once the connection
     there fails, the upstream uses the second; only its name was asked."""
     up = fake_upstream(tls=named_cert)
-    boot = fake_plain(responder=bootstrap_responder({"A": [DEAD, "127.0.0.1"]}, ordered=True))
-    p = dotproxy(extra_args=["--upstream", f"tls://{NAME}:{up.port}",
-                             "--bootstrap", bootstrap_arg(boot), "--cache-size", "0"])
-    assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR,
-                    timeout=3), p.log_tail()
+    p, boot = by_name(dotproxy, fake_plain, f"tls://{NAME}:{up.port}",
+                      {"A": [DEAD, "127.0.0.1"]}, ordered=True)
     assert switched(p, DEAD, "127.0.0.1"), p.log_tail()
     for i in range(5):
         assert p.udp(f"q{i}.example.").rcode() == dns.rcode.NOERROR, p.log_tail()
@@ -289,11 +292,8 @@ def test_an_unreachable_ipv4_address_gives_way_to_the_ipv6_one(dotproxy, fake_pl
                                                               fake_upstream, named_cert):
     """A and AAAA: the IPv4 address does not work, the IPv6 one does."""
     up = fake_upstream(tls=named_cert, host="::1")
-    boot = fake_plain(responder=bootstrap_responder({"A": [DEAD], "AAAA": ["::1"]}))
-    p = dotproxy(extra_args=["--upstream", f"tls://{NAME}:{up.port}",
-                             "--bootstrap", bootstrap_arg(boot), "--cache-size", "0"])
-    assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR,
-                    timeout=3), p.log_tail()
+    p, boot = by_name(dotproxy, fake_plain, f"tls://{NAME}:{up.port}",
+                      {"A": [DEAD], "AAAA": ["::1"]})
     assert switched(p, DEAD, "::1"), p.log_tail()
     assert up.queries
     assert set(asked(boot)) == {(NAME + ".", "A"), (NAME + ".", "AAAA")}
@@ -306,12 +306,8 @@ def test_the_same_answer_again_keeps_the_working_address(dotproxy, fake_plain, f
     the upstream stays on the address that works (its connection too)
     instead of going back to the first one."""
     up = fake_upstream(tls=named_cert)
-    boot = fake_plain(responder=bootstrap_responder({"A": [DEAD, "127.0.0.1"]}, ttl=1,
-                                                  ordered=True))
-    p = dotproxy(extra_args=["--upstream", f"tls://{NAME}:{up.port}",
-                             "--bootstrap", bootstrap_arg(boot), "--cache-size", "0"])
-    assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR,
-                    timeout=3), p.log_tail()
+    p, boot = by_name(dotproxy, fake_plain, f"tls://{NAME}:{up.port}",
+                      {"A": [DEAD, "127.0.0.1"]}, ttl=1, ordered=True)
     assert switched(p, DEAD, "127.0.0.1"), p.log_tail()
     connections = up.connections
     n_asked = len(boot.received)
@@ -330,11 +326,8 @@ def test_reload_keeps_the_working_address(dotproxy, fake_plain, fake_upstream, n
     """After SIGHUP, the upstream goes on with the address that works, not
     the first one of the list, which failed: no query fails."""
     up = fake_upstream(tls=named_cert)
-    boot = fake_plain(responder=bootstrap_responder({"A": [DEAD, "127.0.0.1"]}, ordered=True))
-    p = dotproxy(extra_args=["--upstream", f"tls://{NAME}:{up.port}",
-                             "--bootstrap", bootstrap_arg(boot), "--cache-size", "0"])
-    assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR,
-                    timeout=3), p.log_tail()
+    p, boot = by_name(dotproxy, fake_plain, f"tls://{NAME}:{up.port}",
+                      {"A": [DEAD, "127.0.0.1"]}, ordered=True)
     assert switched(p, DEAD, "127.0.0.1"), p.log_tail()
     offset = p.log_offset()
     p.send_signal(signal.SIGHUP)
@@ -344,26 +337,14 @@ def test_reload_keeps_the_working_address(dotproxy, fake_plain, fake_upstream, n
     assert "failed" not in p.log_since(offset), p.log_tail()
 
 
-def answering_by_name(dotproxy, fake_plain, upstream, addresses, timeout=3):
-    """dotproxy with one upstream given by NAME (`upstream`: its URL),
-    whose bootstrap answers the A `addresses` in that order, once it
-    answers a query."""
-    boot = fake_plain(responder=bootstrap_responder({"A": addresses}, ordered=True))
-    p = dotproxy(extra_args=["--upstream", upstream,
-                             "--bootstrap", bootstrap_arg(boot), "--cache-size", "0"])
-    assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR,
-                    timeout=timeout), p.log_tail()
-    return p
-
-
 def test_a_hijacked_address_gives_way_to_the_next(dotproxy, fake_plain, fake_upstream,
                                                    named_cert):
     """The first address answers TLS with a certificate for another name (a
     router that hijacks it): the handshake fails, the next address is used."""
     up = fake_upstream(tls=named_cert)
     hijacker = fake_upstream(host="127.0.0.30", port=up.port)  # certs.good: another name
-    p = answering_by_name(dotproxy, fake_plain, f"tls://{NAME}:{up.port}",
-                          ["127.0.0.30", "127.0.0.1"])
+    p, _ = by_name(dotproxy, fake_plain, f"tls://{NAME}:{up.port}",
+                   {"A": ["127.0.0.30", "127.0.0.1"]}, ordered=True)
     assert switched(p, "127.0.0.30", "127.0.0.1"), p.log_tail()
     assert hijacker.connections and not hijacker.queries
     assert up.queries
@@ -371,11 +352,8 @@ def test_a_hijacked_address_gives_way_to_the_next(dotproxy, fake_plain, fake_ups
 
 def test_doh_dead_address_gives_way_to_the_next(dotproxy, fake_plain, fake_doh):
     up = fake_doh(cert_name=NAME)
-    boot = fake_plain(responder=bootstrap_responder({"A": [DEAD, "127.0.0.1"]}, ordered=True))
-    p = dotproxy(extra_args=["--upstream", f"https://{NAME}:{up.port}/dns-query",
-                             "--bootstrap", bootstrap_arg(boot), "--cache-size", "0"])
-    assert wait_for(lambda: p.udp(CLIENT_NAME).rcode() == dns.rcode.NOERROR,
-                    timeout=3), p.log_tail()
+    p, boot = by_name(dotproxy, fake_plain, f"https://{NAME}:{up.port}/dns-query",
+                      {"A": [DEAD, "127.0.0.1"]}, ordered=True)
     assert p.wait_log(rf"notice: upstream https://{NAME.replace('.', '[.]')}:\d+/dns-query: "
                       rf"{DEAD.replace('.', '[.]')} failed \(.+\); trying its next address "
                       rf"127[.]0[.]0[.]1$", timeout=3), p.log_tail()
@@ -390,8 +368,8 @@ def test_an_address_that_answers_only_errors_gives_way_to_the_next(dotproxy, fak
     goes to the next address, which answers."""
     bad = fake_doh(cert_name=NAME, host="127.0.0.2", action=503)
     good = fake_doh(cert_name=NAME, host="127.0.0.1", port=bad.port)
-    p = answering_by_name(dotproxy, fake_plain, f"https://{NAME}:{bad.port}/dns-query",
-                          ["127.0.0.2", "127.0.0.1"], timeout=5)
+    p, _ = by_name(dotproxy, fake_plain, f"https://{NAME}:{bad.port}/dns-query",
+                   {"A": ["127.0.0.2", "127.0.0.1"]}, ordered=True, timeout=5)
     assert p.wait_log(rf"upstream https://{NAME.replace('.', '[.]')}:\d+/dns-query: "
                       rf"127[.]0[.]0[.]2 failed \(5 queries in a row answered with an error, "
                       rf"the last: HTTP status 503\); trying its next address 127[.]0[.]0[.]1$",
