@@ -104,8 +104,10 @@ class DoHClient:
     def __init__(self, port, *, host="127.0.0.1", ca_file=None, server_hostname=None,
                  verify=True, alpn=("h2",), require_h2=True, timeout=DEFAULT_TIMEOUT,
                  path="/dns-query", authority=None, user_agent=None, wait_settings=True,
-                 ignore_stream_limit=False, source=None):
+                 ignore_stream_limit=False, source=None, max_version=None):
         ctx = client_tls_context(ca_file, verify=verify)
+        if max_version:
+            ctx.maximum_version = max_version
         if alpn:
             ctx.set_alpn_protocols(list(alpn))
         self.timeout = timeout

@@ -231,6 +231,21 @@ def test_client_connections_have_tcp_nodelay(doh_proxy, doh):
     assert procutil.tcp_nodelay(p.proc.pid, local_port=port) == [True]
 
 
+@pytest.mark.parametrize("alpn", [("h2",), None])
+def test_a_tls12_client_is_answered(doh_proxy, doh, alpn):
+    """In a TLS 1.2 full handshake the server speaks last (its ticket, CCS
+    and Finished after the client's Finished). That flight is left for the
+    end of the loop round, or the listener's first write of it, so it must
+    leave even when the listener writes nothing then (no ALPN: it waits
+    for the client's first bytes)."""
+    p, port, _ = doh_proxy()
+    c = doh(port, max_version=ssl.TLSVersion.TLSv1_2, alpn=alpn, require_h2=False,
+            timeout=3)
+    assert c.pipe.tls.version() == "TLSv1.2"
+    r = c.query(make_doh_query(f"www.{LAN_NAME}"))
+    assert r.status == 200 and a_records(r.message) == ["192.0.2.7"]
+
+
 def test_an_http11_client_gets_the_no_application_protocol_alert(doh_proxy, pki):
     p, port, _ = doh_proxy()
     start = time.monotonic()
