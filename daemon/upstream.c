@@ -694,7 +694,7 @@ static void erred(struct upstream *up, const char *reason)
 {
 	if (++up->errors < ERRORS_DOWN || up->down)
 		return;
-	char why[160];
+	char why[sizeof(up->why)]; /* what mark_down() keeps of it */
 	snprintf(why, sizeof(why), "%u queries in a row answered with an error, the last: %s",
 		 up->errors, reason);
 	down_by_answers(up, why);
